@@ -1,0 +1,74 @@
+//! The one error type of the library: every fallible public function returns [`Result`].
+//!
+//! Variants are coarse on purpose (they map one-to-one onto the C ABI status codes later);
+//! the message says which input was wrong and how.
+
+use std::path::PathBuf;
+
+/// Errors of the espinnet library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A parameter is out of its valid range (the message names it and the range).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    /// Two inputs that must agree in shape do not.
+    #[error("shape mismatch: {what}: expected {expected:?}, got {got:?}")]
+    ShapeMismatch {
+        what: String,
+        expected: Vec<usize>,
+        got: Vec<usize>,
+    },
+
+    /// An input holds NaN or infinite values.
+    #[error("{input} holds {count} non-finite value(s), first at index {first:?}")]
+    NonFinite {
+        input: String,
+        count: usize,
+        first: Vec<usize>,
+    },
+
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A file exists but its content cannot be used (wrong format, type, dataset, rank).
+    #[error("{path}: {message}")]
+    Format { path: PathBuf, message: String },
+}
+
+/// Result with the library's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
+        Error::InvalidArgument(message.into())
+    }
+
+    pub(crate) fn format(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {
+        Error::Format {
+            path: path.into(),
+            message: message.to_string(),
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Fails with [`Error::InvalidArgument`] unless `value` is finite and > 0.
+pub(crate) fn require_positive(name: &str, value: f64) -> Result<()> {
+    if value.is_finite() && value > 0.0 {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!("{name} must be finite and > 0, got {value}")))
+    }
+}

@@ -1,0 +1,17 @@
+//! espinnet: X-ray multi-contrast imaging from scanned modulated patterns.
+//!
+//! From a reference stack (the scanned pattern without sample) and a sample stack (the same
+//! scan with the sample), recover the pattern displacement, transmission, dark-field,
+//! refraction angles and phase. Conventions and units: `DESIGN.md` §1 and
+//! `docs/architecture.md`.
+
+pub mod error;
+pub mod geometry;
+pub mod integrate;
+pub mod stack;
+
+mod transform2d;
+
+pub use error::{Error, Result};
+pub use geometry::Geometry;
+pub use stack::ScanScaling;
