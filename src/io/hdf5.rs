@@ -1,0 +1,42 @@
+//! HDF5 datasets: read any numeric dataset of rank 2 or 3 as f32, write float32 datasets
+//! (parents created), replacing the file atomically.
+
+use std::path::Path;
+
+use ndarray::{Array3, ArrayView, Axis, Dimension, Ix3};
+
+use super::atomic::write_atomically;
+use crate::error::{Error, Result};
+
+fn h5err(path: &Path, what: &str) -> impl Fn(hdf5_metno::Error) -> Error {
+    let (path, what) = (path.to_path_buf(), what.to_string());
+    move |e| Error::format(&path, format!("{what}: {e}"))
+}
+
+pub(super) fn read(path: &Path, dataset: &str) -> Result<Array3<f32>> {
+    let file = hdf5_metno::File::open(path).map_err(h5err(path, "not a readable HDF5 file"))?;
+    let ds = file
+        .dataset(dataset)
+        .map_err(|_| Error::format(path, format!("no dataset '{dataset}' in this file")))?;
+    let a = ds.read_dyn::<f32>().map_err(h5err(path, &format!("cannot read '{dataset}' as numbers")))?;
+    let a = match a.ndim() {
+        2 => a.insert_axis(Axis(0)),
+        3 => a,
+        n => return Err(Error::format(path, format!("dataset '{dataset}' has rank {n}, expected [N, H, W] or [H, W]"))),
+    };
+    Ok(a.into_dimensionality::<Ix3>().expect("rank checked").as_standard_layout().into_owned())
+}
+
+/// Writes `data` at `dataset` in a new file at `path` (an existing file is replaced as a
+/// whole: HDF5 has no safe in-place partial update).
+pub(super) fn write<D: Dimension>(path: &Path, dataset: &str, data: ArrayView<f32, D>) -> Result<()> {
+    write_atomically(path, |tmp| {
+        let file = hdf5_metno::File::create(tmp).map_err(h5err(path, "cannot create HDF5 file"))?;
+        let data = data.as_standard_layout();
+        file.new_dataset_builder()
+            .with_data(&data)
+            .create(dataset)
+            .map_err(h5err(path, &format!("cannot write dataset '{dataset}'")))?;
+        file.close().map_err(h5err(path, "cannot close HDF5 file"))
+    })
+}

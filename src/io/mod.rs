@@ -1,0 +1,144 @@
+//! Reading input stacks and writing results: multi-page TIFF, `.npy` and HDF5
+//! (`file.h5:/path/to/dataset`), plus PNG previews.
+//!
+//! Every write goes to a hidden temporary file beside the target and is renamed over it
+//! only when complete: a failed or interrupted write leaves no half-written output.
+
+mod atomic;
+#[cfg(feature = "hdf5")]
+mod hdf5;
+mod npy;
+pub mod preview;
+mod tiff;
+
+use std::path::{Path, PathBuf};
+
+use ndarray::{Array2, Array3, ArrayView3, Axis};
+
+pub use atomic::write_atomically;
+
+use crate::error::{Error, Result};
+
+/// A file format, chosen from the file name's extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Tiff,
+    Npy,
+    Hdf5,
+}
+
+/// Where data lives: a path and, for HDF5, the dataset inside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub path: PathBuf,
+    pub format: Format,
+    /// HDF5 dataset path (`/entry/data`); `None` for the other formats.
+    pub dataset: Option<String>,
+}
+
+impl Location {
+    /// Parses `file.tif`, `file.npy` or `file.h5:/path/to/dataset` (also `.hdf5`, `.nxs`).
+    pub fn parse(spec: &str) -> Result<Self> {
+        let lower = |p: &str| p.to_ascii_lowercase();
+        let is_h5 = |p: &str| [".h5", ".hdf5", ".hdf", ".nxs"].iter().any(|e| lower(p).ends_with(e));
+        if let Some((file, ds)) = spec.rsplit_once(':').filter(|(f, _)| is_h5(f)) {
+            if !ds.starts_with('/') || ds.len() < 2 {
+                return Err(Error::invalid(format!(
+                    "'{spec}': the HDF5 dataset must be an absolute path such as {file}:/entry/data"
+                )));
+            }
+            return Ok(Location { path: file.into(), format: Format::Hdf5, dataset: Some(ds.into()) });
+        }
+        let format = match lower(spec) {
+            s if s.ends_with(".tif") || s.ends_with(".tiff") => Format::Tiff,
+            s if s.ends_with(".npy") => Format::Npy,
+            s if is_h5(&s) => {
+                return Err(Error::invalid(format!(
+                    "'{spec}': name the dataset inside the HDF5 file, e.g. {spec}:/entry/data"
+                )));
+            }
+            _ => {
+                return Err(Error::invalid(format!(
+                    "'{spec}': unknown format (use .tif/.tiff, .npy or file.h5:/dataset)"
+                )));
+            }
+        };
+        Ok(Location { path: spec.into(), format, dataset: None })
+    }
+}
+
+/// Reads a stack `[N, H, W]` as f32: multi-page TIFF (8/16/32-bit integer, 32/64-bit
+/// float), `.npy` or an HDF5 dataset of rank 3 (rank 2 is read as one frame).
+pub fn read_stack(spec: &str) -> Result<Array3<f32>> {
+    let loc = Location::parse(spec)?;
+    if !loc.path.is_file() {
+        return Err(Error::io(&loc.path, std::io::Error::new(std::io::ErrorKind::NotFound, "no such file")));
+    }
+    match loc.format {
+        Format::Tiff => tiff::read(&loc.path),
+        Format::Npy => npy::read(&loc.path),
+        Format::Hdf5 => hdf5_read(&loc),
+    }
+}
+
+/// Reads a single image `[H, W]` (a stack of exactly one frame).
+pub fn read_image(spec: &str) -> Result<Array2<f32>> {
+    let s = read_stack(spec)?;
+    if s.len_of(Axis(0)) != 1 {
+        return Err(Error::format(spec, format!("expected one image, found {} frames", s.len_of(Axis(0)))));
+    }
+    Ok(s.index_axis_move(Axis(0), 0))
+}
+
+/// Writes a stack `[N, H, W]` as float32 (TIFF: N pages).
+pub fn write_stack(spec: &str, data: ArrayView3<f32>) -> Result<()> {
+    let loc = Location::parse(spec)?;
+    match loc.format {
+        Format::Tiff => write_atomically(&loc.path, |tmp| tiff::write(tmp, data)),
+        Format::Npy => write_atomically(&loc.path, |tmp| npy::write(tmp, data)),
+        Format::Hdf5 => hdf5_write(&loc, data),
+    }
+}
+
+/// Writes one image `[H, W]` as float32.
+pub fn write_image(spec: &str, data: &Array2<f32>) -> Result<()> {
+    let loc = Location::parse(spec)?;
+    let view = data.view().insert_axis(Axis(0));
+    match loc.format {
+        // One 2-D image, not a 1-frame stack, for .npy and HDF5 readers.
+        Format::Npy => write_atomically(&loc.path, |tmp| npy::write(tmp, data.view())),
+        Format::Hdf5 => hdf5_write(&loc, data.view()),
+        Format::Tiff => write_atomically(&loc.path, |tmp| tiff::write(tmp, view)),
+    }
+}
+
+#[cfg(feature = "hdf5")]
+fn hdf5_read(loc: &Location) -> Result<Array3<f32>> {
+    hdf5::read(&loc.path, loc.dataset.as_deref().unwrap_or_default())
+}
+
+#[cfg(feature = "hdf5")]
+fn hdf5_write<D: ndarray::Dimension>(loc: &Location, data: ndarray::ArrayView<f32, D>) -> Result<()> {
+    hdf5::write(&loc.path, loc.dataset.as_deref().unwrap_or_default(), data)
+}
+
+#[cfg(not(feature = "hdf5"))]
+fn hdf5_read(loc: &Location) -> Result<Array3<f32>> {
+    Err(Error::format(&loc.path, "this build has no HDF5 support (feature 'hdf5')"))
+}
+
+#[cfg(not(feature = "hdf5"))]
+fn hdf5_write<D: ndarray::Dimension>(loc: &Location, _: ndarray::ArrayView<f32, D>) -> Result<()> {
+    Err(Error::format(&loc.path, "this build has no HDF5 support (feature 'hdf5')"))
+}
+
+/// Fails if `path` exists, so that nothing the user has is overwritten silently.
+pub fn refuse_existing(path: &Path) -> Result<()> {
+    if path.exists() {
+        return Err(Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::AlreadyExists, "already exists (use --force to replace it)"),
+        ));
+    }
+    Ok(())
+}
