@@ -69,6 +69,8 @@ pub(crate) fn require_positive(name: &str, value: f64) -> Result<()> {
     if value.is_finite() && value > 0.0 {
         Ok(())
     } else {
-        Err(Error::invalid(format!("{name} must be finite and > 0, got {value}")))
+        Err(Error::invalid(format!(
+            "{name} must be finite and > 0, got {value}"
+        )))
     }
 }

@@ -119,7 +119,11 @@ mod tests {
         // 1.23984198e-6 / 14000 = 8.85601414e-11 m = 0.08856 nm.
         assert_relative_eq!(wavelength_m(14e3), 8.856_014_14e-11, max_relative = 1e-8);
         assert_relative_eq!(wavelength_m(1e3), 1.239_841_98e-9, max_relative = 1e-12);
-        assert_relative_eq!(energy_ev(wavelength_m(17.5e3)), 17.5e3, max_relative = 1e-12);
+        assert_relative_eq!(
+            energy_ev(wavelength_m(17.5e3)),
+            17.5e3,
+            max_relative = 1e-12
+        );
     }
 
     #[test]
@@ -128,11 +132,11 @@ mod tests {
         assert_relative_eq!(g.effective_pixel_m(), 0.65e-6, max_relative = 1e-12);
         // α = 1 px · 0.65 µm / 0.5 m = 1.3 µrad.
         assert_relative_eq!(g.angle_rad(1.0), 1.3e-6, max_relative = 1e-12);
-        // ∂φ/∂x = 2π / 6.19921e-11 m · 1.3e-6 · 0.65e-6 m = 85.6446 rad/px.
+        // ∂φ/∂x = 2π / 6.19921e-11 m · 1.3e-6 · 0.65e-6 m = 0.0856446 rad/px.
         let lambda = 1.239_841_98e-6 / 20e3;
         let by_hand = 2.0 * std::f64::consts::PI / lambda * 1.3e-6 * 0.65e-6;
         assert_relative_eq!(g.phase_gradient(1.3e-6), by_hand, max_relative = 1e-12);
-        assert_relative_eq!(by_hand, 85.6446, max_relative = 1e-5);
+        assert_relative_eq!(by_hand, 0.085_644_6, max_relative = 1e-5);
         assert_relative_eq!(g.phase_gradient_per_px(), by_hand, max_relative = 1e-12);
     }
 

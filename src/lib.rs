@@ -15,5 +15,5 @@ mod transform2d;
 pub use error::{Error, Result};
 pub use geometry::Geometry;
 pub use stack::ScanScaling;
-pub mod simulate;
 pub mod io;
+pub mod simulate;

@@ -197,7 +197,10 @@ mod tests {
     #[test]
     fn truncates_to_first_frames() {
         let out = scale_scans(ramp(25).view(), 20, ScanScaling::Linear).unwrap();
-        assert_eq!(frame_values(&out), (0..20).map(|i| i as f32).collect::<Vec<_>>());
+        assert_eq!(
+            frame_values(&out),
+            (0..20).map(|i| i as f32).collect::<Vec<_>>()
+        );
     }
 
     #[test]
@@ -225,10 +228,17 @@ mod tests {
         s[[2, 1, 0]] = f32::NAN;
         let e = validate_pair(r.view(), s.view()).unwrap_err().to_string();
         assert!(e.contains("sample stack") && e.contains("[2, 1, 0]"), "{e}");
-        let e = validate_pair(r.view(), ramp(4).view()).unwrap_err().to_string();
-        assert!(e.contains("shape mismatch") && e.contains("[4, 2, 3]"), "{e}");
+        let e = validate_pair(r.view(), ramp(4).view())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("shape mismatch") && e.contains("[4, 2, 3]"),
+            "{e}"
+        );
         let empty = Array3::<f32>::zeros((0, 2, 3));
-        let e = validate_stack("reference stack", empty.view()).unwrap_err().to_string();
+        let e = validate_stack("reference stack", empty.view())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("empty"), "{e}");
     }
 

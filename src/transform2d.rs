@@ -56,7 +56,11 @@ fn scratch<T: FftNum>(fft: &dyn Fft<T>) -> Vec<Complex<T>> {
 /// Signed angular frequency (rad per sample) of DFT bin `k` of `n`: `2π·k/n`, wrapped to
 /// [−π, π). The Nyquist bin gets −π.
 pub(crate) fn angular_frequency(k: usize, n: usize) -> f64 {
-    let k = if 2 * k >= n { k as f64 - n as f64 } else { k as f64 };
+    let k = if 2 * k >= n {
+        k as f64 - n as f64
+    } else {
+        k as f64
+    };
     2.0 * std::f64::consts::PI * k / n as f64
 }
 

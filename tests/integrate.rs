@@ -43,8 +43,14 @@ fn check(name: &str, f: &Field, bound_fc: f64, bound_ls: f64) {
     let fc = relative_rms(f, Method::FrankotChellappa);
     let ls = relative_rms(f, Method::LeastSquares);
     eprintln!("{name}: relative RMS error FC {fc:.2e}, LS {ls:.2e}");
-    assert!(fc <= bound_fc, "{name}: Frankot-Chellappa {fc:.3e} > {bound_fc:.0e}");
-    assert!(ls <= bound_ls, "{name}: least squares {ls:.3e} > {bound_ls:.0e}");
+    assert!(
+        fc <= bound_fc,
+        "{name}: Frankot-Chellappa {fc:.3e} > {bound_fc:.0e}"
+    );
+    assert!(
+        ls <= bound_ls,
+        "{name}: least squares {ls:.3e} > {bound_ls:.0e}"
+    );
 }
 
 #[test]

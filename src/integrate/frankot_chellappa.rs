@@ -14,7 +14,13 @@ pub(super) fn integrate(gx: &Array2<f64>, gy: &Array2<f64>) -> Array2<f64> {
     let (h, w) = gx.dim();
     let (eh, ew) = (2 * h, 2 * w);
     // Source index and sign of the half-sample mirror extension.
-    let mirror = |i: usize, n: usize| if i < n { (i, 1.0) } else { (2 * n - 1 - i, -1.0) };
+    let mirror = |i: usize, n: usize| {
+        if i < n {
+            (i, 1.0)
+        } else {
+            (2 * n - 1 - i, -1.0)
+        }
+    };
     let mut gxe = Array2::from_shape_fn((eh, ew), |(y, x)| {
         let ((sy, _), (sx, sign)) = (mirror(y, h), mirror(x, w));
         Complex::new(sign * gx[[sy, sx]], 0.0)
@@ -46,5 +52,9 @@ pub(super) fn integrate(gx: &Array2<f64>, gy: &Array2<f64>) -> Array2<f64> {
 }
 
 fn nyquist_free(k: usize, n: usize) -> f64 {
-    if 2 * k == n { 0.0 } else { angular_frequency(k, n) }
+    if 2 * k == n {
+        0.0
+    } else {
+        angular_frequency(k, n)
+    }
 }

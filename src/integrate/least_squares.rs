@@ -37,8 +37,8 @@ pub(super) fn integrate(gx: &Array2<f64>, gy: &Array2<f64>) -> Array2<f64> {
     // Eigenvalues of the Neumann Laplacian: 2cos(πk/W) + 2cos(πl/H) − 4.
     let pi = std::f64::consts::PI;
     ndarray::Zip::indexed(&mut rho).for_each(|(l, k), v| {
-        let lambda = 2.0 * (pi * k as f64 / w as f64).cos() + 2.0 * (pi * l as f64 / h as f64).cos()
-            - 4.0;
+        let lambda =
+            2.0 * (pi * k as f64 / w as f64).cos() + 2.0 * (pi * l as f64 / h as f64).cos() - 4.0;
         *v = if k == 0 && l == 0 { 0.0 } else { *v / lambda };
     });
     separable(&mut rho, |r| row.process_dct3(r), |c| col.process_dct3(c));

@@ -80,9 +80,11 @@ pub fn integrate(gx: ArrayView2<f32>, gy: ArrayView2<f32>, method: Method) -> Re
         Method::FrankotChellappa => frankot_chellappa::integrate(&gx, &gy),
         Method::LeastSquares => least_squares::integrate(&gx, &gy),
     };
-    let mean = Zip::from(&phi)
-        .and(&valid)
-        .fold((0.0, 0usize), |(s, n), &p, &ok| if ok { (s + p, n + 1) } else { (s, n) });
+    let mean =
+        Zip::from(&phi).and(&valid).fold(
+            (0.0, 0usize),
+            |(s, n), &p, &ok| if ok { (s + p, n + 1) } else { (s, n) },
+        );
     let mean = mean.0 / mean.1 as f64;
     phi.mapv_inplace(|p| p - mean);
     Ok(Zip::from(&phi)

@@ -15,10 +15,18 @@ pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) ->
         _ => PathBuf::from("."),
     };
     if !dir.is_dir() {
-        return Err(Error::io(&dir, std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory")));
+        return Err(Error::io(
+            &dir,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory"),
+        ));
     }
-    let tmp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
-    let result = write(&tmp).and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result =
+        write(&tmp).and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }

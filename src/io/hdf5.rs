@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use ndarray::{Array3, ArrayView, Axis, Dimension, Ix3};
+use hdf5_metno::types::VarLenUnicode;
+use ndarray::{Array3, ArrayViewD, Axis, Ix3};
 
 use super::atomic::write_atomically;
 use crate::error::{Error, Result};
@@ -18,25 +19,50 @@ pub(super) fn read(path: &Path, dataset: &str) -> Result<Array3<f32>> {
     let ds = file
         .dataset(dataset)
         .map_err(|_| Error::format(path, format!("no dataset '{dataset}' in this file")))?;
-    let a = ds.read_dyn::<f32>().map_err(h5err(path, &format!("cannot read '{dataset}' as numbers")))?;
+    let a = ds
+        .read_dyn::<f32>()
+        .map_err(h5err(path, &format!("cannot read '{dataset}' as numbers")))?;
     let a = match a.ndim() {
         2 => a.insert_axis(Axis(0)),
         3 => a,
-        n => return Err(Error::format(path, format!("dataset '{dataset}' has rank {n}, expected [N, H, W] or [H, W]"))),
+        n => {
+            return Err(Error::format(
+                path,
+                format!("dataset '{dataset}' has rank {n}, expected [N, H, W] or [H, W]"),
+            ));
+        }
     };
-    Ok(a.into_dimensionality::<Ix3>().expect("rank checked").as_standard_layout().into_owned())
+    Ok(a.into_dimensionality::<Ix3>()
+        .expect("rank checked")
+        .as_standard_layout()
+        .into_owned())
 }
 
-/// Writes `data` at `dataset` in a new file at `path` (an existing file is replaced as a
-/// whole: HDF5 has no safe in-place partial update).
-pub(super) fn write<D: Dimension>(path: &Path, dataset: &str, data: ArrayView<f32, D>) -> Result<()> {
+/// Writes the named float32 datasets (parents created) and string attributes on the root
+/// into a new file at `path`; an existing file is replaced as a whole, atomically.
+pub(crate) fn write_many(
+    path: &Path,
+    datasets: &[(&str, ArrayViewD<f32>)],
+    attributes: &[(&str, &str)],
+) -> Result<()> {
     write_atomically(path, |tmp| {
         let file = hdf5_metno::File::create(tmp).map_err(h5err(path, "cannot create HDF5 file"))?;
-        let data = data.as_standard_layout();
-        file.new_dataset_builder()
-            .with_data(&data)
-            .create(dataset)
-            .map_err(h5err(path, &format!("cannot write dataset '{dataset}'")))?;
+        for (name, data) in datasets {
+            let data = data.as_standard_layout();
+            file.new_dataset_builder()
+                .with_data(&data)
+                .create(*name)
+                .map_err(h5err(path, &format!("cannot write dataset '{name}'")))?;
+        }
+        for (name, value) in attributes {
+            let value: VarLenUnicode = value
+                .parse()
+                .map_err(|e| Error::format(path, format!("attribute '{name}': {e}")))?;
+            file.new_attr::<VarLenUnicode>()
+                .create(*name)
+                .and_then(|a| a.write_scalar(&value))
+                .map_err(h5err(path, &format!("cannot write attribute '{name}'")))?;
+        }
         file.close().map_err(h5err(path, "cannot close HDF5 file"))
     })
 }

@@ -40,14 +40,22 @@ impl Location {
     /// Parses `file.tif`, `file.npy` or `file.h5:/path/to/dataset` (also `.hdf5`, `.nxs`).
     pub fn parse(spec: &str) -> Result<Self> {
         let lower = |p: &str| p.to_ascii_lowercase();
-        let is_h5 = |p: &str| [".h5", ".hdf5", ".hdf", ".nxs"].iter().any(|e| lower(p).ends_with(e));
+        let is_h5 = |p: &str| {
+            [".h5", ".hdf5", ".hdf", ".nxs"]
+                .iter()
+                .any(|e| lower(p).ends_with(e))
+        };
         if let Some((file, ds)) = spec.rsplit_once(':').filter(|(f, _)| is_h5(f)) {
             if !ds.starts_with('/') || ds.len() < 2 {
                 return Err(Error::invalid(format!(
                     "'{spec}': the HDF5 dataset must be an absolute path such as {file}:/entry/data"
                 )));
             }
-            return Ok(Location { path: file.into(), format: Format::Hdf5, dataset: Some(ds.into()) });
+            return Ok(Location {
+                path: file.into(),
+                format: Format::Hdf5,
+                dataset: Some(ds.into()),
+            });
         }
         let format = match lower(spec) {
             s if s.ends_with(".tif") || s.ends_with(".tiff") => Format::Tiff,
@@ -63,7 +71,11 @@ impl Location {
                 )));
             }
         };
-        Ok(Location { path: spec.into(), format, dataset: None })
+        Ok(Location {
+            path: spec.into(),
+            format,
+            dataset: None,
+        })
     }
 }
 
@@ -72,7 +84,10 @@ impl Location {
 pub fn read_stack(spec: &str) -> Result<Array3<f32>> {
     let loc = Location::parse(spec)?;
     if !loc.path.is_file() {
-        return Err(Error::io(&loc.path, std::io::Error::new(std::io::ErrorKind::NotFound, "no such file")));
+        return Err(Error::io(
+            &loc.path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+        ));
     }
     match loc.format {
         Format::Tiff => tiff::read(&loc.path),
@@ -85,7 +100,10 @@ pub fn read_stack(spec: &str) -> Result<Array3<f32>> {
 pub fn read_image(spec: &str) -> Result<Array2<f32>> {
     let s = read_stack(spec)?;
     if s.len_of(Axis(0)) != 1 {
-        return Err(Error::format(spec, format!("expected one image, found {} frames", s.len_of(Axis(0)))));
+        return Err(Error::format(
+            spec,
+            format!("expected one image, found {} frames", s.len_of(Axis(0))),
+        ));
     }
     Ok(s.index_axis_move(Axis(0), 0))
 }
@@ -118,18 +136,42 @@ fn hdf5_read(loc: &Location) -> Result<Array3<f32>> {
 }
 
 #[cfg(feature = "hdf5")]
-fn hdf5_write<D: ndarray::Dimension>(loc: &Location, data: ndarray::ArrayView<f32, D>) -> Result<()> {
-    hdf5::write(&loc.path, loc.dataset.as_deref().unwrap_or_default(), data)
+fn hdf5_write<D: ndarray::Dimension>(
+    loc: &Location,
+    data: ndarray::ArrayView<f32, D>,
+) -> Result<()> {
+    hdf5::write_many(
+        &loc.path,
+        &[(loc.dataset.as_deref().unwrap_or_default(), data.into_dyn())],
+        &[],
+    )
+}
+
+/// Writes several float32 datasets and string attributes (on the root group) into one new
+/// HDF5 file, replacing `path` atomically.
+#[cfg(feature = "hdf5")]
+pub fn write_hdf5(
+    path: &Path,
+    datasets: &[(&str, ndarray::ArrayViewD<f32>)],
+    attributes: &[(&str, &str)],
+) -> Result<()> {
+    hdf5::write_many(path, datasets, attributes)
 }
 
 #[cfg(not(feature = "hdf5"))]
 fn hdf5_read(loc: &Location) -> Result<Array3<f32>> {
-    Err(Error::format(&loc.path, "this build has no HDF5 support (feature 'hdf5')"))
+    Err(Error::format(
+        &loc.path,
+        "this build has no HDF5 support (feature 'hdf5')",
+    ))
 }
 
 #[cfg(not(feature = "hdf5"))]
 fn hdf5_write<D: ndarray::Dimension>(loc: &Location, _: ndarray::ArrayView<f32, D>) -> Result<()> {
-    Err(Error::format(&loc.path, "this build has no HDF5 support (feature 'hdf5')"))
+    Err(Error::format(
+        &loc.path,
+        "this build has no HDF5 support (feature 'hdf5')",
+    ))
 }
 
 /// Fails if `path` exists, so that nothing the user has is overwritten silently.
@@ -137,7 +179,10 @@ pub fn refuse_existing(path: &Path) -> Result<()> {
     if path.exists() {
         return Err(Error::io(
             path,
-            std::io::Error::new(std::io::ErrorKind::AlreadyExists, "already exists (use --force to replace it)"),
+            std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "already exists (use --force to replace it)",
+            ),
         ));
     }
     Ok(())

@@ -18,7 +18,8 @@ pub(super) fn read(path: &Path) -> Result<Array3<f32>> {
         let file = File::open(path).map_err(ReadNpyError::Io)?;
         Ok(ArrayD::<T>::read_npy(file)?.mapv(cast))
     }
-    let readers: [fn(&Path) -> std::result::Result<ArrayD<f32>, ReadNpyError>; 8] = [
+    type Reader = fn(&Path) -> std::result::Result<ArrayD<f32>, ReadNpyError>;
+    let readers: [Reader; 8] = [
         |p| try_read::<f32>(p, |v| v),
         |p| try_read::<f64>(p, |v| v as f32),
         |p| try_read::<u16>(p, f32::from),
@@ -34,7 +35,12 @@ pub(super) fn read(path: &Path) -> Result<Array3<f32>> {
             Ok(a) => return to_stack(path, a),
             Err(ReadNpyError::WrongDescriptor(d)) => last = Some(format!("unsupported dtype {d}")),
             Err(ReadNpyError::Io(e)) => return Err(Error::io(path, e)),
-            Err(e) => return Err(Error::format(path, format!("not a readable .npy file: {e}"))),
+            Err(e) => {
+                return Err(Error::format(
+                    path,
+                    format!("not a readable .npy file: {e}"),
+                ));
+            }
         }
     }
     Err(Error::format(path, last.unwrap_or_default()))
@@ -44,15 +50,27 @@ fn to_stack(path: &Path, a: ArrayD<f32>) -> Result<Array3<f32>> {
     let a = match a.ndim() {
         2 => a.insert_axis(Axis(0)),
         3 => a,
-        n => return Err(Error::format(path, format!("expected a 2-D image or 3-D stack [N, H, W], got rank {n}"))),
+        n => {
+            return Err(Error::format(
+                path,
+                format!("expected a 2-D image or 3-D stack [N, H, W], got rank {n}"),
+            ));
+        }
     };
-    Ok(a.into_dimensionality::<Ix3>().expect("rank checked").as_standard_layout().into_owned())
+    Ok(a.into_dimensionality::<Ix3>()
+        .expect("rank checked")
+        .as_standard_layout()
+        .into_owned())
 }
 
-pub(super) fn write<S: Data<Elem = f32>, D: Dimension>(path: &Path, data: ArrayBase<S, D>) -> Result<()> {
+pub(super) fn write<S: Data<Elem = f32>, D: Dimension>(
+    path: &Path,
+    data: ArrayBase<S, D>,
+) -> Result<()> {
     let file = File::create(path).map_err(|e| Error::io(path, e))?;
     let mut w = BufWriter::new(file);
-    data.write_npy(&mut w).map_err(|e| Error::format(path, format!(".npy write failed: {e}")))?;
+    data.write_npy(&mut w)
+        .map_err(|e| Error::format(path, format!(".npy write failed: {e}")))?;
     use std::io::Write;
     w.flush().map_err(|e| Error::io(path, e))
 }

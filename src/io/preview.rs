@@ -35,7 +35,10 @@ pub fn render(data: &Array2<f32>, scale: Scale) -> RgbImage {
             let m = quantile(&abs, 0.99).unwrap_or(1.0).max(f32::MIN_POSITIVE);
             (-m, m)
         }
-        _ => (quantile(&finite, 0.01).unwrap_or(0.0), quantile(&finite, 0.99).unwrap_or(1.0)),
+        _ => (
+            quantile(&finite, 0.01).unwrap_or(0.0),
+            quantile(&finite, 0.99).unwrap_or(1.0),
+        ),
     };
     let span = if hi > lo { hi - lo } else { 1.0 };
     let (h, w) = data.dim();
@@ -62,7 +65,10 @@ pub fn write_png(path: &Path, data: &Array2<f32>, scale: Scale) -> Result<()> {
 
 /// Writes a montage: panels left to right, `columns` per row, 4-pixel white gutters.
 pub fn write_montage(path: &Path, panels: &[(&Array2<f32>, Scale)], columns: usize) -> Result<()> {
-    let first = panels.first().ok_or_else(|| Error::invalid("montage needs at least one panel"))?.0;
+    let first = panels
+        .first()
+        .ok_or_else(|| Error::invalid("montage needs at least one panel"))?
+        .0;
     let (h, w) = first.dim();
     if panels.iter().any(|(p, _)| p.dim() != (h, w)) {
         return Err(Error::invalid("montage panels must have one size"));

@@ -25,7 +25,9 @@ pub(crate) fn filter_periodic(
 
 /// Gaussian of standard deviation `sigma` samples, periodic boundary.
 pub(crate) fn gaussian_periodic(a: &Array2<f32>, sigma: f64) -> Array2<f32> {
-    filter_periodic(a, |wy, wx| (-(wx * wx + wy * wy) * sigma * sigma / 2.0).exp())
+    filter_periodic(a, |wy, wx| {
+        (-(wx * wx + wy * wy) * sigma * sigma / 2.0).exp()
+    })
 }
 
 /// Gaussian of standard deviation `sigma` samples, edges clamped (no wrap-around).
@@ -34,7 +36,9 @@ pub(crate) fn gaussian_clamped(a: &Array2<f64>, sigma: f64) -> Array2<f64> {
         return a.clone();
     }
     let r = (4.0 * sigma).ceil() as isize;
-    let kernel: Vec<f64> = (-r..=r).map(|i| (-(i * i) as f64 / (2.0 * sigma * sigma)).exp()).collect();
+    let kernel: Vec<f64> = (-r..=r)
+        .map(|i| (-(i * i) as f64 / (2.0 * sigma * sigma)).exp())
+        .collect();
     let norm: f64 = kernel.iter().sum();
     let conv = |line: &mut [f64]| {
         let src = line.to_vec();

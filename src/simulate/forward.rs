@@ -41,7 +41,8 @@ impl Pattern {
     ) -> Self {
         let os = optics.oversampling.max(1) as f64;
         // Wrap-around of the periodic propagation reaches a few Fresnel zones in.
-        let fresnel_px = (optics.wavelength_m * optics.propagation_m).sqrt() / (optics.pixel_um * 1e-6);
+        let fresnel_px =
+            (optics.wavelength_m * optics.propagation_m).sqrt() / (optics.pixel_um * 1e-6);
         let margin = 3.0 * fresnel_px + 3.0 * optics.blur_px + 4.0;
         let origin = (lo.0 - margin, lo.1 - margin);
         let len = |a: f64, b: f64| fast_len(((b - a + 2.0 * margin) * os).ceil() as usize + 1);
@@ -122,31 +123,40 @@ pub(crate) fn render(
         .zip(shifts_px)
         .enumerate()
     {
-        Zip::indexed(r.rows_mut()).and(s.rows_mut()).par_for_each(|y, mut r, mut s| {
-            let mut rng = noise_seed.map(|seed| Pcg64Mcg::seed_from_u64(mix(seed, i, y)));
-            let mut emit = |v: f32| -> f32 {
-                let lambda = v.max(0.0) as f64 * flux;
-                match rng.as_mut() {
-                    Some(rng) if lambda > 0.0 => Poisson::new(lambda).map(|p| p.sample(rng) as f32).unwrap_or(0.0),
-                    _ => lambda as f32,
+        Zip::indexed(r.rows_mut())
+            .and(s.rows_mut())
+            .par_for_each(|y, mut r, mut s| {
+                let mut rng = noise_seed.map(|seed| Pcg64Mcg::seed_from_u64(mix(seed, i, y)));
+                let mut emit = |v: f32| -> f32 {
+                    let lambda = v.max(0.0) as f64 * flux;
+                    match rng.as_mut() {
+                        Some(rng) if lambda > 0.0 => Poisson::new(lambda)
+                            .map(|p| p.sample(rng) as f32)
+                            .unwrap_or(0.0),
+                        _ => lambda as f32,
+                    }
+                };
+                for x in 0..w {
+                    let (yf, xf) = (y as f64 - sy, x as f64 - sx);
+                    r[x] = emit(pattern.at(yf, xf));
+                    let (dy, dx) = (maps.dy[[y, x]], maps.dx[[y, x]]);
+                    let pat = pattern.at(yf - dy, xf - dx);
+                    let (t, d) = (
+                        maps.transmission[[y, x]] as f32,
+                        maps.darkfield[[y, x]] as f32,
+                    );
+                    s[x] = emit(t * (mean + d * (pat - mean)));
                 }
-            };
-            for x in 0..w {
-                let (yf, xf) = (y as f64 - sy, x as f64 - sx);
-                r[x] = emit(pattern.at(yf, xf));
-                let (dy, dx) = (maps.dy[[y, x]], maps.dx[[y, x]]);
-                let pat = pattern.at(yf - dy, xf - dx);
-                let (t, d) = (maps.transmission[[y, x]] as f32, maps.darkfield[[y, x]] as f32);
-                s[x] = emit(t * (mean + d * (pat - mean)));
-            }
-        });
+            });
     }
     (reference, sample)
 }
 
 /// A seed for frame `i`, row `y`: SplitMix64 finaliser over the three.
 fn mix(seed: u64, i: usize, y: usize) -> u64 {
-    let mut z = seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (y as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
+    let mut z = seed
+        ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ (y as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
@@ -162,7 +172,11 @@ mod tests {
             let w = keys(t);
             assert!((w.iter().sum::<f32>() - 1.0).abs() < 1e-6);
             // reproduces a linear ramp exactly
-            let ramp: f32 = w.iter().enumerate().map(|(i, w)| w * (i as f32 - 1.0)).sum();
+            let ramp: f32 = w
+                .iter()
+                .enumerate()
+                .map(|(i, w)| w * (i as f32 - 1.0))
+                .sum();
             assert!((ramp - t as f32).abs() < 1e-6);
         }
         assert_eq!(keys(0.0), [0.0, 1.0, 0.0, 0.0]);

@@ -10,6 +10,7 @@
 //! intensity. Then Poisson noise at `flux_photons` per pixel. The model is the parallel-beam
 //! one: all lengths are at the sample plane (effective pixel).
 
+pub mod dataset;
 mod filter;
 mod forward;
 mod modulator;
@@ -69,7 +70,12 @@ pub enum Preset {
 }
 
 impl Preset {
-    pub const ALL: [Preset; 4] = [Preset::MaskDiagonal, Preset::SandpaperRandom, Preset::GratingGrid, Preset::Lens];
+    pub const ALL: [Preset; 4] = [
+        Preset::MaskDiagonal,
+        Preset::SandpaperRandom,
+        Preset::GratingGrid,
+        Preset::Lens,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -82,9 +88,22 @@ impl Preset {
 
     /// The preset's configuration for a `size`² image with `scans` frames.
     pub fn config(self, size: usize, scans: usize, seed: u64) -> Config {
-        let geometry = Geometry { energy_ev: 20e3, distance_m: 0.5, detector_pixel_m: 6.5e-6, magnification: 10.0 };
-        let mask = Modulator::CodedMask { pitch_um: 5.0, fill: 0.5, transmission: 0.6, phase_rad: -1.0 };
-        let diagonal = Trajectory::Diagonal { step_um: 3.0, jitter: 0.5 };
+        let geometry = Geometry {
+            energy_ev: 20e3,
+            distance_m: 0.5,
+            detector_pixel_m: 6.5e-6,
+            magnification: 10.0,
+        };
+        let mask = Modulator::CodedMask {
+            pitch_um: 5.0,
+            fill: 0.5,
+            transmission: 0.6,
+            phase_rad: -1.0,
+        };
+        let diagonal = Trajectory::Diagonal {
+            step_um: 3.0,
+            jitter: 0.5,
+        };
         let blobs = |max_d: f64| Sample::Blobs {
             count: 4,
             radius_frac: (0.1, 0.25),
@@ -96,12 +115,27 @@ impl Preset {
         let (modulator, trajectory, sample) = match self {
             Preset::MaskDiagonal => (mask, diagonal, blobs(8.0)),
             Preset::SandpaperRandom => (
-                Modulator::Sandpaper { grain_um: 4.0, phase_rms_rad: 0.6, transmission: 0.8 },
+                Modulator::Sandpaper {
+                    grain_um: 4.0,
+                    phase_rms_rad: 0.6,
+                    transmission: 0.8,
+                },
                 Trajectory::Random { extent_um: 20.0 },
-                Sample::Spheres { count: 6, radius_um: (15.0, 40.0), delta: 8.5e-7, beta: 1e-9, darkfield_min: 0.6, edge_px: 2.0 },
+                Sample::Spheres {
+                    count: 6,
+                    radius_um: (15.0, 40.0),
+                    delta: 8.5e-7,
+                    beta: 1e-9,
+                    darkfield_min: 0.6,
+                    edge_px: 2.0,
+                },
             ),
             Preset::GratingGrid => (
-                Modulator::Checkerboard { period_um: 8.0, transmission: 0.5, phase_rad: std::f64::consts::FRAC_PI_2 },
+                Modulator::Checkerboard {
+                    period_um: 8.0,
+                    transmission: 0.5,
+                    phase_rad: std::f64::consts::FRAC_PI_2,
+                },
                 Trajectory::Grid { step_um: 1.3 },
                 blobs(3.0),
             ),
@@ -109,7 +143,12 @@ impl Preset {
                 mask,
                 diagonal,
                 // Be at 20 keV: δ ≈ 8.5e-7; aperture 40 % of the field.
-                Sample::Lens { apex_radius_um: 50.0, aperture_um: 0.4 * size as f64 * 0.65, delta: 8.5e-7, beta: 2e-10 },
+                Sample::Lens {
+                    apex_radius_um: 50.0,
+                    aperture_um: 0.4 * size as f64 * 0.65,
+                    delta: 8.5e-7,
+                    beta: 2e-10,
+                },
             ),
         };
         Config {
@@ -133,10 +172,16 @@ impl Preset {
 impl std::str::FromStr for Preset {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        Preset::ALL.into_iter().find(|p| p.name() == s).ok_or_else(|| {
-            let names: Vec<_> = Preset::ALL.iter().map(|p| p.name()).collect();
-            Error::invalid(format!("unknown preset '{s}' (one of: {})", names.join(", ")))
-        })
+        Preset::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Preset::ALL.iter().map(|p| p.name()).collect();
+                Error::invalid(format!(
+                    "unknown preset '{s}' (one of: {})",
+                    names.join(", ")
+                ))
+            })
     }
 }
 
@@ -175,11 +220,19 @@ impl Config {
                 self.height, self.width, self.scans
             )));
         }
-        if self.height.saturating_mul(self.width).saturating_mul(self.scans) > 1 << 31 {
+        if self
+            .height
+            .saturating_mul(self.width)
+            .saturating_mul(self.scans)
+            > 1 << 31
+        {
             return Err(Error::invalid("case too large: N·H·W must stay below 2^31"));
         }
         if !(1..=8).contains(&self.oversampling) {
-            return Err(Error::invalid(format!("oversampling must be 1..=8, got {}", self.oversampling)));
+            return Err(Error::invalid(format!(
+                "oversampling must be 1..=8, got {}",
+                self.oversampling
+            )));
         }
         self.geometry.validate()?;
         require_positive("modulator distance (m)", self.modulator_distance_m)?;
@@ -199,15 +252,24 @@ pub fn simulate(config: &Config) -> Result<Case> {
     let (h, w) = (config.height, config.width);
     let pixel_um = config.geometry.effective_pixel_m() * 1e6;
     // Independent streams for independent choices: changing one part keeps the others.
-    let stream = |k: u64| config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(k);
+    let stream = |k: u64| {
+        config
+            .seed
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(k)
+    };
     let maps = config.sample.maps(h, w, &config.geometry, stream(1));
     let positions_um = config.trajectory.positions_um(config.scans, stream(2));
-    let shifts: Vec<(f64, f64)> = positions_um.iter().map(|&(y, x)| (y / pixel_um, x / pixel_um)).collect();
+    let shifts: Vec<(f64, f64)> = positions_um
+        .iter()
+        .map(|&(y, x)| (y / pixel_um, x / pixel_um))
+        .collect();
     let dmax = |a: &Array2<f64>| a.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     let (dy_max, dx_max) = (dmax(&maps.dy), dmax(&maps.dx));
-    let (smin, smax) = shifts.iter().fold(((f64::MAX, f64::MAX), (f64::MIN, f64::MIN)), |(lo, hi), &(y, x)| {
-        ((lo.0.min(y), lo.1.min(x)), (hi.0.max(y), hi.1.max(x)))
-    });
+    let (smin, smax) = shifts.iter().fold(
+        ((f64::MAX, f64::MAX), (f64::MIN, f64::MIN)),
+        |(lo, hi), &(y, x)| ((lo.0.min(y), lo.1.min(x)), (hi.0.max(y), hi.1.max(x))),
+    );
     let optics = forward::Optics {
         pixel_um,
         wavelength_m: config.geometry.wavelength_m(),
@@ -217,7 +279,10 @@ pub fn simulate(config: &Config) -> Result<Case> {
     };
     let pattern = forward::Pattern::new(
         (-smax.0 - dy_max, -smax.1 - dx_max),
-        (h as f64 - 1.0 - smin.0 + dy_max, w as f64 - 1.0 - smin.1 + dx_max),
+        (
+            h as f64 - 1.0 - smin.0 + dy_max,
+            w as f64 - 1.0 - smin.1 + dx_max,
+        ),
         &optics,
         |fh, fw, sample_um| config.modulator.wavefield(fh, fw, sample_um, stream(3)),
     );

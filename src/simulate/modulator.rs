@@ -45,20 +45,35 @@ impl Modulator {
             if (0.0..=1.0).contains(&v) {
                 Ok(())
             } else {
-                Err(crate::Error::invalid(format!("{name} must be in [0, 1], got {v}")))
+                Err(crate::Error::invalid(format!(
+                    "{name} must be in [0, 1], got {v}"
+                )))
             }
         };
         match *self {
-            Modulator::CodedMask { pitch_um, fill, transmission, .. } => {
+            Modulator::CodedMask {
+                pitch_um,
+                fill,
+                transmission,
+                ..
+            } => {
                 require_positive("coded mask pitch (µm)", pitch_um)?;
                 unit("coded mask fill", fill)?;
                 unit("coded mask transmission", transmission)
             }
-            Modulator::Sandpaper { grain_um, transmission, .. } => {
+            Modulator::Sandpaper {
+                grain_um,
+                transmission,
+                ..
+            } => {
                 require_positive("sandpaper grain (µm)", grain_um)?;
                 unit("sandpaper transmission", transmission)
             }
-            Modulator::Checkerboard { period_um, transmission, .. } => {
+            Modulator::Checkerboard {
+                period_um,
+                transmission,
+                ..
+            } => {
                 require_positive("grating period (µm)", period_um)?;
                 unit("grating transmission", transmission)
             }
@@ -66,21 +81,42 @@ impl Modulator {
     }
 
     /// Complex transmission on an `h`×`w` canvas of `sample_um` spacing.
-    pub(crate) fn wavefield(&self, h: usize, w: usize, sample_um: f64, seed: u64) -> Array2<Complex32> {
+    pub(crate) fn wavefield(
+        &self,
+        h: usize,
+        w: usize,
+        sample_um: f64,
+        seed: u64,
+    ) -> Array2<Complex32> {
         let mut rng = Pcg64Mcg::seed_from_u64(seed);
         let from_polar = |t: f64, p: f64| Complex32::from_polar(t.sqrt() as f32, p as f32);
         match *self {
-            Modulator::CodedMask { pitch_um, fill, transmission, phase_rad } => {
+            Modulator::CodedMask {
+                pitch_um,
+                fill,
+                transmission,
+                phase_rad,
+            } => {
                 let cell = pitch_um / sample_um;
-                let (ch, cw) = ((h as f64 / cell).ceil() as usize + 1, (w as f64 / cell).ceil() as usize + 1);
+                let (ch, cw) = (
+                    (h as f64 / cell).ceil() as usize + 1,
+                    (w as f64 / cell).ceil() as usize + 1,
+                );
                 let cells = Array2::from_shape_fn((ch, cw), |_| rng.random::<f64>() < fill);
-                let (dark, open) = (from_polar(transmission, phase_rad), Complex32::new(1.0, 0.0));
+                let (dark, open) = (
+                    from_polar(transmission, phase_rad),
+                    Complex32::new(1.0, 0.0),
+                );
                 Array2::from_shape_fn((h, w), |(y, x)| {
                     let c = cells[[(y as f64 / cell) as usize, (x as f64 / cell) as usize]];
                     if c { dark } else { open }
                 })
             }
-            Modulator::Sandpaper { grain_um, phase_rms_rad, transmission } => {
+            Modulator::Sandpaper {
+                grain_um,
+                phase_rms_rad,
+                transmission,
+            } => {
                 let noise = Array2::from_shape_fn((h, w), |_| rng.random::<f32>() - 0.5);
                 // FWHM → σ, in canvas samples.
                 let sigma = grain_um / sample_um / 2.3548;
@@ -94,12 +130,20 @@ impl Modulator {
                     from_polar(t, phase_rms_rad * u as f64)
                 })
             }
-            Modulator::Checkerboard { period_um, transmission, phase_rad } => {
+            Modulator::Checkerboard {
+                period_um,
+                transmission,
+                phase_rad,
+            } => {
                 let half = period_um / sample_um / 2.0;
                 let dark = from_polar(transmission, phase_rad);
                 Array2::from_shape_fn((h, w), |(y, x)| {
                     let parity = ((y as f64 / half) as usize + (x as f64 / half) as usize) % 2;
-                    if parity == 1 { dark } else { Complex32::new(1.0, 0.0) }
+                    if parity == 1 {
+                        dark
+                    } else {
+                        Complex32::new(1.0, 0.0)
+                    }
                 })
             }
         }

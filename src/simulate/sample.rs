@@ -17,7 +17,12 @@ pub enum Sample {
     /// Nothing: d = 0, T = D = 1.
     Empty,
     /// A wedge: constant displacement (px) and constant T, D. The phase is a plane.
-    Uniform { dx_px: f64, dy_px: f64, transmission: f64, darkfield: f64 },
+    Uniform {
+        dx_px: f64,
+        dy_px: f64,
+        transmission: f64,
+        darkfield: f64,
+    },
     /// `count` objects with closed random Bézier outlines (mean radius a fraction
     /// `radius_frac` of the smaller image side), filled with Gaussian-smoothed random phase,
     /// transmission and dark-field, edges softened by `edge_px`. Scaled so that the largest
@@ -44,7 +49,12 @@ pub enum Sample {
     /// Bi-concave parabolic refractive lens centred in the field: thickness
     /// `min(ρ², a²)/R` (m) with apex radius R = `apex_radius_um` and aperture radius
     /// a = `aperture_um`. Focal length R/(2δ): the displacement is linear, `d = −2zδ·r/R`.
-    Lens { apex_radius_um: f64, aperture_um: f64, delta: f64, beta: f64 },
+    Lens {
+        apex_radius_um: f64,
+        aperture_um: f64,
+        delta: f64,
+        beta: f64,
+    },
 }
 
 /// Ground-truth maps, `[H, W]`.
@@ -71,16 +81,29 @@ impl Sample {
         };
         match *self {
             Sample::Empty => Ok(()),
-            Sample::Uniform { dx_px, dy_px, transmission, darkfield } => {
+            Sample::Uniform {
+                dx_px,
+                dy_px,
+                transmission,
+                darkfield,
+            } => {
                 if !(dx_px.is_finite() && dy_px.is_finite()) {
                     return Err(Error::invalid("uniform displacement must be finite"));
                 }
                 require_positive("transmission", transmission)?;
                 require_positive("dark-field", darkfield)
             }
-            Sample::Blobs { radius_frac, max_displacement_px, transmission_min, darkfield_min, .. } => {
+            Sample::Blobs {
+                radius_frac,
+                max_displacement_px,
+                transmission_min,
+                darkfield_min,
+                ..
+            } => {
                 if !(radius_frac.0 > 0.0 && radius_frac.0 <= radius_frac.1) {
-                    return Err(Error::invalid(format!("blob radius range {radius_frac:?} is empty")));
+                    return Err(Error::invalid(format!(
+                        "blob radius range {radius_frac:?} is empty"
+                    )));
                 }
                 if !(max_displacement_px >= 0.0 && max_displacement_px.is_finite()) {
                     return Err(Error::invalid("max displacement must be finite and >= 0"));
@@ -88,12 +111,22 @@ impl Sample {
                 in_unit("transmission_min", transmission_min)?;
                 in_unit("darkfield_min", darkfield_min)
             }
-            Sample::Spheres { radius_um, delta, darkfield_min, .. } => {
+            Sample::Spheres {
+                radius_um,
+                delta,
+                darkfield_min,
+                ..
+            } => {
                 require_positive("sphere radius (µm)", radius_um.0)?;
                 require_positive("delta", delta)?;
                 in_unit("darkfield_min", darkfield_min)
             }
-            Sample::Lens { apex_radius_um, aperture_um, delta, .. } => {
+            Sample::Lens {
+                apex_radius_um,
+                aperture_um,
+                delta,
+                ..
+            } => {
                 require_positive("lens apex radius (µm)", apex_radius_um)?;
                 require_positive("lens aperture (µm)", aperture_um)?;
                 require_positive("delta", delta)
@@ -111,17 +144,29 @@ impl Sample {
         let (cy, cx) = ((h as f64 - 1.0) / 2.0, (w as f64 - 1.0) / 2.0);
         match *self {
             Sample::Empty => numeric(ones.clone() - 1.0, ones.clone(), ones, d_per_grad),
-            Sample::Uniform { dx_px, dy_px, transmission, darkfield } => {
+            Sample::Uniform {
+                dx_px,
+                dy_px,
+                transmission,
+                darkfield,
+            } => {
                 let (gx, gy) = (dx_px / d_per_grad, dy_px / d_per_grad);
                 Maps {
-                    phase: Array2::from_shape_fn((h, w), |(y, x)| gx * (x as f64 - cx) + gy * (y as f64 - cy)),
+                    phase: Array2::from_shape_fn((h, w), |(y, x)| {
+                        gx * (x as f64 - cx) + gy * (y as f64 - cy)
+                    }),
                     dx: Array2::from_elem((h, w), dx_px),
                     dy: Array2::from_elem((h, w), dy_px),
                     transmission: ones.clone() * transmission,
                     darkfield: ones * darkfield,
                 }
             }
-            Sample::Lens { apex_radius_um, aperture_um, delta, beta } => {
+            Sample::Lens {
+                apex_radius_um,
+                aperture_um,
+                delta,
+                beta,
+            } => {
                 let (r_m, a_m) = (apex_radius_um * 1e-6, aperture_um * 1e-6);
                 let rho = |y: usize, x: usize| ((x as f64 - cx) * p_m, (y as f64 - cy) * p_m);
                 let thick = Array2::from_shape_fn((h, w), |(y, x)| {
@@ -129,29 +174,51 @@ impl Sample {
                     (u * u + v * v).min(a_m * a_m) / r_m
                 });
                 // ∂t/∂x (per px) = 2u/R · p inside the aperture, 0 outside.
-                let slope = |c: f64, (u, v): (f64, f64)| if u * u + v * v < a_m * a_m { 2.0 * c / r_m * p_m } else { 0.0 };
+                let slope = |c: f64, (u, v): (f64, f64)| {
+                    if u * u + v * v < a_m * a_m {
+                        2.0 * c / r_m * p_m
+                    } else {
+                        0.0
+                    }
+                };
                 Maps {
                     phase: thick.mapv(|t| -k * delta * t),
-                    dx: Array2::from_shape_fn((h, w), |(y, x)| -k * delta * slope(rho(y, x).0, rho(y, x)) * d_per_grad),
-                    dy: Array2::from_shape_fn((h, w), |(y, x)| -k * delta * slope(rho(y, x).1, rho(y, x)) * d_per_grad),
+                    dx: Array2::from_shape_fn((h, w), |(y, x)| {
+                        -k * delta * slope(rho(y, x).0, rho(y, x)) * d_per_grad
+                    }),
+                    dy: Array2::from_shape_fn((h, w), |(y, x)| {
+                        -k * delta * slope(rho(y, x).1, rho(y, x)) * d_per_grad
+                    }),
                     transmission: thick.mapv(|t| (-2.0 * k * beta * t).exp()),
                     darkfield: ones,
                 }
             }
-            Sample::Spheres { count, radius_um, delta, beta, darkfield_min, edge_px } => {
+            Sample::Spheres {
+                count,
+                radius_um,
+                delta,
+                beta,
+                darkfield_min,
+                edge_px,
+            } => {
                 let mut rng = Pcg64Mcg::seed_from_u64(seed);
                 let mut thick = Array2::<f64>::zeros((h, w));
                 let mut rel = Array2::<f64>::zeros((h, w));
                 for _ in 0..count {
                     let r = rng.random_range(radius_um.0..=radius_um.1) * 1e-6 / p_m;
-                    let (sy, sx) = (rng.random_range(0.0..h as f64), rng.random_range(0.0..w as f64));
-                    Zip::indexed(&mut thick).and(&mut rel).for_each(|(y, x), t, q| {
-                        let rr = (y as f64 - sy).powi(2) + (x as f64 - sx).powi(2);
-                        if rr < r * r {
-                            *t += 2.0 * (r * r - rr).sqrt() * p_m;
-                            *q += (1.0 - rr / (r * r)).sqrt();
-                        }
-                    });
+                    let (sy, sx) = (
+                        rng.random_range(0.0..h as f64),
+                        rng.random_range(0.0..w as f64),
+                    );
+                    Zip::indexed(&mut thick)
+                        .and(&mut rel)
+                        .for_each(|(y, x), t, q| {
+                            let rr = (y as f64 - sy).powi(2) + (x as f64 - sx).powi(2);
+                            if rr < r * r {
+                                *t += 2.0 * (r * r - rr).sqrt() * p_m;
+                                *q += (1.0 - rr / (r * r)).sqrt();
+                            }
+                        });
                 }
                 let thick = gaussian_clamped(&thick, edge_px);
                 let rel = gaussian_clamped(&rel, edge_px);
@@ -163,7 +230,14 @@ impl Sample {
                     d_per_grad,
                 )
             }
-            Sample::Blobs { count, radius_frac, edge_px, max_displacement_px, transmission_min, darkfield_min } => {
+            Sample::Blobs {
+                count,
+                radius_frac,
+                edge_px,
+                max_displacement_px,
+                transmission_min,
+                darkfield_min,
+            } => {
                 let mut rng = Pcg64Mcg::seed_from_u64(seed);
                 let side = h.min(w) as f64;
                 // One smooth random fill per map (correlation length a twentieth of the
@@ -176,10 +250,18 @@ impl Sample {
                 });
                 let mut fields = [(); 3].map(|_| Array2::<f64>::zeros((h, w)));
                 for _ in 0..count {
-                    let inside = bezier_blob(h, w, side * rng.random_range(radius_frac.0..=radius_frac.1), &mut rng);
+                    let inside = bezier_blob(
+                        h,
+                        w,
+                        side * rng.random_range(radius_frac.0..=radius_frac.1),
+                        &mut rng,
+                    );
                     for (f, fill) in fields.iter_mut().zip(&fills) {
                         let amp = rng.random_range(0.2..=1.0);
-                        Zip::from(f).and(&inside).and(fill).for_each(|f, &m, &v| *f += m * amp * v);
+                        Zip::from(f)
+                            .and(&inside)
+                            .and(fill)
+                            .for_each(|f, &m, &v| *f += m * amp * v);
                     }
                 }
                 let [phase, t, d] = fields.map(|f| gaussian_clamped(&f, edge_px));
@@ -192,7 +274,11 @@ impl Sample {
                     .iter()
                     .map(|g| g.iter().fold(0.0f64, |m, v| m.max(v.abs())))
                     .fold(0.0, f64::max);
-                let scale = if grad_max > 0.0 { max_displacement_px / d_per_grad / grad_max } else { 0.0 };
+                let scale = if grad_max > 0.0 {
+                    max_displacement_px / d_per_grad / grad_max
+                } else {
+                    0.0
+                };
                 numeric(
                     phase_unit * scale,
                     unit(t).mapv(|u| 1.0 - (1.0 - transmission_min) * u),
@@ -205,13 +291,25 @@ impl Sample {
 }
 
 fn minmax(a: &Array2<f64>) -> (f64, f64) {
-    a.iter().fold((f64::MAX, f64::MIN), |(l, h), &v| (l.min(v), h.max(v)))
+    a.iter()
+        .fold((f64::MAX, f64::MIN), |(l, h), &v| (l.min(v), h.max(v)))
 }
 
 /// Maps whose displacement is the numerical gradient of the phase.
-fn numeric(phase: Array2<f64>, transmission: Array2<f64>, darkfield: Array2<f64>, d_per_grad: f64) -> Maps {
+fn numeric(
+    phase: Array2<f64>,
+    transmission: Array2<f64>,
+    darkfield: Array2<f64>,
+    d_per_grad: f64,
+) -> Maps {
     let [gx, gy] = gradients(&phase);
-    Maps { dx: gx * d_per_grad, dy: gy * d_per_grad, phase, transmission, darkfield }
+    Maps {
+        dx: gx * d_per_grad,
+        dy: gy * d_per_grad,
+        phase,
+        transmission,
+        darkfield,
+    }
 }
 
 /// ∂/∂x and ∂/∂y (per px): fourth-order central differences, lower order near the border.
@@ -241,8 +339,13 @@ pub(crate) fn gradients(f: &Array2<f64>) -> [Array2<f64>; 2] {
 /// filled by the even–odd rule.
 fn bezier_blob(h: usize, w: usize, radius: f64, rng: &mut Pcg64Mcg) -> Array2<f64> {
     let n = rng.random_range(5..=9);
-    let (cy, cx) = (rng.random_range(0.0..h as f64), rng.random_range(0.0..w as f64));
-    let mut angles: Vec<f64> = (0..n).map(|_| rng.random_range(0.0..std::f64::consts::TAU)).collect();
+    let (cy, cx) = (
+        rng.random_range(0.0..h as f64),
+        rng.random_range(0.0..w as f64),
+    );
+    let mut angles: Vec<f64> = (0..n)
+        .map(|_| rng.random_range(0.0..std::f64::consts::TAU))
+        .collect();
     angles.sort_by(f64::total_cmp);
     let ctrl: Vec<(f64, f64)> = angles
         .iter()
@@ -254,11 +357,18 @@ fn bezier_blob(h: usize, w: usize, radius: f64, rng: &mut Pcg64Mcg) -> Array2<f6
     let mid = |a: (f64, f64), b: (f64, f64)| ((a.0 + b.0) / 2.0, (a.1 + b.1) / 2.0);
     let mut poly = Vec::with_capacity(n * 16);
     for i in 0..n {
-        let (p0, p1, p2) = (mid(ctrl[i], ctrl[(i + 1) % n]), ctrl[(i + 1) % n], mid(ctrl[(i + 1) % n], ctrl[(i + 2) % n]));
+        let (p0, p1, p2) = (
+            mid(ctrl[i], ctrl[(i + 1) % n]),
+            ctrl[(i + 1) % n],
+            mid(ctrl[(i + 1) % n], ctrl[(i + 2) % n]),
+        );
         for s in 0..16 {
             let t = s as f64 / 16.0;
             let (a, b, c) = ((1.0 - t) * (1.0 - t), 2.0 * t * (1.0 - t), t * t);
-            poly.push((a * p0.0 + b * p1.0 + c * p2.0, a * p0.1 + b * p1.1 + c * p2.1));
+            poly.push((
+                a * p0.0 + b * p1.0 + c * p2.0,
+                a * p0.1 + b * p1.1 + c * p2.1,
+            ));
         }
     }
     let mut out = Array2::<f64>::zeros((h, w));

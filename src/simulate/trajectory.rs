@@ -25,7 +25,9 @@ impl Trajectory {
             Trajectory::Diagonal { step_um, jitter } => {
                 require_positive("scan step (µm)", step_um)?;
                 if !(0.0..=1.0).contains(&jitter) {
-                    return Err(crate::Error::invalid(format!("jitter must be in [0, 1] steps, got {jitter}")));
+                    return Err(crate::Error::invalid(format!(
+                        "jitter must be in [0, 1] steps, got {jitter}"
+                    )));
                 }
                 Ok(())
             }
@@ -37,7 +39,13 @@ impl Trajectory {
     /// `n` positions `(y, x)` in µm, centred so that their bounding box is symmetric.
     pub fn positions_um(&self, n: usize, seed: u64) -> Vec<(f64, f64)> {
         let mut rng = Pcg64Mcg::seed_from_u64(seed);
-        let mut jit = |amp: f64| if amp > 0.0 { rng.random_range(-amp..=amp) } else { 0.0 };
+        let mut jit = |amp: f64| {
+            if amp > 0.0 {
+                rng.random_range(-amp..=amp)
+            } else {
+                0.0
+            }
+        };
         let mut p: Vec<(f64, f64)> = match *self {
             Trajectory::Diagonal { step_um, jitter } => (0..n)
                 .map(|i| {
@@ -47,14 +55,19 @@ impl Trajectory {
                 .collect(),
             Trajectory::Grid { step_um } => {
                 let cols = (n as f64).sqrt().ceil().max(1.0) as usize;
-                (0..n).map(|i| ((i / cols) as f64 * step_um, (i % cols) as f64 * step_um)).collect()
+                (0..n)
+                    .map(|i| ((i / cols) as f64 * step_um, (i % cols) as f64 * step_um))
+                    .collect()
             }
             Trajectory::Random { extent_um } => (0..n)
                 .map(|_| (jit(extent_um / 2.0), jit(extent_um / 2.0)))
                 .collect(),
         };
         let centre = |f: fn(&(f64, f64)) -> f64| {
-            let (lo, hi) = p.iter().map(f).fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
+            let (lo, hi) = p
+                .iter()
+                .map(f)
+                .fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
             (lo + hi) / 2.0
         };
         let (cy, cx) = (centre(|q| q.0), centre(|q| q.1));

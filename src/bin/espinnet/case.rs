@@ -1,0 +1,221 @@
+//! Simulated cases on disk: the `simulate`, `demo` and `dataset` commands.
+
+use std::path::Path;
+use std::time::Duration;
+
+use espinnet::io::preview::{Scale, write_montage, write_png};
+use espinnet::simulate::{Case, Config, Preset, dataset, simulate};
+use espinnet::stack::scale_scans;
+use espinnet::{Error, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use ndarray::{Array2, Axis, stack};
+use rayon::prelude::*;
+use serde_json::json;
+
+use crate::DatasetArgs;
+use crate::output::Staged;
+
+const STACKS: [&str; 2] = ["reference.tif", "sample.tif"];
+const TRUTH: [&str; 5] = ["dx", "dy", "transmission", "darkfield", "phase"];
+
+pub fn simulate_with_progress(config: &Config) -> Result<Case> {
+    let spinner = ProgressBar::new_spinner().with_message(format!(
+        "simulating {} frames of {}x{}",
+        config.scans, config.height, config.width
+    ));
+    spinner.enable_steady_tick(Duration::from_millis(100));
+    let case = simulate(config);
+    spinner.finish_and_clear();
+    case
+}
+
+/// Writes `DIR/{reference,sample}.tif`, `DIR/truth/*.tif`, `DIR/meta.json` and previews.
+pub fn write(case: &Case, preset: &str, dir: &Path, force: bool) -> Result<()> {
+    let truth_files: Vec<String> = TRUTH.iter().map(|t| format!("truth/{t}.tif")).collect();
+    let previews: Vec<String> = ["reference", "sample"]
+        .iter()
+        .chain(&TRUTH)
+        .map(|t| format!("preview/{t}.png"))
+        .collect();
+    let mut files: Vec<&str> = STACKS.to_vec();
+    files.extend(truth_files.iter().map(String::as_str));
+    files.extend(previews.iter().map(String::as_str));
+    files.extend(["preview.png", "meta.json"]);
+    let staged = Staged::new(dir, &files, force)?;
+    let path = |rel: &str| staged.path(rel).map(|p| p.to_string_lossy().into_owned());
+
+    espinnet::io::write_stack(&path("reference.tif")?, case.reference.view())?;
+    espinnet::io::write_stack(&path("sample.tif")?, case.sample.view())?;
+    let t = &case.truth;
+    let maps: [(&Array2<f32>, Scale); 5] = [
+        (&t.dx, Scale::Diverging),
+        (&t.dy, Scale::Diverging),
+        (&t.transmission, Scale::Sequential),
+        (&t.darkfield, Scale::Sequential),
+        (&t.phase, Scale::Sequential),
+    ];
+    let (r0, s0) = (
+        case.reference.index_axis(Axis(0), 0).to_owned(),
+        case.sample.index_axis(Axis(0), 0).to_owned(),
+    );
+    let mut panels = vec![(&r0, Scale::Grey), (&s0, Scale::Grey)];
+    panels.extend(maps);
+    for (name, (data, _)) in TRUTH.iter().zip(&maps) {
+        espinnet::io::write_image(&path(&format!("truth/{name}.tif"))?, data)?;
+    }
+    for (rel, (data, scale)) in previews.iter().zip(&panels) {
+        write_png(&staged.path(rel)?, data, *scale)?;
+    }
+    write_montage(&staged.path("preview.png")?, &panels, 4)?;
+
+    let c = &case.config;
+    let g = &c.geometry;
+    let pixel_um = g.effective_pixel_m() * 1e6;
+    let meta = json!({
+        "espinnet_version": env!("CARGO_PKG_VERSION"),
+        "preset": preset,
+        "seed": c.seed,
+        "height": c.height,
+        "width": c.width,
+        "scans": c.scans,
+        "energy_kev": g.energy_ev / 1e3,
+        "distance_m": g.distance_m,
+        "pixel_size_um": pixel_um,
+        "detector_pixel_um": g.detector_pixel_m * 1e6,
+        "magnification": g.magnification,
+        "mean_photons": case.mean_photons,
+        "scan_positions_um": case.positions_um.iter().map(|&(y, x)| [y, x]).collect::<Vec<_>>(),
+        "scan_positions_px": case.positions_um.iter().map(|&(y, x)| [y / pixel_um, x / pixel_um]).collect::<Vec<_>>(),
+        "conventions": "stacks [N, H, W] float32 photons; positions [y, x] (row, column), centred; \
+                        dx along columns, dy along rows, px: S(r) = T·(M + D·(R(r − d) − M)); phase rad, zero mean",
+        "preview_panels": ["reference frame 0", "sample frame 0", "dx", "dy", "transmission", "darkfield", "phase"],
+        "config": c,
+    });
+    let text = serde_json::to_string_pretty(&meta).expect("serialisable");
+    let meta_path = staged.path("meta.json")?;
+    std::fs::write(&meta_path, text).map_err(|e| Error::Io {
+        path: meta_path,
+        source: e,
+    })?;
+    staged.commit()
+}
+
+/// The README's main job, for now: simulate the paper's set-up and write its previews.
+pub fn demo(dir: &Path, force: bool) -> Result<()> {
+    let config = Preset::MaskDiagonal.config(512, 20, 1);
+    let case = simulate_with_progress(&config)?;
+    write(&case, Preset::MaskDiagonal.name(), dir, force)?;
+    let range = |a: &Array2<f32>| {
+        a.iter()
+            .fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)))
+    };
+    let t = &case.truth;
+    println!(
+        "simulated {} (coded mask, diagonal scan, {} frames of 512x512)",
+        dir.display(),
+        config.scans
+    );
+    for (name, a) in [
+        ("dx (px)", &t.dx),
+        ("dy (px)", &t.dy),
+        ("transmission", &t.transmission),
+        ("darkfield", &t.darkfield),
+        ("phase (rad)", &t.phase),
+    ] {
+        let (lo, hi) = range(a);
+        println!("  {name:<13} {lo:>9.3} .. {hi:<9.3}");
+    }
+    println!(
+        "previews: {}/preview.png (reference, sample, dx, dy, T, D, phase) and {}/preview/",
+        dir.display(),
+        dir.display()
+    );
+    Ok(())
+}
+
+/// Writes `count` random patches into HDF5 shards.
+pub fn dataset(a: &DatasetArgs) -> Result<()> {
+    if a.count == 0 || a.shard_size == 0 || a.nnet == 0 || a.patch < 16 {
+        return Err(Error::InvalidArgument(
+            "need --count, --shard-size, --nnet >= 1 and --patch >= 16".into(),
+        ));
+    }
+    std::fs::create_dir_all(&a.output).map_err(|e| Error::Io {
+        path: a.output.clone(),
+        source: e,
+    })?;
+    let shards = a.count.div_ceil(a.shard_size);
+    let name = |s: u64| a.output.join(format!("shard-{s:05}.h5"));
+    if !a.force {
+        (0..shards).try_for_each(|s| espinnet::io::refuse_existing(&name(s)))?;
+    }
+    let bar = ProgressBar::new(a.count).with_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} patches, {per_sec}, eta {eta}")
+            .expect("valid template"),
+    );
+    for s in 0..shards {
+        let indices: Vec<u64> = (s * a.shard_size..((s + 1) * a.shard_size).min(a.count)).collect();
+        let cases: Vec<Case> = indices
+            .par_iter()
+            .map(|&i| {
+                let case = simulate(&dataset::config(a.mix, a.patch, a.seed, i));
+                bar.inc(1);
+                case
+            })
+            .collect::<Result<_>>()?;
+        let scaled = |get: fn(&Case) -> &ndarray::Array3<f32>| -> Result<ndarray::Array4<f32>> {
+            let v: Vec<_> = cases
+                .iter()
+                .map(|c| scale_scans(get(c).view(), a.nnet, a.scaling))
+                .collect::<Result<_>>()?;
+            Ok(
+                stack(Axis(0), &v.iter().map(|x| x.view()).collect::<Vec<_>>())
+                    .expect("equal shapes"),
+            )
+        };
+        let maps = |get: fn(&Case) -> &Array2<f32>| {
+            stack(
+                Axis(0),
+                &cases.iter().map(|c| get(c).view()).collect::<Vec<_>>(),
+            )
+            .expect("equal shapes")
+        };
+        let (reference, sample) = (scaled(|c| &c.reference)?, scaled(|c| &c.sample)?);
+        let truth = [
+            maps(|c| &c.truth.dx),
+            maps(|c| &c.truth.dy),
+            maps(|c| &c.truth.transmission),
+            maps(|c| &c.truth.darkfield),
+            maps(|c| &c.truth.phase),
+        ];
+        let n_scans = ndarray::Array1::from_iter(cases.iter().map(|c| c.config.scans as f32));
+        let configs: Vec<&Config> = cases.iter().map(|c| &c.config).collect();
+        let mut datasets = vec![
+            ("reference", reference.view().into_dyn()),
+            ("sample", sample.view().into_dyn()),
+        ];
+        datasets.extend(
+            TRUTH
+                .iter()
+                .zip(&truth)
+                .map(|(n, a)| (*n, a.view().into_dyn())),
+        );
+        datasets.push(("n_scans", n_scans.view().into_dyn()));
+        let meta = json!({ "mix": a.mix, "seed": a.seed, "nnet": a.nnet, "scaling": a.scaling, "first_index": indices[0],
+                           "espinnet_version": env!("CARGO_PKG_VERSION") })
+        .to_string();
+        let configs = serde_json::to_string(&configs).expect("serialisable");
+        espinnet::io::write_hdf5(
+            &name(s),
+            &datasets,
+            &[("dataset", &meta), ("configs", &configs)],
+        )?;
+    }
+    bar.finish_and_clear();
+    eprintln!(
+        "wrote {} patches in {shards} shard(s) to {}",
+        a.count,
+        a.output.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,194 @@
+//! The `espinnet` command: outputs where promised, one-line errors and non-zero exits on bad
+//! input, nothing overwritten or half-written.
+
+use std::process::{Command, Output};
+
+use tempfile::tempdir;
+
+fn espinnet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_espinnet"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A failure prints exactly one line starting with "espinnet: error:" naming `needle`.
+fn fails_with(o: &Output, needle: &str) {
+    assert!(!o.status.success(), "expected failure");
+    let e = stderr(o);
+    assert_eq!(e.trim_end().lines().count(), 1, "one line, got: {e}");
+    assert!(
+        e.starts_with("espinnet: error:") && e.contains(needle),
+        "{e}"
+    );
+}
+
+#[test]
+fn simulate_writes_a_complete_case() {
+    let dir = tempdir().unwrap();
+    let out = dir.path().join("case");
+    let o = espinnet(&[
+        "simulate",
+        "--output",
+        out.to_str().unwrap(),
+        "--size",
+        "64",
+        "--scans",
+        "5",
+        "--seed",
+        "3",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in [
+        "reference.tif",
+        "sample.tif",
+        "meta.json",
+        "preview.png",
+        "truth/dx.tif",
+        "truth/dy.tif",
+        "truth/transmission.tif",
+        "truth/darkfield.tif",
+        "truth/phase.tif",
+        "preview/dx.png",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let r = espinnet::io::read_stack(out.join("reference.tif").to_str().unwrap()).unwrap();
+    assert_eq!(r.dim(), (5, 64, 64));
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("meta.json")).unwrap()).unwrap();
+    assert_eq!(meta["seed"], 3);
+    assert_eq!(meta["energy_kev"], 20.0);
+    assert!((meta["pixel_size_um"].as_f64().unwrap() - 0.65).abs() < 1e-12);
+    assert_eq!(meta["scan_positions_um"].as_array().unwrap().len(), 5);
+    // No staging directory is left beside the output.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+
+    // Existing results are not replaced silently...
+    let before = std::fs::read(out.join("reference.tif")).unwrap();
+    let args = [
+        "simulate",
+        "--output",
+        out.to_str().unwrap(),
+        "--size",
+        "64",
+        "--scans",
+        "5",
+        "--seed",
+        "4",
+    ];
+    fails_with(&espinnet(&args), "already exists");
+    assert_eq!(std::fs::read(out.join("reference.tif")).unwrap(), before);
+    // ...but are with --force.
+    let mut forced = args.to_vec();
+    forced.push("--force");
+    assert!(espinnet(&forced).status.success());
+    assert_ne!(std::fs::read(out.join("reference.tif")).unwrap(), before);
+}
+
+#[test]
+fn bad_arguments_are_one_line_errors() {
+    let dir = tempdir().unwrap();
+    let out = dir.path().join("x");
+    let o = out.to_str().unwrap();
+    fails_with(
+        &espinnet(&["simulate", "--output", o, "--size", "0"]),
+        "2x2",
+    );
+    fails_with(
+        &espinnet(&["simulate", "--output", o, "--scans", "0"]),
+        "1 scan",
+    );
+    fails_with(&espinnet(&["simulate", "--output", o, "--flux=-5"]), "flux");
+    assert!(!out.exists(), "a failed run must not create its output");
+    let o2 = espinnet(&["simulate", "--output", o, "--preset", "nonsense"]);
+    assert!(
+        !o2.status.success() && stderr(&o2).contains("unknown preset"),
+        "{}",
+        stderr(&o2)
+    );
+    let file = dir.path().join("file");
+    std::fs::write(&file, "x").unwrap();
+    fails_with(
+        &espinnet(&[
+            "simulate",
+            "--output",
+            file.to_str().unwrap(),
+            "--size",
+            "32",
+        ]),
+        "not a directory",
+    );
+}
+
+#[test]
+fn dataset_writes_readable_shards() {
+    let dir = tempdir().unwrap();
+    let out = dir.path().join("ds");
+    let o = espinnet(&[
+        "dataset",
+        "--output",
+        out.to_str().unwrap(),
+        "--count",
+        "5",
+        "--shard-size",
+        "3",
+        "--patch",
+        "32",
+        "--nnet",
+        "8",
+        "--seed",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let f = hdf5_metno::File::open(out.join("shard-00001.h5")).unwrap();
+    let r: ndarray::Array4<f32> = f.dataset("reference").unwrap().read().unwrap();
+    assert_eq!(r.dim(), (2, 8, 32, 32));
+    let dx: ndarray::Array3<f32> = f.dataset("dx").unwrap().read().unwrap();
+    assert_eq!(dx.dim(), (2, 32, 32));
+    let n: ndarray::Array1<f32> = f.dataset("n_scans").unwrap().read().unwrap();
+    assert!(n.iter().all(|&v| (2.0..=20.0).contains(&v)));
+    // Patch i is the same whatever the sharding.
+    let one = dir.path().join("one");
+    let o = espinnet(&[
+        "dataset",
+        "--output",
+        one.to_str().unwrap(),
+        "--count",
+        "5",
+        "--shard-size",
+        "5",
+        "--patch",
+        "32",
+        "--nnet",
+        "8",
+        "--seed",
+        "2",
+    ]);
+    assert!(o.status.success());
+    let all: ndarray::Array4<f32> = hdf5_metno::File::open(one.join("shard-00000.h5"))
+        .unwrap()
+        .dataset("reference")
+        .unwrap()
+        .read()
+        .unwrap();
+    assert_eq!(all.slice(ndarray::s![3..5, .., .., ..]), r);
+    fails_with(
+        &espinnet(&[
+            "dataset",
+            "--output",
+            out.to_str().unwrap(),
+            "--count",
+            "5",
+            "--shard-size",
+            "3",
+            "--patch",
+            "32",
+        ]),
+        "already exists",
+    );
+}

@@ -1,0 +1,165 @@
+//! File formats: round trips, integer inputs, and clear errors for bad files.
+
+use std::fs::File;
+
+use espinnet::io::{
+    Location, preview, read_image, read_stack, write_atomically, write_image, write_stack,
+};
+use ndarray::{Array2, Array3};
+use tempfile::tempdir;
+
+fn stack() -> Array3<f32> {
+    Array3::from_shape_fn((3, 5, 7), |(n, y, x)| {
+        n as f32 * 100.0 + y as f32 * 10.0 + x as f32 + 0.25
+    })
+}
+
+fn spec(dir: &tempfile::TempDir, name: &str) -> String {
+    dir.path().join(name).to_string_lossy().into_owned()
+}
+
+#[test]
+fn float32_round_trips() {
+    let dir = tempdir().unwrap();
+    for name in ["s.tif", "s.tiff", "s.npy", "s.h5:/entry/data/stack"] {
+        let p = spec(&dir, name);
+        write_stack(&p, stack().view()).unwrap();
+        assert_eq!(read_stack(&p).unwrap(), stack(), "{name}");
+    }
+    let img = Array2::from_shape_fn((4, 6), |(y, x)| (y * 6 + x) as f32 - 3.5);
+    for name in ["i.tif", "i.npy", "i.h5:/dx"] {
+        let p = spec(&dir, name);
+        write_image(&p, &img).unwrap();
+        assert_eq!(read_image(&p).unwrap(), img, "{name}");
+    }
+}
+
+#[test]
+fn integer_tiff_pages_are_read() {
+    let dir = tempdir().unwrap();
+    let p = dir.path().join("u16.tif");
+    let mut enc = tiff::encoder::TiffEncoder::new(File::create(&p).unwrap()).unwrap();
+    for page in 0..2u16 {
+        let data: Vec<u16> = (0..12).map(|i| i * 1000 + page).collect();
+        enc.write_image::<tiff::encoder::colortype::Gray16>(4, 3, &data)
+            .unwrap();
+    }
+    drop(enc);
+    let s = read_stack(&p.to_string_lossy()).unwrap();
+    assert_eq!(s.dim(), (2, 3, 4));
+    assert_eq!(s[[1, 2, 3]], 11001.0);
+
+    let p8 = dir.path().join("u8.tif");
+    let mut enc = tiff::encoder::TiffEncoder::new(File::create(&p8).unwrap()).unwrap();
+    enc.write_image::<tiff::encoder::colortype::Gray8>(2, 2, &[0, 64, 128, 255])
+        .unwrap();
+    drop(enc);
+    assert_eq!(read_image(&p8.to_string_lossy()).unwrap()[[1, 1]], 255.0);
+}
+
+#[test]
+fn integer_npy_and_hdf5_are_read() {
+    let dir = tempdir().unwrap();
+    let a =
+        ndarray::Array3::<u16>::from_shape_fn((2, 3, 4), |(n, y, x)| (n * 100 + y * 10 + x) as u16);
+    let p = dir.path().join("u16.npy");
+    ndarray_npy::write_npy(&p, &a).unwrap();
+    assert_eq!(read_stack(&p.to_string_lossy()).unwrap()[[1, 2, 3]], 123.0);
+
+    let p = dir.path().join("raw.h5");
+    let f = hdf5_metno::File::create(&p).unwrap();
+    f.create_group("entry")
+        .unwrap()
+        .new_dataset_builder()
+        .with_data(&a)
+        .create("data")
+        .unwrap();
+    drop(f);
+    let s = read_stack(&format!("{}:/entry/data", p.display())).unwrap();
+    assert_eq!(s[[1, 2, 3]], 123.0);
+}
+
+#[test]
+fn bad_inputs_give_clear_errors() {
+    let dir = tempdir().unwrap();
+    let err = |s: &str| read_stack(s).unwrap_err().to_string();
+    let missing = spec(&dir, "missing.tif");
+    assert!(err(&missing).contains("missing.tif") && err(&missing).contains("no such file"));
+    let h5 = spec(&dir, "x.h5");
+    write_stack(&format!("{h5}:/data"), stack().view()).unwrap();
+    let e = err(&format!("{h5}:/nope"));
+    assert!(e.contains("no dataset '/nope'"), "{e}");
+    assert!(err(&h5).contains("name the dataset"), "{}", err(&h5));
+    assert!(err(&spec(&dir, "x.png")).contains("unknown format"));
+    let junk = spec(&dir, "junk.tif");
+    std::fs::write(&junk, b"not a tiff at all").unwrap();
+    assert!(err(&junk).contains("not a readable TIFF"), "{}", err(&junk));
+    let junk = spec(&dir, "junk.npy");
+    std::fs::write(&junk, b"\x93NUMPY garbage").unwrap();
+    assert!(err(&junk).contains("junk.npy"), "{}", err(&junk));
+    // a stack where one image is expected
+    let st = spec(&dir, "st.tif");
+    write_stack(&st, stack().view()).unwrap();
+    assert!(
+        read_image(&st)
+            .unwrap_err()
+            .to_string()
+            .contains("3 frames")
+    );
+    assert_eq!(
+        Location::parse("a.nxs:/entry/x")
+            .unwrap()
+            .dataset
+            .as_deref(),
+        Some("/entry/x")
+    );
+}
+
+#[test]
+fn failed_writes_leave_nothing_behind() {
+    let dir = tempdir().unwrap();
+    let target = dir.path().join("out.tif");
+    std::fs::write(&target, b"precious").unwrap();
+    let r = write_atomically(&target, |tmp| {
+        std::fs::write(tmp, b"half").unwrap();
+        Err(espinnet::Error::InvalidArgument("interrupted".into()))
+    });
+    assert!(r.is_err());
+    assert_eq!(std::fs::read(&target).unwrap(), b"precious");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "temporary file left behind"
+    );
+    // a directory that does not exist is an error, not a panic
+    assert!(write_stack(&spec(&dir, "no/such/dir/x.tif"), stack().view()).is_err());
+}
+
+#[test]
+fn previews_are_pngs_of_the_right_size() {
+    let dir = tempdir().unwrap();
+    let mut a = Array2::from_shape_fn((20, 30), |(y, x)| (x as f32 - 15.0) * (y as f32));
+    a[[0, 0]] = f32::NAN;
+    let p = dir.path().join("p.png");
+    preview::write_png(&p, &a, preview::Scale::Diverging).unwrap();
+    let img = image::open(&p).unwrap().to_rgb8();
+    assert_eq!(img.dimensions(), (30, 20));
+    assert_eq!(img.get_pixel(0, 0).0, [0, 0, 0], "NaN is black");
+    assert_ne!(
+        img.get_pixel(29, 19),
+        img.get_pixel(0, 19),
+        "positive and negative differ"
+    );
+    let m = dir.path().join("m.png");
+    preview::write_montage(
+        &m,
+        &[
+            (&a, preview::Scale::Grey),
+            (&a, preview::Scale::Sequential),
+            (&a, preview::Scale::Grey),
+        ],
+        2,
+    )
+    .unwrap();
+    assert_eq!(image::open(&m).unwrap().to_rgb8().dimensions(), (64, 44));
+}
