@@ -258,7 +258,15 @@ pub fn simulate(config: &Config) -> Result<Case> {
             .wrapping_mul(0x9E37_79B9_7F4A_7C15)
             .wrapping_add(k)
     };
+    let clock = std::time::Instant::now();
+    let lap = |stage: &str| {
+        log::debug!(
+            "simulate: {stage} done at {:.3} s",
+            clock.elapsed().as_secs_f64()
+        )
+    };
     let maps = config.sample.maps(h, w, &config.geometry, stream(1));
+    lap("sample maps");
     let positions_um = config.trajectory.positions_um(config.scans, stream(2));
     let shifts: Vec<(f64, f64)> = positions_um
         .iter()
@@ -286,8 +294,10 @@ pub fn simulate(config: &Config) -> Result<Case> {
         &optics,
         |fh, fw, sample_um| config.modulator.wavefield(fh, fw, sample_um, stream(3)),
     );
+    lap("pattern");
     let noise = config.poisson_noise.then(|| stream(4));
     let (reference, sample) = forward::render(&pattern, &shifts, &maps, config.flux_photons, noise);
+    lap("frames");
     let phase_mean = maps.phase.mean().unwrap_or(0.0);
     let f32map = |a: &Array2<f64>| a.mapv(|v| v as f32);
     Ok(Case {

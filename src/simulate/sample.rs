@@ -6,7 +6,7 @@ use rand::{RngExt, SeedableRng};
 use rand_pcg::Pcg64Mcg;
 use serde::{Deserialize, Serialize};
 
-use super::filter::gaussian_clamped;
+use super::filter::{gaussian_clamped, gaussian_periodic};
 use crate::Geometry;
 use crate::error::{Error, Result, require_positive};
 
@@ -242,9 +242,11 @@ impl Sample {
                 let side = h.min(w) as f64;
                 // One smooth random fill per map (correlation length a twentieth of the
                 // smaller side), shared by the objects, each with its own amplitude.
+                // Periodic (FFT) smoothing: wrapping random noise is harmless and keeps
+                // this O(N log N) at any correlation length.
                 let fills = [(); 3].map(|_| {
-                    let noise = Array2::from_shape_fn((h, w), |_| rng.random::<f64>());
-                    let fill = gaussian_clamped(&noise, side / 20.0);
+                    let noise = Array2::from_shape_fn((h, w), |_| rng.random::<f32>());
+                    let fill = gaussian_periodic(&noise, side / 20.0).mapv(f64::from);
                     let (lo, hi) = minmax(&fill);
                     fill.mapv(|v| 0.3 + 0.7 * (v - lo) / (hi - lo).max(1e-12))
                 });
