@@ -192,3 +192,60 @@ fn dataset_writes_readable_shards() {
         "already exists",
     );
 }
+
+#[test]
+fn inspect_reads_good_pairs_and_names_bad_ones() {
+    let dir = tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+    let good =
+        ndarray::Array3::<f32>::from_shape_fn((3, 8, 8), |(n, y, x)| 100.0 + (n + y * x) as f32);
+    espinnet::io::write_stack(&p("r.tif"), good.view()).unwrap();
+    espinnet::io::write_stack(&p("s.h5:/entry/data"), good.view()).unwrap();
+    let o = espinnet(&[
+        "inspect",
+        "--reference",
+        &p("r.tif"),
+        "--sample",
+        &format!("{}:/entry/data", p("s.h5")),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("3 scan(s) of 8x8"));
+
+    let inspect = |r: &str, s: &str| espinnet(&["inspect", "--reference", r, "--sample", s]);
+    fails_with(&inspect(&p("missing.tif"), &p("r.tif")), "no such file");
+    fails_with(
+        &inspect(&p("r.tif"), &format!("{}:/entry/nope", p("s.h5"))),
+        "no dataset '/entry/nope'",
+    );
+    espinnet::io::write_stack(
+        &p("four.npy"),
+        ndarray::Array3::<f32>::ones((4, 8, 8)).view(),
+    )
+    .unwrap();
+    fails_with(&inspect(&p("r.tif"), &p("four.npy")), "shape mismatch");
+    let mut nan = good.clone();
+    nan[[1, 2, 3]] = f32::NAN;
+    espinnet::io::write_stack(&p("nan.tif"), nan.view()).unwrap();
+    fails_with(
+        &inspect(&p("nan.tif"), &p("r.tif")),
+        "reference stack holds 1 non-finite value(s), first at index [1, 2, 3]",
+    );
+    espinnet::io::write_stack(
+        &p("empty.npy"),
+        ndarray::Array3::<f32>::zeros((0, 8, 8)).view(),
+    )
+    .unwrap();
+    fails_with(&inspect(&p("empty.npy"), &p("r.tif")), "empty");
+    let zero_flat = ndarray::Array2::<f32>::zeros((8, 8));
+    espinnet::io::write_image(&p("flat.tif"), &zero_flat).unwrap();
+    let o = espinnet(&[
+        "inspect",
+        "--reference",
+        &p("r.tif"),
+        "--sample",
+        &p("r.tif"),
+        "--flat",
+        &p("flat.tif"),
+    ]);
+    fails_with(&o, "flat frame minus dark is <= 0 at 64 pixel(s)");
+}

@@ -142,10 +142,10 @@ impl Preset {
             Preset::Lens => (
                 mask,
                 diagonal,
-                // Be at 20 keV: δ ≈ 8.5e-7; aperture 40 % of the field.
+                // Be at 20 keV: δ ≈ 8.5e-7; aperture radius 40 % of the field.
                 Sample::Lens {
                     apex_radius_um: 50.0,
-                    aperture_um: 0.4 * size as f64 * 0.65,
+                    aperture_um: 0.4 * size as f64 * geometry.effective_pixel_m() * 1e6,
                     delta: 8.5e-7,
                     beta: 2e-10,
                 },

@@ -3,6 +3,7 @@
 
 mod bench;
 mod case;
+mod inspect;
 mod output;
 
 use std::path::PathBuf;
@@ -39,6 +40,8 @@ enum Command {
     },
     /// Write a training dataset: HDF5 shards of random simulated patches.
     Dataset(DatasetArgs),
+    /// Read and check a reference/sample pair (and dark/flat), and summarise it.
+    Inspect(inspect::InspectArgs),
     /// Benchmark the simulator and the phase integrators: seconds, Mpix/s, peak memory.
     Bench(bench::BenchArgs),
 }
@@ -105,6 +108,7 @@ fn main() -> ExitCode {
         Command::Simulate(a) => simulate(a),
         Command::Demo { output, force } => case::demo(&output, force),
         Command::Dataset(a) => case::dataset(&a),
+        Command::Inspect(a) => inspect::run(&a),
         Command::Bench(a) => bench::run(&a),
     };
     match result {

@@ -1,0 +1,63 @@
+//! `espinnet inspect`: reads a reference/sample pair the way `reconstruct` will, checks it,
+//! and prints what it found: the quick answer to "is my data usable?".
+
+use espinnet::Result;
+use espinnet::io::{read_image, read_stack};
+use espinnet::stack::{correct, validate_pair};
+use ndarray::{Array3, Axis};
+
+#[derive(clap::Args)]
+pub struct InspectArgs {
+    /// Reference stack (TIFF, .npy, or file.h5:/dataset).
+    #[arg(long)]
+    reference: String,
+    /// Sample stack, same N, H, W.
+    #[arg(long)]
+    sample: String,
+    /// Dark frame [H, W] to subtract.
+    #[arg(long)]
+    dark: Option<String>,
+    /// Flat frame [H, W] to divide by (after dark subtraction).
+    #[arg(long)]
+    flat: Option<String>,
+}
+
+pub fn run(a: &InspectArgs) -> Result<()> {
+    let (mut reference, mut sample) = (read_stack(&a.reference)?, read_stack(&a.sample)?);
+    validate_pair(reference.view(), sample.view())?;
+    let dark = a.dark.as_deref().map(read_image).transpose()?;
+    let flat = a.flat.as_deref().map(read_image).transpose()?;
+    for s in [&mut reference, &mut sample] {
+        correct(
+            s,
+            dark.as_ref().map(|d| d.view()),
+            flat.as_ref().map(|f| f.view()),
+        )?;
+    }
+    let (n, h, w) = reference.dim();
+    println!("{n} scan(s) of {h}x{w} pixels");
+    for (name, s) in [("reference", &reference), ("sample", &sample)] {
+        let (mean, visibility) = stats(s);
+        println!(
+            "  {name:<9} mean {mean:>10.4}  pattern visibility (std/mean per frame) {visibility:.3}"
+        );
+    }
+    Ok(())
+}
+
+/// Mean of the stack and mean over frames of std/mean.
+fn stats(s: &Array3<f32>) -> (f64, f64) {
+    let per_frame: Vec<(f64, f64)> = s
+        .axis_iter(Axis(0))
+        .map(|f| {
+            let m = f.iter().map(|&v| v as f64).sum::<f64>() / f.len() as f64;
+            let var = f.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / f.len() as f64;
+            (m, var.sqrt() / m.abs().max(f64::MIN_POSITIVE))
+        })
+        .collect();
+    let k = per_frame.len() as f64;
+    (
+        per_frame.iter().map(|p| p.0).sum::<f64>() / k,
+        per_frame.iter().map(|p| p.1).sum::<f64>() / k,
+    )
+}
