@@ -9,7 +9,9 @@ pub mod error;
 pub mod geometry;
 pub mod integrate;
 pub mod stack;
+pub mod tracking;
 
+mod interpolate;
 mod transform2d;
 
 pub use error::{Error, Result};

@@ -68,7 +68,7 @@ pub fn integrate(gx: ArrayView2<f32>, gy: ArrayView2<f32>, method: Method) -> Re
         return Err(Error::invalid("no finite gradient pixel to integrate"));
     }
     if invalid > 0 {
-        log::warn!("integrate: {invalid} non-finite gradient pixel(s) taken as zero slope");
+        log::info!("integrate: {invalid} non-finite gradient pixel(s) taken as zero slope");
     }
     let clean = |g: ArrayView2<f32>| {
         Zip::from(&g)
@@ -90,4 +90,17 @@ pub fn integrate(gx: ArrayView2<f32>, gy: ArrayView2<f32>, method: Method) -> Re
     Ok(Zip::from(&phi)
         .and(&valid)
         .map_collect(|&p, &ok| if ok { p as f32 } else { f32::NAN }))
+}
+
+/// Phase (rad, zero mean) from pattern displacements (px) and the geometry:
+/// `∂φ/∂x = 2π·p²/(λ·z) · dx`, then [`integrate`].
+pub fn phase_from_displacement(
+    dx: ArrayView2<f32>,
+    dy: ArrayView2<f32>,
+    geometry: &crate::Geometry,
+    method: Method,
+) -> Result<Array2<f32>> {
+    geometry.validate()?;
+    let k = geometry.phase_gradient_per_px() as f32;
+    integrate(dx.mapv(|d| d * k).view(), dy.mapv(|d| d * k).view(), method)
 }

@@ -12,6 +12,7 @@ use rustfft::num_complex::Complex32;
 
 use super::filter::filter_periodic;
 use super::sample::Maps;
+use crate::interpolate::bicubic;
 use crate::transform2d::{angular_frequency, fast_len, fft2};
 
 /// The detector intensity of the unshifted pattern on a fine grid (`os` samples per pixel),
@@ -75,32 +76,18 @@ impl Pattern {
         Pattern { fine, os, origin }
     }
 
-    /// Intensity at pixel coordinate (y, x): Keys cubic convolution (a = −½, third order).
+    /// Intensity at pixel coordinate (y, x): Keys cubic convolution.
     pub(crate) fn at(&self, y: f64, x: f64) -> f32 {
-        let (fy, fx) = ((y - self.origin.0) * self.os, (x - self.origin.1) * self.os);
-        let (iy, ix) = (fy.floor(), fx.floor());
-        let (wy, wx) = (keys(fy - iy), keys(fx - ix));
         let (h, w) = self.fine.dim();
-        let mut acc = 0.0f32;
-        for (j, wy) in wy.iter().enumerate() {
-            let yy = (iy as isize + j as isize - 1).clamp(0, h as isize - 1) as usize;
-            let row = self.fine.row(yy);
-            let mut r = 0.0f32;
-            for (i, wx) in wx.iter().enumerate() {
-                r += wx * row[(ix as isize + i as isize - 1).clamp(0, w as isize - 1) as usize];
-            }
-            acc += wy * r;
-        }
-        acc
+        let data = self.fine.as_slice().expect("standard layout");
+        bicubic(
+            data,
+            h,
+            w,
+            (y - self.origin.0) * self.os,
+            (x - self.origin.1) * self.os,
+        )
     }
-}
-
-/// Keys weights for the four samples around fraction t ∈ [0, 1).
-fn keys(t: f64) -> [f32; 4] {
-    let t = t as f32;
-    let near = |s: f32| (1.5 * s - 2.5) * s * s + 1.0;
-    let far = |s: f32| ((-0.5 * s + 2.5) * s - 4.0) * s + 2.0;
-    [far(1.0 + t), near(t), near(1.0 - t), far(2.0 - t)]
 }
 
 /// Renders both stacks. `shifts_px` are the scan positions (y, x) in pixels; the pattern
@@ -160,25 +147,4 @@ fn mix(seed: u64, i: usize, y: usize) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::keys;
-
-    #[test]
-    fn keys_weights_partition_unity_and_interpolate() {
-        for t in [0.0, 0.25, 0.5, 0.9] {
-            let w = keys(t);
-            assert!((w.iter().sum::<f32>() - 1.0).abs() < 1e-6);
-            // reproduces a linear ramp exactly
-            let ramp: f32 = w
-                .iter()
-                .enumerate()
-                .map(|(i, w)| w * (i as f32 - 1.0))
-                .sum();
-            assert!((ramp - t as f32).abs() < 1e-6);
-        }
-        assert_eq!(keys(0.0), [0.0, 1.0, 0.0, 0.0]);
-    }
 }

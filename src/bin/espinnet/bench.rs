@@ -1,11 +1,12 @@
-//! `espinnet bench`: seconds, Mpix/s and peak memory of the simulator and the phase
-//! integrators, all cases in one run so they can be compared as ratios.
+//! `espinnet bench`: seconds, Mpix/s and peak memory of the simulator, the tracker and the
+//! phase integrators, all cases in one run so they can be compared as ratios.
 
 use std::time::Instant;
 
 use espinnet::Result;
 use espinnet::integrate::{Method, integrate};
 use espinnet::simulate::{Preset, simulate};
+use espinnet::tracking::{Params, track};
 use ndarray::Array2;
 use serde_json::json;
 
@@ -17,6 +18,9 @@ pub struct BenchArgs {
     /// Scan counts for the simulator.
     #[arg(long, value_delimiter = ',', default_values_t = [20])]
     scans: Vec<usize>,
+    /// Tracker window half-widths Nw (tracked at every scan count, max shift 8 px).
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 3])]
+    windows: Vec<usize>,
     /// Runs per case; the median is reported.
     #[arg(long, default_value_t = 3)]
     repeat: usize,
@@ -87,6 +91,19 @@ pub fn run(a: &BenchArgs) -> Result<()> {
                 2 * n * size * size,
                 s,
             );
+            let case = simulate(&config)?;
+            for &nw in &a.windows {
+                let p = Params {
+                    window: nw,
+                    max_shift: 8,
+                    ..Default::default()
+                };
+                reset_peak();
+                let s = median_seconds(a.repeat, || {
+                    track(case.reference.view(), case.sample.view(), &p).map(drop)
+                })?;
+                report(format!("track {size}²×{n} Nw={nw} ±8"), size * size, s);
+            }
         }
         let (gx, gy) = test_gradients(size);
         for (name, m) in [

@@ -5,6 +5,7 @@ mod bench;
 mod case;
 mod inspect;
 mod output;
+mod reconstruct;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +30,8 @@ struct Cli {
 enum Command {
     /// Simulate a case: reference and sample stacks with ground truth and previews.
     Simulate(SimulateArgs),
+    /// Recover dx, dy, T, D (and refraction and phase, given the geometry) from a pair of stacks.
+    Reconstruct(Box<reconstruct::ReconstructArgs>),
     /// The main job on an embedded default: simulate a case and write its previews.
     Demo {
         /// Output directory.
@@ -42,7 +45,7 @@ enum Command {
     Dataset(DatasetArgs),
     /// Read and check a reference/sample pair (and dark/flat), and summarise it.
     Inspect(inspect::InspectArgs),
-    /// Benchmark the simulator and the phase integrators: seconds, Mpix/s, peak memory.
+    /// Benchmark the simulator, the tracker and the phase integrators: seconds, Mpix/s, peak memory.
     Bench(bench::BenchArgs),
 }
 
@@ -108,6 +111,7 @@ fn main() -> ExitCode {
         Command::Simulate(a) => simulate(a),
         Command::Demo { output, force } => case::demo(&output, force),
         Command::Dataset(a) => case::dataset(&a),
+        Command::Reconstruct(a) => reconstruct::run(&a),
         Command::Inspect(a) => inspect::run(&a),
         Command::Bench(a) => bench::run(&a),
     };

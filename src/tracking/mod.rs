@@ -1,0 +1,122 @@
+//! The correlation engine: a speckle tracker of the UMPA class (Zdora et al., PRL 118,
+//! 203903, 2017; De Marco et al., Opt. Express 2023), the accuracy reference and CPU
+//! fallback.
+//!
+//! For each pixel p and integer shift u within ±`max_shift`, the sample is fitted to the
+//! reference displaced by u over a (2·Nw+1)² window and all N frames, in weighted least
+//! squares: `S ≈ a + K·R(·−u)`, which is the multi-contrast model `S ≈ T·(M + D·(R − M))`
+//! with M the local mean of the reference (over `mean_window`), so `T = a/M + K` and
+//! `D = K/T`. Without dark-field,
+//! `S ≈ t·R(·−u)`. The search is exhaustive, so it finds the global minimum and cannot be
+//! trapped by shifts larger than the speckle size. The minimum is refined to sub-pixel by a
+//! quadratic fit of the 3×3 costs around it, and T, D and the residual are evaluated again
+//! at the refined shift.
+//!
+//! Pixels closer than `max_shift + Nw + 2` to the border cannot see every candidate shift:
+//! they come back NaN with status [`Status::Border`].
+
+mod refine;
+mod search;
+mod window;
+
+use ndarray::{Array2, ArrayView3};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::stack::validate_pair;
+
+/// Tracker parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Params {
+    /// Window half-width Nw (px): the window is (2·Nw+1)²; 0 is a single pixel.
+    pub window: usize,
+    /// Largest shift searched along each axis (px).
+    pub max_shift: usize,
+    /// Fit the dark-field model (true) or transmission only.
+    pub dark_field: bool,
+    /// Hamming-weighted window (true) or flat.
+    pub hamming: bool,
+    /// Half-width (px) of the box over which M, the local mean of the reference, is
+    /// estimated for T and D: several pattern cells wide, so that M is the illumination and
+    /// not the pattern (a 3×3 window's mean is off by ~10 % on a 7.7 px coded mask).
+    pub mean_window: usize,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            window: 1,
+            max_shift: 8,
+            dark_field: true,
+            hamming: true,
+            mean_window: 16,
+        }
+    }
+}
+
+/// What happened at a pixel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[repr(u8)]
+pub enum Status {
+    /// Interior minimum, sub-pixel refined.
+    Converged = 0,
+    /// The minimum lies on the edge of the search range: the true shift may be larger.
+    SearchEdge = 1,
+    /// The fit is degenerate (no pattern contrast in the window, or a flat cost).
+    IllConditioned = 2,
+    /// Too close to the image border to search every shift: outputs are NaN.
+    Border = 3,
+}
+
+/// Per-pixel results, `[H, W]` each.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// Pattern displacement along x (columns) and y (rows), px.
+    pub dx: Array2<f32>,
+    pub dy: Array2<f32>,
+    pub transmission: Array2<f32>,
+    pub darkfield: Array2<f32>,
+    /// RMS fit residual relative to the mean sample intensity in the window.
+    pub residual: Array2<f32>,
+    /// [`Status`] as its number.
+    pub status: Array2<u8>,
+}
+
+impl Params {
+    /// The width of the border where no estimate is possible (px).
+    pub fn border(&self) -> usize {
+        self.max_shift + self.window + 2
+    }
+}
+
+/// Tracks the sample stack against the reference stack, both `[N, H, W]`.
+pub fn track(
+    reference: ArrayView3<f32>,
+    sample: ArrayView3<f32>,
+    params: &Params,
+) -> Result<Output> {
+    validate_pair(reference, sample)?;
+    let (n, h, w) = reference.dim();
+    let border = params.border();
+    if 2 * border >= h.min(w) {
+        return Err(Error::invalid(format!(
+            "image {h}x{w} too small for max shift {} and window {}: needs more than {} px per side",
+            params.max_shift,
+            params.window,
+            2 * border
+        )));
+    }
+    let pixels_per_fit = n * (2 * params.window + 1).pow(2);
+    if pixels_per_fit < 3 {
+        return Err(Error::invalid(format!(
+            "{n} frame(s) with window {} give {pixels_per_fit} value(s) per pixel: the fit needs at least 3 \
+             (use a window of 1 or more for a single frame)",
+            params.window
+        )));
+    }
+    let reference = reference.as_standard_layout();
+    let sample = sample.as_standard_layout();
+    let stacks = search::Stacks::new(reference.view(), sample.view(), params);
+    let (shift, status) = search::exhaustive(&stacks, params);
+    Ok(refine::refine(&stacks, params, &shift, status))
+}

@@ -1,0 +1,89 @@
+//! T, D and the residual evaluated again at the refined sub-pixel shift, from the
+//! reference interpolated there (Keys cubic), so that they carry no integer-shift bias.
+
+use ndarray::{Array2, Axis, Zip};
+
+use super::search::Stacks;
+use super::{Output, Params, Status};
+use crate::interpolate::bicubic;
+
+pub(super) fn refine(
+    st: &Stacks,
+    p: &Params,
+    shift: &Array2<[f32; 2]>,
+    status: Array2<u8>,
+) -> Output {
+    let (n, h, w, nw) = (st.n, st.h, st.w, p.window as isize);
+    let nan = || Array2::<f32>::from_elem((h, w), f32::NAN);
+    let mut out = Output {
+        dx: shift.mapv(|d| d[1]),
+        dy: shift.mapv(|d| d[0]),
+        transmission: nan(),
+        darkfield: nan(),
+        residual: nan(),
+        status,
+    };
+    Zip::indexed(out.transmission.axis_iter_mut(Axis(0)))
+        .and(out.darkfield.axis_iter_mut(Axis(0)))
+        .and(out.residual.axis_iter_mut(Axis(0)))
+        .par_for_each(|y, mut t_row, mut d_row, mut res_row| {
+            for x in 0..w {
+                let [dy, dx] = shift[[y, x]];
+                if !(dy.is_finite() && dx.is_finite()) {
+                    continue;
+                }
+                // Weighted sums over window and frames, in units of the reference mean.
+                let (mut sw, mut sr, mut ss, mut srr, mut sss, mut ssr) =
+                    (0.0f64, 0.0, 0.0, 0.0, 0.0, 0.0);
+                for qy in -nw..=nw {
+                    for qx in -nw..=nw {
+                        let wq =
+                            (st.kernel[(qy + nw) as usize] * st.kernel[(qx + nw) as usize]) as f64;
+                        let (sy, sx) = ((y as isize + qy) as usize, (x as isize + qx) as usize);
+                        for i in 0..n {
+                            let frame = &st.r[i * h * w..(i + 1) * h * w];
+                            let r = 1.0
+                                + bicubic(frame, h, w, sy as f64 - dy as f64, sx as f64 - dx as f64)
+                                    as f64;
+                            let s = 1.0 + st.s[i * h * w + sy * w + sx] as f64;
+                            sw += wq;
+                            sr += wq * r;
+                            ss += wq * s;
+                            srr += wq * r * r;
+                            sss += wq * s * s;
+                            ssr += wq * s * r;
+                        }
+                    }
+                }
+                let (t, d, res) = if p.dark_field {
+                    let var_r = srr - sr * sr / sw;
+                    let cov = ssr - ss * sr / sw;
+                    let k = cov / var_r;
+                    let a = (ss - k * sr) / sw;
+                    // M at the reference position the pixel maps to.
+                    let (my, mx) = (
+                        (y as f32 - dy).round() as usize,
+                        (x as f32 - dx).round() as usize,
+                    );
+                    let t = a / st.m[my.min(h - 1) * w + mx.min(w - 1)] as f64 + k;
+                    (t, k / t, (sss - ss * ss / sw) - cov * k)
+                } else {
+                    let t = ssr / srr;
+                    (t, f64::NAN, sss - ssr * t)
+                };
+                t_row[x] = t as f32;
+                d_row[x] = d as f32;
+                res_row[x] = ((res.max(0.0) / sw).sqrt() / (ss / sw)) as f32;
+            }
+        });
+    // Border pixels carry no estimate at all.
+    Zip::from(&out.status)
+        .and(&mut out.dx)
+        .and(&mut out.dy)
+        .for_each(|&s, dx, dy| {
+            if s == Status::Border as u8 {
+                (*dx, *dy) = (f32::NAN, f32::NAN);
+            }
+        });
+    out
+}

@@ -1,0 +1,271 @@
+//! Exhaustive integer search over ±max_shift, shift-major, in bands of rows, then a
+//! quadratic fit of the 3×3 costs around each minimum.
+//!
+//! Cost of shift u at pixel p, from weighted window sums over all frames (Σw = N·Σ window):
+//! `var_S − cov(S, R_u)² / var(R_u)` for the dark-field model (the residual of the best
+//! `S ≈ a + K·R_u`). Only `Σ S·R_u` depends on u; the other sums are filtered once and read
+//! at p or p − u. Stacks are normalised by the reference mean and centred (x/mean − 1),
+//! which leaves the dark-field fit unchanged and keeps the f32 sums well conditioned.
+
+use ndarray::{Array2, ArrayView3};
+use rayon::prelude::*;
+
+use super::window::{filter, weights};
+use super::{Params, Status};
+
+/// Rows of output per band: a band's cost volume is (2·max_shift+1)² × BAND × W floats.
+const BAND: usize = 16;
+
+pub(super) struct Stacks {
+    pub n: usize,
+    pub h: usize,
+    pub w: usize,
+    /// Normalised, centred: value / mean(reference) − 1.
+    pub r: Vec<f32>,
+    pub s: Vec<f32>,
+    pub kernel: Vec<f32>,
+    /// Σw over the window and all frames.
+    pub sw: f32,
+    /// Window sums over frames of R, R², S, S² (valid where the window fits).
+    r1: Vec<f32>,
+    r2: Vec<f32>,
+    s1: Vec<f32>,
+    s2: Vec<f32>,
+    /// M: the reference's local mean (normalised), frames and a `mean_window` box.
+    pub m: Vec<f32>,
+}
+
+impl Stacks {
+    pub fn new(reference: ArrayView3<f32>, sample: ArrayView3<f32>, p: &Params) -> Self {
+        let (n, h, w) = reference.dim();
+        let mean =
+            (reference.iter().map(|&v| v as f64).sum::<f64>() / reference.len() as f64) as f32;
+        let scale = if mean.abs() > 0.0 { 1.0 / mean } else { 1.0 };
+        let norm = |a: ArrayView3<f32>| a.iter().map(|&v| v * scale - 1.0).collect::<Vec<f32>>();
+        let (r, s) = (norm(reference), norm(sample));
+        let kernel = weights(p.window, p.hamming);
+        let sw = n as f32 * kernel.iter().sum::<f32>().powi(2);
+        let frame_sum = |a: &[f32], sq: bool| {
+            let mut acc = vec![0.0f32; h * w];
+            for f in a.chunks_exact(h * w) {
+                acc.iter_mut()
+                    .zip(f)
+                    .for_each(|(o, &v)| *o += if sq { v * v } else { v });
+            }
+            let (mut out, mut tmp) = (vec![0.0; h * w], Vec::new());
+            filter(&acc, h, w, &kernel, &mut out, &mut tmp);
+            out
+        };
+        let (r1, r2, s1, s2) = (
+            frame_sum(&r, false),
+            frame_sum(&r, true),
+            frame_sum(&s, false),
+            frame_sum(&s, true),
+        );
+        let m = box_mean(&r, n, h, w, p.mean_window);
+        Stacks {
+            n,
+            h,
+            w,
+            r,
+            s,
+            kernel,
+            sw,
+            r1,
+            r2,
+            s1,
+            s2,
+            m,
+        }
+    }
+
+    /// Cost of the fit at pixel index `p` for reference pixel index `q = p − u`, given
+    /// `c = Σw S·R_u`.
+    #[inline]
+    fn cost(&self, dark_field: bool, p: usize, q: usize, c: f32) -> f32 {
+        let (s1, s2, r1, r2, sw) = (self.s1[p], self.s2[p], self.r1[q], self.r2[q], self.sw);
+        if dark_field {
+            let var_r = r2 - r1 * r1 / sw;
+            let cov = c - s1 * r1 / sw;
+            let var_s = s2 - s1 * s1 / sw;
+            if var_r > 1e-12 * sw {
+                var_s - cov * cov / var_r
+            } else {
+                f32::INFINITY
+            }
+        } else {
+            // Uncentred sums for S ≈ t·R (centring is not neutral for this model).
+            let (sr, rr, ss) = (c + s1 + r1 + sw, r2 + 2.0 * r1 + sw, s2 + 2.0 * s1 + sw);
+            if rr > 0.0 {
+                ss - sr * sr / rr
+            } else {
+                f32::INFINITY
+            }
+        }
+    }
+}
+
+/// Mean over frames and a (2·r+1)² box (clipped at the border) of centred data, plus 1.
+fn box_mean(a: &[f32], n: usize, h: usize, w: usize, r: usize) -> Vec<f32> {
+    // Summed-area table of the frame sum, in f64.
+    let mut sat = vec![0.0f64; (h + 1) * (w + 1)];
+    for y in 0..h {
+        let mut row = 0.0;
+        for x in 0..w {
+            row += (0..n).map(|i| a[i * h * w + y * w + x] as f64).sum::<f64>();
+            sat[(y + 1) * (w + 1) + x + 1] = sat[y * (w + 1) + x + 1] + row;
+        }
+    }
+    let mut out = vec![0.0f32; h * w];
+    for y in 0..h {
+        let (y0, y1) = (y.saturating_sub(r), (y + r + 1).min(h));
+        for x in 0..w {
+            let (x0, x1) = (x.saturating_sub(r), (x + r + 1).min(w));
+            let sum = sat[y1 * (w + 1) + x1] - sat[y0 * (w + 1) + x1] - sat[y1 * (w + 1) + x0]
+                + sat[y0 * (w + 1) + x0];
+            out[y * w + x] = (1.0 + sum / (n * (y1 - y0) * (x1 - x0)) as f64) as f32;
+        }
+    }
+    out
+}
+
+/// Sub-pixel shifts (dy, dx) and status of every pixel.
+pub(super) fn exhaustive(st: &Stacks, p: &Params) -> (Array2<[f32; 2]>, Array2<u8>) {
+    let (h, w, b) = (st.h, st.w, p.border());
+    let bands: Vec<usize> = (b..h - b).step_by(BAND).collect();
+    let results: Vec<Vec<([f32; 2], u8)>> = bands
+        .par_iter()
+        .map(|&y0| band(st, p, y0, (y0 + BAND).min(h - b)))
+        .collect();
+    let mut shift = Array2::from_elem((h, w), [f32::NAN; 2]);
+    let mut status = Array2::from_elem((h, w), Status::Border as u8);
+    for (&y0, rows) in bands.iter().zip(results) {
+        let cols = w - 2 * b;
+        for (k, (d, s)) in rows.into_iter().enumerate() {
+            let (y, x) = (y0 + k / cols, b + k % cols);
+            shift[[y, x]] = d;
+            status[[y, x]] = s;
+        }
+    }
+    (shift, status)
+}
+
+/// Output rows [y0, y1), columns [b, w − b).
+fn band(st: &Stacks, p: &Params, y0: usize, y1: usize) -> Vec<([f32; 2], u8)> {
+    let (n, h, w, nw, m) = (st.n, st.h, st.w, p.window, p.max_shift as isize);
+    let b = p.border();
+    let cols = w - 2 * b;
+    // Product rows needed: the window around the output rows.
+    let (py0, py1) = (y0 - nw, y1 + nw);
+    let ph = py1 - py0;
+    let side = 2 * p.max_shift + 1;
+    let mut costs = vec![0.0f32; side * side * (y1 - y0) * cols];
+    let (mut prod, mut filt, mut tmp) = (vec![0.0f32; ph * w], vec![0.0f32; ph * w], Vec::new());
+    for (k, (uy, ux)) in (-m..=m)
+        .flat_map(|uy| (-m..=m).map(move |ux| (uy, ux)))
+        .enumerate()
+    {
+        prod.iter_mut().for_each(|v| *v = 0.0);
+        // Columns where both S(x) and R(x − ux) exist and the window still fits.
+        let (x0, x1) = (b - nw, w - b + nw);
+        for i in 0..n {
+            let (sf, rf) = (
+                &st.s[i * h * w..(i + 1) * h * w],
+                &st.r[i * h * w..(i + 1) * h * w],
+            );
+            for py in 0..ph {
+                let y = py0 + py;
+                let ry = (y as isize - uy) as usize;
+                let srow = &sf[y * w + x0..y * w + x1];
+                let rrow =
+                    &rf[ry * w + (x0 as isize - ux) as usize..ry * w + (x1 as isize - ux) as usize];
+                let out = &mut prod[py * w + x0..py * w + x1];
+                for ((o, &a), &c) in out.iter_mut().zip(srow).zip(rrow) {
+                    *o += a * c;
+                }
+            }
+        }
+        filter(&prod, ph, w, &st.kernel, &mut filt, &mut tmp);
+        let plane = &mut costs[k * (y1 - y0) * cols..(k + 1) * (y1 - y0) * cols];
+        for y in y0..y1 {
+            for x in b..w - b {
+                let pi = y * w + x;
+                let qi = ((y as isize - uy) * w as isize + x as isize - ux) as usize;
+                plane[(y - y0) * cols + x - b] =
+                    st.cost(p.dark_field, pi, qi, filt[(y - py0) * w + x]);
+            }
+        }
+    }
+    let npix = (y1 - y0) * cols;
+    (0..npix)
+        .map(|pix| {
+            let at = |k: usize| costs[k * npix + pix];
+            let (best, _) = (0..side * side).fold((0, f32::INFINITY), |(bk, bc), k| {
+                if at(k) < bc { (k, at(k)) } else { (bk, bc) }
+            });
+            if !at(best).is_finite() {
+                return ([f32::NAN; 2], Status::IllConditioned as u8);
+            }
+            let (iy, ix) = (best / side, best % side);
+            let int = [iy as f32 - m as f32, ix as f32 - m as f32];
+            if iy == 0 || ix == 0 || iy == side - 1 || ix == side - 1 {
+                return (int, Status::SearchEdge as u8);
+            }
+            let c = |dy: isize, dx: isize| {
+                at(((iy as isize + dy) as usize) * side + (ix as isize + dx) as usize)
+            };
+            match quadratic_minimum(c) {
+                Some([dy, dx]) => ([int[0] + dy, int[1] + dx], Status::Converged as u8),
+                None => (int, Status::IllConditioned as u8),
+            }
+        })
+        .collect()
+}
+
+/// Vertex of the least-squares quadratic through the 3×3 costs `c(dy, dx)`, bounded to ±1.
+fn quadratic_minimum(c: impl Fn(isize, isize) -> f32) -> Option<[f32; 2]> {
+    let (mut gx, mut gy, mut axx, mut ayy, mut axy) = (0.0f64, 0.0, 0.0, 0.0, 0.0);
+    for dy in -1..=1isize {
+        for dx in -1..=1isize {
+            let v = c(dy, dx) as f64;
+            if !v.is_finite() {
+                return None;
+            }
+            let (x, y) = (dx as f64, dy as f64);
+            gx += v * x / 6.0;
+            gy += v * y / 6.0;
+            axx += v * (x * x - 2.0 / 3.0) / 2.0;
+            ayy += v * (y * y - 2.0 / 3.0) / 2.0;
+            axy += v * x * y / 4.0;
+        }
+    }
+    // c ≈ … + gx·x + gy·y + axx·x² + ayy·y² + axy·x·y; minimum where the gradient vanishes.
+    let (hxx, hyy, hxy) = (2.0 * axx, 2.0 * ayy, axy);
+    let det = hxx * hyy - hxy * hxy;
+    if hxx <= 0.0 || det <= 0.0 {
+        return None;
+    }
+    let dx = -(hyy * gx - hxy * gy) / det;
+    let dy = -(hxx * gy - hxy * gx) / det;
+    Some([dy.clamp(-1.0, 1.0) as f32, dx.clamp(-1.0, 1.0) as f32])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quadratic_minimum;
+
+    #[test]
+    fn quadratic_vertex_is_found() {
+        let (y0, x0) = (0.3f32, -0.2f32);
+        let c = |dy: isize, dx: isize| {
+            let (y, x) = (dy as f32 - y0, dx as f32 - x0);
+            2.0 * x * x + 3.0 * y * y + x * y + 5.0
+        };
+        let [dy, dx] = quadratic_minimum(c).unwrap();
+        assert!(
+            (dy - y0).abs() < 1e-5 && (dx - x0).abs() < 1e-5,
+            "{dy} {dx}"
+        );
+        assert!(quadratic_minimum(|dy, dx| -((dy * dy + dx * dx) as f32)).is_none());
+    }
+}
