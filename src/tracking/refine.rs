@@ -5,7 +5,7 @@ use ndarray::{Array2, Axis, Zip};
 
 use super::search::Stacks;
 use super::{Output, Params, Status};
-use crate::interpolate::bicubic;
+use crate::interpolate::keys;
 
 pub(super) fn refine(
     st: &Stacks,
@@ -27,25 +27,38 @@ pub(super) fn refine(
         .and(out.darkfield.axis_iter_mut(Axis(0)))
         .and(out.residual.axis_iter_mut(Axis(0)))
         .par_for_each(|y, mut t_row, mut d_row, mut res_row| {
+            let mut horiz = vec![0.0f32; (2 * p.window + 4) * (2 * p.window + 1)];
             for x in 0..w {
                 let [dy, dx] = shift[[y, x]];
                 if !(dy.is_finite() && dx.is_finite()) {
                     continue;
                 }
+                // The window shares one fractional shift: Keys weights once, then a
+                // separable 4-tap interpolation of each frame's patch.
+                let (fy, fx) = (y as f64 - dy as f64, x as f64 - dx as f64);
+                let (iy, ix) = (fy.floor() as isize, fx.floor() as isize);
+                let (ky, kx) = (keys(fy - iy as f64), keys(fx - ix as f64));
+                let side = 2 * nw as usize + 1;
                 // Weighted sums over window and frames, in units of the reference mean.
-                let (mut sw, mut sr, mut ss, mut srr, mut sss, mut ssr) =
-                    (0.0f64, 0.0, 0.0, 0.0, 0.0, 0.0);
-                for qy in -nw..=nw {
-                    for qx in -nw..=nw {
-                        let wq =
-                            (st.kernel[(qy + nw) as usize] * st.kernel[(qx + nw) as usize]) as f64;
-                        let (sy, sx) = ((y as isize + qy) as usize, (x as isize + qx) as usize);
-                        for i in 0..n {
-                            let frame = &st.r[i * h * w..(i + 1) * h * w];
-                            let r = 1.0
-                                + bicubic(frame, h, w, sy as f64 - dy as f64, sx as f64 - dx as f64)
-                                    as f64;
+                let (mut sw, mut sr, mut ss, mut srr, mut sss, mut ssr) = (0.0f64, 0.0, 0.0, 0.0, 0.0, 0.0);
+                for i in 0..n {
+                    let frame = &st.r[i * h * w..(i + 1) * h * w];
+                    // Horizontal pass over the rows the vertical taps need.
+                    for (j, row) in horiz.chunks_exact_mut(side).enumerate() {
+                        let yy = (iy - nw - 1 + j as isize).clamp(0, h as isize - 1) as usize;
+                        let src = &frame[yy * w..(yy + 1) * w];
+                        for (q, v) in row.iter_mut().enumerate() {
+                            let x0 = ix - nw - 1 + q as isize;
+                            *v = (0..4).map(|k| kx[k] * src[(x0 + k as isize).clamp(0, w as isize - 1) as usize]).sum();
+                        }
+                    }
+                    for qy in 0..side {
+                        let sy = y + qy - nw as usize;
+                        for qx in 0..side {
+                            let r = 1.0 + (0..4).map(|k| ky[k] * horiz[(qy + k) * side + qx]).sum::<f32>() as f64;
+                            let sx = x + qx - nw as usize;
                             let s = 1.0 + st.s[i * h * w + sy * w + sx] as f64;
+                            let wq = (st.kernel[qy] * st.kernel[qx]) as f64;
                             sw += wq;
                             sr += wq * r;
                             ss += wq * s;
