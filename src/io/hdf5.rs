@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use hdf5_metno::types::VarLenUnicode;
-use ndarray::{Array3, ArrayViewD, Axis, Ix3};
+use ndarray::{Array3, ArrayViewD};
 
 use super::atomic::write_atomically;
 use crate::error::{Error, Result};
@@ -22,20 +22,7 @@ pub(super) fn read(path: &Path, dataset: &str) -> Result<Array3<f32>> {
     let a = ds
         .read_dyn::<f32>()
         .map_err(h5err(path, &format!("cannot read '{dataset}' as numbers")))?;
-    let a = match a.ndim() {
-        2 => a.insert_axis(Axis(0)),
-        3 => a,
-        n => {
-            return Err(Error::format(
-                path,
-                format!("dataset '{dataset}' has rank {n}, expected [N, H, W] or [H, W]"),
-            ));
-        }
-    };
-    Ok(a.into_dimensionality::<Ix3>()
-        .expect("rank checked")
-        .as_standard_layout()
-        .into_owned())
+    super::into_stack(path, a, &format!("dataset '{dataset}'"))
 }
 
 /// Writes the named float32 datasets (parents created) and string attributes on the root

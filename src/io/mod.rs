@@ -108,6 +108,24 @@ pub fn read_image(spec: &str) -> Result<Array2<f32>> {
     Ok(s.index_axis_move(Axis(0), 0))
 }
 
+/// A rank-2 image or rank-3 stack as `[N, H, W]` in standard layout.
+fn into_stack(path: &Path, a: ndarray::ArrayD<f32>, what: &str) -> Result<Array3<f32>> {
+    let a = match a.ndim() {
+        2 => a.insert_axis(Axis(0)),
+        3 => a,
+        n => {
+            return Err(Error::format(
+                path,
+                format!("{what} has rank {n}, expected [N, H, W] or [H, W]"),
+            ));
+        }
+    };
+    Ok(a.into_dimensionality::<ndarray::Ix3>()
+        .expect("rank checked")
+        .as_standard_layout()
+        .into_owned())
+}
+
 /// Writes a stack `[N, H, W]` as float32 (TIFF: N pages).
 pub fn write_stack(spec: &str, data: ArrayView3<f32>) -> Result<()> {
     let loc = Location::parse(spec)?;

@@ -4,7 +4,7 @@ use std::fs::File;
 use std::io::BufWriter;
 use std::path::Path;
 
-use ndarray::{Array3, ArrayBase, ArrayD, Axis, Data, Dimension, Ix3};
+use ndarray::{Array3, ArrayBase, ArrayD, Data, Dimension};
 use ndarray_npy::{ReadNpyError, ReadNpyExt, WriteNpyExt};
 
 use crate::error::{Error, Result};
@@ -32,7 +32,7 @@ pub(super) fn read(path: &Path) -> Result<Array3<f32>> {
     let mut last = None;
     for r in readers {
         match r(path) {
-            Ok(a) => return to_stack(path, a),
+            Ok(a) => return super::into_stack(path, a, "the array"),
             Err(ReadNpyError::WrongDescriptor(d)) => last = Some(format!("unsupported dtype {d}")),
             Err(ReadNpyError::Io(e)) => return Err(Error::io(path, e)),
             Err(e) => {
@@ -44,23 +44,6 @@ pub(super) fn read(path: &Path) -> Result<Array3<f32>> {
         }
     }
     Err(Error::format(path, last.unwrap_or_default()))
-}
-
-fn to_stack(path: &Path, a: ArrayD<f32>) -> Result<Array3<f32>> {
-    let a = match a.ndim() {
-        2 => a.insert_axis(Axis(0)),
-        3 => a,
-        n => {
-            return Err(Error::format(
-                path,
-                format!("expected a 2-D image or 3-D stack [N, H, W], got rank {n}"),
-            ));
-        }
-    };
-    Ok(a.into_dimensionality::<Ix3>()
-        .expect("rank checked")
-        .as_standard_layout()
-        .into_owned())
 }
 
 pub(super) fn write<S: Data<Elem = f32>, D: Dimension>(

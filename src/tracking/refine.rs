@@ -40,7 +40,8 @@ pub(super) fn refine(
                 let (ky, kx) = (keys(fy - iy as f64), keys(fx - ix as f64));
                 let side = 2 * nw as usize + 1;
                 // Weighted sums over window and frames, in units of the reference mean.
-                let (mut sw, mut sr, mut ss, mut srr, mut sss, mut ssr) = (0.0f64, 0.0, 0.0, 0.0, 0.0, 0.0);
+                let (mut sw, mut sr, mut ss, mut srr, mut sss, mut ssr) =
+                    (0.0f64, 0.0, 0.0, 0.0, 0.0, 0.0);
                 for i in 0..n {
                     let frame = &st.r[i * h * w..(i + 1) * h * w];
                     // Horizontal pass over the rows the vertical taps need.
@@ -49,13 +50,20 @@ pub(super) fn refine(
                         let src = &frame[yy * w..(yy + 1) * w];
                         for (q, v) in row.iter_mut().enumerate() {
                             let x0 = ix - nw - 1 + q as isize;
-                            *v = (0..4).map(|k| kx[k] * src[(x0 + k as isize).clamp(0, w as isize - 1) as usize]).sum();
+                            *v = (0..4)
+                                .map(|k| {
+                                    kx[k] * src[(x0 + k as isize).clamp(0, w as isize - 1) as usize]
+                                })
+                                .sum();
                         }
                     }
                     for qy in 0..side {
                         let sy = y + qy - nw as usize;
                         for qx in 0..side {
-                            let r = 1.0 + (0..4).map(|k| ky[k] * horiz[(qy + k) * side + qx]).sum::<f32>() as f64;
+                            let r = 1.0
+                                + (0..4)
+                                    .map(|k| ky[k] * horiz[(qy + k) * side + qx])
+                                    .sum::<f32>() as f64;
                             let sx = x + qx - nw as usize;
                             let s = 1.0 + st.s[i * h * w + sy * w + sx] as f64;
                             let wq = (st.kernel[qy] * st.kernel[qx]) as f64;

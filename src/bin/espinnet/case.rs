@@ -110,15 +110,17 @@ pub fn demo(dir: &Path, force: bool) -> Result<()> {
     let recon = dir.join("reconstruction");
     let file = |n: &str| dir.join(n).to_string_lossy().into_owned();
     crate::reconstruct::run(&crate::reconstruct::ReconstructArgs {
-        reference: file("reference.tif"),
-        sample: file("sample.tif"),
+        inputs: crate::inspect::Inputs {
+            reference: file("reference.tif"),
+            sample: file("sample.tif"),
+            dark: None,
+            flat: None,
+        },
         output: recon.clone(),
         engine: "tracking".into(),
         window: 1,
         max_shift: 9,
         no_darkfield: false,
-        dark: None,
-        flat: None,
         energy_kev: Some(g.energy_ev / 1e3),
         distance_m: Some(g.distance_m),
         pixel_size_um: Some(g.detector_pixel_m * 1e6),

@@ -1,4 +1,4 @@
-//! `espinnet inspect`: reads a reference/sample pair the way `reconstruct` will, checks it,
+//! `espinnet inspect`: reads a reference/sample pair the way `reconstruct` does, checks it,
 //! and prints what it found: the quick answer to "is my data usable?".
 
 use espinnet::Result;
@@ -6,34 +6,43 @@ use espinnet::io::{read_image, read_stack};
 use espinnet::stack::{correct, validate_pair};
 use ndarray::{Array3, Axis};
 
+/// The input pair and its optional corrections, shared by `inspect` and `reconstruct`.
 #[derive(clap::Args)]
-pub struct InspectArgs {
+pub struct Inputs {
     /// Reference stack (TIFF, .npy, or file.h5:/dataset).
     #[arg(long)]
-    reference: String,
+    pub reference: String,
     /// Sample stack, same N, H, W.
     #[arg(long)]
-    sample: String,
-    /// Dark frame [H, W] to subtract.
+    pub sample: String,
+    /// Dark frame [H, W] to subtract from both stacks.
     #[arg(long)]
-    dark: Option<String>,
-    /// Flat frame [H, W] to divide by (after dark subtraction).
+    pub dark: Option<String>,
+    /// Flat frame [H, W] to divide both stacks by (after dark subtraction).
     #[arg(long)]
-    flat: Option<String>,
+    pub flat: Option<String>,
 }
 
-pub fn run(a: &InspectArgs) -> Result<()> {
-    let (mut reference, mut sample) = (read_stack(&a.reference)?, read_stack(&a.sample)?);
-    validate_pair(reference.view(), sample.view())?;
-    let dark = a.dark.as_deref().map(read_image).transpose()?;
-    let flat = a.flat.as_deref().map(read_image).transpose()?;
-    for s in [&mut reference, &mut sample] {
-        correct(
-            s,
-            dark.as_ref().map(|d| d.view()),
-            flat.as_ref().map(|f| f.view()),
-        )?;
+impl Inputs {
+    /// Reads, validates and corrects both stacks.
+    pub fn read(&self) -> Result<(Array3<f32>, Array3<f32>)> {
+        let (mut reference, mut sample) = (read_stack(&self.reference)?, read_stack(&self.sample)?);
+        validate_pair(reference.view(), sample.view())?;
+        let dark = self.dark.as_deref().map(read_image).transpose()?;
+        let flat = self.flat.as_deref().map(read_image).transpose()?;
+        for s in [&mut reference, &mut sample] {
+            correct(
+                s,
+                dark.as_ref().map(|d| d.view()),
+                flat.as_ref().map(|f| f.view()),
+            )?;
+        }
+        Ok((reference, sample))
     }
+}
+
+pub fn run(inputs: &Inputs) -> Result<()> {
+    let (reference, sample) = inputs.read()?;
     let (n, h, w) = reference.dim();
     println!("{n} scan(s) of {h}x{w} pixels");
     for (name, s) in [("reference", &reference), ("sample", &sample)] {

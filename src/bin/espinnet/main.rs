@@ -44,7 +44,7 @@ enum Command {
     /// Write a training dataset: HDF5 shards of random simulated patches.
     Dataset(DatasetArgs),
     /// Read and check a reference/sample pair (and dark/flat), and summarise it.
-    Inspect(inspect::InspectArgs),
+    Inspect(inspect::Inputs),
     /// Benchmark the simulator, the tracker and the phase integrators: seconds, Mpix/s, peak memory.
     Bench(bench::BenchArgs),
 }

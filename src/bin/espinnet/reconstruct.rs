@@ -5,24 +5,19 @@ use std::time::Instant;
 
 use espinnet::integrate::{Method, phase_from_displacement};
 use espinnet::io::preview::{Scale, write_montage};
-use espinnet::io::{read_image, read_stack};
-use espinnet::stack::{correct, validate_pair};
 use espinnet::tracking::{Params, track};
 use espinnet::{Error, Geometry, Result};
 use indicatif::ProgressBar;
 use ndarray::Array2;
 use serde_json::json;
 
+use crate::inspect::Inputs;
 use crate::output::Staged;
 
 #[derive(clap::Args)]
 pub struct ReconstructArgs {
-    /// Reference stack (TIFF, .npy, or file.h5:/dataset).
-    #[arg(long)]
-    pub reference: String,
-    /// Sample stack, same N, H, W.
-    #[arg(long)]
-    pub sample: String,
+    #[command(flatten)]
+    pub inputs: Inputs,
     /// Output directory.
     #[arg(long)]
     pub output: PathBuf,
@@ -38,12 +33,6 @@ pub struct ReconstructArgs {
     /// Fit transmission only (no dark-field).
     #[arg(long)]
     pub no_darkfield: bool,
-    /// Dark frame [H, W] to subtract from both stacks.
-    #[arg(long)]
-    pub dark: Option<String>,
-    /// Flat frame [H, W] to divide both stacks by.
-    #[arg(long)]
-    pub flat: Option<String>,
     /// Photon energy (keV); with --distance-m and --pixel-size-um gives refraction and phase.
     #[arg(long, requires_all = ["distance_m", "pixel_size_um"])]
     pub energy_kev: Option<f64>,
@@ -84,17 +73,7 @@ pub fn run(a: &ReconstructArgs) -> Result<()> {
     let staged = Staged::new(&a.output, &files, a.force)?;
 
     let clock = Instant::now();
-    let (mut reference, mut sample) = (read_stack(&a.reference)?, read_stack(&a.sample)?);
-    validate_pair(reference.view(), sample.view())?;
-    let dark = a.dark.as_deref().map(read_image).transpose()?;
-    let flat = a.flat.as_deref().map(read_image).transpose()?;
-    for s in [&mut reference, &mut sample] {
-        correct(
-            s,
-            dark.as_ref().map(|d| d.view()),
-            flat.as_ref().map(|f| f.view()),
-        )?;
-    }
+    let (reference, sample) = a.inputs.read()?;
     let read_s = clock.elapsed().as_secs_f64();
 
     let params = Params {
@@ -152,7 +131,7 @@ pub fn run(a: &ReconstructArgs) -> Result<()> {
     let summary = json!({
         "espinnet_version": env!("CARGO_PKG_VERSION"),
         "engine": a.engine,
-        "inputs": { "reference": a.reference, "sample": a.sample, "dark": a.dark, "flat": a.flat,
+        "inputs": { "reference": a.inputs.reference, "sample": a.inputs.sample, "dark": a.inputs.dark, "flat": a.inputs.flat,
                     "scans": n, "height": h, "width": w },
         "parameters": params,
         "geometry": geometry,
