@@ -179,6 +179,38 @@ fn shifts_beyond_the_search_range_are_flagged() {
     );
 }
 
+/// Neighbour-seeded re-search of outliers must remove gross errors at low N, never add them.
+#[test]
+fn reseeding_outliers_helps_at_low_scan_counts() {
+    let c = case(192, 3, None, None);
+    let base = Params {
+        window: 3,
+        max_shift: 9,
+        reseed: false,
+        ..Default::default()
+    };
+    let plain = errors(&c, &base);
+    let reseeded = errors(
+        &c,
+        &Params {
+            reseed: true,
+            ..base
+        },
+    );
+    assert!(
+        reseeded.gross_fraction < plain.gross_fraction,
+        "{} vs {}",
+        reseeded.gross_fraction,
+        plain.gross_fraction
+    );
+    assert!(
+        reseeded.rmse_axis < plain.rmse_axis,
+        "{} vs {}",
+        reseeded.rmse_axis,
+        plain.rmse_axis
+    );
+}
+
 #[test]
 fn bad_parameters_are_errors() {
     let c = case(64, 2, None, Some(Sample::Empty));

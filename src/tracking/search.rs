@@ -250,6 +250,108 @@ fn quadratic_minimum(c: impl Fn(isize, isize) -> f32) -> Option<[f32; 2]> {
     Some([dy.clamp(-1.0, 1.0) as f32, dx.clamp(-1.0, 1.0) as f32])
 }
 
+/// Cost of integer shift (uy, ux) at pixel (y, x), evaluated directly.
+fn cost_at(st: &Stacks, p: &Params, y: usize, x: usize, uy: isize, ux: isize) -> f32 {
+    let (h, w, nw) = (st.h, st.w, p.window as isize);
+    let mut c = 0.0f32;
+    for qy in -nw..=nw {
+        for qx in -nw..=nw {
+            let wq = st.kernel[(qy + nw) as usize] * st.kernel[(qx + nw) as usize];
+            let (sy, sx) = ((y as isize + qy) as usize, (x as isize + qx) as usize);
+            let (ry, rx) = ((sy as isize - uy) as usize, (sx as isize - ux) as usize);
+            let mut acc = 0.0f32;
+            for i in 0..st.n {
+                acc += st.s[i * h * w + sy * w + sx] * st.r[i * h * w + ry * w + rx];
+            }
+            c += wq * acc;
+        }
+    }
+    st.cost(
+        p.dark_field,
+        y * w + x,
+        ((y as isize - uy) * w as isize + x as isize - ux) as usize,
+        c,
+    )
+}
+
+/// Outliers, whose integer shift is more than 1 px from the median of their 5×5
+/// neighbourhood, take the best shift within ±1 px of that median instead.
+pub(super) fn reseed_outliers(
+    st: &Stacks,
+    p: &Params,
+    shift: &mut Array2<[f32; 2]>,
+    status: &mut Array2<u8>,
+) {
+    let (h, w, m) = (st.h, st.w, p.max_shift as isize);
+    let int = shift.mapv(|d| [d[0].round(), d[1].round()]);
+    let side = 2 * p.max_shift + 1;
+    let updates: Vec<(usize, usize, [f32; 2], u8)> = (0..h)
+        .into_par_iter()
+        .flat_map_iter(|y| {
+            let int = &int;
+            // Shifts are integers in [−m, m]: the median by counting, exact and cheap.
+            let mut counts = vec![[0u16; 2]; side];
+            (0..w).filter_map(move |x| {
+                let u = int[[y, x]];
+                if !u[0].is_finite() {
+                    return None;
+                }
+                counts.iter_mut().for_each(|c| *c = [0, 0]);
+                let mut n = 0;
+                for yy in y.saturating_sub(2)..(y + 3).min(h) {
+                    for xx in x.saturating_sub(2)..(x + 3).min(w) {
+                        let v = int[[yy, xx]];
+                        if v[0].is_finite() {
+                            for a in 0..2 {
+                                counts[(v[a] as isize + m).clamp(0, 2 * m) as usize][a] += 1;
+                            }
+                            n += 1;
+                        }
+                    }
+                }
+                let median = |a: usize| {
+                    let mut seen = 0;
+                    let k = counts.iter().position(|c| {
+                        seen += c[a] as usize;
+                        2 * seen > n
+                    });
+                    k.expect("at least the pixel itself") as isize - m
+                };
+                let med = [median(0), median(1)];
+                if (u[0] as isize - med[0]).abs() <= 1 && (u[1] as isize - med[1]).abs() <= 1 {
+                    return None;
+                }
+                // Costs on the 5×5 around the median, clamped to the search range.
+                let cost = |dy: isize, dx: isize| {
+                    let (uy, ux) = (med[0] + dy, med[1] + dx);
+                    if uy.abs() > m || ux.abs() > m {
+                        f32::INFINITY
+                    } else {
+                        cost_at(st, p, y, x, uy, ux)
+                    }
+                };
+                let (by, bx) = (-1..=1isize)
+                    .flat_map(|dy| (-1..=1isize).map(move |dx| (dy, dx)))
+                    .min_by(|a, b| cost(a.0, a.1).total_cmp(&cost(b.0, b.1)))
+                    .expect("nine candidates");
+                let base = [(med[0] + by) as f32, (med[1] + bx) as f32];
+                Some(match quadratic_minimum(|dy, dx| cost(by + dy, bx + dx)) {
+                    Some([dy, dx]) => (y, x, [base[0] + dy, base[1] + dx], Status::Converged as u8),
+                    None => (y, x, base, Status::IllConditioned as u8),
+                })
+            })
+        })
+        .collect();
+    log::debug!(
+        "tracking: {} outlier(s) re-searched around their neighbours' median",
+        updates.len()
+    );
+    for (y, x, d, s) in updates {
+        shift[[y, x]] = d;
+        status[[y, x]] = s;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::quadratic_minimum;
