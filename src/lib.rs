@@ -5,6 +5,7 @@
 //! refraction angles and phase. Conventions and units: `DESIGN.md` §1 and
 //! `docs/architecture.md`.
 
+pub mod capi;
 pub mod error;
 pub mod geometry;
 pub mod integrate;

@@ -1,0 +1,254 @@
+//! The C ABI from the caller's side: header freshness, statuses, messages, panics contained,
+//! engines shared between threads, and accuracy through the ABI.
+
+use std::ffi::{CStr, CString};
+use std::ptr;
+
+use espinnet::capi::*;
+use espinnet::simulate::{Preset, simulate};
+
+fn last_error() -> String {
+    unsafe { CStr::from_ptr(esp_last_error()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+fn committed_header_is_current() {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let config = cbindgen::Config::from_file(format!("{dir}/cbindgen.toml")).unwrap();
+    let mut fresh = Vec::new();
+    cbindgen::Builder::new()
+        .with_crate(dir)
+        .with_config(config)
+        .generate()
+        .unwrap()
+        .write(&mut fresh);
+    let path = format!("{dir}/include/espinnet.h");
+    if std::env::var_os("ESPINNET_BLESS").is_some() {
+        std::fs::write(&path, &fresh).unwrap();
+    }
+    let committed = std::fs::read(&path).unwrap_or_default();
+    assert!(
+        committed == fresh,
+        "include/espinnet.h is stale: run ESPINNET_BLESS=1 cargo test --release --test capi"
+    );
+    // The header's version macros match the library.
+    let text = String::from_utf8(committed).unwrap();
+    let version = unsafe { CStr::from_ptr(esp_version()) }
+        .to_str()
+        .unwrap()
+        .to_string();
+    let parts: Vec<&str> = version.split('.').collect();
+    for (name, v) in ["MAJOR", "MINOR", "PATCH"].iter().zip(&parts) {
+        assert!(
+            text.contains(&format!("#define ESPINNET_VERSION_{name} {v}\n")),
+            "{name} != {v}"
+        );
+    }
+}
+
+#[test]
+fn options_and_errors() {
+    let opts = esp_options_new();
+    let set = |k: &str, v: &str| unsafe {
+        esp_options_set(
+            opts,
+            CString::new(k).unwrap().as_ptr(),
+            CString::new(v).unwrap().as_ptr(),
+        )
+    };
+    assert_eq!(set("window", "2"), EspStatus::Ok);
+    assert_eq!(set("window", "-1"), EspStatus::InvalidArgument);
+    assert!(last_error().contains("window"), "{}", last_error());
+    assert_eq!(set("colour", "blue"), EspStatus::InvalidArgument);
+    assert!(last_error().contains("unknown option 'colour'"));
+    assert_eq!(set("dark_field", "maybe"), EspStatus::InvalidArgument);
+    assert_eq!(
+        unsafe { esp_options_set(opts, ptr::null(), ptr::null()) },
+        EspStatus::NullArgument
+    );
+    assert_eq!(
+        unsafe { esp_engine_new(ptr::null(), ptr::null_mut()) },
+        EspStatus::NullArgument
+    );
+    let mut engine = ptr::null_mut();
+    assert_eq!(unsafe { esp_engine_new(opts, &mut engine) }, EspStatus::Ok);
+    unsafe { esp_options_free(opts) };
+    unsafe { esp_options_free(ptr::null_mut()) };
+    // Bad shapes and values.
+    let data = vec![1.0f32; 4 * 8 * 8];
+    let mut dx = vec![0.0f32; 64];
+    let out = EspOutputs {
+        dx: dx.as_mut_ptr(),
+        dy: ptr::null_mut(),
+        transmission: ptr::null_mut(),
+        darkfield: ptr::null_mut(),
+        quality: ptr::null_mut(),
+    };
+    let rec = |n, h, w, stride, r: *const f32| unsafe {
+        esp_engine_reconstruct(engine, r, data.as_ptr(), n, h, w, stride, &out)
+    };
+    assert_eq!(rec(0, 8, 8, 0, data.as_ptr()), EspStatus::InvalidArgument);
+    assert_eq!(rec(4, 8, 8, 4, data.as_ptr()), EspStatus::InvalidArgument);
+    assert!(last_error().contains("stride"));
+    assert_eq!(rec(4, 8, 8, 0, ptr::null()), EspStatus::NullArgument);
+    assert_eq!(
+        rec(usize::MAX, usize::MAX, 8, 0, data.as_ptr()),
+        EspStatus::InvalidArgument
+    );
+    assert!(last_error().contains("overflow"), "{}", last_error());
+    // 8x8 is too small for window 2 and max shift 8.
+    assert_eq!(rec(4, 8, 8, 0, data.as_ptr()), EspStatus::InvalidArgument);
+    let mut nan = data.clone();
+    nan[5] = f32::NAN;
+    assert_eq!(rec(4, 8, 8, 0, nan.as_ptr()), EspStatus::NonFinite);
+    assert!(
+        last_error().contains("reference stack holds 1 non-finite"),
+        "{}",
+        last_error()
+    );
+    unsafe { esp_engine_free(engine) };
+    unsafe { esp_engine_free(ptr::null_mut()) };
+    assert_eq!(
+        unsafe { CStr::from_ptr(esp_status_str(EspStatus::Panic)) }
+            .to_str()
+            .unwrap(),
+        "internal error (panic)"
+    );
+}
+
+#[test]
+fn reconstruct_through_the_abi_from_eight_threads() {
+    let case = simulate(&Preset::MaskDiagonal.config(96, 10, 3)).unwrap();
+    let (n, h, w) = case.reference.dim();
+    let opts = esp_options_new();
+    unsafe { esp_options_set(opts, c"max_shift".as_ptr(), c"9".as_ptr()) };
+    let mut engine = ptr::null_mut();
+    assert_eq!(unsafe { esp_engine_new(opts, &mut engine) }, EspStatus::Ok);
+    unsafe { esp_options_free(opts) };
+    let engine = engine as usize; // shared by all threads
+    let results: Vec<Vec<f32>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let (r, smp) = (
+                    case.reference.as_slice().unwrap(),
+                    case.sample.as_slice().unwrap(),
+                );
+                s.spawn(move || {
+                    let mut dx = vec![0.0f32; h * w];
+                    let out = EspOutputs {
+                        dx: dx.as_mut_ptr(),
+                        dy: ptr::null_mut(),
+                        transmission: ptr::null_mut(),
+                        darkfield: ptr::null_mut(),
+                        quality: ptr::null_mut(),
+                    };
+                    let st = unsafe {
+                        esp_engine_reconstruct(
+                            engine as *const EspEngine,
+                            r.as_ptr(),
+                            smp.as_ptr(),
+                            n,
+                            h,
+                            w,
+                            0,
+                            &out,
+                        )
+                    };
+                    assert_eq!(st, EspStatus::Ok, "{}", last_error());
+                    dx
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    unsafe { esp_engine_free(engine as *mut EspEngine) };
+    // Bit-for-bit (NaN borders included): the engine is deterministic under concurrency.
+    let bits = |v: &Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert!(
+        results.windows(2).all(|p| bits(&p[0]) == bits(&p[1])),
+        "threads must agree"
+    );
+    let (mut se, mut k) = (0.0f64, 0usize);
+    for (v, t) in results[0]
+        .iter()
+        .zip(case.truth.dx.iter())
+        .filter(|(v, _)| v.is_finite())
+    {
+        se += ((v - t) as f64).powi(2);
+        k += 1;
+    }
+    let rmse = (se / k as f64).sqrt();
+    assert!(k > 3000 && rmse < 0.15, "{k} pixels, RMSE {rmse} px");
+}
+
+#[test]
+fn integrate_through_the_abi() {
+    let (h, w) = (32, 40);
+    let gx = vec![0.5f32; h * w];
+    let gy = vec![-0.25f32; h * w];
+    let mut phase = vec![0.0f32; h * w];
+    assert_eq!(
+        unsafe { esp_integrate(gx.as_ptr(), gy.as_ptr(), h, w, 1, phase.as_mut_ptr()) },
+        EspStatus::Ok
+    );
+    // A plane: φ(0, 1) − φ(0, 0) = 0.5, φ(1, 0) − φ(0, 0) = −0.25.
+    assert!((phase[1] - phase[0] - 0.5).abs() < 1e-4 && (phase[w] - phase[0] + 0.25).abs() < 1e-4);
+    assert_eq!(
+        unsafe { esp_integrate(gx.as_ptr(), gy.as_ptr(), h, w, 7, phase.as_mut_ptr()) },
+        EspStatus::InvalidArgument
+    );
+    assert_eq!(
+        unsafe { esp_integrate(gx.as_ptr(), gy.as_ptr(), h, w, 0, ptr::null_mut()) },
+        EspStatus::NullArgument
+    );
+}
+
+/// A C program compiled against the committed header and linked with the built shared
+/// library (skipped, loudly, if no C compiler is installed).
+#[test]
+fn c_consumer_compiles_links_and_runs() {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    // target/<profile>/deps/capi-… → target/<profile>, where the cdylib is.
+    let exe = std::env::current_exe().unwrap();
+    let lib_dir = exe.parent().unwrap().parent().unwrap();
+    if !lib_dir.join("libespinnet.so").exists()
+        || std::process::Command::new("cc")
+            .arg("--version")
+            .output()
+            .is_err()
+    {
+        eprintln!(
+            "SKIPPED: no C compiler or no libespinnet.so in {}",
+            lib_dir.display()
+        );
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let bin = out.path().join("smoke");
+    let cc = std::process::Command::new("cc")
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-o"])
+        .arg(&bin)
+        .arg(format!("{dir}/tests/c/smoke.c"))
+        .arg(format!("-I{dir}/include"))
+        .arg(format!("-L{}", lib_dir.display()))
+        .args(["-lespinnet", "-lm"])
+        .output()
+        .unwrap();
+    assert!(
+        cc.status.success(),
+        "cc failed:\n{}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
+    let run = std::process::Command::new(&bin)
+        .env("LD_LIBRARY_PATH", lib_dir)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
