@@ -236,6 +236,17 @@ fn bad_parameters_are_named() {
     let mut c = small(Preset::MaskDiagonal, 64, 2);
     c.geometry.energy_ev = f64::NAN;
     assert!(simulate(&c).unwrap_err().to_string().contains("energy"));
+    // A reversed range is an error, not a panic inside the random draw.
+    let mut c = small(Preset::SandpaperRandom, 64, 2);
+    if let Sample::Spheres { radius_um, .. } = &mut c.sample {
+        *radius_um = (30.0, 10.0);
+    }
+    assert!(
+        simulate(&c)
+            .unwrap_err()
+            .to_string()
+            .contains("radius range")
+    );
     assert!(
         "nonsense"
             .parse::<Preset>()

@@ -118,6 +118,11 @@ impl Sample {
                 ..
             } => {
                 require_positive("sphere radius (µm)", radius_um.0)?;
+                if radius_um.1 < radius_um.0 || !radius_um.1.is_finite() {
+                    return Err(Error::invalid(format!(
+                        "sphere radius range {radius_um:?} µm is empty"
+                    )));
+                }
                 require_positive("delta", delta)?;
                 in_unit("darkfield_min", darkfield_min)
             }
