@@ -10,8 +10,10 @@ setup:
 demo: setup
 	$(CARGO) run --release --quiet -- demo --output out/demo --force
 
-## test: the whole test suite: Rust unit and integration tests, then format cross-checks
+## test: the whole test suite: Rust unit and integration tests (the shared library is built
+## first so that the C consumer test links against it), then format cross-checks
 test: setup
+	$(CARGO) build --release
 	$(CARGO) test --release
 	.venv/bin/python tests/python/check_formats.py target/release/espinnet
 
