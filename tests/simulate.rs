@@ -37,7 +37,7 @@ fn every_preset_makes_a_visible_pattern() {
         // Poisson alone at 2000 photons gives 0.022; a usable pattern is several times that.
         assert!(visibility > 0.1, "{}: visibility {visibility}", p.name());
         assert!(
-            (m / case.mean_photons as f32 - 1.0).abs() < 0.1,
+            (m / case.mean_photons() as f32 - 1.0).abs() < 0.1,
             "{}: mean {m}",
             p.name()
         );
@@ -129,7 +129,7 @@ fn sample_follows_the_multi_contrast_model() {
     let (t, d, shift) = (0.8f32, 0.7f32, (3usize, 2usize)); // dx = +3, dy = −2
     for noise in [false, true] {
         let case = simulate(&wedge(3.0, -2.0, noise)).unwrap();
-        let m = case.mean_photons as f32;
+        let m = case.mean_photons() as f32;
         let (n, h, w) = case.sample.dim();
         let (mut chi2, mut count, mut max_rel) = (0.0f64, 0usize, 0.0f32);
         for i in 0..n {

@@ -207,8 +207,14 @@ pub struct Case {
     pub truth: Truth,
     /// Scan positions (y, x) in µm at the sample plane, centred.
     pub positions_um: Vec<(f64, f64)>,
-    /// M of the model (photons per pixel): the mean pattern intensity.
-    pub mean_photons: f64,
+}
+
+impl Case {
+    /// M of the model (photons per pixel): the mean pattern intensity, which the simulator
+    /// normalises to the configured flux.
+    pub fn mean_photons(&self) -> f64 {
+        self.config.flux_photons
+    }
 }
 
 impl Config {
@@ -312,6 +318,5 @@ pub fn simulate(config: &Config) -> Result<Case> {
             phase: maps.phase.mapv(|v| (v - phase_mean) as f32),
         },
         positions_um,
-        mean_photons: config.flux_photons,
     })
 }

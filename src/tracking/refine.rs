@@ -4,7 +4,7 @@
 use ndarray::{Array2, Axis, Zip};
 
 use super::search::Stacks;
-use super::{Output, Params, Status};
+use super::{Output, Params};
 use crate::interpolate::keys;
 
 pub(super) fn refine(
@@ -95,15 +95,6 @@ pub(super) fn refine(
                 t_row[x] = t as f32;
                 d_row[x] = d as f32;
                 res_row[x] = ((res.max(0.0) / sw).sqrt() / (ss / sw)) as f32;
-            }
-        });
-    // Border pixels carry no estimate at all.
-    Zip::from(&out.status)
-        .and(&mut out.dx)
-        .and(&mut out.dy)
-        .for_each(|&s, dx, dy| {
-            if s == Status::Border as u8 {
-                (*dx, *dy) = (f32::NAN, f32::NAN);
             }
         });
     out

@@ -83,7 +83,7 @@ pub fn write(case: &Case, preset: &str, dir: &Path, force: bool) -> Result<()> {
         "pixel_size_um": pixel_um,
         "detector_pixel_um": g.detector_pixel_m * 1e6,
         "magnification": g.magnification,
-        "mean_photons": case.mean_photons,
+        "mean_photons": case.mean_photons(),
         "scan_positions_um": case.positions_um.iter().map(|&(y, x)| [y, x]).collect::<Vec<_>>(),
         "scan_positions_px": case.positions_um.iter().map(|&(y, x)| [y / pixel_um, x / pixel_um]).collect::<Vec<_>>(),
         "conventions": "stacks [N, H, W] float32 photons; positions [y, x] (row, column), centred; \

@@ -94,30 +94,26 @@ pub fn run(a: &ReconstructArgs) -> Result<()> {
 
     let path = |rel: &str| staged.path(rel).map(|p| p.to_string_lossy().into_owned());
     let status = out.status.mapv(f32::from);
-    let mut maps: Vec<(&str, Array2<f32>, Scale)> = vec![
-        ("dx", out.dx.clone(), Scale::Diverging),
-        ("dy", out.dy.clone(), Scale::Diverging),
-        ("transmission", out.transmission.clone(), Scale::Sequential),
-        ("darkfield", out.darkfield.clone(), Scale::Sequential),
-        ("quality", out.residual.clone(), Scale::Sequential),
-    ];
+    // Maps derived from the displacement first; then the tracker's own maps move in.
+    let mut derived: Vec<(&str, Array2<f32>, Scale)> = Vec::new();
     let mut phase_s = None;
     if let Some(g) = &geometry {
         let clock = Instant::now();
         let phase = phase_from_displacement(out.dx.view(), out.dy.view(), g, a.integration)?;
         phase_s = Some(clock.elapsed().as_secs_f64());
-        maps.push((
-            "refraction_x",
-            out.dx.mapv(|d| g.angle_rad(d as f64) as f32),
-            Scale::Diverging,
-        ));
-        maps.push((
-            "refraction_y",
-            out.dy.mapv(|d| g.angle_rad(d as f64) as f32),
-            Scale::Diverging,
-        ));
-        maps.push(("phase", phase, Scale::Sequential));
+        let angle = |d: &f32| g.angle_rad(*d as f64) as f32;
+        derived.push(("refraction_x", out.dx.map(angle), Scale::Diverging));
+        derived.push(("refraction_y", out.dy.map(angle), Scale::Diverging));
+        derived.push(("phase", phase, Scale::Sequential));
     }
+    let mut maps: Vec<(&str, Array2<f32>, Scale)> = vec![
+        ("dx", out.dx, Scale::Diverging),
+        ("dy", out.dy, Scale::Diverging),
+        ("transmission", out.transmission, Scale::Sequential),
+        ("darkfield", out.darkfield, Scale::Sequential),
+        ("quality", out.residual, Scale::Sequential),
+    ];
+    maps.extend(derived);
     for (name, data, _) in &maps {
         espinnet::io::write_image(&path(&format!("{name}.tif"))?, data)?;
     }
