@@ -15,12 +15,12 @@ fi
 
 command -v cargo >/dev/null 2>&1 || { echo "setup: cargo not found: install Rust from https://rustup.rs" >&2; exit 1; }
 
-# Python side: reference readers for the format cross-checks (and, later, ONNX Runtime).
+# Python side: reference readers for the format cross-checks and ONNX Runtime, whose library the network engine loads.
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import numpy, tifffile, h5py" >/dev/null 2>&1; then
+if ! .venv/bin/python -c "import numpy, tifffile, h5py, onnxruntime" >/dev/null 2>&1; then
   echo "setup: installing Python packages into .venv"
   .venv/bin/pip install -q -r scripts/requirements.txt
 fi

@@ -39,6 +39,18 @@ pub enum Error {
     /// A file exists but its content cannot be used (wrong format, type, dataset, rank).
     #[error("{path}: {message}")]
     Format { path: PathBuf, message: String },
+
+    /// The network model is missing, unreadable or does not match the runtime's contract.
+    #[error("model {path}: {message}")]
+    Model { path: PathBuf, message: String },
+
+    /// The ONNX Runtime library cannot be found, loaded or used.
+    #[error("ONNX Runtime: {0}")]
+    Runtime(String),
+
+    /// An execution provider that was asked for explicitly cannot be registered.
+    #[error("execution provider {provider} unavailable: {reason}")]
+    ProviderUnavailable { provider: String, reason: String },
 }
 
 /// Result with the library's [`Error`].
@@ -51,6 +63,13 @@ impl Error {
 
     pub(crate) fn format(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {
         Error::Format {
+            path: path.into(),
+            message: message.to_string(),
+        }
+    }
+
+    pub(crate) fn model(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {
+        Error::Model {
             path: path.into(),
             message: message.to_string(),
         }
@@ -73,4 +92,13 @@ pub(crate) fn require_positive(name: &str, value: f64) -> Result<()> {
             "{name} must be finite and > 0, got {value}"
         )))
     }
+}
+
+/// The message a panic was raised with.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }

@@ -9,6 +9,7 @@ pub mod capi;
 pub mod error;
 pub mod geometry;
 pub mod integrate;
+pub mod network;
 pub mod stack;
 pub mod tracking;
 

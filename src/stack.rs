@@ -132,18 +132,18 @@ pub fn correct(
     Ok(())
 }
 
-/// Brings a stack of N frames to exactly `n_target` frames.
+/// How each of `n_target` output frames is made from a scan of `n` frames: output frame j
+/// is `(1 − f)·frame[i0] + f·frame[i1]`, returned as `(i0, i1, f)`.
 ///
 /// N ≥ n_target keeps the first `n_target` frames (the smallest scan steps). N < n_target
 /// stretches along the scan axis only: output frame j sits at input position
 /// `t = j·(N−1)/(n_target−1)`, so the first and last frames are kept, and takes the nearest
 /// frame or interpolates linearly. A single frame is repeated.
-pub fn scale_scans(
-    stack: ArrayView3<f32>,
+pub fn scan_weights(
+    n: usize,
     n_target: usize,
     scaling: ScanScaling,
-) -> Result<Array3<f32>> {
-    let (n, h, w) = stack.dim();
+) -> Result<Vec<(usize, usize, f32)>> {
     if n_target == 0 {
         return Err(Error::invalid("target scan count must be >= 1"));
     }
@@ -151,31 +151,47 @@ pub fn scale_scans(
         return Err(Error::invalid("cannot scale an empty stack"));
     }
     if n >= n_target {
+        return Ok((0..n_target).map(|j| (j, j, 0.0)).collect());
+    }
+    Ok((0..n_target)
+        .map(|j| {
+            let t = if n_target == 1 {
+                0.0
+            } else {
+                j as f64 * (n - 1) as f64 / (n_target - 1) as f64
+            };
+            match scaling {
+                // Halves round away from the first frame: a tie goes to the later scan.
+                ScanScaling::Nearest => {
+                    let i = ((t + 0.5).floor() as usize).min(n - 1);
+                    (i, i, 0.0)
+                }
+                ScanScaling::Linear => {
+                    let i0 = (t.floor() as usize).min(n - 1);
+                    (i0, (i0 + 1).min(n - 1), (t - i0 as f64) as f32)
+                }
+            }
+        })
+        .collect())
+}
+
+/// Brings a stack of N frames to exactly `n_target` frames, as [`scan_weights`] says.
+pub fn scale_scans(
+    stack: ArrayView3<f32>,
+    n_target: usize,
+    scaling: ScanScaling,
+) -> Result<Array3<f32>> {
+    let (n, h, w) = stack.dim();
+    let weights = scan_weights(n, n_target, scaling)?;
+    if n >= n_target {
         return Ok(stack.slice(s![..n_target, .., ..]).to_owned());
     }
     let mut out = Array3::<f32>::zeros((n_target, h, w));
-    for (j, mut frame) in out.outer_iter_mut().enumerate() {
-        let t = if n_target == 1 {
-            0.0
-        } else {
-            j as f64 * (n - 1) as f64 / (n_target - 1) as f64
-        };
-        match scaling {
-            ScanScaling::Nearest => {
-                // Halves round away from the first frame: a tie goes to the later scan.
-                let i = ((t + 0.5).floor() as usize).min(n - 1);
-                frame.assign(&stack.index_axis(Axis(0), i));
-            }
-            ScanScaling::Linear => {
-                let i0 = (t.floor() as usize).min(n - 1);
-                let i1 = (i0 + 1).min(n - 1);
-                let f = (t - i0 as f64) as f32;
-                Zip::from(&mut frame)
-                    .and(&stack.index_axis(Axis(0), i0))
-                    .and(&stack.index_axis(Axis(0), i1))
-                    .for_each(|o, &a, &b| *o = a + f * (b - a));
-            }
-        }
+    for (mut frame, &(i0, i1, f)) in out.outer_iter_mut().zip(&weights) {
+        Zip::from(&mut frame)
+            .and(&stack.index_axis(Axis(0), i0))
+            .and(&stack.index_axis(Axis(0), i1))
+            .for_each(|o, &a, &b| *o = a + f * (b - a));
     }
     Ok(out)
 }

@@ -46,11 +46,7 @@ pub(crate) fn ffi(f: impl FnOnce() -> Result<(), Failure>) -> EspStatus {
             status
         }
         Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
+            let what = crate::error::panic_message(panic.as_ref());
             set_error(&format!("internal error (please report): {what}"));
             EspStatus::Panic
         }

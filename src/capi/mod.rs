@@ -59,6 +59,9 @@ impl From<&crate::Error> for EspStatus {
             NonFinite { .. } => EspStatus::NonFinite,
             Io { .. } => EspStatus::Io,
             Format { .. } => EspStatus::Format,
+            Model { .. } => EspStatus::Model,
+            Runtime(_) => EspStatus::RuntimeLibrary,
+            ProviderUnavailable { .. } => EspStatus::ProviderUnavailable,
         }
     }
 }

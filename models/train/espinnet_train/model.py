@@ -1,0 +1,196 @@
+"""ESPINNet (Qiao et al., J. Synchrotron Rad. 33, 467-480, 2026), re-implemented.
+
+Coarse-to-fine flow estimation between a sample stack S and a reference stack R, both
+[B, Nnet, H, W], already divided by the mean of R. At every level the reference features
+are warped by the current flow (bilinear, border padding), a 7x7 cost volume is built
+against the sample features, and a per-level estimator predicts the new flow (absolute,
+not a residual) from [flow, cost]. Convention: S(r) = R(r - d), channel 0 = dx (columns),
+1 = dy (rows), in input pixels. T and D come from small full-resolution heads on the
+scan mean and scan std of S and of R at r - d.
+
+Two variants, chosen by name (see VARIANTS):
+- "reference": the published widths, six levels down to full resolution.
+- "light": stops the flow at H/2 and upsamples it, with narrow layers everywhere. Most of
+  the reference model's compute sits at full resolution; this is where it saves.
+"""
+
+from dataclasses import dataclass, asdict
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+SEARCH = 3  # cost-volume search range (px at the level's resolution): 7x7 offsets
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    nnet: int
+    pyramid: tuple  # channels of stride-2 stages H/2, H/4, ...
+    full_res: int  # channels of the full-resolution feature branch; 0 = no full-res level
+    estimator: tuple  # hidden widths of the per-level flow estimators
+    estimator_fine: tuple  # hidden widths at the finest level (where compute costs most)
+    heads: tuple  # hidden widths of the T and D heads
+    search_fine: int = SEARCH  # cost-volume search range at the finest level (px there)
+
+    @property
+    def size_multiple(self) -> int:
+        return 2 ** len(self.pyramid)
+
+
+VARIANTS = {
+    "reference": Variant(
+        "reference", 20, (32, 64, 96, 128, 192), 20,
+        (64, 128, 96, 64, 32), (64, 128, 96, 64, 32), (64, 128, 96, 64, 32)),
+    "light": Variant(
+        "light", 20, (16, 24, 32, 48), 0,
+        (48, 32, 24), (24, 16), (12, 12), search_fine=2),
+}
+
+
+def conv_block(cin, cout, stride=1):
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.LeakyReLU(0.1, inplace=True),
+    )
+
+
+def mlp(cin, hidden, cout):
+    layers, c = [], cin
+    for h in hidden:
+        layers.append(conv_block(c, h))
+        c = h
+    layers.append(nn.Conv2d(c, cout, 1))
+    return nn.Sequential(*layers)
+
+
+def warp(x, flow):
+    """x sampled at r - flow(r): bilinear, border padding, align_corners (pixel centres).
+
+    Pixel coordinates come from cumulative sums rather than shape-derived constants, so the
+    exported graph keeps H and W dynamic. The grid stays fp32 whatever x is (an fp16 grid is
+    off by up to 0.25 px at 2048 px).
+    """
+    ones = torch.ones_like(flow[:, 0], dtype=torch.float32)
+    xs, ys = ones.cumsum(2) - 1.0, ones.cumsum(1) - 1.0
+    w1 = ones.sum(2, keepdim=True) - 1.0
+    h1 = ones.sum(1, keepdim=True) - 1.0
+    gx = (xs - flow[:, 0].float()) * 2.0 / w1.clamp(min=1.0) - 1.0
+    gy = (ys - flow[:, 1].float()) * 2.0 / h1.clamp(min=1.0) - 1.0
+    grid = torch.stack((gx, gy), dim=-1)
+    return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="border",
+                         align_corners=True)
+
+
+def channel_mean(x):
+    """Mean over axis 1 as a 1x1 convolution: ONNX Runtime's Conv is several times faster
+    than its ReduceMean over the channel axis of an NCHW tensor."""
+    c = int(x.shape[1])  # static: the weight must be a constant of the exported graph
+    return F.conv2d(x, torch.full((1, c, 1, 1), 1.0 / c, dtype=x.dtype, device=x.device))
+
+
+def scan_stats(x):
+    """Mean and standard deviation over the scan axis, [B, 2, H, W]."""
+    mean = channel_mean(x)
+    var = (channel_mean(x * x) - mean * mean).clamp(min=0.0)
+    return torch.cat((mean, var.sqrt()), 1)
+
+
+def cost_volume(a, b, search=SEARCH):
+    """Channel-mean correlation of a with b shifted by (dy, dx) in [-search, search]^2,
+    row-major over (dy, dx), then LeakyReLU(0.01). The channel means of one row of offsets
+    are one grouped 1x1 convolution (few large kernels run faster than many small ones)."""
+    c, n = int(a.shape[1]), 2 * search + 1
+    bp = F.pad(b, (search, search, search, search))
+    weight = torch.full((n, c, 1, 1), 1.0 / c, dtype=a.dtype, device=a.device)
+    out = []
+    for dy in range(n):
+        # Static slice ends (negative or None) keep H and W dynamic in the export.
+        band = bp[:, :, dy:dy - n + 1 or None]
+        prods = [a * band[..., dx:dx - n + 1 or None] for dx in range(n)]
+        out.append(F.conv2d(torch.cat(prods, 1), weight, groups=n))
+    return F.leaky_relu(torch.cat(out, 1), 0.01)
+
+
+class Upsample(nn.Module):
+    """Flow x2: nearest, a depthwise 3x3 smoothing (learned), values doubled (pixel units)."""
+
+    def __init__(self):
+        super().__init__()
+        self.smooth = nn.Conv2d(2, 2, 3, 1, 1, groups=2, bias=False)
+        with torch.no_grad():
+            self.smooth.weight.fill_(1.0 / 9.0)
+
+    def forward(self, flow):
+        return 2.0 * self.smooth(F.interpolate(flow, scale_factor=2.0, mode="nearest"))
+
+
+class ESPINNet(nn.Module):
+    def __init__(self, variant: Variant):
+        super().__init__()
+        self.variant = variant
+        stages, c = [], variant.nnet
+        for ch in variant.pyramid:
+            stages.append(nn.Sequential(conv_block(c, ch, 2), conv_block(ch, ch)))
+            c = ch
+        self.stages = nn.ModuleList(stages)
+        self.full = (nn.Sequential(conv_block(variant.nnet, variant.full_res),
+                                   conv_block(variant.full_res, variant.full_res))
+                     if variant.full_res else None)
+        n_levels = len(variant.pyramid) + (1 if variant.full_res else 0)
+        self.searches = [SEARCH] * (n_levels - 1) + [variant.search_fine]
+        self.estimators = nn.ModuleList(
+            mlp(2 + (2 * r + 1) ** 2,
+                variant.estimator_fine if i == n_levels - 1 else variant.estimator, 2)
+            for i, r in enumerate(self.searches))
+        self.up = Upsample()
+        self.t_head = mlp(2, variant.heads, 1)
+        self.d_head = mlp(2, variant.heads, 1)
+
+    def features(self, x):
+        feats = []
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        feats = feats[::-1]  # coarsest first
+        return feats
+
+    def forward(self, reference, sample, all_levels: bool = False):
+        fr, fs = self.features(reference), self.features(sample)
+        if self.full is not None:
+            fr.append(self.full(reference))
+            fs.append(self.full(sample))
+        flows, flow = [], None
+        for level, (r, s) in enumerate(zip(fr, fs)):
+            if flow is None:
+                flow = torch.zeros_like(s[:, :2])
+                rw = r
+            else:
+                flow = self.up(flow)
+                rw = warp(r, flow)
+            cost = cost_volume(s, rw, self.searches[level])
+            flow = self.estimators[level](torch.cat((flow, cost), 1))
+            flows.append(flow)
+        if self.full is None:  # the finest level was H/2
+            flow = self.up(flow)
+        # Scan mean and std of R at r - d: the statistics are warped rather than the whole
+        # stack (two channels instead of Nnet), the same quantity up to interpolation.
+        s_stats = scan_stats(sample)
+        r_stats = warp(scan_stats(reference), flow)
+        t = self.t_head(torch.cat((s_stats[:, :1], r_stats[:, :1]), 1))
+        d = self.d_head(torch.cat((s_stats[:, 1:], r_stats[:, 1:] * t), 1))
+        if all_levels:
+            return flow, t, d, flows
+        return flow, t, d
+
+
+def build(name: str) -> ESPINNet:
+    return ESPINNet(VARIANTS[name])
+
+
+def describe(v: Variant) -> dict:
+    d = asdict(v)
+    d["size_multiple"] = v.size_multiple
+    return d

@@ -1,0 +1,354 @@
+//! The network engine: ESPINNet through ONNX Runtime.
+//!
+//! Around the graph, in this order: scan-count scaling to the model's Nnet
+//! ([`crate::stack::scan_weights`]), division of both stacks by the mean of the reference
+//! stack, mirror padding to the model's size multiple, tiling with overlap, inference in
+//! batches of tiles, blending, cropping back to H×W, and clipping of T and D to
+//! [0, [`TD_CLIP`]] as in the reference post-processing. The image is never resized, so
+//! displacements keep their pixel units.
+
+mod model;
+mod provider;
+mod runtime;
+mod tiling;
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use ndarray::{Array2, Array4, ArrayView3, s};
+use ort::session::Session;
+use ort::value::TensorRef;
+use serde::Serialize;
+
+pub use model::{ModelInfo, SHIPPED_NAME};
+pub use provider::{GpuOptions, Provider};
+pub use runtime::PATH_VARIABLES;
+
+use crate::error::{Error, Result};
+use crate::stack::{ScanScaling, scan_weights, validate_pair};
+
+/// T and D above this are clipped (the reference implementation's post-processing).
+pub const TD_CLIP: f32 = 1.5;
+
+/// How the network engine is set up.
+#[derive(Debug, Clone, Serialize)]
+pub struct Options {
+    /// ONNX model; `None`: the shipped one, built into the library.
+    pub model: Option<PathBuf>,
+    /// ONNX Runtime library; `None`: see [`runtime`'s search order](PATH_VARIABLES).
+    pub library: Option<PathBuf>,
+    pub provider: Provider,
+    pub gpu: GpuOptions,
+    /// Intra-op threads; 0: one per core.
+    pub threads: usize,
+    /// How a scan of N ≠ Nnet frames is brought to Nnet.
+    pub scaling: ScanScaling,
+    /// Tile height and width (px), rounded down to the size multiple; bounds memory.
+    pub tile_px: usize,
+    /// Overlap of neighbouring tiles (px); must cover the network's edge effects.
+    pub overlap_px: usize,
+    /// Tiles per inference call.
+    pub batch: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            model: None,
+            library: None,
+            provider: Provider::Auto,
+            gpu: GpuOptions::default(),
+            threads: 0,
+            scaling: ScanScaling::Nearest,
+            tile_px: 1024,
+            overlap_px: 64,
+            batch: 1,
+        }
+    }
+}
+
+/// The network's maps, H×W like the input.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// Pattern displacement along x (columns) and y (rows), px: S(r) = R(r − d).
+    pub dx: Array2<f32>,
+    pub dy: Array2<f32>,
+    /// Clipped to [0, [`TD_CLIP`]].
+    pub transmission: Array2<f32>,
+    pub darkfield: Array2<f32>,
+}
+
+/// A loaded model, ready to run; one engine may be shared by threads (runs are serialised).
+pub struct Network {
+    session: Mutex<Session>,
+    info: ModelInfo,
+    provider: Provider,
+    library: PathBuf,
+    options: Options,
+}
+
+impl Network {
+    pub fn new(options: &Options) -> Result<Self> {
+        if options.batch == 0 {
+            return Err(Error::invalid("batch must be >= 1"));
+        }
+        let (env, library) = runtime::environment(options.library.as_deref())?;
+        let source = options
+            .model
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(SHIPPED_NAME));
+        let ort_err = |e: ort::Error| Error::Runtime(e.to_string());
+        let mut builder = Session::builder(&env).map_err(ort_err)?;
+        let provider = provider::register(&mut builder, options.provider, &options.gpu)?;
+        let threads = match options.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let mut builder = builder
+            .with_intra_threads(threads)
+            .map_err(|e| ort_err(e.into()))?;
+        let session = match &options.model {
+            None => builder.commit_from_memory(model::SHIPPED),
+            Some(path) => {
+                if !path.is_file() {
+                    return Err(Error::model(path, "no such file"));
+                }
+                builder.commit_from_file(path)
+            }
+        }
+        .map_err(|e| Error::model(&source, e))?;
+        let info = model::inspect(&session, &source)?;
+        if options.tile_px < info.size_multiple {
+            return Err(Error::invalid(format!(
+                "tile {} px is smaller than the model's size multiple {} px",
+                options.tile_px, info.size_multiple
+            )));
+        }
+        log::info!(
+            "network {} (variant {}, Nnet {}) on {provider} with {threads} thread(s)",
+            source.display(),
+            info.variant,
+            info.nnet
+        );
+        Ok(Network {
+            session: Mutex::new(session),
+            info,
+            provider,
+            library,
+            options: options.clone(),
+        })
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// The execution provider in use (never `Auto`).
+    pub fn provider(&self) -> Provider {
+        self.provider
+    }
+
+    /// The ONNX Runtime library this process loaded.
+    pub fn library(&self) -> &std::path::Path {
+        &self.library
+    }
+
+    /// Reconstructs one pair of stacks `[N, H, W]` (dark- and flat-corrected).
+    pub fn reconstruct(
+        &self,
+        reference: ArrayView3<f32>,
+        sample: ArrayView3<f32>,
+    ) -> Result<Output> {
+        Ok(self
+            .reconstruct_many(&[(reference, sample)])?
+            .pop()
+            .expect("one pair in, one out"))
+    }
+
+    /// Reconstructs pairs of one shape, batching their tiles together (`Options::batch`
+    /// tiles per inference call): the way to fill a GPU with small images.
+    pub fn reconstruct_many(
+        &self,
+        pairs: &[(ArrayView3<f32>, ArrayView3<f32>)],
+    ) -> Result<Vec<Output>> {
+        let Some(&(first, _)) = pairs.first() else {
+            return Ok(Vec::new());
+        };
+        let (n, h, w) = first.dim();
+        let mut gains = Vec::with_capacity(pairs.len());
+        for (i, &(reference, sample)) in pairs.iter().enumerate() {
+            validate_pair(reference, sample)?;
+            if reference.dim() != (n, h, w) {
+                return Err(Error::ShapeMismatch {
+                    what: format!("pair {i} of a batch must have the first pair's [N, H, W]"),
+                    expected: vec![n, h, w],
+                    got: reference.shape().to_vec(),
+                });
+            }
+            let mean = reference.mean().unwrap_or(0.0);
+            if !(mean.is_finite() && mean > 0.0) {
+                return Err(Error::invalid(format!(
+                    "the reference stack's mean intensity must be > 0, got {mean}"
+                )));
+            }
+            gains.push(1.0 / mean);
+        }
+        let m = self.info.size_multiple;
+        if h < m || w < m {
+            return Err(Error::invalid(format!(
+                "image {h}x{w} is smaller than the model's size multiple {m} px"
+            )));
+        }
+        let weights = scan_weights(n, self.info.nnet, self.options.scaling)?;
+        let padded = (h.div_ceil(m) * m, w.div_ceil(m) * m);
+        let tile = (self.options.tile_px / m) * m;
+        let (th, tw) = (tile.min(padded.0), tile.min(padded.1));
+        let overlap = self.options.overlap_px;
+        let origins: Vec<(usize, usize)> = tiling::starts(padded.0, th, overlap)
+            .into_iter()
+            .flat_map(|y| {
+                tiling::starts(padded.1, tw, overlap)
+                    .into_iter()
+                    .map(move |x| (y, x))
+            })
+            .collect();
+        log::debug!("{} tile(s) of {th}x{tw} per {h}x{w} image", origins.len());
+        let jobs: Vec<(usize, (usize, usize))> = (0..pairs.len())
+            .flat_map(|p| origins.iter().map(move |&o| (p, o)))
+            .collect();
+
+        let nnet = self.info.nnet;
+        let mut blends: Vec<tiling::Blend> = pairs
+            .iter()
+            .map(|_| tiling::Blend::new(4, (h, w), padded, overlap))
+            .collect();
+        for chunk in jobs.chunks(self.options.batch) {
+            let b = chunk.len();
+            let mut r = Array4::<f32>::zeros((b, nnet, th, tw));
+            let mut smp = Array4::<f32>::zeros((b, nnet, th, tw));
+            for (k, &(p, origin)) in chunk.iter().enumerate() {
+                let (reference, sample) = pairs[p];
+                tiling::extract(
+                    reference,
+                    &weights,
+                    gains[p],
+                    origin,
+                    r.slice_mut(s![k, .., .., ..]),
+                );
+                tiling::extract(
+                    sample,
+                    &weights,
+                    gains[p],
+                    origin,
+                    smp.slice_mut(s![k, .., .., ..]),
+                );
+            }
+            let maps = self.run(&r, &smp)?;
+            for (k, &(p, origin)) in chunk.iter().enumerate() {
+                blends[p].add(maps.slice(s![k, .., .., ..]), origin);
+            }
+        }
+        let clip = |a: Array2<f32>| a.mapv(|v| v.clamp(0.0, TD_CLIP));
+        Ok(blends
+            .into_iter()
+            .map(|b| {
+                let [dx, dy, t, d]: [Array2<f32>; 4] =
+                    b.finish().try_into().expect("four channels");
+                Output {
+                    dx,
+                    dy,
+                    transmission: clip(t),
+                    darkfield: clip(d),
+                }
+            })
+            .collect())
+    }
+
+    /// One inference call: `[B, Nnet, h, w]` twice in, `[B, 4, h, w]` (dx, dy, T, D) out.
+    fn run(&self, reference: &Array4<f32>, sample: &Array4<f32>) -> Result<Array4<f32>> {
+        let ort_err = |e: ort::Error| Error::Runtime(format!("inference failed: {e}"));
+        let r = TensorRef::from_array_view(reference.view()).map_err(ort_err)?;
+        let s = TensorRef::from_array_view(sample.view()).map_err(ort_err)?;
+        let mut session = self.session.lock().unwrap_or_else(|e| e.into_inner());
+        let outputs = session
+            .run(ort::inputs!["reference" => r, "sample" => s])
+            .map_err(ort_err)?;
+        let (b, _, h, w) = reference.dim();
+        let mut out = Array4::<f32>::zeros((b, 4, h, w));
+        for (name, channels) in [
+            ("displacement", 0..2),
+            ("transmission", 2..3),
+            ("darkfield", 3..4),
+        ] {
+            let a = outputs[name].try_extract_array::<f32>().map_err(ort_err)?;
+            let want = [b, channels.len(), h, w];
+            if a.shape() != want {
+                return Err(Error::model(
+                    &self.info.source,
+                    format!(
+                        "output `{name}` has shape {:?}, expected {want:?}",
+                        a.shape()
+                    ),
+                ));
+            }
+            out.slice_mut(s![.., channels, .., ..]).assign(
+                &a.into_dimensionality::<ndarray::Ix4>()
+                    .expect("rank checked"),
+            );
+        }
+        Ok(out)
+    }
+}
+
+/// The execution providers the ONNX Runtime library offers (loading it if needed).
+pub fn available_providers(library: Option<&std::path::Path>) -> Result<Vec<String>> {
+    runtime::environment(library)?;
+    provider::available()
+}
+
+/// How well maps explain the data, per pixel: the RMS over the scan of
+/// `S − T·(M + D·(R(r − d) − M))`, relative to the scan mean of S, with R(r − d) bilinear
+/// and M its scan mean. The network's counterpart of the tracker's fit residual.
+pub fn model_residual(
+    reference: ArrayView3<f32>,
+    sample: ArrayView3<f32>,
+    o: &Output,
+) -> Array2<f32> {
+    use ndarray::{Axis, Zip};
+    let (n, h, w) = reference.dim();
+    let mut out = Array2::<f32>::zeros((h, w));
+    Zip::indexed(out.axis_iter_mut(Axis(0))).par_for_each(|y, mut row| {
+        let mut warped = vec![0f32; n];
+        for (x, q) in row.iter_mut().enumerate() {
+            let (dx, dy) = (o.dx[[y, x]], o.dy[[y, x]]);
+            let (t, d) = (o.transmission[[y, x]], o.darkfield[[y, x]]);
+            if !(dx.is_finite() && dy.is_finite() && t.is_finite() && d.is_finite()) {
+                *q = f32::NAN;
+                continue;
+            }
+            let sx = (x as f32 - dx).clamp(0.0, (w - 1) as f32);
+            let sy = (y as f32 - dy).clamp(0.0, (h - 1) as f32);
+            let (x0, y0) = (sx.floor() as usize, sy.floor() as usize);
+            let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
+            let (fx, fy) = (sx - x0 as f32, sy - y0 as f32);
+            let mut m = 0.0;
+            for (k, v) in warped.iter_mut().enumerate() {
+                let f = reference.index_axis(Axis(0), k);
+                let top = f[[y0, x0]] + fx * (f[[y0, x1]] - f[[y0, x0]]);
+                let bottom = f[[y1, x0]] + fx * (f[[y1, x1]] - f[[y1, x0]]);
+                *v = top + fy * (bottom - top);
+                m += *v;
+            }
+            m /= n as f32;
+            let (mut se, mut ms) = (0.0f32, 0.0f32);
+            for (k, &r) in warped.iter().enumerate() {
+                let s = sample[[k, y, x]];
+                se += (s - t * (m + d * (r - m))).powi(2);
+                ms += s;
+            }
+            ms /= n as f32;
+            *q = (se / n as f32).sqrt() / ms.abs().max(f32::MIN_POSITIVE);
+        }
+    });
+    out
+}

@@ -1,0 +1,154 @@
+//! Execution providers: CPU, CUDA and TensorRT, chosen at run time.
+//!
+//! An explicitly requested GPU provider that cannot be registered is an error, never a
+//! silent CPU run; `Auto` tries TensorRT, then CUDA, then CPU, and reports what it got.
+
+use std::path::PathBuf;
+
+use ort::ep::{self, ExecutionProvider};
+use ort::session::builder::SessionBuilder;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// Which execution provider runs the graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    /// The best available: TensorRT, then CUDA, then CPU.
+    #[default]
+    Auto,
+    Cpu,
+    Cuda,
+    #[serde(rename = "tensorrt")]
+    TensorRt,
+}
+
+impl std::str::FromStr for Provider {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(Provider::Auto),
+            "cpu" => Ok(Provider::Cpu),
+            "cuda" => Ok(Provider::Cuda),
+            "tensorrt" => Ok(Provider::TensorRt),
+            _ => Err(Error::invalid(format!(
+                "provider must be auto, cpu, cuda or tensorrt, got '{s}'"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Provider::Auto => "auto",
+            Provider::Cpu => "cpu",
+            Provider::Cuda => "cuda",
+            Provider::TensorRt => "tensorrt",
+        })
+    }
+}
+
+/// GPU provider settings (ignored on CPU).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GpuOptions {
+    /// CUDA device ordinal.
+    pub device_id: i32,
+    /// Let TensorRT build fp16 engines (the warp grid stays fp32 in the graph).
+    pub fp16: bool,
+    /// Upper bound of the CUDA memory arena (bytes); `None`: the provider's default.
+    pub memory_limit_bytes: Option<usize>,
+    /// Where TensorRT caches built engines (building one takes minutes).
+    pub engine_cache_dir: Option<PathBuf>,
+}
+
+/// Registers `requested` on the builder and returns the provider actually in use.
+pub(crate) fn register(
+    builder: &mut SessionBuilder,
+    requested: Provider,
+    gpu: &GpuOptions,
+) -> Result<Provider> {
+    let tensorrt = || {
+        let mut t = ep::TensorRT::default()
+            .with_device_id(gpu.device_id)
+            .with_fp16(gpu.fp16);
+        if let Some(dir) = &gpu.engine_cache_dir {
+            t = t
+                .with_engine_cache(true)
+                .with_engine_cache_path(dir.display().to_string());
+        }
+        t
+    };
+    let cuda = || {
+        let mut c = ep::CUDA::default().with_device_id(gpu.device_id);
+        if let Some(limit) = gpu.memory_limit_bytes {
+            c = c.with_memory_limit(limit);
+        }
+        c
+    };
+    let attempt =
+        |builder: &mut SessionBuilder, which: Provider| -> std::result::Result<(), String> {
+            let available = match which {
+                Provider::TensorRt => ep::TensorRT::is_available(),
+                Provider::Cuda => ep::CUDA::is_available(),
+                _ => Ok(true),
+            }
+            .map_err(|e| e.to_string())?;
+            if !available {
+                return Err(format!(
+                    "this ONNX Runtime library was built without it (the CPU wheel `onnxruntime`; \
+                 GPU providers need `onnxruntime-gpu`)"
+                ));
+            }
+            let r = match which {
+                Provider::TensorRt => tensorrt().register(builder),
+                Provider::Cuda => cuda().register(builder),
+                _ => Ok(()),
+            };
+            r.map_err(|e| e.to_string())
+        };
+    match requested {
+        Provider::Cpu => Ok(Provider::Cpu),
+        Provider::Cuda | Provider::TensorRt => {
+            attempt(builder, requested).map_err(|reason| Error::ProviderUnavailable {
+                provider: requested.to_string(),
+                reason,
+            })?;
+            if requested == Provider::TensorRt {
+                // Nodes TensorRT does not take run on CUDA rather than on the CPU.
+                let _ = attempt(builder, Provider::Cuda);
+            }
+            Ok(requested)
+        }
+        Provider::Auto => {
+            for which in [Provider::TensorRt, Provider::Cuda] {
+                match attempt(builder, which) {
+                    Ok(()) => {
+                        if which == Provider::TensorRt {
+                            let _ = attempt(builder, Provider::Cuda);
+                        }
+                        return Ok(which);
+                    }
+                    Err(reason) => log::info!("provider {which} not used: {reason}"),
+                }
+            }
+            Ok(Provider::Cpu)
+        }
+    }
+}
+
+/// The providers this ONNX Runtime library was built with (ONNX Runtime's names).
+pub fn available() -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for (name, ok) in [
+        ("CPUExecutionProvider", Ok(true)),
+        ("CUDAExecutionProvider", ep::CUDA::is_available()),
+        ("TensorrtExecutionProvider", ep::TensorRT::is_available()),
+    ] {
+        if ok.map_err(|e| Error::Runtime(e.to_string()))? {
+            names.push(name.to_string());
+        }
+    }
+    Ok(names)
+}

@@ -1,0 +1,188 @@
+//! Tiles: the image cut into overlapping windows the network runs on, and blended back.
+//!
+//! Each tile is built straight from the caller's stacks (scan-count scaling, normalisation
+//! and mirror padding to the size multiple applied on the fly), so memory grows with the
+//! tile, not with the image. Tiles overlap by `overlap` px; the outputs are blended with
+//! weights that are zero over the first quarter of an inner edge (where the network sees
+//! the tile border, not the image) and ramp up linearly over the next half.
+
+use ndarray::{Array2, ArrayView3, ArrayViewMut3, s};
+
+/// Where tiles start along one axis of length `len` (already a multiple of the size
+/// multiple), for tiles of `tile` px overlapping by at least `overlap` px.
+pub(crate) fn starts(len: usize, tile: usize, overlap: usize) -> Vec<usize> {
+    if tile >= len {
+        return vec![0];
+    }
+    let stride = (tile - overlap.min(tile - 1)).max(1);
+    let mut out: Vec<usize> = (0..)
+        .map(|k| k * stride)
+        .take_while(|&s| s + tile < len)
+        .collect();
+    out.push(len - tile);
+    out.dedup();
+    out
+}
+
+/// Blending weight of position `i` of a tile starting at `start` of length `tile` on an
+/// axis of length `len`; edges that are image edges keep full weight.
+pub(crate) fn weight(i: usize, start: usize, tile: usize, len: usize, overlap: usize) -> f32 {
+    let margin = overlap / 4;
+    let width = overlap.saturating_sub(2 * margin).max(1) as f32;
+    let ramp = |d: usize| ((d as f32 - margin as f32 + 0.5) / width).clamp(0.0, 1.0);
+    let lead = if start == 0 { 1.0 } else { ramp(i) };
+    let trail = if start + tile >= len {
+        1.0
+    } else {
+        ramp(tile - 1 - i)
+    };
+    lead.min(trail)
+}
+
+/// Index `i` of an axis of length `n` mirrored (without repeating the edge) beyond its end.
+fn mirror(i: usize, n: usize) -> usize {
+    if i < n {
+        i
+    } else {
+        (2 * n).saturating_sub(2 + i).min(n - 1)
+    }
+}
+
+/// Fills `out` `[Nnet, th, tw]` with the window at (`y0`, `x0`) of `stack` brought to Nnet
+/// frames by `weights` (see `stack::scan_weights`), multiplied by `gain`.
+pub(crate) fn extract(
+    stack: ArrayView3<f32>,
+    weights: &[(usize, usize, f32)],
+    gain: f32,
+    (y0, x0): (usize, usize),
+    mut out: ArrayViewMut3<f32>,
+) {
+    let (_, h, w) = stack.dim();
+    let tw = out.dim().2;
+    let cols: Vec<usize> = (x0..x0 + tw).map(|x| mirror(x, w)).collect();
+    for (mut frame, &(i0, i1, f)) in out.outer_iter_mut().zip(weights) {
+        let (a, b) = (
+            stack.index_axis(ndarray::Axis(0), i0),
+            stack.index_axis(ndarray::Axis(0), i1),
+        );
+        for (ty, mut row) in frame.outer_iter_mut().enumerate() {
+            let y = mirror(y0 + ty, h);
+            let (ra, rb) = (a.row(y), b.row(y));
+            for (o, &x) in row.iter_mut().zip(&cols) {
+                *o = gain * (ra[x] + f * (rb[x] - ra[x]));
+            }
+        }
+    }
+}
+
+/// Weighted sums of tile outputs over the image.
+pub(crate) struct Blend {
+    pub sums: Vec<Array2<f32>>,
+    pub weight: Array2<f32>,
+    padded: (usize, usize),
+    overlap: usize,
+}
+
+impl Blend {
+    pub fn new(
+        channels: usize,
+        (h, w): (usize, usize),
+        padded: (usize, usize),
+        overlap: usize,
+    ) -> Self {
+        Blend {
+            sums: (0..channels).map(|_| Array2::zeros((h, w))).collect(),
+            weight: Array2::zeros((h, w)),
+            padded,
+            overlap,
+        }
+    }
+
+    /// Adds one tile's outputs `[channels, th, tw]` placed at (`y0`, `x0`) of the padded image.
+    pub fn add(&mut self, tile: ArrayView3<f32>, (y0, x0): (usize, usize)) {
+        let (_, th, tw) = tile.dim();
+        let (h, w) = self.weight.dim();
+        let (ph, pw) = self.padded;
+        let (ny, nx) = (th.min(h.saturating_sub(y0)), tw.min(w.saturating_sub(x0)));
+        let wy: Vec<f32> = (0..ny)
+            .map(|i| weight(i, y0, th, ph, self.overlap))
+            .collect();
+        let wx: Vec<f32> = (0..nx)
+            .map(|i| weight(i, x0, tw, pw, self.overlap))
+            .collect();
+        let region = s![y0..y0 + ny, x0..x0 + nx];
+        for (sum, t) in self.sums.iter_mut().zip(tile.outer_iter()) {
+            let mut sum = sum.slice_mut(region);
+            for (i, (mut srow, trow)) in sum.outer_iter_mut().zip(t.outer_iter()).enumerate() {
+                for (j, (o, &v)) in srow.iter_mut().zip(trow.iter()).enumerate() {
+                    *o += wy[i] * wx[j] * v;
+                }
+            }
+        }
+        let mut wsum = self.weight.slice_mut(region);
+        for (i, mut row) in wsum.outer_iter_mut().enumerate() {
+            for (j, o) in row.iter_mut().enumerate() {
+                *o += wy[i] * wx[j];
+            }
+        }
+    }
+
+    /// The blended maps, one per channel.
+    pub fn finish(self) -> Vec<Array2<f32>> {
+        let weight = self.weight;
+        self.sums
+            .into_iter()
+            .map(|mut s| {
+                s.zip_mut_with(&weight, |v, &w| *v /= w);
+                s
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiles_cover_the_axis_with_the_overlap_asked_for() {
+        assert_eq!(starts(256, 512, 32), vec![0]);
+        assert_eq!(starts(512, 512, 32), vec![0]);
+        assert_eq!(starts(1024, 512, 32), vec![0, 480, 512]);
+        for len in [512, 528, 1000 / 16 * 16, 2048] {
+            let st = starts(len, 256, 32);
+            assert_eq!(st[0], 0);
+            assert_eq!(*st.last().unwrap() + 256, len);
+            for p in st.windows(2) {
+                assert!(p[1] > p[0] && p[0] + 256 >= p[1] + 32, "{st:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn blend_weights_are_positive_everywhere_and_zero_at_inner_edges() {
+        let (len, tile, ov) = (1024, 256, 32);
+        let st = starts(len, tile, ov);
+        for i in 0..len {
+            let total: f32 = st
+                .iter()
+                .filter(|&&s| s <= i && i < s + tile)
+                .map(|&s| weight(i - s, s, tile, len, ov))
+                .sum();
+            assert!(total > 0.0, "no weight at {i}");
+        }
+        assert_eq!(weight(0, 480, tile, len, ov), 0.0);
+        assert_eq!(weight(tile - 1, 0, tile, len, ov), 0.0);
+        assert_eq!(weight(0, 0, tile, len, ov), 1.0);
+        assert_eq!(weight(tile - 1, len - tile, tile, len, ov), 1.0);
+    }
+
+    #[test]
+    fn mirror_padding_reflects_without_repeating_the_edge() {
+        assert_eq!(
+            (0..7).map(|i| mirror(i, 4)).collect::<Vec<_>>(),
+            [0, 1, 2, 3, 2, 1, 0]
+        );
+        assert_eq!(mirror(3, 1), 0);
+    }
+}
