@@ -276,6 +276,8 @@ fn reconstruct_writes_every_contrast_and_recovers_the_truth() {
         &f("sample.tif"),
         "--output",
         rec.to_str().unwrap(),
+        "--engine",
+        "tracking",
         "--max-shift",
         "4",
         "--energy-kev",
@@ -322,8 +324,8 @@ fn reconstruct_writes_every_contrast_and_recovers_the_truth() {
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(rec.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["engine"], "tracking");
-    assert_eq!(summary["parameters"]["max_shift"], 4);
-    assert!(summary["timings_s"]["track"].as_f64().unwrap() > 0.0);
+    assert_eq!(summary["tracking"]["parameters"]["max_shift"], 4);
+    assert!(summary["timings_s"]["engine"].as_f64().unwrap() > 0.0);
     fails_with(&espinnet(&args), "already exists");
     // Geometry is all or nothing.
     let o = espinnet(&[
@@ -342,4 +344,80 @@ fn reconstruct_writes_every_contrast_and_recovers_the_truth() {
         "{}",
         stderr(&o)
     );
+}
+
+#[test]
+fn reconstruct_with_the_network_by_default_and_clear_errors_for_its_inputs() {
+    let dir = tempdir().unwrap();
+    let case = dir.path().join("case");
+    let o = espinnet(&[
+        "simulate",
+        "--output",
+        case.to_str().unwrap(),
+        "--size",
+        "72",
+        "--scans",
+        "6",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let f = |n: &str| case.join(n).to_string_lossy().into_owned();
+    let out = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+    let (r, s) = (f("reference.tif"), f("sample.tif"));
+    let base = ["reconstruct", "--reference", &r, "--sample", &s];
+    let with = |extra: &[&str]| {
+        let mut a = base.to_vec();
+        a.extend_from_slice(extra);
+        espinnet(&a)
+    };
+
+    let rec = out("net");
+    let o = with(&["--output", &rec]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for n in ["dx", "dy", "transmission", "darkfield", "quality"] {
+        let a = espinnet::io::read_image(&format!("{rec}/{n}.tif")).unwrap();
+        assert_eq!(
+            a.dim(),
+            (72, 72),
+            "{n}: the input's size (72 is not a multiple of 16)"
+        );
+        assert!(
+            a.iter().all(|v| v.is_finite()),
+            "{n}: the network estimates every pixel"
+        );
+    }
+    assert!(!std::path::Path::new(&format!("{rec}/status.tif")).exists());
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(format!("{rec}/summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["engine"], "network");
+    assert_eq!(summary["network"]["provider"], "cpu");
+    assert_eq!(summary["network"]["model"]["nnet"], 20);
+
+    fails_with(
+        &with(&["--output", &out("a"), "--model", &out("missing.onnx")]),
+        "no such file",
+    );
+    std::fs::write(out("garbage.onnx"), b"not a model").unwrap();
+    fails_with(
+        &with(&["--output", &out("b"), "--model", &out("garbage.onnx")]),
+        "garbage.onnx",
+    );
+    fails_with(
+        &with(&["--output", &out("c"), "--ort-library", &out("missing.so")]),
+        "ONNX Runtime",
+    );
+    fails_with(
+        &with(&["--output", &out("d"), "--ort-library", &out("garbage.onnx")]),
+        "ONNX Runtime",
+    );
+    fails_with(
+        &with(&["--output", &out("e"), "--provider", "cuda"]),
+        "provider cuda unavailable",
+    );
+    fails_with(&with(&["--output", &out("f"), "--batch", "0"]), "batch");
+    for d in ["a", "b", "c", "d", "e", "f"] {
+        assert!(
+            !dir.path().join(d).exists(),
+            "no output directory {d} after a failure"
+        );
+    }
 }

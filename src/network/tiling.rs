@@ -8,6 +8,28 @@
 
 use ndarray::{Array2, ArrayView3, ArrayViewMut3, s};
 
+/// Tiles along one axis of padded length `len`: their starts and their common size, the
+/// smallest multiple of `multiple` that covers the axis in as few tiles of at most
+/// `max_tile` px as possible with `overlap` px between neighbours (equal tiles waste less
+/// than full-size tiles with a small last one).
+pub(crate) fn layout(
+    len: usize,
+    max_tile: usize,
+    overlap: usize,
+    multiple: usize,
+) -> (Vec<usize>, usize) {
+    let max_tile = (max_tile / multiple * multiple).max(multiple);
+    if len <= max_tile {
+        return (vec![0], len);
+    }
+    let size = |k: usize| (len + (k - 1) * overlap).div_ceil(k).div_ceil(multiple) * multiple;
+    let k = (2..)
+        .find(|&k| size(k) <= max_tile || size(k) <= overlap + multiple)
+        .expect("k grows");
+    let tile = size(k).min(len);
+    (starts(len, tile, overlap), tile)
+}
+
 /// Where tiles start along one axis of length `len` (already a multiple of the size
 /// multiple), for tiles of `tile` px overlapping by at least `overlap` px.
 pub(crate) fn starts(len: usize, tile: usize, overlap: usize) -> Vec<usize> {
@@ -15,13 +37,9 @@ pub(crate) fn starts(len: usize, tile: usize, overlap: usize) -> Vec<usize> {
         return vec![0];
     }
     let stride = (tile - overlap.min(tile - 1)).max(1);
-    let mut out: Vec<usize> = (0..)
-        .map(|k| k * stride)
-        .take_while(|&s| s + tile < len)
-        .collect();
-    out.push(len - tile);
-    out.dedup();
-    out
+    let k = (len - overlap.min(tile - 1)).div_ceil(stride).max(2);
+    // Evenly spread: every overlap is at least `overlap`.
+    (0..k).map(|i| i * (len - tile) / (k - 1)).collect()
 }
 
 /// Blending weight of position `i` of a tile starting at `start` of length `tile` on an
@@ -60,7 +78,12 @@ pub(crate) fn extract(
     let (_, h, w) = stack.dim();
     let tw = out.dim().2;
     let cols: Vec<usize> = (x0..x0 + tw).map(|x| mirror(x, w)).collect();
-    for (mut frame, &(i0, i1, f)) in out.outer_iter_mut().zip(weights) {
+    use rayon::prelude::*;
+    let frames = out
+        .axis_iter_mut(ndarray::Axis(0))
+        .into_par_iter()
+        .zip(weights.par_iter());
+    frames.for_each(|(mut frame, &(i0, i1, f))| {
         let (a, b) = (
             stack.index_axis(ndarray::Axis(0), i0),
             stack.index_axis(ndarray::Axis(0), i1),
@@ -72,7 +95,7 @@ pub(crate) fn extract(
                 *o = gain * (ra[x] + f * (rb[x] - ra[x]));
             }
         }
-    }
+    });
 }
 
 /// Weighted sums of tile outputs over the image.
@@ -145,10 +168,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn layout_uses_few_equal_tiles() {
+        assert_eq!(layout(512, 1024, 64, 16), (vec![0], 512));
+        let (st, tile) = layout(2048, 1024, 64, 16);
+        assert_eq!(tile, 736);
+        assert_eq!(st, vec![0, 656, 1312]);
+        let (st, tile) = layout(2048, 1088, 64, 16);
+        assert_eq!((st.len(), tile), (2, 1056));
+    }
+
+    #[test]
     fn tiles_cover_the_axis_with_the_overlap_asked_for() {
         assert_eq!(starts(256, 512, 32), vec![0]);
         assert_eq!(starts(512, 512, 32), vec![0]);
-        assert_eq!(starts(1024, 512, 32), vec![0, 480, 512]);
+        assert_eq!(starts(1024, 512, 32), vec![0, 256, 512]);
         for len in [512, 528, 1000 / 16 * 16, 2048] {
             let st = starts(len, 256, 32);
             assert_eq!(st[0], 0);

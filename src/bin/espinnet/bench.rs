@@ -1,10 +1,11 @@
-//! `espinnet bench`: seconds, Mpix/s and peak memory of the simulator, the tracker and the
+//! `espinnet bench`: seconds, Mpix/s and peak memory of the simulator, both engines and the
 //! phase integrators, all cases in one run so they can be compared as ratios.
 
 use std::time::Instant;
 
 use espinnet::Result;
 use espinnet::integrate::{Method, integrate};
+use espinnet::network::Network;
 use espinnet::simulate::{Preset, simulate};
 use espinnet::tracking::{Params, track};
 use ndarray::Array2;
@@ -21,6 +22,14 @@ pub struct BenchArgs {
     /// Tracker window half-widths Nw (tracked at every scan count, max shift 8 px).
     #[arg(long, value_delimiter = ',', default_values_t = [1, 3])]
     windows: Vec<usize>,
+    /// Engines to time: tracking, network.
+    #[arg(long, value_delimiter = ',', default_values_t = ["tracking".to_string(), "network".to_string()])]
+    engines: Vec<String>,
+    /// Network: pairs per batch (the seconds reported are per pair).
+    #[arg(long, value_delimiter = ',', default_values_t = [1])]
+    batches: Vec<usize>,
+    #[command(flatten)]
+    network: crate::reconstruct::NetworkArgs,
     /// Runs per case; the median is reported.
     #[arg(long, default_value_t = 3)]
     repeat: usize,
@@ -54,6 +63,12 @@ fn median_seconds(repeat: usize, mut f: impl FnMut() -> Result<()>) -> Result<f6
 
 pub fn run(a: &BenchArgs) -> Result<()> {
     let threads = rayon::current_num_threads();
+    let engine = |e: &str| a.engines.iter().any(|x| x == e);
+    let net = if engine("network") {
+        Some(Network::new(&a.network.options())?)
+    } else {
+        None
+    };
     if !a.json {
         println!(
             "espinnet {} bench, {threads} threads, median of {}",
@@ -92,7 +107,16 @@ pub fn run(a: &BenchArgs) -> Result<()> {
                 s,
             );
             let case = simulate(&config)?;
-            for &nw in &a.windows {
+            if let Some(net) = &net {
+                for &b in &a.batches {
+                    let pairs = vec![(case.reference.view(), case.sample.view()); b.max(1)];
+                    reset_peak();
+                    let s = median_seconds(a.repeat, || net.reconstruct_many(&pairs).map(drop))?;
+                    let name = format!("network {size}²×{n} batch {b} {}", net.provider());
+                    report(name, size * size, s / b.max(1) as f64);
+                }
+            }
+            for &nw in a.windows.iter().filter(|_| engine("tracking")) {
                 let p = Params {
                     window: nw,
                     max_shift: 8,

@@ -6,6 +6,7 @@ mod case;
 mod inspect;
 mod output;
 mod reconstruct;
+mod validate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,6 +48,8 @@ enum Command {
     Inspect(inspect::Inputs),
     /// Benchmark the simulator, the tracker and the phase integrators: seconds, Mpix/s, peak memory.
     Bench(bench::BenchArgs),
+    /// Both engines against simulated truth on a fixed case set (the model card's table).
+    Validate(validate::ValidateArgs),
 }
 
 #[derive(clap::Args)]
@@ -114,6 +117,7 @@ fn main() -> ExitCode {
         Command::Reconstruct(a) => reconstruct::run(&a),
         Command::Inspect(a) => inspect::run(&a),
         Command::Bench(a) => bench::run(&a),
+        Command::Validate(a) => validate::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

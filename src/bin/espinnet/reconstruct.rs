@@ -84,7 +84,7 @@ pub struct NetworkArgs {
     #[arg(long, default_value = "nearest")]
     pub scaling: ScanScaling,
     /// Tile size (px): bounds memory; images up to this size run whole.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1280)]
     pub tile: usize,
     /// Tiles per inference call.
     #[arg(long, default_value_t = 1)]
