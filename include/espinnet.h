@@ -5,9 +5,9 @@
  *
  *     #include <espinnet.h>
  *
- *     esp_options *opts = esp_options_new();
- *     esp_options_set(opts, "window", "1");      // tracking window half-width, px
- *     esp_options_set(opts, "max_shift", "8");   // largest displacement searched, px
+ *     esp_options *opts = esp_options_new();      // network engine, shipped model
+ *     esp_options_set(opts, "provider", "auto");  // cpu, cuda, tensorrt or auto
+ *     // or the correlation tracker: "engine" = "tracking", "window" = "1", "max_shift" = "8"
  *     esp_engine *engine = NULL;
  *     if (esp_engine_new(opts, &engine) != ESP_STATUS_OK) { ... }
  *     esp_options_free(opts);
@@ -24,6 +24,8 @@
  * Every function returns an esp_status (numbers fixed) and never aborts the host: panics
  * become ESP_STATUS_PANIC. esp_last_error() holds the cause of the last failure on the
  * calling thread. Buffers are owned by the caller; handles are freed with *_free (NULL ok).
+ * ONNX Runtime is loaded at run time: set ESPINNET_ORT_PATH (or the "ort_library" option)
+ * to libonnxruntime.so.1.* (e.g. from `pip install onnxruntime==1.31.1`).
  */
 
 #define ESPINNET_VERSION_MAJOR 0
@@ -43,6 +45,11 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+/**
+ * T and D above this are clipped (the reference implementation's post-processing).
+ */
+#define TD_CLIP 1.5
 
 /**
  * Status of a call. The numbers are part of the ABI and never change.
@@ -103,7 +110,7 @@ typedef enum esp_status {
 } esp_status;
 
 /**
- * A reconstruction engine. Holds no mutable state: usable from several threads at once.
+ * A reconstruction engine, usable from several threads at once.
  */
 typedef struct esp_engine esp_engine;
 
@@ -134,7 +141,8 @@ typedef struct esp_outputs {
    */
   float *darkfield;
   /**
-   * RMS fit residual relative to the local intensity.
+   * RMS residual of the multi-contrast model at the estimate, relative to the local
+   * intensity (tracker: over its window; network: over the scan at each pixel).
    */
   float *quality;
 } esp_outputs;
@@ -156,7 +164,8 @@ const char *esp_status_str(enum esp_status status);
 const char *esp_version(void);
 
 /**
- * New options with the defaults (tracking, window 1, max shift 8 px, dark-field on).
+ * New options with the defaults: the network engine with the shipped model on the best
+ * available provider; tracking window 1, max shift 8 px, dark-field on.
  */
 struct esp_options *esp_options_new(void);
 
@@ -169,9 +178,18 @@ struct esp_options *esp_options_new(void);
 void esp_options_free(struct esp_options *opts);
 
 /**
- * Sets an option by name, so that new options never change the ABI. Keys: `window`
- * (px, half-width), `max_shift` (px), `mean_window` (px), `dark_field`, `hamming`,
- * `reseed` (`true`/`false`/`1`/`0`).
+ * Sets an option by name, so that new options never change the ABI.
+ *
+ * - `engine`: `network` (default) or `tracking`.
+ * - Network: `model` (path to an ONNX export; default the shipped model), `ort_library`
+ *   (path to libonnxruntime; default `$ESPINNET_ORT_PATH`, `$ORT_DYLIB_PATH`, then the
+ *   set-up's), `provider` (`auto`, `cpu`, `cuda`, `tensorrt`), `scaling` (`nearest`,
+ *   `linear`), `tile` (px), `overlap` (px), `batch`, `threads` (0 = one per core),
+ *   `device_id`, `fp16`, `gpu_mem_limit_mib`, `trt_cache` (directory).
+ * - Tracking: `window` (px, half-width), `max_shift` (px), `mean_window` (px),
+ *   `dark_field`, `hamming`, `reseed`.
+ *
+ * Flags take `true`/`false`/`1`/`0`.
  *
  * # Safety
  * `opts` came from [`esp_options_new`]; `key` and `value` are NUL-terminated strings.
@@ -180,11 +198,22 @@ enum esp_status esp_options_set(struct esp_options *opts, const char *key, const
 
 /**
  * Creates an engine from `opts` (copied; `opts` may be freed afterwards) into `*engine`.
+ * For the network engine this loads ONNX Runtime and the model: failures are
+ * `ESP_STATUS_RUNTIME_LIBRARY`, `ESP_STATUS_MODEL` or `ESP_STATUS_PROVIDER_UNAVAILABLE`.
  *
  * # Safety
  * `opts` came from [`esp_options_new`]; `engine` points to writable storage.
  */
 enum esp_status esp_engine_new(const struct esp_options *opts, struct esp_engine **engine);
+
+/**
+ * What an engine computes on (static string): `tracking-cpu` for the tracker, else the
+ * network's execution provider: `cpu`, `cuda` or `tensorrt`. NULL for a NULL engine.
+ *
+ * # Safety
+ * `engine` is NULL or came from [`esp_engine_new`].
+ */
+const char *esp_engine_provider(const struct esp_engine *engine);
 
 /**
  * Frees an engine; NULL is accepted.

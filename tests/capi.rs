@@ -128,6 +128,7 @@ fn reconstruct_through_the_abi_from_eight_threads() {
     let case = simulate(&Preset::MaskDiagonal.config(96, 10, 3)).unwrap();
     let (n, h, w) = case.reference.dim();
     let opts = esp_options_new();
+    unsafe { esp_options_set(opts, c"engine".as_ptr(), c"tracking".as_ptr()) };
     unsafe { esp_options_set(opts, c"max_shift".as_ptr(), c"9".as_ptr()) };
     let mut engine = ptr::null_mut();
     assert_eq!(unsafe { esp_engine_new(opts, &mut engine) }, EspStatus::Ok);
@@ -261,4 +262,87 @@ fn c_consumer_compiles_links_and_runs() {
         String::from_utf8_lossy(&run.stdout),
         String::from_utf8_lossy(&run.stderr)
     );
+}
+
+#[test]
+fn the_network_engine_through_the_abi() {
+    let case = simulate(&Preset::MaskDiagonal.config(80, 6, 5)).unwrap();
+    let (n, h, w) = case.reference.dim();
+    let opts = esp_options_new();
+    let set = |k: &std::ffi::CStr, v: &std::ffi::CStr| unsafe {
+        esp_options_set(opts, k.as_ptr(), v.as_ptr())
+    };
+    assert_eq!(set(c"provider", c"warp-drive"), EspStatus::InvalidArgument);
+    assert!(last_error().contains("provider must be auto, cpu, cuda or tensorrt"));
+    assert_eq!(set(c"engine", c"magic"), EspStatus::InvalidArgument);
+
+    // Failures at engine creation carry their own status.
+    let mut engine = ptr::null_mut();
+    assert_eq!(set(c"model", c"/nonexistent/model.onnx"), EspStatus::Ok);
+    assert_eq!(
+        unsafe { esp_engine_new(opts, &mut engine) },
+        EspStatus::Model
+    );
+    assert!(
+        last_error().contains("/nonexistent/model.onnx"),
+        "{}",
+        last_error()
+    );
+    assert!(engine.is_null());
+    let shipped =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/espinnet-light.onnx");
+    let shipped = std::ffi::CString::new(shipped.to_str().unwrap()).unwrap();
+    assert_eq!(set(c"model", &shipped), EspStatus::Ok);
+    assert_eq!(set(c"provider", c"cuda"), EspStatus::Ok);
+    let st = unsafe { esp_engine_new(opts, &mut engine) };
+    if st == EspStatus::Ok {
+        eprintln!("CUDA provider available: ABI GPU path exercised");
+        unsafe { esp_engine_free(engine) };
+    } else {
+        assert_eq!(st, EspStatus::ProviderUnavailable, "{}", last_error());
+        eprintln!("SKIPPED (GPU): {}", last_error());
+    }
+
+    assert_eq!(set(c"provider", c"cpu"), EspStatus::Ok);
+    let mut engine = ptr::null_mut();
+    assert_eq!(
+        unsafe { esp_engine_new(opts, &mut engine) },
+        EspStatus::Ok,
+        "{}",
+        last_error()
+    );
+    unsafe { esp_options_free(opts) };
+    let provider = unsafe { std::ffi::CStr::from_ptr(esp_engine_provider(engine)) };
+    assert_eq!(provider.to_str().unwrap(), "cpu");
+    let mut dx = vec![0.0f32; h * w];
+    let out = dx_only(&mut dx);
+    let st = unsafe {
+        esp_engine_reconstruct(
+            engine,
+            case.reference.as_ptr(),
+            case.sample.as_ptr(),
+            n,
+            h,
+            w,
+            0,
+            &out,
+        )
+    };
+    assert_eq!(st, EspStatus::Ok, "{}", last_error());
+    unsafe { esp_engine_free(engine) };
+    // Exactly what the Rust API returns (whose accuracy tests/network.rs asserts).
+    let net = espinnet::network::Network::new(&espinnet::network::Options {
+        provider: espinnet::network::Provider::Cpu,
+        ..Default::default()
+    })
+    .unwrap();
+    let direct = net
+        .reconstruct(case.reference.view(), case.sample.view())
+        .unwrap();
+    let max = dx
+        .iter()
+        .zip(direct.dx.iter())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(max <= 1e-5, "ABI vs Rust API: {max}");
 }

@@ -5,8 +5,8 @@
 //!
 //! Memory: the caller owns every buffer it passes; inputs are only read during the call,
 //! outputs are written before it returns. Handles come from `_new` and go back through
-//! `_free`, which accepts NULL. Engines hold no mutable state: one engine may be used from
-//! several threads at once.
+//! `_free`, which accepts NULL. One engine may be used from several threads at once: the
+//! tracker holds no mutable state, and the network serialises its inference calls.
 
 mod guard;
 
@@ -14,6 +14,7 @@ use ndarray::{ArrayView2, ArrayView3, ShapeBuilder};
 use std::ffi::{CStr, c_char};
 
 use crate::integrate::{Method, integrate};
+use crate::network::{self, Network};
 use crate::tracking::{Params, track};
 pub use guard::esp_last_error;
 use guard::ffi;
@@ -95,14 +96,19 @@ pub extern "C" fn esp_version() -> *const c_char {
 
 /// Reconstruction options. Create with [`esp_options_new`], free with [`esp_options_free`].
 pub struct EspOptions {
+    tracking: bool,
     params: Params,
+    network: network::Options,
 }
 
-/// New options with the defaults (tracking, window 1, max shift 8 px, dark-field on).
+/// New options with the defaults: the network engine with the shipped model on the best
+/// available provider; tracking window 1, max shift 8 px, dark-field on.
 #[unsafe(no_mangle)]
 pub extern "C" fn esp_options_new() -> *mut EspOptions {
     Box::into_raw(Box::new(EspOptions {
+        tracking: false,
         params: Params::default(),
+        network: network::Options::default(),
     }))
 }
 
@@ -117,9 +123,18 @@ pub unsafe extern "C" fn esp_options_free(opts: *mut EspOptions) {
     }
 }
 
-/// Sets an option by name, so that new options never change the ABI. Keys: `window`
-/// (px, half-width), `max_shift` (px), `mean_window` (px), `dark_field`, `hamming`,
-/// `reseed` (`true`/`false`/`1`/`0`).
+/// Sets an option by name, so that new options never change the ABI.
+///
+/// - `engine`: `network` (default) or `tracking`.
+/// - Network: `model` (path to an ONNX export; default the shipped model), `ort_library`
+///   (path to libonnxruntime; default `$ESPINNET_ORT_PATH`, `$ORT_DYLIB_PATH`, then the
+///   set-up's), `provider` (`auto`, `cpu`, `cuda`, `tensorrt`), `scaling` (`nearest`,
+///   `linear`), `tile` (px), `overlap` (px), `batch`, `threads` (0 = one per core),
+///   `device_id`, `fp16`, `gpu_mem_limit_mib`, `trt_cache` (directory).
+/// - Tracking: `window` (px, half-width), `max_shift` (px), `mean_window` (px),
+///   `dark_field`, `hamming`, `reseed`.
+///
+/// Flags take `true`/`false`/`1`/`0`.
 ///
 /// # Safety
 /// `opts` came from [`esp_options_new`]; `key` and `value` are NUL-terminated strings.
@@ -137,7 +152,6 @@ pub unsafe extern "C" fn esp_options_set(
                 cstr(value, "value")?,
             )
         };
-        let p = &mut opts.params;
         let int = || {
             value.parse::<usize>().map_err(|_| {
                 invalid(format!(
@@ -152,16 +166,47 @@ pub unsafe extern "C" fn esp_options_set(
                 "option '{key}' needs true/false/1/0, got '{value}'"
             ))),
         };
+        let path = || Some(std::path::PathBuf::from(value));
+        let (p, n) = (&mut opts.params, &mut opts.network);
         match key {
+            "engine" => {
+                opts.tracking = match value {
+                    "tracking" => true,
+                    "network" => false,
+                    _ => {
+                        return Err(invalid(format!(
+                            "option 'engine' must be network or tracking, got '{value}'"
+                        )));
+                    }
+                }
+            }
             "window" => p.window = int()?,
             "max_shift" => p.max_shift = int()?,
             "mean_window" => p.mean_window = int()?,
             "dark_field" => p.dark_field = flag()?,
             "hamming" => p.hamming = flag()?,
             "reseed" => p.reseed = flag()?,
+            "model" => n.model = path(),
+            "ort_library" => n.library = path(),
+            "provider" => n.provider = value.parse()?,
+            "scaling" => n.scaling = value.parse()?,
+            "tile" => n.tile_px = int()?,
+            "overlap" => n.overlap_px = int()?,
+            "batch" => n.batch = int()?,
+            "threads" => n.threads = int()?,
+            "device_id" => {
+                n.gpu.device_id = i32::try_from(int()?)
+                    .map_err(|_| invalid(format!("device_id {value} is too large")))?
+            }
+            "fp16" => n.gpu.fp16 = flag()?,
+            "gpu_mem_limit_mib" => n.gpu.memory_limit_bytes = Some(int()? << 20),
+            "trt_cache" => n.gpu.engine_cache_dir = path(),
             _ => {
                 return Err(invalid(format!(
-                    "unknown option '{key}' (window, max_shift, mean_window, dark_field, hamming, reseed)"
+                    "unknown option '{key}' (engine; network: model, ort_library, provider, \
+                     scaling, tile, overlap, batch, threads, device_id, fp16, \
+                     gpu_mem_limit_mib, trt_cache; tracking: window, max_shift, mean_window, \
+                     dark_field, hamming, reseed)"
                 )));
             }
         }
@@ -169,12 +214,15 @@ pub unsafe extern "C" fn esp_options_set(
     })
 }
 
-/// A reconstruction engine. Holds no mutable state: usable from several threads at once.
-pub struct EspEngine {
-    params: Params,
+/// A reconstruction engine, usable from several threads at once.
+pub enum EspEngine {
+    Tracking(Params),
+    Network(Network),
 }
 
 /// Creates an engine from `opts` (copied; `opts` may be freed afterwards) into `*engine`.
+/// For the network engine this loads ONNX Runtime and the model: failures are
+/// `ESP_STATUS_RUNTIME_LIBRARY`, `ESP_STATUS_MODEL` or `ESP_STATUS_PROVIDER_UNAVAILABLE`.
 ///
 /// # Safety
 /// `opts` came from [`esp_options_new`]; `engine` points to writable storage.
@@ -188,13 +236,32 @@ pub unsafe extern "C" fn esp_engine_new(
         if engine.is_null() {
             return Err(null("engine"));
         }
-        unsafe {
-            *engine = Box::into_raw(Box::new(EspEngine {
-                params: opts.params,
-            }))
+        let e = if opts.tracking {
+            EspEngine::Tracking(opts.params)
+        } else {
+            EspEngine::Network(Network::new(&opts.network)?)
         };
+        unsafe { *engine = Box::into_raw(Box::new(e)) };
         Ok(())
     })
+}
+
+/// What an engine computes on (static string): `tracking-cpu` for the tracker, else the
+/// network's execution provider: `cpu`, `cuda` or `tensorrt`. NULL for a NULL engine.
+///
+/// # Safety
+/// `engine` is NULL or came from [`esp_engine_new`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn esp_engine_provider(engine: *const EspEngine) -> *const c_char {
+    match unsafe { engine.as_ref() } {
+        None => std::ptr::null(),
+        Some(EspEngine::Tracking(_)) => c"tracking-cpu".as_ptr(),
+        Some(EspEngine::Network(n)) => match n.provider() {
+            network::Provider::Cuda => c"cuda".as_ptr(),
+            network::Provider::TensorRt => c"tensorrt".as_ptr(),
+            _ => c"cpu".as_ptr(),
+        },
+    }
 }
 
 /// Frees an engine; NULL is accepted.
@@ -220,7 +287,8 @@ pub struct EspOutputs {
     pub transmission: *mut f32,
     /// Dark-field (1 = no small-angle scattering).
     pub darkfield: *mut f32,
-    /// RMS fit residual relative to the local intensity.
+    /// RMS residual of the multi-contrast model at the estimate, relative to the local
+    /// intensity (tracker: over its window; network: over the scan at each pixel).
     pub quality: *mut f32,
 }
 
@@ -247,13 +315,27 @@ pub unsafe extern "C" fn esp_engine_reconstruct(
         let out = unsafe { out.as_ref() }.ok_or_else(|| null("out"))?;
         let r = unsafe { stack_view(reference, "reference", n, height, width, row_stride)? };
         let s = unsafe { stack_view(sample, "sample", n, height, width, row_stride)? };
-        let o = track(r, s, &engine.params)?;
+        let (dx, dy, transmission, darkfield, quality) = match engine {
+            EspEngine::Tracking(params) => {
+                let o = track(r, s, params)?;
+                (o.dx, o.dy, o.transmission, o.darkfield, o.residual)
+            }
+            EspEngine::Network(net) => {
+                let o = net.reconstruct(r, s)?;
+                let q = if out.quality.is_null() {
+                    ndarray::Array2::zeros((0, 0))
+                } else {
+                    network::model_residual(r, s, &o)
+                };
+                (o.dx, o.dy, o.transmission, o.darkfield, q)
+            }
+        };
         for (dst, src) in [
-            (out.dx, &o.dx),
-            (out.dy, &o.dy),
-            (out.transmission, &o.transmission),
-            (out.darkfield, &o.darkfield),
-            (out.quality, &o.residual),
+            (out.dx, &dx),
+            (out.dy, &dy),
+            (out.transmission, &transmission),
+            (out.darkfield, &darkfield),
+            (out.quality, &quality),
         ] {
             if !dst.is_null() {
                 let dst = unsafe { std::slice::from_raw_parts_mut(dst, height * width) };

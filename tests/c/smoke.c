@@ -23,7 +23,8 @@ int main(void) {
         return 1;
     }
     esp_engine *engine = NULL;
-    if (esp_engine_new(opts, &engine) != ESP_STATUS_OK) return 1;
+    if (esp_engine_new(opts, &engine) != ESP_STATUS_OK) { fprintf(stderr, "%s\n", esp_last_error()); return 1; }
+    if (strcmp(esp_engine_provider(engine), "cpu") != 0) { fprintf(stderr, "provider %s\n", esp_engine_provider(engine)); return 1; }
     esp_options_free(opts);
     esp_options_free(NULL);
     esp_status s = esp_engine_reconstruct(engine, NULL, NULL, 1, H, W, 0, NULL);
