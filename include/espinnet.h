@@ -147,6 +147,14 @@ typedef struct esp_outputs {
   float *quality;
 } esp_outputs;
 
+/**
+ * Reports the fraction of a call done (0 to 1) and the caller's `user_data`; return
+ * nonzero to cancel the call, which then returns `ESP_STATUS_CANCELLED`. Calls are
+ * serialised but may come from worker threads, not only the calling one; to cancel from
+ * another thread, have the callback read a flag that thread sets.
+ */
+typedef int32_t (*esp_progress_fn)(double fraction_done, void *user_data);
+
 
 
 #ifdef __cplusplus
@@ -240,6 +248,24 @@ enum esp_status esp_engine_reconstruct(const struct esp_engine *engine,
                                        uintptr_t width,
                                        uintptr_t row_stride,
                                        const struct esp_outputs *out);
+
+/**
+ * [`esp_engine_reconstruct`] with a progress callback (may be NULL) that can cancel.
+ *
+ * # Safety
+ * As [`esp_engine_reconstruct`]; `progress`, if not NULL, is callable with `user_data`
+ * until this call returns.
+ */
+enum esp_status esp_engine_reconstruct_with_progress(const struct esp_engine *engine,
+                                                     const float *reference,
+                                                     const float *sample,
+                                                     uintptr_t n,
+                                                     uintptr_t height,
+                                                     uintptr_t width,
+                                                     uintptr_t row_stride,
+                                                     const struct esp_outputs *out,
+                                                     esp_progress_fn progress,
+                                                     void *user_data);
 
 /**
  * Integrates a gradient field (units of φ per pixel, `height × width`, contiguous) into

@@ -48,6 +48,10 @@ pub enum Error {
     #[error("ONNX Runtime: {0}")]
     Runtime(String),
 
+    /// The caller's progress callback asked to stop.
+    #[error("cancelled")]
+    Cancelled,
+
     /// An execution provider that was asked for explicitly cannot be registered.
     #[error("execution provider {provider} unavailable: {reason}")]
     ProviderUnavailable { provider: String, reason: String },

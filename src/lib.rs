@@ -10,6 +10,7 @@ pub mod error;
 pub mod geometry;
 pub mod integrate;
 pub mod network;
+pub mod progress;
 pub mod stack;
 pub mod tracking;
 

@@ -346,3 +346,78 @@ fn the_network_engine_through_the_abi() {
         .fold(0.0, f32::max);
     assert!(max <= 1e-5, "ABI vs Rust API: {max}");
 }
+
+/// Progress callback for the test: counts reports, records the last fraction, and cancels
+/// once `cancel_after` reports have come (0: never).
+struct Watch {
+    reports: std::sync::atomic::AtomicUsize,
+    last: std::sync::Mutex<f64>,
+    cancel_after: usize,
+}
+
+unsafe extern "C" fn watch(fraction: f64, user: *mut std::ffi::c_void) -> i32 {
+    let w = unsafe { &*(user as *const Watch) };
+    let k = w.reports.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+    *w.last.lock().unwrap() = fraction;
+    i32::from(w.cancel_after != 0 && k >= w.cancel_after)
+}
+
+#[test]
+fn progress_reaches_one_and_a_callback_can_cancel_either_engine() {
+    let case = simulate(&Preset::MaskDiagonal.config(160, 6, 2)).unwrap();
+    let (n, h, w) = case.reference.dim();
+    for (engine, extra) in [(c"tracking", None), (c"network", Some((c"tile", c"64")))] {
+        let opts = esp_options_new();
+        unsafe { esp_options_set(opts, c"engine".as_ptr(), engine.as_ptr()) };
+        if let Some((k, v)) = extra {
+            // Small tiles: several progress units on a small image.
+            assert_eq!(
+                unsafe { esp_options_set(opts, k.as_ptr(), v.as_ptr()) },
+                EspStatus::Ok
+            );
+        }
+        let mut e = ptr::null_mut();
+        assert_eq!(
+            unsafe { esp_engine_new(opts, &mut e) },
+            EspStatus::Ok,
+            "{}",
+            last_error()
+        );
+        unsafe { esp_options_free(opts) };
+        let mut dx = vec![0.0f32; h * w];
+        let out = dx_only(&mut dx);
+        let run = |cancel_after: usize| {
+            let wt = Watch {
+                reports: 0.into(),
+                last: 0.0.into(),
+                cancel_after,
+            };
+            let st = unsafe {
+                esp_engine_reconstruct_with_progress(
+                    e,
+                    case.reference.as_ptr(),
+                    case.sample.as_ptr(),
+                    n,
+                    h,
+                    w,
+                    0,
+                    &out,
+                    Some(watch),
+                    &wt as *const Watch as *mut _,
+                )
+            };
+            (st, wt.reports.into_inner(), *wt.last.lock().unwrap())
+        };
+        let (st, reports, last) = run(0);
+        assert_eq!(st, EspStatus::Ok, "{engine:?}: {}", last_error());
+        assert!(
+            reports >= 3 && last == 1.0,
+            "{engine:?}: {reports} reports, last {last}"
+        );
+        let (st, _, last) = run(1);
+        assert_eq!(st, EspStatus::Cancelled, "{engine:?}");
+        assert!(last < 1.0, "{engine:?} stopped early");
+        assert_eq!(last_error(), "cancelled");
+        unsafe { esp_engine_free(e) };
+    }
+}

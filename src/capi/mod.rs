@@ -11,11 +11,11 @@
 mod guard;
 
 use ndarray::{ArrayView2, ArrayView3, ShapeBuilder};
-use std::ffi::{CStr, c_char};
+use std::ffi::{CStr, c_char, c_void};
 
 use crate::integrate::{Method, integrate};
 use crate::network::{self, Network};
-use crate::tracking::{Params, track};
+use crate::tracking::Params;
 pub use guard::esp_last_error;
 use guard::ffi;
 
@@ -63,6 +63,7 @@ impl From<&crate::Error> for EspStatus {
             Model { .. } => EspStatus::Model,
             Runtime(_) => EspStatus::RuntimeLibrary,
             ProviderUnavailable { .. } => EspStatus::ProviderUnavailable,
+            Cancelled => EspStatus::Cancelled,
         }
     }
 }
@@ -292,6 +293,13 @@ pub struct EspOutputs {
     pub quality: *mut f32,
 }
 
+/// Reports the fraction of a call done (0 to 1) and the caller's `user_data`; return
+/// nonzero to cancel the call, which then returns `ESP_STATUS_CANCELLED`. Calls are
+/// serialised but may come from worker threads, not only the calling one; to cancel from
+/// another thread, have the callback read a flag that thread sets.
+pub type EspProgressFn =
+    Option<unsafe extern "C" fn(fraction_done: f64, user_data: *mut c_void) -> i32>;
+
 /// Reconstructs from a reference and a sample stack of `n` frames of `height × width`
 /// float32 pixels; consecutive rows are `row_stride` floats apart (0 = `width`) and
 /// consecutive frames `height · row_stride`.
@@ -310,18 +318,62 @@ pub unsafe extern "C" fn esp_engine_reconstruct(
     row_stride: usize,
     out: *const EspOutputs,
 ) -> EspStatus {
+    unsafe {
+        esp_engine_reconstruct_with_progress(
+            engine,
+            reference,
+            sample,
+            n,
+            height,
+            width,
+            row_stride,
+            out,
+            None,
+            std::ptr::null_mut(),
+        )
+    }
+}
+
+/// [`esp_engine_reconstruct`] with a progress callback (may be NULL) that can cancel.
+///
+/// # Safety
+/// As [`esp_engine_reconstruct`]; `progress`, if not NULL, is callable with `user_data`
+/// until this call returns.
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn esp_engine_reconstruct_with_progress(
+    engine: *const EspEngine,
+    reference: *const f32,
+    sample: *const f32,
+    n: usize,
+    height: usize,
+    width: usize,
+    row_stride: usize,
+    out: *const EspOutputs,
+    progress: EspProgressFn,
+    user_data: *mut c_void,
+) -> EspStatus {
     ffi(|| {
         let engine = unsafe { engine.as_ref() }.ok_or_else(|| null("engine"))?;
         let out = unsafe { out.as_ref() }.ok_or_else(|| null("out"))?;
         let r = unsafe { stack_view(reference, "reference", n, height, width, row_stride)? };
         let s = unsafe { stack_view(sample, "sample", n, height, width, row_stride)? };
+        // The C callback is serialised; the user data pointer travels as an address.
+        let callback = progress.map(|f| std::sync::Mutex::new((f, user_data as usize)));
+        let report = |fraction: f64| match &callback {
+            None => true,
+            Some(m) => {
+                let g = m.lock().unwrap_or_else(|e| e.into_inner());
+                (unsafe { (g.0)(fraction, g.1 as *mut c_void) }) == 0
+            }
+        };
         let (dx, dy, transmission, darkfield, quality) = match engine {
             EspEngine::Tracking(params) => {
-                let o = track(r, s, params)?;
+                let o = crate::tracking::track_with(r, s, params, &report)?;
                 (o.dx, o.dy, o.transmission, o.darkfield, o.residual)
             }
             EspEngine::Network(net) => {
-                let o = net.reconstruct(r, s)?;
+                let o = net.reconstruct_with(r, s, &report)?;
                 let q = if out.quality.is_null() {
                     ndarray::Array2::zeros((0, 0))
                 } else {

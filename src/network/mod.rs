@@ -160,8 +160,18 @@ impl Network {
         reference: ArrayView3<f32>,
         sample: ArrayView3<f32>,
     ) -> Result<Output> {
+        self.reconstruct_with(reference, sample, crate::progress::NONE)
+    }
+
+    /// [`Network::reconstruct`] with progress reports and cancellation.
+    pub fn reconstruct_with(
+        &self,
+        reference: ArrayView3<f32>,
+        sample: ArrayView3<f32>,
+        progress: &dyn crate::progress::Progress,
+    ) -> Result<Output> {
         Ok(self
-            .reconstruct_many(&[(reference, sample)])?
+            .reconstruct_many_with(&[(reference, sample)], progress)?
             .pop()
             .expect("one pair in, one out"))
     }
@@ -171,6 +181,16 @@ impl Network {
     pub fn reconstruct_many(
         &self,
         pairs: &[(ArrayView3<f32>, ArrayView3<f32>)],
+    ) -> Result<Vec<Output>> {
+        self.reconstruct_many_with(pairs, crate::progress::NONE)
+    }
+
+    /// [`Network::reconstruct_many`] with progress reports (one per batch of tiles) and
+    /// cancellation.
+    pub fn reconstruct_many_with(
+        &self,
+        pairs: &[(ArrayView3<f32>, ArrayView3<f32>)],
+        progress: &dyn crate::progress::Progress,
     ) -> Result<Vec<Output>> {
         let Some(&(first, _)) = pairs.first() else {
             return Ok(Vec::new());
@@ -219,7 +239,9 @@ impl Network {
             .iter()
             .map(|_| tiling::Blend::new(4, (h, w), padded, overlap))
             .collect();
+        let units = crate::progress::Units::new(progress, jobs.len().div_ceil(self.options.batch));
         for chunk in jobs.chunks(self.options.batch) {
+            units.check()?;
             let b = chunk.len();
             let mut r = Array4::<f32>::zeros((b, nnet, th, tw));
             let mut smp = Array4::<f32>::zeros((b, nnet, th, tw));
@@ -244,7 +266,9 @@ impl Network {
             for (k, &(p, origin)) in chunk.iter().enumerate() {
                 blends[p].add(maps.slice(s![k, .., .., ..]), origin);
             }
+            units.finish_one();
         }
+        units.check()?;
         let clip = |a: Array2<f32>| a.mapv(|v| v.clamp(0.0, TD_CLIP));
         Ok(blends
             .into_iter()

@@ -100,6 +100,16 @@ pub fn track(
     sample: ArrayView3<f32>,
     params: &Params,
 ) -> Result<Output> {
+    track_with(reference, sample, params, crate::progress::NONE)
+}
+
+/// [`track`] with progress reports (one per band of rows) and cancellation.
+pub fn track_with(
+    reference: ArrayView3<f32>,
+    sample: ArrayView3<f32>,
+    params: &Params,
+    progress: &dyn crate::progress::Progress,
+) -> Result<Output> {
     validate_pair(reference, sample)?;
     let (n, h, w) = reference.dim();
     let border = params.border();
@@ -122,7 +132,7 @@ pub fn track(
     let reference = reference.as_standard_layout();
     let sample = sample.as_standard_layout();
     let stacks = search::Stacks::new(reference.view(), sample.view(), params);
-    let (mut shift, mut status) = search::exhaustive(&stacks, params);
+    let (mut shift, mut status) = search::exhaustive(&stacks, params, progress)?;
     if params.reseed {
         search::reseed_outliers(&stacks, params, &mut shift, &mut status);
     }

@@ -129,14 +129,27 @@ fn box_mean(a: &[f32], n: usize, h: usize, w: usize, r: usize) -> Vec<f32> {
     out
 }
 
-/// Sub-pixel shifts (dy, dx) and status of every pixel.
-pub(super) fn exhaustive(st: &Stacks, p: &Params) -> (Array2<[f32; 2]>, Array2<u8>) {
+/// Sub-pixel shifts (dy, dx) and status of every pixel; one progress unit per band.
+pub(super) fn exhaustive(
+    st: &Stacks,
+    p: &Params,
+    progress: &dyn crate::progress::Progress,
+) -> crate::Result<(Array2<[f32; 2]>, Array2<u8>)> {
     let (h, w, b) = (st.h, st.w, p.border());
     let bands: Vec<usize> = (b..h - b).step_by(BAND).collect();
+    let units = crate::progress::Units::new(progress, bands.len());
     let results: Vec<Vec<([f32; 2], u8)>> = bands
         .par_iter()
-        .map(|&y0| band(st, p, y0, (y0 + BAND).min(h - b)))
+        .map(|&y0| {
+            if !units.go_on() {
+                return Vec::new();
+            }
+            let r = band(st, p, y0, (y0 + BAND).min(h - b));
+            units.finish_one();
+            r
+        })
         .collect();
+    units.check()?;
     let mut shift = Array2::from_elem((h, w), [f32::NAN; 2]);
     let mut status = Array2::from_elem((h, w), Status::Border as u8);
     for (&y0, rows) in bands.iter().zip(results) {
@@ -147,7 +160,7 @@ pub(super) fn exhaustive(st: &Stacks, p: &Params) -> (Array2<[f32; 2]>, Array2<u
             status[[y, x]] = s;
         }
     }
-    (shift, status)
+    Ok((shift, status))
 }
 
 /// Output rows [y0, y1), columns [b, w − b).

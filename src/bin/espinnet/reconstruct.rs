@@ -6,9 +6,10 @@ use std::time::Instant;
 use espinnet::integrate::{Method, phase_from_displacement};
 use espinnet::io::preview::{Scale, write_montage};
 use espinnet::network::{self, GpuOptions, Network, Provider};
-use espinnet::tracking::{Params, track};
+use espinnet::progress::Progress;
+use espinnet::tracking::{Params, track_with};
 use espinnet::{Error, Geometry, Result, ScanScaling};
-use indicatif::ProgressBar;
+use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::{Array2, Array3};
 use serde_json::{Value, json};
 
@@ -158,14 +159,19 @@ struct Maps {
     status: Option<Array2<u8>>,
 }
 
-fn run_tracking(a: &ReconstructArgs, r: &Array3<f32>, s: &Array3<f32>) -> Result<(Maps, Value)> {
+fn run_tracking(
+    a: &ReconstructArgs,
+    r: &Array3<f32>,
+    s: &Array3<f32>,
+    progress: &dyn Progress,
+) -> Result<(Maps, Value)> {
     let params = Params {
         window: a.window,
         max_shift: a.max_shift,
         dark_field: !a.no_darkfield,
         ..Default::default()
     };
-    let out = track(r.view(), s.view(), &params)?;
+    let out = track_with(r.view(), s.view(), &params, progress)?;
     use espinnet::tracking::Status::{self, *};
     let count = |st: Status| out.status.iter().filter(|&&v| v == st as u8).count();
     let info = json!({
@@ -186,10 +192,15 @@ fn run_tracking(a: &ReconstructArgs, r: &Array3<f32>, s: &Array3<f32>) -> Result
     Ok((maps, info))
 }
 
-fn run_network(a: &ReconstructArgs, r: &Array3<f32>, s: &Array3<f32>) -> Result<(Maps, Value)> {
+fn run_network(
+    a: &ReconstructArgs,
+    r: &Array3<f32>,
+    s: &Array3<f32>,
+    progress: &dyn Progress,
+) -> Result<(Maps, Value)> {
     let options = a.network.options();
     let net = Network::new(&options)?;
-    let out = net.reconstruct(r.view(), s.view())?;
+    let out = net.reconstruct_with(r.view(), s.view(), progress)?;
     let quality = network::model_residual(r.view(), s.view(), &out);
     let info = json!({
         "model": net.info(),
@@ -237,16 +248,24 @@ pub fn run(a: &ReconstructArgs) -> Result<()> {
     let read_s = clock.elapsed().as_secs_f64();
 
     let (n, h, w) = reference.dim();
-    let spinner = ProgressBar::new_spinner()
+    let bar = ProgressBar::new(1000)
+        .with_style(
+            ProgressStyle::with_template("{msg} {bar:40} {percent}% eta {eta}")
+                .expect("valid template"),
+        )
         .with_message(format!("{} engine: {n} frames of {h}x{w}", a.engine));
-    spinner.enable_steady_tick(std::time::Duration::from_millis(100));
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    let report = |fraction: f64| {
+        bar.set_position((fraction * 1000.0) as u64);
+        true
+    };
     let clock = Instant::now();
     let result = if tracking {
-        run_tracking(a, &reference, &sample)
+        run_tracking(a, &reference, &sample, &report)
     } else {
-        run_network(a, &reference, &sample)
+        run_network(a, &reference, &sample, &report)
     };
-    spinner.finish_and_clear();
+    bar.finish_and_clear();
     let (out, engine_info) = result?;
     let engine_s = clock.elapsed().as_secs_f64();
 
