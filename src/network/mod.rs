@@ -93,6 +93,17 @@ impl Network {
         if options.batch == 0 {
             return Err(Error::invalid("batch must be >= 1"));
         }
+        if 2 * options.overlap_px >= options.tile_px {
+            return Err(Error::invalid(format!(
+                "tile overlap {} px must be less than half the tile ({} px)",
+                options.overlap_px, options.tile_px
+            )));
+        }
+        if let Some(path) = &options.model
+            && !path.is_file()
+        {
+            return Err(Error::model(path, "no such file"));
+        }
         let (env, library) = runtime::environment(options.library.as_deref())?;
         let source = options
             .model
@@ -110,12 +121,7 @@ impl Network {
             .map_err(|e| ort_err(e.into()))?;
         let session = match &options.model {
             None => builder.commit_from_memory(model::SHIPPED),
-            Some(path) => {
-                if !path.is_file() {
-                    return Err(Error::model(path, "no such file"));
-                }
-                builder.commit_from_file(path)
-            }
+            Some(path) => builder.commit_from_file(path),
         }
         .map_err(|e| Error::model(&source, e))?;
         let info = model::inspect(&session, &source)?;

@@ -17,7 +17,8 @@ pub enum Mix {
     /// objects, displacements up to 8 px.
     Paper,
     /// Also sandpaper and checkerboard modulators, XY-grid and random trajectories, N from 2
-    /// to 20, displacements up to 10 px, T and D down to 0.5, flux 300–10 000 photons.
+    /// to 20, displacements up to 10 px (a quarter period for checkerboards, beyond which
+    /// the match is ambiguous), T and D down to 0.5, flux 300–10 000 photons.
     Broad,
 }
 
@@ -83,7 +84,16 @@ pub fn config(mix: Mix, patch: usize, seed: u64, index: u64) -> Config {
                     extent_um: rng.random_range(10.0..=40.0),
                 },
             };
-            c.sample = blobs(&mut rng, 10.0, 0.5, 0.5);
+            // A periodic pattern repeats under shifts of a period (a checkerboard also under
+            // half a period along the diagonal): larger displacements are ambiguous for
+            // any matcher, so they are kept within a quarter period.
+            let max_d = match c.modulator {
+                Modulator::Checkerboard { period_um, .. } => {
+                    (0.25 * period_um * 1e-6 / c.geometry.effective_pixel_m()).min(10.0)
+                }
+                _ => 10.0,
+            };
+            c.sample = blobs(&mut rng, max_d, 0.5, 0.5);
             c.flux_photons = (rng.random_range(300f64.ln()..=10_000f64.ln())).exp();
             c.detector_blur_px = rng.random_range(0.5..=1.0);
         }
