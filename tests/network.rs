@@ -9,6 +9,7 @@
 use std::path::PathBuf;
 
 use espinnet::network::{Network, Options, Output, Provider};
+use espinnet::simulate::dataset::{self, Mix};
 use espinnet::simulate::{Case, Preset, simulate};
 use espinnet::{Error, ScanScaling};
 use ndarray::{Array2, Array3, s};
@@ -90,29 +91,52 @@ fn diff(a: &Array2<f32>, b: &Array2<f32>, border: usize) -> (f32, f32) {
     (max, (sq / n as f32).sqrt())
 }
 
+/// Cases of the model card's validation set (`espinnet validate`: paper mix, 256²,
+/// seed 2026) at a scan count of our choice.
+fn card_case(index: u64, scans: usize) -> Case {
+    let mut c = dataset::config(Mix::Paper, 256, 2026, index);
+    c.scans = scans;
+    simulate(&c).unwrap()
+}
+
 #[test]
 fn recovers_the_truth_at_nnet_fewer_and_more_scans() {
     let net = network(Options::default());
+    // Bounds: the model card's figures for this set (16 cases per N) with room for the
+    // spread of 4 cases (RMSE ×1.5, T and D ×1.5), and the 0.5 % gross-error
+    // ceiling. N = 25 > Nnet uses the first 20 frames, so it has N = 20's bounds.
     // (scans, bounds: RMSE px/axis, gross share, RMSE T, RMSE D)
     for (scans, bound) in [
-        (20, (0.15, 0.005, 0.03, 0.03)),
-        (5, (0.25, 0.01, 0.03, 0.05)),
-        (25, (0.15, 0.005, 0.03, 0.03)),
+        (20, (0.10, 0.005, 0.011, 0.016)),
+        (5, (0.12, 0.005, 0.018, 0.018)),
+        (25, (0.10, 0.005, 0.011, 0.016)),
     ] {
-        let c = case(256, scans, 40 + scans as u64);
-        let o = net
-            .reconstruct(c.reference.view(), c.sample.view())
-            .unwrap();
-        eprint!("N = {scans}: ");
-        let e = errors(&o, &c, 10);
-        assert!(e.rmse_axis <= bound.0, "N={scans}: RMSE {} px", e.rmse_axis);
-        assert!(
-            e.gross <= bound.1,
-            "N={scans}: {} of pixels > 1 px off",
-            e.gross
+        let mut total = [0.0f64; 4];
+        for i in 0..4 {
+            let c = card_case(i, scans);
+            let o = net
+                .reconstruct(c.reference.view(), c.sample.view())
+                .unwrap();
+            eprint!("N = {scans}, case {i}: ");
+            let e = errors(&o, &c, 14);
+            for (t, v) in total.iter_mut().zip([
+                e.rmse_axis.powi(2),
+                e.gross,
+                e.rmse_t.powi(2),
+                e.rmse_d.powi(2),
+            ]) {
+                *t += v / 4.0;
+            }
+        }
+        let (rmse, gross, t, d) = (total[0].sqrt(), total[1], total[2].sqrt(), total[3].sqrt());
+        eprintln!(
+            "N = {scans}: RMSE {rmse:.4} px/axis, gross {:.3} %, T {t:.4}, D {d:.4}",
+            100.0 * gross
         );
-        assert!(e.rmse_t <= bound.2, "N={scans}: RMSE(T) {}", e.rmse_t);
-        assert!(e.rmse_d <= bound.3, "N={scans}: RMSE(D) {}", e.rmse_d);
+        assert!(rmse <= bound.0, "N={scans}: RMSE {rmse} px");
+        assert!(gross <= bound.1, "N={scans}: {gross} of pixels > 1 px off");
+        assert!(t <= bound.2, "N={scans}: RMSE(T) {t}");
+        assert!(d <= bound.3, "N={scans}: RMSE(D) {d}");
     }
 }
 
@@ -126,7 +150,7 @@ fn tiled_run_matches_untiled_away_from_the_border() {
     .reconstruct(c.reference.view(), c.sample.view())
     .unwrap();
     let tiled = network(Options {
-        tile_px: 160,
+        tile_px: 256,
         overlap_px: 64,
         batch: 3,
         ..Default::default()
@@ -201,7 +225,7 @@ fn batched_pairs_and_shared_engines_give_the_same_maps() {
 
 #[test]
 fn scan_scaling_options_both_work() {
-    let c = case(128, 4, 9);
+    let c = card_case(5, 4);
     for scaling in [ScanScaling::Nearest, ScanScaling::Linear] {
         let o = network(Options {
             scaling,
@@ -211,7 +235,7 @@ fn scan_scaling_options_both_work() {
         .unwrap();
         eprint!("{scaling:?}: ");
         let e = errors(&o, &c, 10);
-        assert!(e.rmse_axis <= 0.35, "{scaling:?}: {}", e.rmse_axis);
+        assert!(e.rmse_axis <= 0.12, "{scaling:?}: {}", e.rmse_axis);
     }
 }
 
