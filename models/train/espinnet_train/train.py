@@ -68,6 +68,8 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=500)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--every", type=int, default=500, help="steps between checkpoints")
+    ap.add_argument("--snapshots", type=int, default=0,
+                    help="also keep RUN/step-NNNNNN.pt every this many steps (0: only last.pt)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--val-count", type=int, default=64)
     args = ap.parse_args(argv)
@@ -127,6 +129,8 @@ def main(argv=None):
                       generator=gen.get_state(), variant=args.variant)
             torch.save(ck, run / "last.tmp")
             (run / "last.tmp").replace(last)
+            if args.snapshots and step % args.snapshots == 0:
+                torch.save(dict(ck, optimizer=None), run / f"step-{step:06d}.pt")
             m = evaluate(model, val)
             model.train()
             with open(run / "val.jsonl", "a") as f:
