@@ -366,11 +366,13 @@ unsafe extern "C" fn watch(fraction: f64, user: *mut std::ffi::c_void) -> i32 {
 fn progress_reaches_one_and_a_callback_can_cancel_either_engine() {
     let case = simulate(&Preset::MaskDiagonal.config(160, 6, 2)).unwrap();
     let (n, h, w) = case.reference.dim();
-    for (engine, extra) in [(c"tracking", None), (c"network", Some((c"tile", c"64")))] {
+    // Small tiles for the network: several progress units on a small image.
+    let small_tiles: &[(&std::ffi::CStr, &std::ffi::CStr)] =
+        &[(c"tile", c"64"), (c"overlap", c"16")];
+    for (engine, extra) in [(c"tracking", &[][..]), (c"network", small_tiles)] {
         let opts = esp_options_new();
         unsafe { esp_options_set(opts, c"engine".as_ptr(), engine.as_ptr()) };
-        if let Some((k, v)) = extra {
-            // Small tiles: several progress units on a small image.
+        for (k, v) in extra {
             assert_eq!(
                 unsafe { esp_options_set(opts, k.as_ptr(), v.as_ptr()) },
                 EspStatus::Ok
