@@ -33,6 +33,7 @@ class Variant:
     estimator_fine: tuple  # hidden widths at the finest level (where compute costs most)
     heads: tuple  # hidden widths of the T and D heads
     search_fine: int = SEARCH  # cost-volume search range at the finest level (px there)
+    batch_norm: bool = True  # False: convolutions with bias and no normalisation
 
     @property
     def size_multiple(self) -> int:
@@ -46,10 +47,17 @@ VARIANTS = {
     "light": Variant(
         "light", 20, (16, 24, 32, 48), 0,
         (48, 32, 24), (24, 16), (12, 12), search_fine=2),
+    # The light variant without BatchNorm: its running statistics did not describe the
+    # broad mix's inputs (see models/MODEL_CARD.md, Limitations).
+    "light-nonorm": Variant(
+        "light-nonorm", 20, (16, 24, 32, 48), 0,
+        (48, 32, 24), (24, 16), (12, 12), search_fine=2, batch_norm=False),
 }
 
 
-def conv_block(cin, cout, stride=1):
+def conv_block(cin, cout, stride=1, norm=True):
+    if not norm:
+        return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), nn.LeakyReLU(0.1, inplace=True))
     return nn.Sequential(
         nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
         nn.BatchNorm2d(cout),
@@ -57,10 +65,10 @@ def conv_block(cin, cout, stride=1):
     )
 
 
-def mlp(cin, hidden, cout):
+def mlp(cin, hidden, cout, norm=True):
     layers, c = [], cin
     for h in hidden:
-        layers.append(conv_block(c, h))
+        layers.append(conv_block(c, h, norm=norm))
         c = h
     layers.append(nn.Conv2d(c, cout, 1))
     return nn.Sequential(*layers)
@@ -131,23 +139,23 @@ class ESPINNet(nn.Module):
     def __init__(self, variant: Variant):
         super().__init__()
         self.variant = variant
-        stages, c = [], variant.nnet
+        stages, c, bn = [], variant.nnet, variant.batch_norm
         for ch in variant.pyramid:
-            stages.append(nn.Sequential(conv_block(c, ch, 2), conv_block(ch, ch)))
+            stages.append(nn.Sequential(conv_block(c, ch, 2, bn), conv_block(ch, ch, norm=bn)))
             c = ch
         self.stages = nn.ModuleList(stages)
-        self.full = (nn.Sequential(conv_block(variant.nnet, variant.full_res),
-                                   conv_block(variant.full_res, variant.full_res))
+        self.full = (nn.Sequential(conv_block(variant.nnet, variant.full_res, norm=bn),
+                                   conv_block(variant.full_res, variant.full_res, norm=bn))
                      if variant.full_res else None)
         n_levels = len(variant.pyramid) + (1 if variant.full_res else 0)
         self.searches = [SEARCH] * (n_levels - 1) + [variant.search_fine]
         self.estimators = nn.ModuleList(
             mlp(2 + (2 * r + 1) ** 2,
-                variant.estimator_fine if i == n_levels - 1 else variant.estimator, 2)
+                variant.estimator_fine if i == n_levels - 1 else variant.estimator, 2, bn)
             for i, r in enumerate(self.searches))
         self.up = Upsample()
-        self.t_head = mlp(2, variant.heads, 1)
-        self.d_head = mlp(2, variant.heads, 1)
+        self.t_head = mlp(2, variant.heads, 1, bn)
+        self.d_head = mlp(2, variant.heads, 1, bn)
 
     def features(self, x):
         feats = []

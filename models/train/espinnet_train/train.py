@@ -59,7 +59,7 @@ def main(argv=None):
     ap.add_argument("--data", nargs="+", required=True, help="shard directories")
     ap.add_argument("--val", required=True, help="validation shard directory (fixed)")
     ap.add_argument("--run", required=True, help="run directory (checkpoints, log)")
-    ap.add_argument("--variant", default="light", choices=["light", "reference"])
+    ap.add_argument("--variant", default="light", choices=["light", "light-nonorm", "reference"])
     ap.add_argument("--steps", type=int, default=200_000)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--crop", type=int, default=64)
