@@ -48,7 +48,7 @@ fn errors(o: &Output, c: &Case, b: usize) -> Errors {
         .for_each(|&x, &y, &tx, &ty| {
             let e = ((x - tx) as f64).powi(2) + ((y - ty) as f64).powi(2);
             e2 += e;
-            gross += usize::from(!(e <= 1.0));
+            gross += usize::from(e.is_nan() || e > 1.0);
             n += 1;
         });
     ndarray::Zip::from(o.transmission.slice(r))
@@ -157,8 +157,10 @@ fn tiled_run_matches_untiled_away_from_the_border() {
     })
     .reconstruct(c.reference.view(), c.sample.view())
     .unwrap();
-    // Tolerance: a tenth of the model's own RMSE at N = 20 (see the accuracy test) for the
-    // displacement, and the same fraction for T and D: seams must not be visible.
+    // Tolerance: the RMS difference stays well under the model's own error against the
+    // truth at N = 20 (model card: 0.066 px, T 0.0072, D 0.0105): at most a quarter of it
+    // for the displacement (0.015 px) and under half for T and D (0.003), so seams add
+    // less than the model already errs.
     for (name, a, b, tol) in [
         ("dx", &whole.dx, &tiled.dx, 0.015),
         ("dy", &whole.dy, &tiled.dy, 0.015),

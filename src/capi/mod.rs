@@ -218,7 +218,7 @@ pub unsafe extern "C" fn esp_options_set(
 /// A reconstruction engine, usable from several threads at once.
 pub enum EspEngine {
     Tracking(Params),
-    Network(Network),
+    Network(Box<Network>),
 }
 
 /// Creates an engine from `opts` (copied; `opts` may be freed afterwards) into `*engine`.
@@ -240,7 +240,7 @@ pub unsafe extern "C" fn esp_engine_new(
         let e = if opts.tracking {
             EspEngine::Tracking(opts.params)
         } else {
-            EspEngine::Network(Network::new(&opts.network)?)
+            EspEngine::Network(Box::new(Network::new(&opts.network)?))
         };
         unsafe { *engine = Box::into_raw(Box::new(e)) };
         Ok(())

@@ -96,10 +96,11 @@ pub(crate) fn register(
             }
             .map_err(|e| e.to_string())?;
             if !available {
-                return Err(format!(
+                return Err(
                     "this ONNX Runtime library was built without it (the CPU wheel `onnxruntime`; \
                  GPU providers need `onnxruntime-gpu`)"
-                ));
+                        .to_string(),
+                );
             }
             let r = match which {
                 Provider::TensorRt => tensorrt().register(builder),

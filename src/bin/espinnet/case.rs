@@ -163,7 +163,7 @@ pub fn demo(dir: &Path, force: bool) -> Result<()> {
                     let e = (got[[y, x]] - truth[[y, x]]) as f64;
                     se += e * e;
                     n += 1;
-                    gross += usize::from(!(e.abs() <= 1.0));
+                    gross += usize::from(e.is_nan() || e.abs() > 1.0);
                 }
             }
             cols.push(((se / n.max(1) as f64).sqrt(), gross));

@@ -63,7 +63,7 @@ impl Sums {
             if e.is_finite() {
                 self.d2 += e;
             }
-            self.gross += f64::from(u8::from(!(e <= 1.0)));
+            self.gross += f64::from(u8::from(e.is_nan() || e > 1.0));
             self.t2 += ((m[2][i] - t[2][i]) as f64).powi(2).min(1e6);
             self.dk2 += ((m[3][i] - t[3][i]) as f64).powi(2).min(1e6);
             self.n += 1.0;
