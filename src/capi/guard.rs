@@ -7,7 +7,14 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use super::EspStatus;
 
 /// A failed call: its status and message.
+#[derive(Debug)]
 pub(crate) struct Failure(pub EspStatus, pub String);
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.1)
+    }
+}
 
 impl From<crate::Error> for Failure {
     fn from(e: crate::Error) -> Self {

@@ -8,14 +8,17 @@
 //! `_free`, which accepts NULL. One engine may be used from several threads at once: the
 //! tracker holds no mutable state, and the network serialises its inference calls.
 
-mod guard;
+pub(crate) mod engine;
+pub(crate) mod guard;
 
 use ndarray::{ArrayView2, ArrayView3, ShapeBuilder};
-use std::ffi::{CStr, c_char, c_void};
+use std::ffi::{CStr, CString, c_char, c_void};
+use std::sync::OnceLock;
 
 use crate::integrate::{Method, integrate};
-use crate::network::{self, Network};
-use crate::tracking::Params;
+use crate::network;
+use crate::simulate::{Preset, simulate};
+use engine::{Derived, Engine, Maps, Settings, Wanted, invalid};
 pub use guard::esp_last_error;
 use guard::ffi;
 
@@ -96,21 +99,13 @@ pub extern "C" fn esp_version() -> *const c_char {
 }
 
 /// Reconstruction options. Create with [`esp_options_new`], free with [`esp_options_free`].
-pub struct EspOptions {
-    tracking: bool,
-    params: Params,
-    network: network::Options,
-}
+pub struct EspOptions(Settings);
 
 /// New options with the defaults: the network engine with the shipped model on the best
-/// available provider; tracking window 1, max shift 8 px, dark-field on.
+/// available provider; tracking window 1, max shift 8 px, dark-field on; no geometry.
 #[unsafe(no_mangle)]
 pub extern "C" fn esp_options_new() -> *mut EspOptions {
-    Box::into_raw(Box::new(EspOptions {
-        tracking: false,
-        params: Params::default(),
-        network: network::Options::default(),
-    }))
+    Box::into_raw(Box::new(EspOptions(Settings::default())))
 }
 
 /// Frees options; NULL is accepted.
@@ -134,6 +129,10 @@ pub unsafe extern "C" fn esp_options_free(opts: *mut EspOptions) {
 ///   `device_id`, `fp16`, `gpu_mem_limit_mib`, `trt_cache` (directory).
 /// - Tracking: `window` (px, half-width), `max_shift` (px), `mean_window` (px),
 ///   `dark_field`, `hamming`, `reseed`.
+/// - Geometry, for refraction and phase: `energy_kev` (keV), `distance_m` (sample to
+///   detector, m), `pixel_size_um` (detector pixel, µm), `magnification` (default 1),
+///   `integration` (`frankot-chellappa` (default) or `least-squares`).
+/// - `debug_panic`: a test hook; [`esp_engine_new`] then panics on purpose.
 ///
 /// Flags take `true`/`false`/`1`/`0`.
 ///
@@ -153,77 +152,17 @@ pub unsafe extern "C" fn esp_options_set(
                 cstr(value, "value")?,
             )
         };
-        let int = || {
-            value.parse::<usize>().map_err(|_| {
-                invalid(format!(
-                    "option '{key}' needs a non-negative integer, got '{value}'"
-                ))
-            })
-        };
-        let flag = || match value {
-            "1" | "true" => Ok(true),
-            "0" | "false" => Ok(false),
-            _ => Err(invalid(format!(
-                "option '{key}' needs true/false/1/0, got '{value}'"
-            ))),
-        };
-        let path = || Some(std::path::PathBuf::from(value));
-        let (p, n) = (&mut opts.params, &mut opts.network);
-        match key {
-            "engine" => {
-                opts.tracking = match value {
-                    "tracking" => true,
-                    "network" => false,
-                    _ => {
-                        return Err(invalid(format!(
-                            "option 'engine' must be network or tracking, got '{value}'"
-                        )));
-                    }
-                }
-            }
-            "window" => p.window = int()?,
-            "max_shift" => p.max_shift = int()?,
-            "mean_window" => p.mean_window = int()?,
-            "dark_field" => p.dark_field = flag()?,
-            "hamming" => p.hamming = flag()?,
-            "reseed" => p.reseed = flag()?,
-            "model" => n.model = path(),
-            "ort_library" => n.library = path(),
-            "provider" => n.provider = value.parse()?,
-            "scaling" => n.scaling = value.parse()?,
-            "tile" => n.tile_px = int()?,
-            "overlap" => n.overlap_px = int()?,
-            "batch" => n.batch = int()?,
-            "threads" => n.threads = int()?,
-            "device_id" => {
-                n.gpu.device_id = i32::try_from(int()?)
-                    .map_err(|_| invalid(format!("device_id {value} is too large")))?
-            }
-            "fp16" => n.gpu.fp16 = flag()?,
-            "gpu_mem_limit_mib" => n.gpu.memory_limit_bytes = Some(int()? << 20),
-            "trt_cache" => n.gpu.engine_cache_dir = path(),
-            _ => {
-                return Err(invalid(format!(
-                    "unknown option '{key}' (engine; network: model, ort_library, provider, \
-                     scaling, tile, overlap, batch, threads, device_id, fp16, \
-                     gpu_mem_limit_mib, trt_cache; tracking: window, max_shift, mean_window, \
-                     dark_field, hamming, reseed)"
-                )));
-            }
-        }
-        Ok(())
+        opts.0.set(key, value)
     })
 }
 
 /// A reconstruction engine, usable from several threads at once.
-pub enum EspEngine {
-    Tracking(Params),
-    Network(Box<Network>),
-}
+pub struct EspEngine(Engine);
 
 /// Creates an engine from `opts` (copied; `opts` may be freed afterwards) into `*engine`.
 /// For the network engine this loads ONNX Runtime and the model: failures are
 /// `ESP_STATUS_RUNTIME_LIBRARY`, `ESP_STATUS_MODEL` or `ESP_STATUS_PROVIDER_UNAVAILABLE`.
+/// A geometry given only in part is `ESP_STATUS_INVALID_ARGUMENT`.
 ///
 /// # Safety
 /// `opts` came from [`esp_options_new`]; `engine` points to writable storage.
@@ -237,11 +176,7 @@ pub unsafe extern "C" fn esp_engine_new(
         if engine.is_null() {
             return Err(null("engine"));
         }
-        let e = if opts.tracking {
-            EspEngine::Tracking(opts.params)
-        } else {
-            EspEngine::Network(Box::new(Network::new(&opts.network)?))
-        };
+        let e = EspEngine(Engine::new(&opts.0)?);
         unsafe { *engine = Box::into_raw(Box::new(e)) };
         Ok(())
     })
@@ -256,12 +191,7 @@ pub unsafe extern "C" fn esp_engine_new(
 pub unsafe extern "C" fn esp_engine_provider(engine: *const EspEngine) -> *const c_char {
     match unsafe { engine.as_ref() } {
         None => std::ptr::null(),
-        Some(EspEngine::Tracking(_)) => c"tracking-cpu".as_ptr(),
-        Some(EspEngine::Network(n)) => match n.provider() {
-            network::Provider::Cuda => c"cuda".as_ptr(),
-            network::Provider::TensorRt => c"tensorrt".as_ptr(),
-            _ => c"cpu".as_ptr(),
-        },
+        Some(e) => e.0.provider().as_ptr(),
     }
 }
 
@@ -291,6 +221,12 @@ pub struct EspOutputs {
     /// RMS residual of the multi-contrast model at the estimate, relative to the local
     /// intensity (tracker: over its window; network: over the scan at each pixel).
     pub quality: *mut f32,
+    /// Refraction angle along x (rad); needs the geometry options.
+    pub refraction_x: *mut f32,
+    /// Refraction angle along y (rad); needs the geometry options.
+    pub refraction_y: *mut f32,
+    /// Phase (rad, zero mean), integrated from the displacement; needs the geometry options.
+    pub phase: *mut f32,
 }
 
 /// Reports the fraction of a call done (0 to 1) and the caller's `user_data`; return
@@ -302,7 +238,9 @@ pub type EspProgressFn =
 
 /// Reconstructs from a reference and a sample stack of `n` frames of `height × width`
 /// float32 pixels; consecutive rows are `row_stride` floats apart (0 = `width`) and
-/// consecutive frames `height · row_stride`.
+/// consecutive frames `height · row_stride`. Only the maps `out` points to are written;
+/// asking for refraction or phase without the geometry options is
+/// `ESP_STATUS_INVALID_ARGUMENT`.
 ///
 /// # Safety
 /// `reference` and `sample` point to `n · height · row_stride` readable floats; every
@@ -367,33 +305,125 @@ pub unsafe extern "C" fn esp_engine_reconstruct_with_progress(
                 (unsafe { (g.0)(fraction, g.1 as *mut c_void) }) == 0
             }
         };
-        let (dx, dy, transmission, darkfield, quality) = match engine {
-            EspEngine::Tracking(params) => {
-                let o = crate::tracking::track_with(r, s, params, &report)?;
-                (o.dx, o.dy, o.transmission, o.darkfield, o.residual)
-            }
-            EspEngine::Network(net) => {
-                let o = net.reconstruct_with(r, s, &report)?;
-                let q = if out.quality.is_null() {
-                    ndarray::Array2::zeros((0, 0))
-                } else {
-                    network::model_residual(r, s, &o)
-                };
-                (o.dx, o.dy, o.transmission, o.darkfield, q)
-            }
+        let wanted = Wanted {
+            quality: !out.quality.is_null(),
+            derived: [out.refraction_x, out.refraction_y, out.phase]
+                .iter()
+                .any(|p| !p.is_null()),
         };
-        for (dst, src) in [
-            (out.dx, &dx),
-            (out.dy, &dy),
-            (out.transmission, &transmission),
-            (out.darkfield, &darkfield),
-            (out.quality, &quality),
-        ] {
-            if !dst.is_null() {
-                let dst = unsafe { std::slice::from_raw_parts_mut(dst, height * width) };
-                dst.iter_mut().zip(src.iter()).for_each(|(d, &v)| *d = v);
+        let maps = engine.0.run(r, s, wanted, &report)?;
+        unsafe { write_maps(out, &maps, height * width) };
+        Ok(())
+    })
+}
+
+/// Copies every map that `out` has a pointer for.
+///
+/// # Safety
+/// Every non-NULL pointer in `out` points to `len` writable floats.
+unsafe fn write_maps(out: &EspOutputs, maps: &Maps, len: usize) {
+    let derived = maps.derived.as_ref();
+    for (dst, src) in [
+        (out.dx, Some(&maps.dx)),
+        (out.dy, Some(&maps.dy)),
+        (out.transmission, Some(&maps.transmission)),
+        (out.darkfield, Some(&maps.darkfield)),
+        (out.quality, maps.quality.as_ref()),
+        (out.refraction_x, derived.map(|d| &d.refraction_x)),
+        (out.refraction_y, derived.map(|d| &d.refraction_y)),
+        (out.phase, derived.map(|d| &d.phase)),
+    ] {
+        if let (false, Some(src)) = (dst.is_null(), src) {
+            let dst = unsafe { std::slice::from_raw_parts_mut(dst, len) };
+            dst.iter_mut().zip(src.iter()).for_each(|(d, &v)| *d = v);
+        }
+    }
+}
+
+/// Simulates a case with known truth, so that C programs and demos need no data files.
+/// `preset`: `mask-diagonal` (the paper's set-up), `sandpaper-random`, `grating-grid` or
+/// `lens`. Writes `n` frames of `height × width` photon counts (contiguous) to `reference`
+/// and `sample`, and the truth to the non-NULL pointers of `truth` (its `quality` is not
+/// written). The presets' geometry, for the refraction and phase of the truth:
+/// `energy_kev` 20, `distance_m` 0.5, `pixel_size_um` 6.5, `magnification` 10.
+/// The same arguments give the same case.
+///
+/// # Safety
+/// `preset` is a NUL-terminated string; `reference` and `sample` point to
+/// `n · height · width` writable floats; `truth` is NULL or its non-NULL pointers point to
+/// `height · width` writable floats.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn esp_simulate(
+    preset: *const c_char,
+    height: usize,
+    width: usize,
+    n: usize,
+    seed: u64,
+    reference: *mut f32,
+    sample: *mut f32,
+    truth: *const EspOutputs,
+) -> EspStatus {
+    ffi(|| {
+        let preset: Preset = unsafe { cstr(preset, "preset")? }.parse()?;
+        let len = checked_len(&[n, height, width])?;
+        for (p, name) in [(reference, "reference"), (sample, "sample")] {
+            if p.is_null() {
+                return Err(null(name));
             }
         }
+        let mut config = preset.config(height.max(width), n, seed);
+        (config.height, config.width) = (height, width);
+        let case = simulate(&config)?;
+        for (dst, src) in [(reference, &case.reference), (sample, &case.sample)] {
+            let dst = unsafe { std::slice::from_raw_parts_mut(dst, len) };
+            dst.iter_mut().zip(src.iter()).for_each(|(d, &v)| *d = v);
+        }
+        if let Some(truth) = unsafe { truth.as_ref() } {
+            let t = &case.truth;
+            let g = config.geometry;
+            let angle = |d: &f32| g.angle_rad(*d as f64) as f32;
+            let maps = Maps {
+                dx: t.dx.clone(),
+                dy: t.dy.clone(),
+                transmission: t.transmission.clone(),
+                darkfield: t.darkfield.clone(),
+                quality: None,
+                derived: Some(Derived {
+                    refraction_x: t.dx.map(angle),
+                    refraction_y: t.dy.map(angle),
+                    phase: t.phase.clone(),
+                }),
+            };
+            unsafe { write_maps(truth, &maps, height * width) };
+        }
+        Ok(())
+    })
+}
+
+/// The execution providers this machine can run the network on, comma-separated, best
+/// first (e.g. `tensorrt,cuda,cpu`), into `*providers` (a static string). Loads ONNX
+/// Runtime from `ort_library`, or when NULL from the default search (see
+/// [`esp_options_set`]'s `ort_library`).
+///
+/// # Safety
+/// `ort_library` is NULL or a NUL-terminated string; `providers` points to writable storage.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn esp_available_providers(
+    ort_library: *const c_char,
+    providers: *mut *const c_char,
+) -> EspStatus {
+    static LIST: OnceLock<CString> = OnceLock::new();
+    ffi(|| {
+        if providers.is_null() {
+            return Err(null("providers"));
+        }
+        let library = match ort_library.is_null() {
+            true => None,
+            false => Some(std::path::PathBuf::from(unsafe { cstr(ort_library, "ort_library")? })),
+        };
+        let list = network::available_providers(library.as_deref())?.join(",");
+        let list = LIST.get_or_init(|| CString::new(list).unwrap_or_default());
+        unsafe { *providers = list.as_ptr() };
         Ok(())
     })
 }
@@ -439,10 +469,6 @@ pub unsafe extern "C" fn esp_integrate(
         dst.iter_mut().zip(result.iter()).for_each(|(d, &v)| *d = v);
         Ok(())
     })
-}
-
-fn invalid(message: String) -> guard::Failure {
-    guard::Failure(EspStatus::InvalidArgument, message)
 }
 
 fn null(name: &str) -> guard::Failure {
