@@ -10,12 +10,13 @@ setup:
 demo: setup
 	$(CARGO) run --release --quiet -- demo --output out/demo --force
 
-## test: the whole test suite: Rust unit and integration tests (the shared library is built
-## first so that the C consumer test links against it), then format cross-checks
+## test: the whole test suite: Rust unit and integration tests (with the C++ API), format
+## cross-checks, then the C and C++ consumers against the installed CMake package
 test: setup
-	$(CARGO) build --release
-	$(CARGO) test --release
+	$(CARGO) build --release --features cpp
+	$(CARGO) test --release --features cpp
 	.venv/bin/python tests/python/check_formats.py target/release/espinnet
+	./scripts/c-tests.sh
 
 ## bench: simulator and phase-integration benchmarks
 bench: setup

@@ -160,10 +160,11 @@ typedef struct esp_outputs {
 } esp_outputs;
 
 /**
- * Reports the fraction of a call done (0 to 1) and the caller's `user_data`; return
- * nonzero to cancel the call, which then returns `ESP_STATUS_CANCELLED`. Calls are
- * serialised but may come from worker threads, not only the calling one; to cancel from
- * another thread, have the callback read a flag that thread sets.
+ * Reports the fraction of a call done (0 to 1, never decreasing) and the caller's
+ * `user_data`; return nonzero to cancel the call, which then returns
+ * `ESP_STATUS_CANCELLED`. Calls are serialised but may come from worker threads, not only
+ * the calling one; to cancel from another thread, have the callback read a flag that
+ * thread sets.
  */
 typedef int32_t (*esp_progress_fn)(double fraction_done, void *user_data);
 
@@ -174,9 +175,10 @@ extern "C" {
 #endif // __cplusplus
 
 /**
- * A static, NUL-terminated description of a status.
+ * A static, NUL-terminated description of a status; "unknown status" for a number that
+ * is none (the argument is an `int` so that any value a C caller passes is defined).
  */
-const char *esp_status_str(enum esp_status status);
+const char *esp_status_str(int status);
 
 /**
  * The library's version, "MAJOR.MINOR.PATCH" (static string).

@@ -6,6 +6,8 @@
 //! `docs/architecture.md`.
 
 pub mod capi;
+#[cfg(feature = "cpp")]
+pub mod cpp;
 pub mod error;
 pub mod geometry;
 pub mod integrate;

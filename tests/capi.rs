@@ -119,10 +119,14 @@ fn options_and_errors() {
     unsafe { esp_engine_free(engine) };
     unsafe { esp_engine_free(ptr::null_mut()) };
     assert_eq!(
-        unsafe { CStr::from_ptr(esp_status_str(EspStatus::Panic)) }
+        unsafe { CStr::from_ptr(esp_status_str(EspStatus::Panic as i32)) }
             .to_str()
             .unwrap(),
         "internal error (panic)"
+    );
+    assert_eq!(
+        unsafe { CStr::from_ptr(esp_status_str(13)) }.to_bytes(),
+        b"unknown status"
     );
 }
 

@@ -86,9 +86,10 @@ impl Settings {
             }
             "fp16" => n.gpu.fp16 = flag()?,
             "gpu_mem_limit_mib" => {
-                n.gpu.memory_limit_bytes = Some(int()?.checked_mul(1 << 20).ok_or_else(
-                    || invalid(format!("gpu_mem_limit_mib {value} is too large")),
-                )?)
+                n.gpu.memory_limit_bytes =
+                    Some(int()?.checked_mul(1 << 20).ok_or_else(|| {
+                        invalid(format!("gpu_mem_limit_mib {value} is too large"))
+                    })?)
             }
             "trt_cache" => n.gpu.engine_cache_dir = path(),
             "energy_kev" => self.energy_kev = positive()?,
@@ -176,6 +177,10 @@ impl Engine {
         })
     }
 
+    pub(crate) fn has_geometry(&self) -> bool {
+        self.geometry.is_some()
+    }
+
     /// `tracking-cpu`, or the network's execution provider.
     pub(crate) fn provider(&self) -> &'static std::ffi::CStr {
         match &self.kind {
@@ -237,7 +242,12 @@ impl Engine {
         if let Some(g) = geometry {
             let angle = |d: &f32| g.angle_rad(*d as f64) as f32;
             maps.derived = Some(Derived {
-                phase: phase_from_displacement(maps.dx.view(), maps.dy.view(), g, self.integration)?,
+                phase: phase_from_displacement(
+                    maps.dx.view(),
+                    maps.dy.view(),
+                    g,
+                    self.integration,
+                )?,
                 refraction_x: maps.dx.map(angle),
                 refraction_y: maps.dy.map(angle),
             });

@@ -43,19 +43,25 @@ fn clear_error() {
     LAST_ERROR.with(|e| *e.borrow_mut() = CString::default());
 }
 
+/// Runs `f`, turning a panic into a `Panic` failure with its message.
+pub(crate) fn contain<T>(f: impl FnOnce() -> Result<T, Failure>) -> Result<T, Failure> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let what = crate::error::panic_message(panic.as_ref());
+        Err(Failure(
+            EspStatus::Panic,
+            format!("internal error (please report): {what}"),
+        ))
+    })
+}
+
 /// Runs `f`, mapping its error or panic to a status and the thread's last-error message.
 pub(crate) fn ffi(f: impl FnOnce() -> Result<(), Failure>) -> EspStatus {
     clear_error();
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(Ok(())) => EspStatus::Ok,
-        Ok(Err(Failure(status, message))) => {
+    match contain(f) {
+        Ok(()) => EspStatus::Ok,
+        Err(Failure(status, message)) => {
             set_error(&message);
             status
-        }
-        Err(panic) => {
-            let what = crate::error::panic_message(panic.as_ref());
-            set_error(&format!("internal error (please report): {what}"));
-            EspStatus::Panic
         }
     }
 }

@@ -12,7 +12,7 @@ pub(crate) mod engine;
 pub(crate) mod guard;
 
 use ndarray::{ArrayView2, ArrayView3, ShapeBuilder};
-use std::ffi::{CStr, CString, c_char, c_void};
+use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::sync::OnceLock;
 
 use crate::integrate::{Method, integrate};
@@ -71,23 +71,51 @@ impl From<&crate::Error> for EspStatus {
     }
 }
 
-/// A static, NUL-terminated description of a status.
+impl EspStatus {
+    const ALL: [EspStatus; 13] = {
+        use EspStatus::*;
+        [
+            Ok,
+            NullArgument,
+            InvalidArgument,
+            ShapeMismatch,
+            NonFinite,
+            Io,
+            Format,
+            Model,
+            RuntimeLibrary,
+            ProviderUnavailable,
+            OutOfMemory,
+            Cancelled,
+            Panic,
+        ]
+    };
+
+    /// The status with this number, if any.
+    fn from_number(n: c_int) -> Option<Self> {
+        Self::ALL.into_iter().find(|&s| s as c_int == n)
+    }
+}
+
+/// A static, NUL-terminated description of a status; "unknown status" for a number that
+/// is none (the argument is an `int` so that any value a C caller passes is defined).
 #[unsafe(no_mangle)]
-pub extern "C" fn esp_status_str(status: EspStatus) -> *const c_char {
-    let s: &'static CStr = match status {
-        EspStatus::Ok => c"ok",
-        EspStatus::NullArgument => c"null argument",
-        EspStatus::InvalidArgument => c"invalid argument",
-        EspStatus::ShapeMismatch => c"shape mismatch",
-        EspStatus::NonFinite => c"non-finite input",
-        EspStatus::Io => c"I/O error",
-        EspStatus::Format => c"unusable file content",
-        EspStatus::Model => c"model error",
-        EspStatus::RuntimeLibrary => c"ONNX Runtime library unavailable",
-        EspStatus::ProviderUnavailable => c"execution provider unavailable",
-        EspStatus::OutOfMemory => c"out of memory",
-        EspStatus::Cancelled => c"cancelled",
-        EspStatus::Panic => c"internal error (panic)",
+pub extern "C" fn esp_status_str(status: c_int) -> *const c_char {
+    let s: &'static CStr = match EspStatus::from_number(status) {
+        None => c"unknown status",
+        Some(EspStatus::Ok) => c"ok",
+        Some(EspStatus::NullArgument) => c"null argument",
+        Some(EspStatus::InvalidArgument) => c"invalid argument",
+        Some(EspStatus::ShapeMismatch) => c"shape mismatch",
+        Some(EspStatus::NonFinite) => c"non-finite input",
+        Some(EspStatus::Io) => c"I/O error",
+        Some(EspStatus::Format) => c"unusable file content",
+        Some(EspStatus::Model) => c"model error",
+        Some(EspStatus::RuntimeLibrary) => c"ONNX Runtime library unavailable",
+        Some(EspStatus::ProviderUnavailable) => c"execution provider unavailable",
+        Some(EspStatus::OutOfMemory) => c"out of memory",
+        Some(EspStatus::Cancelled) => c"cancelled",
+        Some(EspStatus::Panic) => c"internal error (panic)",
     };
     s.as_ptr()
 }
@@ -229,10 +257,11 @@ pub struct EspOutputs {
     pub phase: *mut f32,
 }
 
-/// Reports the fraction of a call done (0 to 1) and the caller's `user_data`; return
-/// nonzero to cancel the call, which then returns `ESP_STATUS_CANCELLED`. Calls are
-/// serialised but may come from worker threads, not only the calling one; to cancel from
-/// another thread, have the callback read a flag that thread sets.
+/// Reports the fraction of a call done (0 to 1, never decreasing) and the caller's
+/// `user_data`; return nonzero to cancel the call, which then returns
+/// `ESP_STATUS_CANCELLED`. Calls are serialised but may come from worker threads, not only
+/// the calling one; to cancel from another thread, have the callback read a flag that
+/// thread sets.
 pub type EspProgressFn =
     Option<unsafe extern "C" fn(fraction_done: f64, user_data: *mut c_void) -> i32>;
 
@@ -296,13 +325,15 @@ pub unsafe extern "C" fn esp_engine_reconstruct_with_progress(
         let out = unsafe { out.as_ref() }.ok_or_else(|| null("out"))?;
         let r = unsafe { stack_view(reference, "reference", n, height, width, row_stride)? };
         let s = unsafe { stack_view(sample, "sample", n, height, width, row_stride)? };
-        // The C callback is serialised; the user data pointer travels as an address.
-        let callback = progress.map(|f| std::sync::Mutex::new((f, user_data as usize)));
+        // The C callback is serialised and sees fractions that never decrease (units finish
+        // out of order on worker threads); the user data pointer travels as an address.
+        let callback = progress.map(|f| std::sync::Mutex::new((f, user_data as usize, 0.0)));
         let report = |fraction: f64| match &callback {
             None => true,
             Some(m) => {
-                let g = m.lock().unwrap_or_else(|e| e.into_inner());
-                (unsafe { (g.0)(fraction, g.1 as *mut c_void) }) == 0
+                let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
+                g.2 = fraction.max(g.2);
+                (unsafe { (g.0)(g.2, g.1 as *mut c_void) }) == 0
             }
         };
         let wanted = Wanted {
@@ -419,9 +450,15 @@ pub unsafe extern "C" fn esp_available_providers(
         }
         let library = match ort_library.is_null() {
             true => None,
-            false => Some(std::path::PathBuf::from(unsafe { cstr(ort_library, "ort_library")? })),
+            false => Some(std::path::PathBuf::from(unsafe {
+                cstr(ort_library, "ort_library")?
+            })),
         };
-        let list = network::available_providers(library.as_deref())?.join(",");
+        let list = network::available_providers(library.as_deref())?
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
         let list = LIST.get_or_init(|| CString::new(list).unwrap_or_default());
         unsafe { *providers = list.as_ptr() };
         Ok(())
@@ -492,7 +529,7 @@ unsafe fn cstr<'a>(p: *const c_char, name: &str) -> Result<&'a str, guard::Failu
 }
 
 /// Product of dimensions, all ≥ 1, without overflow.
-fn checked_len(dims: &[usize]) -> Result<usize, guard::Failure> {
+pub(crate) fn checked_len(dims: &[usize]) -> Result<usize, guard::Failure> {
     if dims.contains(&0) {
         return Err(invalid(format!("dimensions must be >= 1, got {dims:?}")));
     }

@@ -332,8 +332,9 @@ impl Network {
     }
 }
 
-/// The execution providers the ONNX Runtime library offers (loading it if needed).
-pub fn available_providers(library: Option<&std::path::Path>) -> Result<Vec<String>> {
+/// The execution providers the ONNX Runtime library offers, best first (loading it if
+/// needed).
+pub fn available_providers(library: Option<&std::path::Path>) -> Result<Vec<Provider>> {
     runtime::environment(library)?;
     provider::available()
 }

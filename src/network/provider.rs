@@ -139,17 +139,17 @@ pub(crate) fn register(
     }
 }
 
-/// The providers this ONNX Runtime library was built with (ONNX Runtime's names).
-pub fn available() -> Result<Vec<String>> {
-    let mut names = Vec::new();
-    for (name, ok) in [
-        ("CPUExecutionProvider", Ok(true)),
-        ("CUDAExecutionProvider", ep::CUDA::is_available()),
-        ("TensorrtExecutionProvider", ep::TensorRT::is_available()),
+/// The providers this ONNX Runtime library can run, best first (TensorRT, CUDA, CPU).
+pub fn available() -> Result<Vec<Provider>> {
+    let mut found = Vec::new();
+    for (provider, ok) in [
+        (Provider::TensorRt, ep::TensorRT::is_available()),
+        (Provider::Cuda, ep::CUDA::is_available()),
+        (Provider::Cpu, Ok(true)),
     ] {
         if ok.map_err(|e| Error::Runtime(e.to_string()))? {
-            names.push(name.to_string());
+            found.push(provider);
         }
     }
-    Ok(names)
+    Ok(found)
 }

@@ -1,0 +1,18 @@
+//! Gives the shared library its SONAME (`libespinnet.so.MAJOR`, what the CMake package
+//! installs) and, with the `cpp` feature, compiles the C++ side of the cxx bridge. The C
+//! header is generated separately (cbindgen, committed, checked by `tests/capi.rs`).
+
+fn main() {
+    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
+        let major = env!("CARGO_PKG_VERSION_MAJOR");
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libespinnet.so.{major}");
+    }
+    #[cfg(feature = "cpp")]
+    {
+        cxx_build::bridge("src/cpp.rs")
+            .std("c++17")
+            .compile("espinnet-cxx");
+        println!("cargo:rerun-if-changed=src/cpp.rs");
+    }
+    println!("cargo:rerun-if-changed=build.rs");
+}

@@ -1,0 +1,232 @@
+//! The C++ API, through cxx: `espinnet::Options`, `espinnet::Engine` and `espinnet::Maps` in
+//! the generated header `espinnet.hpp` (installed beside `espinnet.h` with cxx's
+//! `rust/cxx.h`). The same options, engines and messages as the C ABI (`capi::engine`);
+//! errors throw `rust::Error`, whose `what()` is the message `esp_last_error()` would give.
+//!
+//! ```cpp
+//! auto opts = espinnet::options();                // network engine, shipped model
+//! opts->set("provider", "auto");
+//! auto engine = espinnet::engine(*opts);          // rust::Box<espinnet::Engine>
+//! espinnet::Maps m = engine->reconstruct({ref.data(), ref.size()}, {smp.data(), smp.size()}, n, h, w);
+//! // m.dx, m.dy, m.transmission, m.darkfield, m.quality: rust::Vec<float>, h·w, row-major
+//!
+//! auto job = espinnet::progress();                // shared with, e.g., an Abort command
+//! m = engine->reconstruct_with(ref_slice, smp_slice, n, h, w, *job);
+//! // elsewhere: job->fraction_done(); job->cancel();  → reconstruct_with throws "cancelled"
+//! ```
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use ndarray::ArrayView3;
+
+use crate::capi::EspStatus;
+use crate::capi::engine::{self, Settings, Wanted};
+use crate::capi::guard::{Failure, contain};
+
+#[cxx::bridge(namespace = "espinnet")]
+mod ffi {
+    /// The maps of one reconstruction, each `height × width` floats, row-major.
+    struct Maps {
+        height: usize,
+        width: usize,
+        /// Displacement along x (columns) and y (rows), px; NaN where not estimated.
+        dx: Vec<f32>,
+        dy: Vec<f32>,
+        /// Transmission (1 = transparent) and dark-field (1 = no small-angle scattering).
+        transmission: Vec<f32>,
+        darkfield: Vec<f32>,
+        /// RMS residual of the multi-contrast model, relative to the local intensity.
+        quality: Vec<f32>,
+        /// Refraction angles (rad) and phase (rad, zero mean); empty without the geometry
+        /// options `energy_kev`, `distance_m`, `pixel_size_um`.
+        refraction_x: Vec<f32>,
+        refraction_y: Vec<f32>,
+        phase: Vec<f32>,
+    }
+
+    extern "Rust" {
+        /// Options by name, as `esp_options_set` takes them.
+        type Options;
+        /// The defaults: network engine, shipped model, best available provider.
+        fn options() -> Box<Options>;
+        /// Sets an option by name; throws on an unknown key or a bad value.
+        fn set(self: &mut Options, key: &str, value: &str) -> Result<()>;
+
+        /// A reconstruction engine; one may be used from several threads at once.
+        type Engine;
+        /// Builds an engine (loads ONNX Runtime and the model for the network engine).
+        fn engine(options: &Options) -> Result<Box<Engine>>;
+        /// `tracking-cpu`, or the network's execution provider: `cpu`, `cuda`, `tensorrt`.
+        fn provider(self: &Engine) -> &str;
+        /// Reconstructs from reference and sample stacks of `n × height × width` floats
+        /// (frame-major, row-major).
+        fn reconstruct(
+            self: &Engine,
+            reference: &[f32],
+            sample: &[f32],
+            n: usize,
+            height: usize,
+            width: usize,
+        ) -> Result<Maps>;
+
+        /// `reconstruct`, reporting to `progress` and stopping when it is cancelled (it then
+        /// throws "cancelled").
+        fn reconstruct_with(
+            self: &Engine,
+            reference: &[f32],
+            sample: &[f32],
+            n: usize,
+            height: usize,
+            width: usize,
+            progress: &Progress,
+        ) -> Result<Maps>;
+
+        /// Progress of a reconstruction, read and cancelled from any thread.
+        type Progress;
+        /// A new tracker of progress: nothing done, not cancelled.
+        fn progress() -> Box<Progress>;
+        /// The fraction of the call done, 0 to 1.
+        fn fraction_done(self: &Progress) -> f64;
+        /// Asks the call to stop at its next unit of work.
+        fn cancel(self: &Progress);
+        /// Whether `cancel` was called.
+        fn cancelled(self: &Progress) -> bool;
+
+        /// The library's version, "MAJOR.MINOR.PATCH".
+        fn version() -> &'static str;
+    }
+}
+
+pub struct Options(Settings);
+
+pub struct Engine(engine::Engine);
+
+/// The fraction done (f64 bits) and the cancel request of one call.
+#[derive(Default)]
+pub struct Progress {
+    fraction_bits: AtomicU64,
+    cancel: AtomicBool,
+}
+
+fn progress() -> Box<Progress> {
+    Box::default()
+}
+
+impl Progress {
+    fn fraction_done(&self) -> f64 {
+        f64::from_bits(self.fraction_bits.load(Ordering::Relaxed))
+    }
+
+    fn cancel(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+}
+
+impl crate::progress::Progress for Progress {
+    fn report(&self, fraction_done: f64) -> bool {
+        // Units finish out of order on worker threads: keep the largest fraction.
+        self.fraction_bits
+            .fetch_max(fraction_done.to_bits(), Ordering::Relaxed); // ≥ 0: bits order as values
+        !self.cancelled()
+    }
+}
+
+fn options() -> Box<Options> {
+    Box::new(Options(Settings::default()))
+}
+
+impl Options {
+    fn set(&mut self, key: &str, value: &str) -> Result<(), Failure> {
+        contain(|| self.0.set(key, value))
+    }
+}
+
+fn engine(options: &Options) -> Result<Box<Engine>, Failure> {
+    contain(|| Ok(Box::new(Engine(engine::Engine::new(&options.0)?))))
+}
+
+impl Engine {
+    fn provider(&self) -> &str {
+        self.0.provider().to_str().unwrap_or("?")
+    }
+
+    fn reconstruct(
+        &self,
+        reference: &[f32],
+        sample: &[f32],
+        n: usize,
+        height: usize,
+        width: usize,
+    ) -> Result<ffi::Maps, Failure> {
+        self.run(reference, sample, n, height, width, crate::progress::NONE)
+    }
+
+    fn reconstruct_with(
+        &self,
+        reference: &[f32],
+        sample: &[f32],
+        n: usize,
+        height: usize,
+        width: usize,
+        progress: &Progress,
+    ) -> Result<ffi::Maps, Failure> {
+        self.run(reference, sample, n, height, width, progress)
+    }
+
+    fn run(
+        &self,
+        reference: &[f32],
+        sample: &[f32],
+        n: usize,
+        height: usize,
+        width: usize,
+        progress: &dyn crate::progress::Progress,
+    ) -> Result<ffi::Maps, Failure> {
+        contain(|| {
+            let len = crate::capi::checked_len(&[n, height, width])?;
+            let view = |data, name| {
+                ArrayView3::from_shape((n, height, width), data).map_err(|_| {
+                    Failure(
+                        EspStatus::ShapeMismatch,
+                        format!(
+                            "{name} holds {} floats, but n × height × width = {n} × {height} × \
+                             {width} = {len}",
+                            data.len()
+                        ),
+                    )
+                })
+            };
+            let (r, s) = (view(reference, "reference")?, view(sample, "sample")?);
+            let wanted = Wanted {
+                quality: true,
+                derived: self.0.has_geometry(),
+            };
+            let m = self.0.run(r, s, wanted, progress)?;
+            let vec = |a: ndarray::Array2<f32>| a.into_iter().collect::<Vec<f32>>();
+            let (refraction_x, refraction_y, phase) = match m.derived {
+                Some(d) => (vec(d.refraction_x), vec(d.refraction_y), vec(d.phase)),
+                None => Default::default(),
+            };
+            Ok(ffi::Maps {
+                height,
+                width,
+                dx: vec(m.dx),
+                dy: vec(m.dy),
+                transmission: vec(m.transmission),
+                darkfield: vec(m.darkfield),
+                quality: m.quality.map(vec).unwrap_or_default(),
+                refraction_x,
+                refraction_y,
+                phase,
+            })
+        })
+    }
+}
+
+fn version() -> &'static str {
+    env!("CARGO_PKG_VERSION")
+}
