@@ -89,7 +89,6 @@ fn n20_window1_meets_the_accuracy_targets_diagonal_scan() {
 }
 
 #[test]
-#[ignore = "known gap (issue 3): 3 of 53 824 pixels are more than 1 px off on this XY-grid case"]
 fn n20_window1_meets_the_accuracy_targets_grid_scan() {
     n20_window1(Some(Trajectory::Grid { step_um: 3.0 }));
 }

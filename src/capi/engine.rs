@@ -27,7 +27,7 @@ pub(crate) struct Settings {
 
 pub(crate) const KEYS: &str = "engine; network: model, ort_library, provider, scaling, tile, \
     overlap, batch, threads, device_id, fp16, gpu_mem_limit_mib, trt_cache; tracking: window, \
-    max_shift, mean_window, dark_field, hamming, reseed; geometry: energy_kev, distance_m, \
+    max_shift, mean_window, dark_field, hamming, reseed, adaptive; geometry: energy_kev, distance_m, \
     pixel_size_um, magnification, integration";
 
 impl Settings {
@@ -72,6 +72,7 @@ impl Settings {
             "dark_field" => p.dark_field = flag()?,
             "hamming" => p.hamming = flag()?,
             "reseed" => p.reseed = flag()?,
+            "adaptive" => p.adaptive = flag()?,
             "model" => n.model = path(),
             "ort_library" => n.library = path(),
             "provider" => n.provider = value.parse()?,

@@ -156,7 +156,7 @@ pub unsafe extern "C" fn esp_options_free(opts: *mut EspOptions) {
 ///   `linear`), `tile` (px), `overlap` (px), `batch`, `threads` (0 = one per core),
 ///   `device_id`, `fp16`, `gpu_mem_limit_mib`, `trt_cache` (directory).
 /// - Tracking: `window` (px, half-width), `max_shift` (px), `mean_window` (px),
-///   `dark_field`, `hamming`, `reseed`.
+///   `dark_field`, `hamming`, `reseed`, `adaptive`.
 /// - Geometry, for refraction and phase: `energy_kev` (keV), `distance_m` (sample to
 ///   detector, m), `pixel_size_um` (detector pixel, µm), `magnification` (default 1),
 ///   `integration` (`frankot-chellappa` (default) or `least-squares`).

@@ -11,11 +11,14 @@
 //! trapped by shifts larger than the speckle size. The minimum is refined to sub-pixel by a
 //! quadratic fit of the 3×3 costs around it, and T, D and the residual are evaluated again
 //! at the refined shift. Optionally, isolated outliers are searched again around their
-//! neighbours' median shift (seeded search), which halves the RMSE at N ≤ 5.
+//! neighbours' median shift (seeded search), which halves the RMSE at N ≤ 5; and pixels
+//! the model fits badly, at steep displacement gradients, are fitted again with a smaller
+//! window (`adaptive.rs`).
 //!
 //! Pixels closer than `max_shift + Nw + 2` to the border cannot see every candidate shift:
 //! they come back NaN with status [`Status::Border`].
 
+mod adaptive;
 mod refine;
 mod search;
 mod window;
@@ -44,6 +47,10 @@ pub struct Params {
     /// Re-search outliers (integer shift > 1 px from their 5×5 neighbours' median) within
     /// ±1 px of that median: a mild smoothness prior against false matches at low N.
     pub reseed: bool,
+    /// Refit pixels whose residual is over 3× the median with a window of half the size
+    /// (when that still pools ≥ 20 values), keeping the refit where it fits twice as well:
+    /// steep displacement gradients at object edges stretch the pattern in the window.
+    pub adaptive: bool,
 }
 
 impl Default for Params {
@@ -55,6 +62,7 @@ impl Default for Params {
             hamming: true,
             mean_window: 16,
             reseed: true,
+            adaptive: true,
         }
     }
 }
@@ -136,5 +144,9 @@ pub fn track_with(
     if params.reseed {
         search::reseed_outliers(&stacks, params, &mut shift, &mut status);
     }
-    Ok(refine::refine(&stacks, params, &shift, status))
+    let mut out = refine::refine(&stacks, params, &shift, status);
+    if params.adaptive {
+        adaptive::refit_misfits(&stacks, params, &mut out);
+    }
+    Ok(out)
 }

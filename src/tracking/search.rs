@@ -7,6 +7,8 @@
 //! at p or p − u. Stacks are normalised by the reference mean and centred (x/mean − 1),
 //! which leaves the dark-field fit unchanged and keeps the f32 sums well conditioned.
 
+use std::sync::Arc;
+
 use ndarray::{Array2, ArrayView3};
 use rayon::prelude::*;
 
@@ -20,9 +22,12 @@ pub(super) struct Stacks {
     pub n: usize,
     pub h: usize,
     pub w: usize,
-    /// Normalised, centred: value / mean(reference) − 1.
-    pub r: Vec<f32>,
-    pub s: Vec<f32>,
+    /// Normalised, centred: value / mean(reference) − 1. Shared with the stacks of other
+    /// windows ([`Stacks::with_window`]).
+    pub r: Arc<Vec<f32>>,
+    pub s: Arc<Vec<f32>>,
+    /// M: the reference's local mean (normalised), frames and a `mean_window` box.
+    pub m: Arc<Vec<f32>>,
     pub kernel: Vec<f32>,
     /// Σw over the window and all frames.
     pub sw: f32,
@@ -31,8 +36,6 @@ pub(super) struct Stacks {
     r2: Vec<f32>,
     s1: Vec<f32>,
     s2: Vec<f32>,
-    /// M: the reference's local mean (normalised), frames and a `mean_window` box.
-    pub m: Vec<f32>,
 }
 
 impl Stacks {
@@ -43,6 +46,23 @@ impl Stacks {
         let scale = if mean.abs() > 0.0 { 1.0 / mean } else { 1.0 };
         let norm = |a: ArrayView3<f32>| a.iter().map(|&v| v * scale - 1.0).collect::<Vec<f32>>();
         let (r, s) = (norm(reference), norm(sample));
+        let m = box_mean(&r, n, h, w, p.mean_window);
+        Self::windowed((n, h, w), Arc::new(r), Arc::new(s), Arc::new(m), p)
+    }
+
+    /// The same data with the window sums of `p.window` (no copy of the stacks).
+    pub fn with_window(&self, p: &Params) -> Self {
+        let (r, s, m) = (self.r.clone(), self.s.clone(), self.m.clone());
+        Self::windowed((self.n, self.h, self.w), r, s, m, p)
+    }
+
+    fn windowed(
+        (n, h, w): (usize, usize, usize),
+        r: Arc<Vec<f32>>,
+        s: Arc<Vec<f32>>,
+        m: Arc<Vec<f32>>,
+        p: &Params,
+    ) -> Self {
         let kernel = weights(p.window, p.hamming);
         let sw = n as f32 * kernel.iter().sum::<f32>().powi(2);
         let frame_sum = |a: &[f32], sq: bool| {
@@ -62,20 +82,19 @@ impl Stacks {
             frame_sum(&s, false),
             frame_sum(&s, true),
         );
-        let m = box_mean(&r, n, h, w, p.mean_window);
         Stacks {
             n,
             h,
             w,
             r,
             s,
+            m,
             kernel,
             sw,
             r1,
             r2,
             s1,
             s2,
-            m,
         }
     }
 
@@ -236,7 +255,7 @@ fn band(st: &Stacks, p: &Params, y0: usize, y1: usize) -> Vec<([f32; 2], u8)> {
 }
 
 /// Vertex of the least-squares quadratic through the 3×3 costs `c(dy, dx)`, bounded to ±1.
-fn quadratic_minimum(c: impl Fn(isize, isize) -> f32) -> Option<[f32; 2]> {
+pub(super) fn quadratic_minimum(c: impl Fn(isize, isize) -> f32) -> Option<[f32; 2]> {
     let (mut gx, mut gy, mut axx, mut ayy, mut axy) = (0.0f64, 0.0, 0.0, 0.0, 0.0);
     for dy in -1..=1isize {
         for dx in -1..=1isize {
@@ -264,7 +283,7 @@ fn quadratic_minimum(c: impl Fn(isize, isize) -> f32) -> Option<[f32; 2]> {
 }
 
 /// Cost of integer shift (uy, ux) at pixel (y, x), evaluated directly.
-fn cost_at(st: &Stacks, p: &Params, y: usize, x: usize, uy: isize, ux: isize) -> f32 {
+pub(super) fn cost_at(st: &Stacks, p: &Params, y: usize, x: usize, uy: isize, ux: isize) -> f32 {
     let (h, w, nw) = (st.h, st.w, p.window as isize);
     let mut c = 0.0f32;
     for qy in -nw..=nw {
