@@ -23,14 +23,14 @@ const MIN_VALUES: usize = 20;
 /// The second search covers ±this many px around the first estimate.
 const REACH: isize = 2;
 
-/// Refits the misfits of `out` (the fit of `st` with `p.window`); returns how many changed.
-pub(super) fn refit_misfits(st: &Stacks, p: &Params, out: &mut Output) -> usize {
+/// Refits the misfits of `out`, the fit of `st` with `p.window`.
+pub(super) fn refit_misfits(st: &Stacks, p: &Params, out: &mut Output) {
     let small = Params {
         window: p.window / 2,
         ..*p
     };
     if p.window == 0 || st.n * (2 * small.window + 1).pow(2) < MIN_VALUES {
-        return 0;
+        return;
     }
     let mut residuals: Vec<f32> = out
         .residual
@@ -39,7 +39,7 @@ pub(super) fn refit_misfits(st: &Stacks, p: &Params, out: &mut Output) -> usize 
         .filter(|r| r.is_finite())
         .collect();
     if residuals.is_empty() {
-        return 0;
+        return;
     }
     let mid = residuals.len() / 2;
     let threshold = MISFIT * *residuals.select_nth_unstable_by(mid, f32::total_cmp).1;
@@ -50,7 +50,7 @@ pub(super) fn refit_misfits(st: &Stacks, p: &Params, out: &mut Output) -> usize 
         .map(|(yx, _)| yx)
         .collect();
     if misfits.is_empty() {
-        return 0;
+        return;
     }
     let st_small = st.with_window(&small);
     let m = p.max_shift as isize;
@@ -68,10 +68,26 @@ pub(super) fn refit_misfits(st: &Stacks, p: &Params, out: &mut Output) -> usize 
                     cost_at(&st_small, &small, y, x, uy, ux)
                 }
             };
-            let (by, bx) = (-REACH..=REACH)
-                .flat_map(|dy| (-REACH..=REACH).map(move |dx| (start[0] + dy, start[1] + dx)))
-                .min_by(|a, b| cost(a.0, a.1).total_cmp(&cost(b.0, b.1)))
+            // The (2·REACH+1)² costs once; the quadratic's 3×3 may reach one step beyond.
+            let side = 2 * REACH + 1;
+            let grid: Vec<f32> = (0..side * side)
+                .map(|k| cost(start[0] + k / side - REACH, start[1] + k % side - REACH))
+                .collect();
+            let best = (0..side * side)
+                .min_by(|&a, &b| grid[a as usize].total_cmp(&grid[b as usize]))
                 .expect("candidates");
+            let (by, bx) = (
+                start[0] + best / side - REACH,
+                start[1] + best % side - REACH,
+            );
+            let cost = |uy: isize, ux: isize| {
+                let (gy, gx) = (uy - start[0] + REACH, ux - start[1] + REACH);
+                if (0..side).contains(&gy) && (0..side).contains(&gx) {
+                    grid[(gy * side + gx) as usize]
+                } else {
+                    cost(uy, ux)
+                }
+            };
             let [fy, fx] = quadratic_minimum(|dy, dx| cost(by + dy, bx + dx))?;
             let d = [by as f32 + fy, bx as f32 + fx];
             let fit = fit_at(&st_small, &small, y, x, d, &mut Vec::new());
@@ -92,5 +108,4 @@ pub(super) fn refit_misfits(st: &Stacks, p: &Params, out: &mut Output) -> usize 
         misfits.len(),
         small.window
     );
-    refits.len()
 }
