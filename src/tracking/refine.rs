@@ -60,8 +60,9 @@ pub(super) fn fit_at(
     // Weighted sums over window and frames, in units of the reference mean.
     let (mut sw, mut sr, mut ss, mut srr, mut sss, mut ssr) = (0.0f64, 0.0, 0.0, 0.0, 0.0, 0.0);
     for i in 0..n {
-        let frame = &st.r[i * h * w..(i + 1) * h * w];
-        // Horizontal pass over the rows the vertical taps need.
+        // Horizontal pass over the rows the vertical taps need, on the data as given (the
+        // sums below are in f64, so no centring is needed).
+        let (frame, scale) = st.raw_reference_frame(i);
         for (j, row) in horiz.chunks_exact_mut(side).enumerate() {
             let yy = (iy - nw - 1 + j as isize).clamp(0, h as isize - 1) as usize;
             let src = &frame[yy * w..(yy + 1) * w];
@@ -75,12 +76,12 @@ pub(super) fn fit_at(
         for qy in 0..side {
             let sy = y + qy - nw as usize;
             for qx in 0..side {
-                let r = 1.0
-                    + (0..4)
+                let r = scale as f64
+                    * (0..4)
                         .map(|k| ky[k] * horiz[(qy + k) * side + qx])
                         .sum::<f32>() as f64;
                 let sx = x + qx - nw as usize;
-                let s = 1.0 + st.s[i * h * w + sy * w + sx] as f64;
+                let s = 1.0 + st.s(i * h * w + sy * w + sx) as f64;
                 let wq = (st.kernel[qy] * st.kernel[qx]) as f64;
                 sw += wq;
                 sr += wq * r;

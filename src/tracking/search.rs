@@ -18,15 +18,17 @@ use super::{Params, Status};
 /// Rows of output per band: a band's cost volume is (2·max_shift+1)² × BAND × W floats.
 const BAND: usize = 16;
 
-pub(super) struct Stacks {
+/// The caller's stacks, read normalised and centred (value / mean(reference) − 1) on the
+/// fly, so that memory follows the bands and not the image; and the window sums.
+pub(super) struct Stacks<'a> {
     pub n: usize,
     pub h: usize,
     pub w: usize,
-    /// Normalised, centred: value / mean(reference) − 1. Shared with the stacks of other
-    /// windows ([`Stacks::with_window`]).
-    pub r: Arc<Vec<f32>>,
-    pub s: Arc<Vec<f32>>,
-    /// M: the reference's local mean (normalised), frames and a `mean_window` box.
+    raw_r: &'a [f32],
+    raw_s: &'a [f32],
+    scale: f32,
+    /// M: the reference's local mean (normalised), frames and a `mean_window` box. Shared
+    /// with the stacks of other windows ([`Stacks::with_window`]).
     pub m: Arc<Vec<f32>>,
     pub kernel: Vec<f32>,
     /// Σw over the window and all frames.
@@ -38,63 +40,78 @@ pub(super) struct Stacks {
     s2: Vec<f32>,
 }
 
-impl Stacks {
-    pub fn new(reference: ArrayView3<f32>, sample: ArrayView3<f32>, p: &Params) -> Self {
+impl<'a> Stacks<'a> {
+    /// Stacks `[N, H, W]` in standard layout.
+    pub fn new(reference: ArrayView3<'a, f32>, sample: ArrayView3<'a, f32>, p: &Params) -> Self {
         let (n, h, w) = reference.dim();
         let mean =
             (reference.iter().map(|&v| v as f64).sum::<f64>() / reference.len() as f64) as f32;
         let scale = if mean.abs() > 0.0 { 1.0 / mean } else { 1.0 };
-        let norm = |a: ArrayView3<f32>| a.iter().map(|&v| v * scale - 1.0).collect::<Vec<f32>>();
-        let (r, s) = (norm(reference), norm(sample));
-        let m = box_mean(&r, n, h, w, p.mean_window);
-        Self::windowed((n, h, w), Arc::new(r), Arc::new(s), Arc::new(m), p)
+        let slice = |a: ArrayView3<'a, f32>| a.to_slice().expect("standard layout");
+        let mut st = Stacks {
+            n,
+            h,
+            w,
+            raw_r: slice(reference),
+            raw_s: slice(sample),
+            scale,
+            m: Arc::default(),
+            kernel: Vec::new(),
+            sw: 0.0,
+            r1: Vec::new(),
+            r2: Vec::new(),
+            s1: Vec::new(),
+            s2: Vec::new(),
+        };
+        st.m = Arc::new(box_mean(&st, p.mean_window));
+        st.with_window(p)
     }
 
-    /// The same data with the window sums of `p.window` (no copy of the stacks).
+    /// Normalised reference at flat index `i` (frame-major, row-major).
+    #[inline]
+    pub fn r(&self, i: usize) -> f32 {
+        self.raw_r[i] * self.scale - 1.0
+    }
+
+    /// Normalised sample at flat index `i`.
+    #[inline]
+    pub fn s(&self, i: usize) -> f32 {
+        self.raw_s[i] * self.scale - 1.0
+    }
+
+    /// Frame `i` of the reference as given, and the factor that normalises it.
+    pub fn raw_reference_frame(&self, i: usize) -> (&'a [f32], f32) {
+        let len = self.h * self.w;
+        (&self.raw_r[i * len..(i + 1) * len], self.scale)
+    }
+
+    /// The same data with the window sums of `p.window`.
     pub fn with_window(&self, p: &Params) -> Self {
-        let (r, s, m) = (self.r.clone(), self.s.clone(), self.m.clone());
-        Self::windowed((self.n, self.h, self.w), r, s, m, p)
-    }
-
-    fn windowed(
-        (n, h, w): (usize, usize, usize),
-        r: Arc<Vec<f32>>,
-        s: Arc<Vec<f32>>,
-        m: Arc<Vec<f32>>,
-        p: &Params,
-    ) -> Self {
+        let (n, h, w) = (self.n, self.h, self.w);
         let kernel = weights(p.window, p.hamming);
         let sw = n as f32 * kernel.iter().sum::<f32>().powi(2);
-        let frame_sum = |a: &[f32], sq: bool| {
+        let frame_sum = |raw: &[f32], sq: bool| {
             let mut acc = vec![0.0f32; h * w];
-            for f in a.chunks_exact(h * w) {
-                acc.iter_mut()
-                    .zip(f)
-                    .for_each(|(o, &v)| *o += if sq { v * v } else { v });
+            for frame in raw.chunks_exact(h * w) {
+                acc.iter_mut().zip(frame).for_each(|(o, &v)| {
+                    let v = v * self.scale - 1.0;
+                    *o += if sq { v * v } else { v }
+                });
             }
             let (mut out, mut tmp) = (vec![0.0; h * w], Vec::new());
             filter(&acc, h, w, &kernel, &mut out, &mut tmp);
             out
         };
-        let (r1, r2, s1, s2) = (
-            frame_sum(&r, false),
-            frame_sum(&r, true),
-            frame_sum(&s, false),
-            frame_sum(&s, true),
-        );
+        let (r, s) = (self.raw_r, self.raw_s);
         Stacks {
-            n,
-            h,
-            w,
-            r,
-            s,
-            m,
+            r1: frame_sum(r, false),
+            r2: frame_sum(r, true),
+            s1: frame_sum(s, false),
+            s2: frame_sum(s, true),
+            m: self.m.clone(),
             kernel,
             sw,
-            r1,
-            r2,
-            s1,
-            s2,
+            ..*self
         }
     }
 
@@ -125,13 +142,16 @@ impl Stacks {
 }
 
 /// Mean over frames and a (2·r+1)² box (clipped at the border) of centred data, plus 1.
-fn box_mean(a: &[f32], n: usize, h: usize, w: usize, r: usize) -> Vec<f32> {
+fn box_mean(st: &Stacks, r: usize) -> Vec<f32> {
+    let (n, h, w) = (st.n, st.h, st.w);
     // Summed-area table of the frame sum, in f64.
     let mut sat = vec![0.0f64; (h + 1) * (w + 1)];
     for y in 0..h {
         let mut row = 0.0;
         for x in 0..w {
-            row += (0..n).map(|i| a[i * h * w + y * w + x] as f64).sum::<f64>();
+            row += (0..n)
+                .map(|i| st.r(i * h * w + y * w + x) as f64)
+                .sum::<f64>();
             sat[(y + 1) * (w + 1) + x + 1] = sat[y * (w + 1) + x + 1] + row;
         }
     }
@@ -193,6 +213,18 @@ fn band(st: &Stacks, p: &Params, y0: usize, y1: usize) -> Vec<([f32; 2], u8)> {
     let side = 2 * p.max_shift + 1;
     let mut costs = vec![0.0f32; side * side * (y1 - y0) * cols];
     let (mut prod, mut filt, mut tmp) = (vec![0.0f32; ph * w], vec![0.0f32; ph * w], Vec::new());
+    // The band's rows, normalised once: S on [py0, py1), R on [py0 − m, py1 + m).
+    let (ry0, rh) = (py0 - m as usize, ph + 2 * m as usize);
+    let rows = |raw: &[f32], y0: usize, rows: usize| {
+        let mut out = Vec::with_capacity(n * rows * w);
+        for frame in raw.chunks_exact(h * w) {
+            let band = &frame[y0 * w..(y0 + rows) * w];
+            out.extend(band.iter().map(|&v| v * st.scale - 1.0));
+        }
+        out
+    };
+    let sb = rows(st.raw_s, py0, ph);
+    let rb = rows(st.raw_r, ry0, rh);
     for (k, (uy, ux)) in (-m..=m)
         .flat_map(|uy| (-m..=m).map(move |ux| (uy, ux)))
         .enumerate()
@@ -202,13 +234,12 @@ fn band(st: &Stacks, p: &Params, y0: usize, y1: usize) -> Vec<([f32; 2], u8)> {
         let (x0, x1) = (b - nw, w - b + nw);
         for i in 0..n {
             let (sf, rf) = (
-                &st.s[i * h * w..(i + 1) * h * w],
-                &st.r[i * h * w..(i + 1) * h * w],
+                &sb[i * ph * w..(i + 1) * ph * w],
+                &rb[i * rh * w..(i + 1) * rh * w],
             );
             for py in 0..ph {
-                let y = py0 + py;
-                let ry = (y as isize - uy) as usize;
-                let srow = &sf[y * w + x0..y * w + x1];
+                let ry = (py as isize + m - uy) as usize;
+                let srow = &sf[py * w + x0..py * w + x1];
                 let rrow =
                     &rf[ry * w + (x0 as isize - ux) as usize..ry * w + (x1 as isize - ux) as usize];
                 let out = &mut prod[py * w + x0..py * w + x1];
@@ -293,7 +324,7 @@ pub(super) fn cost_at(st: &Stacks, p: &Params, y: usize, x: usize, uy: isize, ux
             let (ry, rx) = ((sy as isize - uy) as usize, (sx as isize - ux) as usize);
             let mut acc = 0.0f32;
             for i in 0..st.n {
-                acc += st.s[i * h * w + sy * w + sx] * st.r[i * h * w + ry * w + rx];
+                acc += st.s(i * h * w + sy * w + sx) * st.r(i * h * w + ry * w + rx);
             }
             c += wq * acc;
         }
