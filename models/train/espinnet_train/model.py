@@ -57,7 +57,14 @@ VARIANTS = {
 
 def conv_block(cin, cout, stride=1, norm=True):
     if not norm:
-        return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), nn.LeakyReLU(0.1, inplace=True))
+        # Without normalisation the scale must come from the initialisation: PyTorch's
+        # default shrinks the activations ~3x per layer, which left the coarsest features at
+        # std 0.02 and the cost volume at 2e-4, so the flow never learnt (it stayed at zero
+        # in the first light-nonorm run). Kaiming for LeakyReLU(0.1) keeps them near 1.
+        conv = nn.Conv2d(cin, cout, 3, stride, 1)
+        nn.init.kaiming_normal_(conv.weight, a=0.1, nonlinearity="leaky_relu")
+        nn.init.zeros_(conv.bias)
+        return nn.Sequential(conv, nn.LeakyReLU(0.1, inplace=True))
     return nn.Sequential(
         nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
         nn.BatchNorm2d(cout),
