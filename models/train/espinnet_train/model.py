@@ -65,8 +65,8 @@ def conv_block(cin, cout, stride=1, norm=True):
     if not norm:
         # Without normalisation the scale must come from the initialisation: PyTorch's
         # default shrinks the activations ~3x per layer, which leaves the coarsest features
-        # at std 0.02 and the cost volume at 2e-4 (at lr 1e-3 the flow then stayed at zero
-        # for 3000 steps). Kaiming for LeakyReLU(0.1) keeps them near 1 (cost std 0.4).
+        # at std 0.02 and the cost volume at 2e-4. Kaiming for LeakyReLU(0.1) keeps them
+        # near 1 (cost std 0.4); alone it did not make the flow learn (see unit_features).
         conv = nn.Conv2d(cin, cout, 3, stride, 1)
         nn.init.kaiming_normal_(conv.weight, a=0.1, nonlinearity="leaky_relu")
         nn.init.zeros_(conv.bias)
