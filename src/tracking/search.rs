@@ -48,23 +48,23 @@ impl<'a> Stacks<'a> {
             (reference.iter().map(|&v| v as f64).sum::<f64>() / reference.len() as f64) as f32;
         let scale = if mean.abs() > 0.0 { 1.0 / mean } else { 1.0 };
         let slice = |a: ArrayView3<'a, f32>| a.to_slice().expect("standard layout");
-        let mut st = Stacks {
+        let raw_r = slice(reference);
+        Stacks {
             n,
             h,
             w,
-            raw_r: slice(reference),
+            raw_r,
             raw_s: slice(sample),
             scale,
-            m: Arc::default(),
+            m: Arc::new(box_mean(raw_r, scale, (n, h, w), p.mean_window)),
             kernel: Vec::new(),
             sw: 0.0,
             r1: Vec::new(),
             r2: Vec::new(),
             s1: Vec::new(),
             s2: Vec::new(),
-        };
-        st.m = Arc::new(box_mean(&st, p.mean_window));
-        st.with_window(p)
+        }
+        .with_window(p)
     }
 
     /// Normalised reference at flat index `i` (frame-major, row-major).
@@ -141,16 +141,16 @@ impl<'a> Stacks<'a> {
     }
 }
 
-/// Mean over frames and a (2·r+1)² box (clipped at the border) of centred data, plus 1.
-fn box_mean(st: &Stacks, r: usize) -> Vec<f32> {
-    let (n, h, w) = (st.n, st.h, st.w);
+/// Mean over frames and a (2·r+1)² box (clipped at the border) of the normalised,
+/// centred reference `raw · scale − 1`, plus 1.
+fn box_mean(raw: &[f32], scale: f32, (n, h, w): (usize, usize, usize), r: usize) -> Vec<f32> {
     // Summed-area table of the frame sum, in f64.
     let mut sat = vec![0.0f64; (h + 1) * (w + 1)];
     for y in 0..h {
         let mut row = 0.0;
         for x in 0..w {
             row += (0..n)
-                .map(|i| st.r(i * h * w + y * w + x) as f64)
+                .map(|i| (raw[i * h * w + y * w + x] * scale - 1.0) as f64)
                 .sum::<f64>();
             sat[(y + 1) * (w + 1) + x + 1] = sat[y * (w + 1) + x + 1] + row;
         }
