@@ -27,8 +27,8 @@ pub(crate) struct Settings {
 
 pub(crate) const KEYS: &str = "engine; network: model, ort_library, provider, scaling, tile, \
     overlap, batch, threads, device_id, fp16, gpu_mem_limit_mib, trt_cache; tracking: window, \
-    max_shift, mean_window, dark_field, hamming, reseed, adaptive; geometry: energy_kev, distance_m, \
-    pixel_size_um, magnification, integration";
+    max_shift, mean_window, dark_field, hamming, reseed, adaptive; geometry: energy_kev, \
+    distance_m, pixel_size_um, magnification, integration";
 
 impl Settings {
     pub(crate) fn set(&mut self, key: &str, value: &str) -> Result<(), Failure> {

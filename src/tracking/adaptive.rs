@@ -11,7 +11,7 @@
 use rayon::prelude::*;
 
 use super::refine::fit_at;
-use super::search::{Stacks, cost_at, quadratic_minimum};
+use super::search::{Stacks, local_search};
 use super::{Output, Params, Status};
 
 /// A residual this many times the median marks a fit dominated by model error (a good
@@ -53,7 +53,6 @@ pub(super) fn refit_misfits(st: &Stacks, p: &Params, out: &mut Output) {
         return;
     }
     let st_small = st.with_window(&small);
-    let m = p.max_shift as isize;
     let refits: Vec<_> = misfits
         .par_iter()
         .filter_map(|&(y, x)| {
@@ -61,35 +60,7 @@ pub(super) fn refit_misfits(st: &Stacks, p: &Params, out: &mut Output) {
                 out.dy[[y, x]].round() as isize,
                 out.dx[[y, x]].round() as isize,
             ];
-            let cost = |uy: isize, ux: isize| {
-                if uy.abs() > m || ux.abs() > m {
-                    f32::INFINITY
-                } else {
-                    cost_at(&st_small, &small, y, x, uy, ux)
-                }
-            };
-            // The (2·REACH+1)² costs once; the quadratic's 3×3 may reach one step beyond.
-            let side = 2 * REACH + 1;
-            let grid: Vec<f32> = (0..side * side)
-                .map(|k| cost(start[0] + k / side - REACH, start[1] + k % side - REACH))
-                .collect();
-            let best = (0..side * side)
-                .min_by(|&a, &b| grid[a as usize].total_cmp(&grid[b as usize]))
-                .expect("candidates");
-            let (by, bx) = (
-                start[0] + best / side - REACH,
-                start[1] + best % side - REACH,
-            );
-            let cost = |uy: isize, ux: isize| {
-                let (gy, gx) = (uy - start[0] + REACH, ux - start[1] + REACH);
-                if (0..side).contains(&gy) && (0..side).contains(&gx) {
-                    grid[(gy * side + gx) as usize]
-                } else {
-                    cost(uy, ux)
-                }
-            };
-            let [fy, fx] = quadratic_minimum(|dy, dx| cost(by + dy, bx + dx))?;
-            let d = [by as f32 + fy, bx as f32 + fx];
+            let d = local_search(&st_small, &small, y, x, start, REACH).1?;
             let fit = fit_at(&st_small, &small, y, x, d, &mut Vec::new());
             (fit[2] < 0.5 * out.residual[[y, x]]).then_some((y, x, d, fit))
         })

@@ -314,7 +314,7 @@ pub(super) fn quadratic_minimum(c: impl Fn(isize, isize) -> f32) -> Option<[f32;
 }
 
 /// Cost of integer shift (uy, ux) at pixel (y, x), evaluated directly.
-pub(super) fn cost_at(st: &Stacks, p: &Params, y: usize, x: usize, uy: isize, ux: isize) -> f32 {
+fn cost_at(st: &Stacks, p: &Params, y: usize, x: usize, uy: isize, ux: isize) -> f32 {
     let (h, w, nw) = (st.h, st.w, p.window as isize);
     let mut c = 0.0f32;
     for qy in -nw..=nw {
@@ -335,6 +335,45 @@ pub(super) fn cost_at(st: &Stacks, p: &Params, y: usize, x: usize, uy: isize, ux
         ((y as isize - uy) * w as isize + x as isize - ux) as usize,
         c,
     )
+}
+
+/// The best integer shift within ±`reach` px of `centre` (each axis, clamped to the search
+/// range) at pixel (y, x), and its sub-pixel refinement when the quadratic fit has one.
+/// Each cost of the grid is evaluated once; the fit's 3×3 may reach one step beyond.
+pub(super) fn local_search(
+    st: &Stacks,
+    p: &Params,
+    y: usize,
+    x: usize,
+    centre: [isize; 2],
+    reach: isize,
+) -> ([isize; 2], Option<[f32; 2]>) {
+    let m = p.max_shift as isize;
+    let cost = |uy: isize, ux: isize| {
+        if uy.abs() > m || ux.abs() > m {
+            f32::INFINITY
+        } else {
+            cost_at(st, p, y, x, uy, ux)
+        }
+    };
+    let side = 2 * reach + 1;
+    let at = |k: isize| [centre[0] + k / side - reach, centre[1] + k % side - reach];
+    let grid: Vec<f32> = (0..side * side).map(|k| cost(at(k)[0], at(k)[1])).collect();
+    let best = (0..side * side)
+        .min_by(|&a, &b| grid[a as usize].total_cmp(&grid[b as usize]))
+        .expect("candidates");
+    let [by, bx] = at(best);
+    let cached = |uy: isize, ux: isize| {
+        let (gy, gx) = (uy - centre[0] + reach, ux - centre[1] + reach);
+        if (0..side).contains(&gy) && (0..side).contains(&gx) {
+            grid[(gy * side + gx) as usize]
+        } else {
+            cost(uy, ux)
+        }
+    };
+    let fine = quadratic_minimum(|dy, dx| cached(by + dy, bx + dx))
+        .map(|[dy, dx]| [by as f32 + dy, bx as f32 + dx]);
+    ([by, bx], fine)
 }
 
 /// Outliers, whose integer shift is more than 1 px from the median of their 5×5
@@ -384,22 +423,10 @@ pub(super) fn reseed_outliers(
                 if (u[0] as isize - med[0]).abs() <= 1 && (u[1] as isize - med[1]).abs() <= 1 {
                     return None;
                 }
-                // Costs on the 5×5 around the median, clamped to the search range.
-                let cost = |dy: isize, dx: isize| {
-                    let (uy, ux) = (med[0] + dy, med[1] + dx);
-                    if uy.abs() > m || ux.abs() > m {
-                        f32::INFINITY
-                    } else {
-                        cost_at(st, p, y, x, uy, ux)
-                    }
-                };
-                let (by, bx) = (-1..=1isize)
-                    .flat_map(|dy| (-1..=1isize).map(move |dx| (dy, dx)))
-                    .min_by(|a, b| cost(a.0, a.1).total_cmp(&cost(b.0, b.1)))
-                    .expect("nine candidates");
-                let base = [(med[0] + by) as f32, (med[1] + bx) as f32];
-                Some(match quadratic_minimum(|dy, dx| cost(by + dy, bx + dx)) {
-                    Some([dy, dx]) => (y, x, [base[0] + dy, base[1] + dx], Status::Converged as u8),
+                let (base, fine) = local_search(st, p, y, x, med, 1);
+                let base = [base[0] as f32, base[1] as f32];
+                Some(match fine {
+                    Some(d) => (y, x, d, Status::Converged as u8),
                     None => (y, x, base, Status::IllConditioned as u8),
                 })
             })
