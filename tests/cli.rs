@@ -194,6 +194,39 @@ fn dataset_writes_readable_shards() {
 }
 
 #[test]
+fn dataset_draws_scan_counts_from_the_range_asked_for() {
+    let dir = tempdir().unwrap();
+    let out = dir.path().join("ds");
+    let args = |range: &str| {
+        espinnet(&[
+            "dataset",
+            "--output",
+            out.to_str().unwrap(),
+            "--count",
+            "12",
+            "--patch",
+            "32",
+            "--mix",
+            "paper",
+            "--scans",
+            range,
+        ])
+    };
+    let o = args("3-5");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let n: ndarray::Array1<f32> = hdf5_metno::File::open(out.join("shard-00000.h5"))
+        .unwrap()
+        .dataset("n_scans")
+        .unwrap()
+        .read()
+        .unwrap();
+    assert!(n.iter().all(|&v| (3.0..=5.0).contains(&v)), "{n}");
+    assert!(n.iter().any(|&v| v != 20.0), "the paper mix alone has N = 20");
+    let o = args("5-3");
+    assert!(!o.status.success() && stderr(&o).contains("scan range must be N or MIN-MAX"));
+}
+
+#[test]
 fn inspect_reads_good_pairs_and_names_bad_ones() {
     let dir = tempdir().unwrap();
     let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();

@@ -178,6 +178,7 @@ impl Engine {
         })
     }
 
+    #[cfg(feature = "cpp")]
     pub(crate) fn has_geometry(&self) -> bool {
         self.geometry.is_some()
     }

@@ -18,6 +18,8 @@ MAPS = ("dx", "dy", "transmission", "darkfield")
 
 
 class Pool:
+    """Every patch of the shards in `dirs` (one patch size)."""
+
     def __init__(self, dirs, limit=None):
         refs, samples, maps, n_scans = [], [], [], []
         files = sorted(f for d in dirs for f in Path(d).glob("shard-*.h5"))
@@ -76,3 +78,28 @@ class Pool:
             s_out.append(s)
             m_out.append(m)
         return torch.stack(r_out), torch.stack(s_out), torch.stack(m_out).contiguous()
+
+
+class Pools:
+    """Several pools, one per directory, whose patch sizes may differ: a batch of crops of
+    one size is drawn from the pools whose patches are at least that large, in proportion
+    to their sizes (so larger crops see the interior of larger images)."""
+
+    def __init__(self, dirs):
+        self.pools = [Pool([d]) for d in dirs]
+
+    def __len__(self):
+        return sum(len(p) for p in self.pools)
+
+    def describe(self):
+        return ", ".join(f"{len(p)} of {p.patch}^2" for p in self.pools)
+
+    def batch(self, size, crop, gen: torch.Generator):
+        pools = [p for p in self.pools if p.patch >= crop]
+        if not pools:
+            raise ValueError(f"no training patches of {crop}^2 or larger")
+        weights = torch.tensor([float(len(p)) for p in pools])
+        counts = torch.bincount(torch.multinomial(weights, size, True, generator=gen),
+                                minlength=len(pools)).tolist()
+        parts = [p.batch(k, crop, gen) for p, k in zip(pools, counts) if k]
+        return tuple(torch.cat(x) for x in zip(*parts))

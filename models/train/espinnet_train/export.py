@@ -69,7 +69,8 @@ def export(checkpoint, output, verify_size=96, tolerance=1e-4):
         "espinnet.normalisation": "mean_of_reference_stack",
         "espinnet.variant": v.name,
         "espinnet.architecture": json.dumps(describe(v)),
-        "espinnet.training_step": str(ck["step"]),
+        # Optimiser steps in all: a fine-tune's own plus those of the weights it started from.
+        "espinnet.training_step": str(ck["step"] + ck.get("init_step", 0)),
         "espinnet.recipe_commit": recipe_commit(),
         "espinnet.outputs": "displacement=[dx,dy] px, S(r)=R(r-d); transmission; darkfield",
     }

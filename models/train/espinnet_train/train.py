@@ -3,6 +3,10 @@
     python -m espinnet_train.train --data /work/data/broad /work/data/paper \
         --val /work/data/val --run /work/runs/light --variant light
 
+Each --crops entry SIZE:BATCH is one kind of step; the steps cycle through them, so
+`--crops 128:8 256:2` alternates batches of eight 128^2 crops and two 256^2 crops (equal
+pixel counts), the latter drawn from --data directories of 256^2 patches or larger.
+
 Loss: mean endpoint error of the flow (Euclidean per pixel, full-resolution pixel units)
 at the output and, with halving weights, at each coarser level against the box-averaged
 truth, plus 10 x L1(T) + 10 x L1(D). L1-type norms because the errors are heavy-tailed: a
@@ -19,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .data import Pool
+from .data import Pool, Pools
 from .model import build
 from .metrics import evaluate
 
@@ -44,7 +48,7 @@ def loss_fn(flow, t, d, flows, maps):
     loss_t = (t[:, 0] - maps[:, 2]).abs().mean()
     loss_dark = (d[:, 0] - maps[:, 3]).abs().mean()
     total = loss_d + aux + 10.0 * loss_t + 10.0 * loss_dark
-    return total, dict(epe=loss_d.item(), aux=float(aux), t=loss_t.item(), d=loss_dark.item())
+    return total, dict(epe=loss_d.item(), aux=aux.item(), t=loss_t.item(), d=loss_dark.item())
 
 
 def lr_at(step, args):
@@ -57,12 +61,14 @@ def lr_at(step, args):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", nargs="+", required=True, help="shard directories")
-    ap.add_argument("--val", required=True, help="validation shard directory (fixed)")
+    ap.add_argument("--val", nargs="+", required=True,
+                    help="validation shard directories (fixed), each scored on its own")
     ap.add_argument("--run", required=True, help="run directory (checkpoints, log)")
     ap.add_argument("--variant", default="light", choices=["light", "light-nonorm", "reference"])
     ap.add_argument("--steps", type=int, default=200_000)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--crop", type=int, default=64)
+    ap.add_argument("--crops", nargs="+", default=["64:8"], metavar="SIZE:BATCH",
+                    help="crop size (px) and batch size of each kind of step, cycled")
+    ap.add_argument("--init", help="start from these weights (a checkpoint) at step 0")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--lr-min", type=float, default=1e-5)
     ap.add_argument("--warmup", type=int, default=500)
@@ -80,7 +86,16 @@ def main(argv=None):
     model = build(args.variant)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     gen = torch.Generator().manual_seed(args.seed)
+    crops = [tuple(int(v) for v in c.split(":")) for c in args.crops]
     step = 0
+    init_step = 0  # optimiser steps the --init weights had seen, carried into the export
+    if args.init:
+        ck = torch.load(args.init, map_location="cpu", weights_only=False)
+        if ck["variant"] != args.variant:
+            raise SystemExit(f"{args.init} holds variant {ck['variant']}, not {args.variant}")
+        model.load_state_dict(ck["model"])
+        init_step = ck["step"] + ck.get("init_step", 0)
+        print(f"initialised from {args.init} ({init_step} steps)", flush=True)
     last = run / "last.pt"
     if last.exists():
         ck = torch.load(last, map_location="cpu", weights_only=False)
@@ -90,12 +105,14 @@ def main(argv=None):
         opt.load_state_dict(ck["optimizer"])
         gen.set_state(ck["generator"])
         step = ck["step"]
+        init_step = ck.get("init_step", 0)
         print(f"resumed {last} at step {step}", flush=True)
     (run / "args.json").write_text(json.dumps(vars(args), indent=1))
 
-    pool = Pool(args.data)
-    val = Pool([args.val], limit=args.val_count)
-    print(f"{len(pool)} training patches of {pool.patch}^2, {len(val)} validation", flush=True)
+    pool = Pools(args.data)
+    vals = {Path(d).name: Pool([d], limit=args.val_count) for d in args.val}
+    print(f"training patches: {pool.describe()}; validation: " + ", ".join(
+        f"{k} {len(v)} of {v.patch}^2" for k, v in vals.items()), flush=True)
     log = open(run / "log.csv", "a")
     if step == 0:
         log.write("step,seconds,lr,loss,epe,aux,t,d\n")
@@ -104,7 +121,8 @@ def main(argv=None):
     while step < args.steps:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args)
-        r, s, maps = pool.batch(args.batch, args.crop, gen)
+        crop, batch = crops[step % len(crops)]
+        r, s, maps = pool.batch(batch, crop, gen)
         flow, t, d, flows = model(r, s, all_levels=True)
         loss, parts = loss_fn(flow, t, d, flows, maps)
         opt.zero_grad(set_to_none=True)
@@ -112,7 +130,7 @@ def main(argv=None):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
         opt.step()
         step += 1
-        seen += args.batch
+        seen += batch
         for k, v in dict(loss=loss.item(), **parts).items():
             acc[k] = acc.get(k, 0.0) + v
         if step % 50 == 0:
@@ -126,12 +144,12 @@ def main(argv=None):
             acc, t0, seen = {}, time.time(), 0
         if step % args.every == 0 or step == args.steps:
             ck = dict(model=model.state_dict(), optimizer=opt.state_dict(), step=step,
-                      generator=gen.get_state(), variant=args.variant)
+                      generator=gen.get_state(), variant=args.variant, init_step=init_step)
             torch.save(ck, run / "last.tmp")
             (run / "last.tmp").replace(last)
             if args.snapshots and step % args.snapshots == 0:
                 torch.save(dict(ck, optimizer=None), run / f"step-{step:06d}.pt")
-            m = evaluate(model, val)
+            m = {k: evaluate(model, v) for k, v in vals.items()}
             model.train()
             with open(run / "val.jsonl", "a") as f:
                 f.write(json.dumps(dict(step=step, **m)) + "\n")

@@ -217,7 +217,11 @@ pub fn dataset(a: &DatasetArgs) -> Result<()> {
         let cases: Vec<Case> = indices
             .par_iter()
             .map(|&i| {
-                let case = simulate(&dataset::config(a.mix, a.patch, a.seed, i));
+                let mut config = dataset::config(a.mix, a.patch, a.seed, i);
+                if let Some(range) = a.scans {
+                    config.scans = range.draw(a.seed, i);
+                }
+                let case = simulate(&config);
                 bar.inc(1);
                 case
             })

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use espinnet::simulate::Preset;
-use espinnet::simulate::dataset::Mix;
+use espinnet::simulate::dataset::{Mix, ScanRange};
 
 #[derive(Parser)]
 #[command(
@@ -94,6 +94,9 @@ struct DatasetArgs {
     /// Distribution: paper or broad.
     #[arg(long, default_value = "broad")]
     mix: Mix,
+    /// Scan counts drawn uniformly per patch, N or MIN-MAX (default: the mix's own).
+    #[arg(long)]
+    scans: Option<ScanRange>,
     /// Scan count every patch is brought to (the network's Nnet).
     #[arg(long, default_value_t = 20)]
     nnet: usize,
