@@ -35,14 +35,20 @@ struct Errors {
     rmse_d: f64,
 }
 
-/// Errors over the interior, a border of `b` px excluded as for the tracker.
-fn errors(o: &Output, c: &Case, b: usize) -> Errors {
-    let (h, w) = o.dx.dim();
+/// The network's dx, dy, T and D.
+fn maps(o: &Output) -> [&Array2<f32>; 4] {
+    [&o.dx, &o.dy, &o.transmission, &o.darkfield]
+}
+
+/// Errors of the maps dx, dy, T, D over the interior, a border of `b` px excluded as for
+/// the tracker.
+fn errors([dx, dy, transmission, darkfield]: [&Array2<f32>; 4], c: &Case, b: usize) -> Errors {
+    let (h, w) = dx.dim();
     let r = s![b..h - b, b..w - b];
     let t = &c.truth;
     let (mut e2, mut gross, mut t2, mut d2, mut n) = (0.0, 0usize, 0.0, 0.0, 0usize);
-    ndarray::Zip::from(o.dx.slice(r))
-        .and(o.dy.slice(r))
+    ndarray::Zip::from(dx.slice(r))
+        .and(dy.slice(r))
         .and(t.dx.slice(r))
         .and(t.dy.slice(r))
         .for_each(|&x, &y, &tx, &ty| {
@@ -51,8 +57,8 @@ fn errors(o: &Output, c: &Case, b: usize) -> Errors {
             gross += usize::from(e.is_nan() || e > 1.0);
             n += 1;
         });
-    ndarray::Zip::from(o.transmission.slice(r))
-        .and(o.darkfield.slice(r))
+    ndarray::Zip::from(transmission.slice(r))
+        .and(darkfield.slice(r))
         .and(t.transmission.slice(r))
         .and(t.darkfield.slice(r))
         .for_each(|&a, &d, &ta, &td| {
@@ -103,13 +109,14 @@ fn card_case(index: u64, scans: usize) -> Case {
 fn recovers_the_truth_at_nnet_fewer_and_more_scans() {
     let net = network(Options::default());
     // Bounds: the model card's figures for this set (16 cases per N) with room for the
-    // spread of 4 cases (RMSE ×1.5, T and D ×1.5), and the 0.5 % gross-error
+    // spread of 4 cases (RMSE, T and D ×1.5; D at N = 20 ×1.6, since case 3's strong
+    // dark-field object alone reads 0.017 there), and the 0.5 % gross-error
     // ceiling. N = 25 > Nnet uses the first 20 frames, so it has N = 20's bounds.
     // (scans, bounds: RMSE px/axis, gross share, RMSE T, RMSE D)
     for (scans, bound) in [
-        (20, (0.10, 0.005, 0.011, 0.016)),
-        (5, (0.12, 0.005, 0.018, 0.018)),
-        (25, (0.10, 0.005, 0.011, 0.016)),
+        (20, (0.068, 0.005, 0.0085, 0.011)),
+        (5, (0.081, 0.005, 0.018, 0.0215)),
+        (25, (0.068, 0.005, 0.0085, 0.011)),
     ] {
         let mut total = [0.0f64; 4];
         for i in 0..4 {
@@ -118,7 +125,7 @@ fn recovers_the_truth_at_nnet_fewer_and_more_scans() {
                 .reconstruct(c.reference.view(), c.sample.view())
                 .unwrap();
             eprint!("N = {scans}, case {i}: ");
-            let e = errors(&o, &c, 14);
+            let e = errors(maps(&o), &c, 14);
             for (t, v) in total.iter_mut().zip([
                 e.rmse_axis.powi(2),
                 e.gross,
@@ -141,6 +148,53 @@ fn recovers_the_truth_at_nnet_fewer_and_more_scans() {
 }
 
 #[test]
+fn beats_the_tracker_at_three_scans() {
+    // The target at N <= 5, on the same cases for both engines: lower RMSE and
+    // fewer pixels > 1 px off than the tracker at its best window (Nw = 3 on the model
+    // card's set, where N = 3 reads 0.068 px, 0.07 % against 0.144 px, 0.20 %).
+    let net = network(Options::default());
+    let params = espinnet::tracking::Params {
+        window: 3,
+        max_shift: 9,
+        ..Default::default()
+    };
+    let (mut network_sums, mut tracker_sums) = ([0.0f64; 2], [0.0f64; 2]);
+    for i in 0..4 {
+        let c = card_case(i, 3);
+        let o = net
+            .reconstruct(c.reference.view(), c.sample.view())
+            .unwrap();
+        let t = espinnet::tracking::track(c.reference.view(), c.sample.view(), &params).unwrap();
+        for (sums, e) in [
+            (&mut network_sums, errors(maps(&o), &c, 14)),
+            (
+                &mut tracker_sums,
+                errors([&t.dx, &t.dy, &t.transmission, &t.darkfield], &c, 14),
+            ),
+        ] {
+            sums[0] += e.rmse_axis.powi(2) / 4.0;
+            sums[1] += e.gross / 4.0;
+        }
+    }
+    let (net_rmse, trk_rmse) = (network_sums[0].sqrt(), tracker_sums[0].sqrt());
+    eprintln!(
+        "N = 3: network {net_rmse:.4} px, {:.3} %; tracker Nw = 3 {trk_rmse:.4} px, {:.3} %",
+        100.0 * network_sums[1],
+        100.0 * tracker_sums[1]
+    );
+    assert!(
+        net_rmse < trk_rmse,
+        "RMSE {net_rmse} px, tracker {trk_rmse} px"
+    );
+    assert!(
+        network_sums[1] < tracker_sums[1],
+        "gross {} against the tracker's {}",
+        network_sums[1],
+        tracker_sums[1]
+    );
+}
+
+#[test]
 fn tiled_run_matches_untiled_away_from_the_border() {
     let c = case(384, 20, 3);
     let whole = network(Options {
@@ -158,12 +212,12 @@ fn tiled_run_matches_untiled_away_from_the_border() {
     .reconstruct(c.reference.view(), c.sample.view())
     .unwrap();
     // Tolerance: the RMS difference stays well under the model's own error against the
-    // truth at N = 20 (model card: 0.066 px, T 0.0072, D 0.0105): at most a quarter of it
-    // for the displacement (0.015 px) and under half for T and D (0.003), so seams add
+    // truth at N = 20 (model card: 0.045 px, T 0.0057, D 0.0069): at most a quarter of it
+    // for the displacement (0.011 px) and about half for T and D (0.003), so seams add
     // less than the model already errs.
     for (name, a, b, tol) in [
-        ("dx", &whole.dx, &tiled.dx, 0.015),
-        ("dy", &whole.dy, &tiled.dy, 0.015),
+        ("dx", &whole.dx, &tiled.dx, 0.011),
+        ("dy", &whole.dy, &tiled.dy, 0.011),
         ("T", &whole.transmission, &tiled.transmission, 0.003),
         ("D", &whole.darkfield, &tiled.darkfield, 0.003),
     ] {
@@ -188,7 +242,7 @@ fn sizes_that_are_not_multiples_of_the_stride_keep_their_shape_and_accuracy() {
             .chain(o.transmission.iter())
             .all(|v| v.is_finite())
     );
-    let e = errors(&o, &c, 10);
+    let e = errors(maps(&o), &c, 10);
     assert!(
         e.rmse_axis <= 0.15 && e.gross <= 0.005,
         "padding must not cost accuracy"
@@ -236,7 +290,7 @@ fn scan_scaling_options_both_work() {
         .reconstruct(c.reference.view(), c.sample.view())
         .unwrap();
         eprint!("{scaling:?}: ");
-        let e = errors(&o, &c, 10);
+        let e = errors(maps(&o), &c, 10);
         assert!(e.rmse_axis <= 0.12, "{scaling:?}: {}", e.rmse_axis);
     }
 }
