@@ -83,7 +83,7 @@ class Pool:
 class Pools:
     """Several pools, one per directory, whose patch sizes may differ: a batch of crops of
     one size is drawn from the pools whose patches are at least that large, in proportion
-    to their sizes (so larger crops see the interior of larger images)."""
+    to their patch counts (so larger crops see the interior of larger images)."""
 
     def __init__(self, dirs):
         self.pools = [Pool([d]) for d in dirs]

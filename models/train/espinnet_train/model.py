@@ -8,10 +8,12 @@ not a residual) from [flow, cost]. Convention: S(r) = R(r - d), channel 0 = dx (
 1 = dy (rows), in input pixels. T and D come from small full-resolution heads on the
 scan mean and scan std of S and of R at r - d.
 
-Two variants, chosen by name (see VARIANTS):
+Variants, chosen by name (see VARIANTS):
 - "reference": the published widths, six levels down to full resolution.
 - "light": stops the flow at H/2 and upsamples it, with narrow layers everywhere. Most of
   the reference model's compute sits at full resolution; this is where it saves.
+- "light-nonorm" (shipped): the light widths without BatchNorm, whose running statistics
+  did not describe the broad mix's inputs; unit-norm features in the cost volume instead.
 """
 
 from dataclasses import dataclass, asdict
