@@ -14,6 +14,7 @@ Variants, chosen by name (see VARIANTS):
   the reference model's compute sits at full resolution; this is where it saves.
 - "light-nonorm" (shipped): the light widths without BatchNorm, whose running statistics
   did not describe the broad mix's inputs; unit-norm features in the cost volume instead.
+- "light-nonorm-fr": light-nonorm plus a small full-resolution refinement of the flow.
 """
 
 from dataclasses import dataclass, asdict
@@ -41,6 +42,13 @@ class Variant:
     # modulation of a large common level, and the flow did not learn at all (400 steps:
     # EPE 0.42 px against 0.46 px for zero flow; with it 0.19 px, BatchNorm 0.20 px).
     unit_features: bool = False
+    # A full-resolution refinement after the upsampled H/2 flow (variants without a
+    # full-resolution level): its own features, a cost volume of search `refine_search`, and
+    # an estimator of these hidden widths that adds a correction (zero at initialisation, so
+    # it can be trained on top of weights that lack it). () = none.
+    refine: tuple = ()
+    refine_features: int = 8
+    refine_search: int = 1
 
     @property
     def size_multiple(self) -> int:
@@ -60,6 +68,12 @@ VARIANTS = {
         "light-nonorm", 20, (16, 24, 32, 48), 0,
         (48, 32, 24), (24, 16), (12, 12), search_fine=2, batch_norm=False,
         unit_features=True),
+    # light-nonorm with a full-resolution refinement: the H/2 flow, upsampled, cannot follow
+    # a displacement ridge a few pixels wide (see models/MODEL_CARD.md, Limitations).
+    "light-nonorm-fr": Variant(
+        "light-nonorm-fr", 20, (16, 24, 32, 48), 0,
+        (48, 32, 24), (24, 16), (12, 12), search_fine=2, batch_norm=False,
+        unit_features=True, refine=(16, 8)),
 }
 
 
@@ -181,6 +195,13 @@ class ESPINNet(nn.Module):
                 variant.estimator_fine if i == n_levels - 1 else variant.estimator, 2, bn)
             for i, r in enumerate(self.searches))
         self.up = Upsample()
+        if variant.refine:
+            rf, rs = variant.refine_features, variant.refine_search
+            self.refine_features = nn.Sequential(conv_block(variant.nnet, rf, norm=bn),
+                                                 conv_block(rf, rf, norm=bn))
+            self.refine = mlp(2 + (2 * rs + 1) ** 2, variant.refine, 2, bn)
+            nn.init.zeros_(self.refine[-1].weight)
+            nn.init.zeros_(self.refine[-1].bias)
         self.t_head = mlp(2, variant.heads, 1, bn)
         self.d_head = mlp(2, variant.heads, 1, bn)
 
@@ -210,6 +231,11 @@ class ESPINNet(nn.Module):
             flows.append(flow)
         if self.full is None:  # the finest level was H/2
             flow = self.up(flow)
+        if self.variant.refine:
+            rw = warp(self.refine_features(reference), flow)
+            cost = cost_volume(self.refine_features(sample), rw, self.variant.refine_search,
+                               self.variant.unit_features)
+            flow = flow + self.refine(torch.cat((flow, cost), 1))
         # Scan mean and std of R at r - d: the statistics are warped rather than the whole
         # stack (two channels instead of Nnet), the same quantity up to interpolation.
         s_stats = scan_stats(sample)

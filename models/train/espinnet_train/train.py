@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import Pool, Pools
-from .model import build
+from .model import VARIANTS, build
 from .metrics import evaluate
 
 
@@ -64,7 +64,7 @@ def main(argv=None):
     ap.add_argument("--val", nargs="+", required=True,
                     help="validation shard directories (fixed), each scored on its own")
     ap.add_argument("--run", required=True, help="run directory (checkpoints, log)")
-    ap.add_argument("--variant", default="light", choices=["light", "light-nonorm", "reference"])
+    ap.add_argument("--variant", default="light", choices=sorted(VARIANTS))
     ap.add_argument("--steps", type=int, default=200_000)
     ap.add_argument("--crops", nargs="+", default=["64:8"], metavar="SIZE:BATCH",
                     help="crop size (px) and batch size of each kind of step, cycled")
@@ -90,12 +90,19 @@ def main(argv=None):
     step = 0
     init_step = 0  # optimiser steps the --init weights had seen, carried into the export
     if args.init:
+        # Another variant's weights may start this one if every tensor they hold fits; the
+        # modules they lack (a refinement level, say) keep their initialisation.
         ck = torch.load(args.init, map_location="cpu", weights_only=False)
-        if ck["variant"] != args.variant:
-            raise SystemExit(f"{args.init} holds variant {ck['variant']}, not {args.variant}")
-        model.load_state_dict(ck["model"])
+        try:
+            missing, unexpected = model.load_state_dict(ck["model"], strict=False)
+        except RuntimeError as e:
+            raise SystemExit(f"{args.init} ({ck['variant']}) does not fit {args.variant}: {e}")
+        if unexpected:
+            raise SystemExit(f"{args.init} ({ck['variant']}) holds tensors {args.variant} "
+                             f"has not: {unexpected}")
         init_step = ck["step"] + ck.get("init_step", 0)
-        print(f"initialised from {args.init} ({init_step} steps)", flush=True)
+        print(f"initialised from {args.init} ({ck['variant']}, {init_step} steps); "
+              f"new: {sorted({k.split('.')[0] for k in missing}) or 'none'}", flush=True)
     last = run / "last.pt"
     if last.exists():
         ck = torch.load(last, map_location="cpu", weights_only=False)
