@@ -212,7 +212,7 @@ impl Network {
                     got: reference.shape().to_vec(),
                 });
             }
-            let mean = reference.mean().unwrap_or(0.0);
+            let mean = crate::stack::mean_intensity(reference) as f32;
             if !(mean.is_finite() && mean > 0.0) {
                 return Err(Error::invalid(format!(
                     "the reference stack's mean intensity must be > 0, got {mean}"

@@ -44,8 +44,7 @@ impl<'a> Stacks<'a> {
     /// Stacks `[N, H, W]` in standard layout.
     pub fn new(reference: ArrayView3<'a, f32>, sample: ArrayView3<'a, f32>, p: &Params) -> Self {
         let (n, h, w) = reference.dim();
-        let mean =
-            (reference.iter().map(|&v| v as f64).sum::<f64>() / reference.len() as f64) as f32;
+        let mean = crate::stack::mean_intensity(reference) as f32;
         let scale = if mean.abs() > 0.0 { 1.0 / mean } else { 1.0 };
         let slice = |a: ArrayView3<'a, f32>| a.to_slice().expect("standard layout");
         let raw_r = slice(reference);
