@@ -88,9 +88,6 @@ class Pools:
     def __init__(self, dirs):
         self.pools = [Pool([d]) for d in dirs]
 
-    def __len__(self):
-        return sum(len(p) for p in self.pools)
-
     def describe(self):
         return ", ".join(f"{len(p)} of {p.patch}^2" for p in self.pools)
 

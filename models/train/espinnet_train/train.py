@@ -68,7 +68,8 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=200_000)
     ap.add_argument("--crops", nargs="+", default=["64:8"], metavar="SIZE:BATCH",
                     help="crop size (px) and batch size of each kind of step, cycled")
-    ap.add_argument("--init", help="start from these weights (a checkpoint) at step 0")
+    ap.add_argument("--init", help="start from these weights (a checkpoint) at step 0; "
+                    "ignored when RUN/last.pt resumes the run")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--lr-min", type=float, default=1e-5)
     ap.add_argument("--warmup", type=int, default=500)
@@ -89,7 +90,18 @@ def main(argv=None):
     crops = [tuple(int(v) for v in c.split(":")) for c in args.crops]
     step = 0
     init_step = 0  # optimiser steps the --init weights had seen, carried into the export
-    if args.init:
+    last = run / "last.pt"
+    if last.exists():
+        ck = torch.load(last, map_location="cpu", weights_only=False)
+        if ck["variant"] != args.variant:
+            raise SystemExit(f"{last} holds variant {ck['variant']}, not {args.variant}")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        gen.set_state(ck["generator"])
+        step = ck["step"]
+        init_step = ck.get("init_step", 0)
+        print(f"resumed {last} at step {step}", flush=True)
+    elif args.init:
         # Another variant's weights may start this one if every tensor they hold fits; the
         # modules they lack (a refinement level, say) keep their initialisation.
         ck = torch.load(args.init, map_location="cpu", weights_only=False)
@@ -103,17 +115,6 @@ def main(argv=None):
         init_step = ck["step"] + ck.get("init_step", 0)
         print(f"initialised from {args.init} ({ck['variant']}, {init_step} steps); "
               f"new: {sorted({k.split('.')[0] for k in missing}) or 'none'}", flush=True)
-    last = run / "last.pt"
-    if last.exists():
-        ck = torch.load(last, map_location="cpu", weights_only=False)
-        if ck["variant"] != args.variant:
-            raise SystemExit(f"{last} holds variant {ck['variant']}, not {args.variant}")
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        gen.set_state(ck["generator"])
-        step = ck["step"]
-        init_step = ck.get("init_step", 0)
-        print(f"resumed {last} at step {step}", flush=True)
     (run / "args.json").write_text(json.dumps(vars(args), indent=1))
 
     pool = Pools(args.data)
