@@ -13,8 +13,8 @@ demo: setup
 ## test: the whole test suite: Rust unit and integration tests (with the C++ API), format
 ## cross-checks, then the C and C++ consumers against the installed CMake package
 test: setup
-	$(CARGO) build --release --features cpp
-	$(CARGO) test --release --features cpp
+	$(CARGO) build --release --features cpp,test-hooks
+	$(CARGO) test --release --features cpp,test-hooks
 	.venv/bin/python tests/python/check_formats.py target/release/espinnet
 	./scripts/c-tests.sh
 

@@ -13,9 +13,11 @@
  *     esp_options_free(opts);
  *
  *     // reference, sample: n frames of height x width floats, rows width apart
- *     float *dx = malloc(...), *dy = ..., *t = ..., *d = ...;
- *     esp_outputs out = { dx, dy, t, d, NULL };
- *     esp_status s = esp_engine_reconstruct(engine, reference, sample, n, height, width, 0, &out);
+ *     esp_stack ref = { reference, n * height * width, n, height, width, 0 };
+ *     esp_stack smp = { sample, n * height * width, n, height, width, 0 };
+ *     float *dx = malloc(...), *dy = ..., *t = ..., *d = ...;  // height * width each
+ *     esp_outputs out = { dx, dy, t, d, NULL, NULL, NULL, NULL, height * width };
+ *     esp_status s = esp_engine_reconstruct(engine, &ref, &smp, &out);
  *     if (s != ESP_STATUS_OK)
  *         fprintf(stderr, "espinnet: %s: %s\n", esp_status_str(s), esp_last_error());
  *     esp_engine_free(engine);
@@ -23,19 +25,24 @@
  * Conventions: dx along columns, dy along rows, in pixels; S(r) = T·(M + D·(R(r − d) − M)).
  * Every function returns an esp_status (numbers fixed) and never aborts the host: panics
  * become ESP_STATUS_PANIC. esp_last_error() holds the cause of the last failure on the
- * calling thread. Buffers are owned by the caller; handles are freed with *_free (NULL ok).
- * ONNX Runtime is loaded at run time: set ESPINNET_ORT_PATH (or the "ort_library" option)
- * to libonnxruntime.so.1.* (e.g. from `pip install onnxruntime==1.31.1`).
+ * calling thread. Buffers are owned by the caller and passed with their lengths; a failed
+ * call writes no output and sets output handles to NULL. Handles are freed with *_free
+ * (NULL ok). ONNX Runtime is loaded at run time: set ESPINNET_ORT_PATH (or the
+ * "ort_library" option) to libonnxruntime.so.1.* (e.g. from `pip install onnxruntime`).
+ *
+ * ABI 0.2 breaks 0.1: stacks are esp_stack descriptors, every buffer carries its length,
+ * esp_integrate takes its method by name, and the version macros are ESP_VERSION_*. The
+ * shared library's SONAME is libespinnet.so.0.2.
  */
 
-#define ESPINNET_VERSION_MAJOR 0
-#define ESPINNET_VERSION_MINOR 1
-#define ESPINNET_VERSION_PATCH 0
+#define ESP_VERSION_MAJOR 0
+#define ESP_VERSION_MINOR 2
+#define ESP_VERSION_PATCH 0
 /** True when the header is at least MAJOR.MINOR.PATCH. */
 #define ESP_CHECK_VERSION(major, minor, patch) \
-    (ESPINNET_VERSION_MAJOR > (major) || \
-     (ESPINNET_VERSION_MAJOR == (major) && ESPINNET_VERSION_MINOR > (minor)) || \
-     (ESPINNET_VERSION_MAJOR == (major) && ESPINNET_VERSION_MINOR == (minor) && ESPINNET_VERSION_PATCH >= (patch)))
+    (ESP_VERSION_MAJOR > (major) || \
+     (ESP_VERSION_MAJOR == (major) && ESP_VERSION_MINOR > (minor)) || \
+     (ESP_VERSION_MAJOR == (major) && ESP_VERSION_MINOR == (minor) && ESP_VERSION_PATCH >= (patch)))
 
 #ifndef ESPINNET_H
 #define ESPINNET_H
@@ -45,11 +52,6 @@
 
 #include <stddef.h>
 #include <stdint.h>
-
-/**
- * T and D above this are clipped (the reference implementation's post-processing).
- */
-#define TD_CLIP 1.5
 
 /**
  * Status of a call. The numbers are part of the ABI and never change.
@@ -120,8 +122,30 @@ typedef struct esp_engine esp_engine;
 typedef struct esp_options esp_options;
 
 /**
- * Caller-owned output images, each `height × width` float32, contiguous rows. Any may be
- * NULL to skip it.
+ * A caller-owned stack of `n` frames of `height × width` float32 pixels.
+ */
+typedef struct esp_stack {
+  /**
+   * Frame 0, row 0, column 0; aligned to 4 bytes.
+   */
+  const float *data;
+  /**
+   * Floats readable from `data`: at least `(n · height − 1) · row_stride + width`.
+   */
+  uintptr_t len;
+  uintptr_t n;
+  uintptr_t height;
+  uintptr_t width;
+  /**
+   * Floats from one row to the next (0 = `width`); frames are `height · row_stride`
+   * floats apart.
+   */
+  uintptr_t row_stride;
+} esp_stack;
+
+/**
+ * Caller-owned output images, each `height × width` float32 with contiguous rows. Any may
+ * be NULL to skip it (quality, refraction and phase then cost nothing).
  */
 typedef struct esp_outputs {
   /**
@@ -141,8 +165,8 @@ typedef struct esp_outputs {
    */
   float *darkfield;
   /**
-   * RMS residual of the multi-contrast model at the estimate, relative to the local
-   * intensity (tracker: over its window; network: over the scan at each pixel).
+   * RMS residual over the scan of the multi-contrast model at the estimate, relative to
+   * the mean sample intensity (the same definition for both engines).
    */
   float *quality;
   /**
@@ -157,6 +181,10 @@ typedef struct esp_outputs {
    * Phase (rad, zero mean), integrated from the displacement; needs the geometry options.
    */
   float *phase;
+  /**
+   * Floats each non-NULL pointer above can hold: at least `height · width`.
+   */
+  uintptr_t len;
 } esp_outputs;
 
 /**
@@ -167,8 +195,6 @@ typedef struct esp_outputs {
  * thread sets.
  */
 typedef int32_t (*esp_progress_fn)(double fraction_done, void *user_data);
-
-
 
 #ifdef __cplusplus
 extern "C" {
@@ -188,6 +214,7 @@ const char *esp_version(void);
 /**
  * New options with the defaults: the network engine with the shipped model on the best
  * available provider; tracking window 1, max shift 8 px, dark-field on; no geometry.
+ * NULL only if memory ran out.
  */
 struct esp_options *esp_options_new(void);
 
@@ -200,20 +227,21 @@ struct esp_options *esp_options_new(void);
 void esp_options_free(struct esp_options *opts);
 
 /**
- * Sets an option by name, so that new options never change the ABI.
+ * Sets an option by name, so that new options never change the ABI; a failed call leaves
+ * the options as they were.
  *
  * - `engine`: `network` (default) or `tracking`.
  * - Network: `model` (path to an ONNX export; default the shipped model), `ort_library`
  *   (path to libonnxruntime; default `$ESPINNET_ORT_PATH`, `$ORT_DYLIB_PATH`, then the
- *   set-up's), `provider` (`auto`, `cpu`, `cuda`, `tensorrt`), `scaling` (`nearest`,
- *   `linear`), `tile` (px), `overlap` (px), `batch`, `threads` (0 = one per core),
- *   `device_id`, `fp16`, `gpu_mem_limit_mib`, `trt_cache` (directory).
+ *   `onnxruntime` wheel of the active Python environment, `$VIRTUAL_ENV`), `provider`
+ *   (`auto`, `cpu`, `cuda`, `tensorrt`), `scaling` (`nearest`, `linear`), `tile` (px),
+ *   `overlap` (px), `batch`, `threads` (0 = one per core), `device_id`, `fp16`,
+ *   `gpu_mem_limit_mib`, `trt_cache` (directory).
  * - Tracking: `window` (px, half-width), `max_shift` (px), `mean_window` (px),
  *   `dark_field`, `hamming`, `reseed`, `adaptive`.
  * - Geometry, for refraction and phase: `energy_kev` (keV), `distance_m` (sample to
  *   detector, m), `pixel_size_um` (detector pixel, µm), `magnification` (default 1),
  *   `integration` (`frankot-chellappa` (default) or `least-squares`).
- * - `debug_panic`: a test hook; [`esp_engine_new`] then panics on purpose.
  *
  * Flags take `true`/`false`/`1`/`0`.
  *
@@ -223,10 +251,11 @@ void esp_options_free(struct esp_options *opts);
 enum esp_status esp_options_set(struct esp_options *opts, const char *key, const char *value);
 
 /**
- * Creates an engine from `opts` (copied; `opts` may be freed afterwards) into `*engine`.
- * For the network engine this loads ONNX Runtime and the model: failures are
- * `ESP_STATUS_RUNTIME_LIBRARY`, `ESP_STATUS_MODEL` or `ESP_STATUS_PROVIDER_UNAVAILABLE`.
- * A geometry given only in part is `ESP_STATUS_INVALID_ARGUMENT`.
+ * Creates an engine from `opts` (copied; `opts` may be freed afterwards) into `*engine`,
+ * which is set to NULL first. For the network engine this loads ONNX Runtime and the
+ * model: failures are `ESP_STATUS_RUNTIME_LIBRARY`, `ESP_STATUS_MODEL` or
+ * `ESP_STATUS_PROVIDER_UNAVAILABLE`. A geometry given only in part is
+ * `ESP_STATUS_INVALID_ARGUMENT`.
  *
  * # Safety
  * `opts` came from [`esp_options_new`]; `engine` points to writable storage.
@@ -251,23 +280,18 @@ const char *esp_engine_provider(const struct esp_engine *engine);
 void esp_engine_free(struct esp_engine *engine);
 
 /**
- * Reconstructs from a reference and a sample stack of `n` frames of `height × width`
- * float32 pixels; consecutive rows are `row_stride` floats apart (0 = `width`) and
- * consecutive frames `height · row_stride`. Only the maps `out` points to are written;
- * asking for refraction or phase without the geometry options is
- * `ESP_STATUS_INVALID_ARGUMENT`.
+ * Reconstructs from a reference and a sample stack of the same shape. Only the maps `out`
+ * points to are written, and none when the call fails; asking for refraction or phase
+ * without the geometry options is `ESP_STATUS_INVALID_ARGUMENT`.
  *
  * # Safety
- * `reference` and `sample` point to `n · height · row_stride` readable floats; every
- * non-NULL pointer in `out` points to `height · width` writable floats.
+ * `reference` and `sample` are NULL or valid descriptors of readable memory; every
+ * non-NULL pointer in `out` points to `out->len` writable floats, not overlapping the
+ * stacks.
  */
 enum esp_status esp_engine_reconstruct(const struct esp_engine *engine,
-                                       const float *reference,
-                                       const float *sample,
-                                       uintptr_t n,
-                                       uintptr_t height,
-                                       uintptr_t width,
-                                       uintptr_t row_stride,
+                                       const struct esp_stack *reference,
+                                       const struct esp_stack *sample,
                                        const struct esp_outputs *out);
 
 /**
@@ -278,12 +302,8 @@ enum esp_status esp_engine_reconstruct(const struct esp_engine *engine,
  * until this call returns.
  */
 enum esp_status esp_engine_reconstruct_with_progress(const struct esp_engine *engine,
-                                                     const float *reference,
-                                                     const float *sample,
-                                                     uintptr_t n,
-                                                     uintptr_t height,
-                                                     uintptr_t width,
-                                                     uintptr_t row_stride,
+                                                     const struct esp_stack *reference,
+                                                     const struct esp_stack *sample,
                                                      const struct esp_outputs *out,
                                                      esp_progress_fn progress,
                                                      void *user_data);
@@ -292,15 +312,15 @@ enum esp_status esp_engine_reconstruct_with_progress(const struct esp_engine *en
  * Simulates a case with known truth, so that C programs and demos need no data files.
  * `preset`: `mask-diagonal` (the paper's set-up), `sandpaper-random`, `grating-grid` or
  * `lens`. Writes `n` frames of `height × width` photon counts (contiguous) to `reference`
- * and `sample`, and the truth to the non-NULL pointers of `truth` (its `quality` is not
- * written). The presets' geometry, for the refraction and phase of the truth:
- * `energy_kev` 20, `distance_m` 0.5, `pixel_size_um` 6.5, `magnification` 10.
- * The same arguments give the same case.
+ * and `sample`, each holding `stack_len` floats, and the truth to the non-NULL pointers
+ * of `truth` (its `quality` is not written). The presets' geometry, for the refraction
+ * and phase of the truth: `energy_kev` 20, `distance_m` 0.5, `pixel_size_um` 6.5,
+ * `magnification` 10. The same arguments give the same case.
  *
  * # Safety
- * `preset` is a NUL-terminated string; `reference` and `sample` point to
- * `n · height · width` writable floats; `truth` is NULL or its non-NULL pointers point to
- * `height · width` writable floats.
+ * `preset` is a NUL-terminated string; `reference` and `sample` point to `stack_len`
+ * writable floats; `truth` is NULL or its non-NULL pointers point to `truth->len`
+ * writable floats.
  */
 enum esp_status esp_simulate(const char *preset,
                              uintptr_t height,
@@ -309,12 +329,13 @@ enum esp_status esp_simulate(const char *preset,
                              uint64_t seed,
                              float *reference,
                              float *sample,
+                             uintptr_t stack_len,
                              const struct esp_outputs *truth);
 
 /**
  * The execution providers this machine can run the network on, comma-separated, best
- * first (e.g. `tensorrt,cuda,cpu`), into `*providers` (a static string). Loads ONNX
- * Runtime from `ort_library`, or when NULL from the default search (see
+ * first (e.g. `tensorrt,cuda,cpu`), into `*providers` (a static string; NULL on failure).
+ * Loads ONNX Runtime from `ort_library`, or when NULL from the default search (see
  * [`esp_options_set`]'s `ort_library`).
  *
  * # Safety
@@ -323,18 +344,20 @@ enum esp_status esp_simulate(const char *preset,
 enum esp_status esp_available_providers(const char *ort_library, const char **providers);
 
 /**
- * Integrates a gradient field (units of φ per pixel, `height × width`, contiguous) into
- * `phase` (zero mean). `method`: 0 = Frankot–Chellappa (mirror extension), 1 = DCT least
- * squares.
+ * Integrates a gradient field (units of φ per pixel, `height × width`, contiguous, `len`
+ * floats each) into `phase` (zero mean, `len` floats). `method`: `frankot-chellappa`
+ * (mirror extension) or `least-squares` (DCT, Neumann boundary); NULL for the first.
  *
  * # Safety
- * `gx`, `gy` point to `height · width` readable floats, `phase` to as many writable ones.
+ * `gx`, `gy` point to `len` readable floats, `phase` to as many writable ones; `method`
+ * is NULL or a NUL-terminated string.
  */
 enum esp_status esp_integrate(const float *gx,
                               const float *gy,
+                              uintptr_t len,
                               uintptr_t height,
                               uintptr_t width,
-                              uint32_t method,
+                              const char *method,
                               float *phase);
 
 /**

@@ -1,7 +1,8 @@
 //! The C++ API, through cxx: `espinnet::Options`, `espinnet::Engine` and `espinnet::Maps` in
 //! the generated header `espinnet.hpp` (installed beside `espinnet.h` with cxx's
-//! `rust/cxx.h`). The same options, engines and messages as the C ABI (`capi::engine`);
-//! errors throw `rust::Error`, whose `what()` is the message `esp_last_error()` would give.
+//! `rust/cxx.h`). An adapter of the public Rust API ([`crate::Engine`], [`crate::Options`]),
+//! like the C ABI, so the two cannot drift; errors throw `rust::Error`, whose `what()` is
+//! the message `esp_last_error()` would give, and panics are contained the same way.
 //!
 //! ```cpp
 //! auto opts = espinnet::options();                // network engine, shipped model
@@ -20,7 +21,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use ndarray::ArrayView3;
 
 use crate::capi::EspStatus;
-use crate::capi::engine::{self, Settings, Wanted};
 use crate::capi::guard::{Failure, contain};
 
 #[cxx::bridge(namespace = "espinnet")]
@@ -97,9 +97,9 @@ mod ffi {
     }
 }
 
-pub struct Options(Settings);
+pub struct Options(crate::Options);
 
-pub struct Engine(engine::Engine);
+pub struct Engine(crate::Engine);
 
 /// The fraction done (f64 bits) and the cancel request of one call.
 #[derive(Default)]
@@ -136,22 +136,22 @@ impl crate::progress::Progress for Progress {
 }
 
 fn options() -> Box<Options> {
-    Box::new(Options(Settings::default()))
+    Box::new(Options(crate::Options::default()))
 }
 
 impl Options {
     fn set(&mut self, key: &str, value: &str) -> Result<(), Failure> {
-        contain(|| self.0.set(key, value))
+        contain(|| Ok(self.0.set(key, value)?))
     }
 }
 
 fn engine(options: &Options) -> Result<Box<Engine>, Failure> {
-    contain(|| Ok(Box::new(Engine(engine::Engine::new(&options.0)?))))
+    contain(|| Ok(Box::new(Engine(crate::Engine::new(&options.0)?))))
 }
 
 impl Engine {
     fn provider(&self) -> &str {
-        self.0.provider().to_str().unwrap_or("?")
+        self.0.provider()
     }
 
     fn reconstruct(
@@ -187,30 +187,30 @@ impl Engine {
         progress: &dyn crate::progress::Progress,
     ) -> Result<ffi::Maps, Failure> {
         contain(|| {
-            let len = crate::capi::checked_len(&[n, height, width])?;
+            if n == 0 || height == 0 || width == 0 {
+                return Err(Failure(
+                    EspStatus::InvalidArgument,
+                    format!("dimensions must be >= 1, got [{n}, {height}, {width}]"),
+                ));
+            }
+            let len = n.checked_mul(height).and_then(|v| v.checked_mul(width));
             let view = |data, name| {
                 ArrayView3::from_shape((n, height, width), data).map_err(|_| {
                     Failure(
                         EspStatus::ShapeMismatch,
                         format!(
                             "{name} holds {} floats, but n × height × width = {n} × {height} × \
-                             {width} = {len}",
-                            data.len()
+                             {width} = {}",
+                            data.len(),
+                            len.map_or("overflow".into(), |l| l.to_string())
                         ),
                     )
                 })
             };
             let (r, s) = (view(reference, "reference")?, view(sample, "sample")?);
-            let wanted = Wanted {
-                quality: true,
-                derived: self.0.has_geometry(),
-            };
-            let m = self.0.run(r, s, wanted, progress)?;
+            let m = self.0.reconstruct_with(r, s, progress)?;
             let vec = |a: ndarray::Array2<f32>| a.into_iter().collect::<Vec<f32>>();
-            let (refraction_x, refraction_y, phase) = match m.derived {
-                Some(d) => (vec(d.refraction_x), vec(d.refraction_y), vec(d.phase)),
-                None => Default::default(),
-            };
+            let opt = |a: Option<ndarray::Array2<f32>>| a.map(vec).unwrap_or_default();
             Ok(ffi::Maps {
                 height,
                 width,
@@ -218,10 +218,10 @@ impl Engine {
                 dy: vec(m.dy),
                 transmission: vec(m.transmission),
                 darkfield: vec(m.darkfield),
-                quality: m.quality.map(vec).unwrap_or_default(),
-                refraction_x,
-                refraction_y,
-                phase,
+                quality: vec(m.quality),
+                refraction_x: opt(m.refraction_x),
+                refraction_y: opt(m.refraction_y),
+                phase: opt(m.phase),
             })
         })
     }

@@ -2,15 +2,18 @@
 //!
 //! From a reference stack (the scanned pattern without sample) and a sample stack (the same
 //! scan with the sample), recover the pattern displacement, transmission, dark-field,
-//! refraction angles and phase. Conventions and units: `DESIGN.md` §1 and
-//! `docs/architecture.md`.
+//! refraction angles and phase, with either engine through one [`Engine`]. Conventions
+//! and units: `docs/design.md`; layering: `docs/architecture.md`.
 
 pub mod capi;
 #[cfg(feature = "cpp")]
 pub mod cpp;
+pub mod engine;
 pub mod error;
 pub mod geometry;
 pub mod integrate;
+pub mod metrics;
+pub mod model;
 pub mod network;
 pub mod progress;
 pub mod stack;
@@ -19,6 +22,7 @@ pub mod tracking;
 mod interpolate;
 mod transform2d;
 
+pub use engine::{Engine, EngineKind, Maps, MapsMut, Options};
 pub use error::{Error, Result};
 pub use geometry::Geometry;
 pub use stack::ScanScaling;

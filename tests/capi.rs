@@ -13,9 +13,22 @@ fn last_error() -> String {
         .into_owned()
 }
 
+/// A descriptor of a contiguous `[n, h, w]` stack.
+fn stack(data: &[f32], n: usize, h: usize, w: usize) -> EspStack {
+    EspStack {
+        data: data.as_ptr(),
+        len: data.len(),
+        n,
+        height: h,
+        width: w,
+        row_stride: 0,
+    }
+}
+
 /// Outputs that ask for dx alone.
 fn dx_only(dx: &mut [f32]) -> EspOutputs {
     EspOutputs {
+        len: dx.len(),
         dx: dx.as_mut_ptr(),
         dy: ptr::null_mut(),
         transmission: ptr::null_mut(),
@@ -56,7 +69,7 @@ fn committed_header_is_current() {
     let parts: Vec<&str> = version.split('.').collect();
     for (name, v) in ["MAJOR", "MINOR", "PATCH"].iter().zip(&parts) {
         assert!(
-            text.contains(&format!("#define ESPINNET_VERSION_{name} {v}\n")),
+            text.contains(&format!("#define ESP_VERSION_{name} {v}\n")),
             "{name} != {v}"
         );
     }
@@ -95,7 +108,20 @@ fn options_and_errors() {
     let mut dx = vec![0.0f32; 64];
     let out = dx_only(&mut dx);
     let rec = |n, h, w, stride, r: *const f32| unsafe {
-        esp_engine_reconstruct(engine, r, data.as_ptr(), n, h, w, stride, &out)
+        let len = if r.is_null() { 0 } else { data.len() };
+        let rs = EspStack {
+            data: r,
+            len,
+            n,
+            height: h,
+            width: w,
+            row_stride: stride,
+        };
+        let ss = EspStack {
+            data: data.as_ptr(),
+            ..rs
+        };
+        esp_engine_reconstruct(engine, &rs, &ss, &out)
     };
     assert_eq!(rec(0, 8, 8, 0, data.as_ptr()), EspStatus::InvalidArgument);
     assert_eq!(rec(4, 8, 8, 4, data.as_ptr()), EspStatus::InvalidArgument);
@@ -106,6 +132,24 @@ fn options_and_errors() {
         EspStatus::InvalidArgument
     );
     assert!(last_error().contains("overflow"), "{}", last_error());
+    // A buffer shorter than its dimensions, and one that is not aligned.
+    assert_eq!(rec(5, 8, 8, 0, data.as_ptr()), EspStatus::InvalidArgument);
+    assert!(
+        last_error().contains("'reference' holds 256 floats, needs 320"),
+        "{}",
+        last_error()
+    );
+    let odd = unsafe { data.as_ptr().cast::<u8>().add(1).cast::<f32>() };
+    assert_eq!(rec(3, 8, 8, 0, odd), EspStatus::InvalidArgument);
+    assert!(last_error().contains("aligned"), "{}", last_error());
+    // An output buffer shorter than an image.
+    let mut short = [0.0f32; 63];
+    let st = stack(&data, 4, 8, 8);
+    assert_eq!(
+        unsafe { esp_engine_reconstruct(engine, &st, &st, &dx_only(&mut short)) },
+        EspStatus::InvalidArgument
+    );
+    assert!(last_error().contains("'dx' holds 63 floats"), "{}", last_error());
     // 8x8 is too small for window 2 and max shift 8.
     assert_eq!(rec(4, 8, 8, 0, data.as_ptr()), EspStatus::InvalidArgument);
     let mut nan = data.clone();
@@ -154,12 +198,8 @@ fn reconstruct_through_the_abi_from_eight_threads() {
                     let st = unsafe {
                         esp_engine_reconstruct(
                             engine as *const EspEngine,
-                            r.as_ptr(),
-                            smp.as_ptr(),
-                            n,
-                            h,
-                            w,
-                            0,
+                            &stack(r, n, h, w),
+                            &stack(smp, n, h, w),
                             &out,
                         )
                     };
@@ -179,10 +219,8 @@ fn reconstruct_through_the_abi_from_eight_threads() {
     );
     // The ABI returns exactly what the Rust API returns (whose accuracy against ground truth
     // is asserted in tests/tracking.rs): this catches stride, layout and option mix-ups.
-    let params = espinnet::tracking::Params {
-        max_shift: 9,
-        ..Default::default()
-    };
+    let mut params = espinnet::tracking::Params::default();
+    params.max_shift = 9;
     let direct =
         espinnet::tracking::track(case.reference.view(), case.sample.view(), &params).unwrap();
     assert_eq!(
@@ -202,18 +240,63 @@ fn integrate_through_the_abi() {
     let gy = vec![-0.25f32; h * w];
     let mut phase = vec![0.0f32; h * w];
     assert_eq!(
-        unsafe { esp_integrate(gx.as_ptr(), gy.as_ptr(), h, w, 1, phase.as_mut_ptr()) },
+        unsafe {
+            esp_integrate(
+                gx.as_ptr(),
+                gy.as_ptr(),
+                h * w,
+                h,
+                w,
+                c"least-squares".as_ptr(),
+                phase.as_mut_ptr(),
+            )
+        },
         EspStatus::Ok
     );
     // A plane: φ(0, 1) − φ(0, 0) = 0.5, φ(1, 0) − φ(0, 0) = −0.25.
     assert!((phase[1] - phase[0] - 0.5).abs() < 1e-4 && (phase[w] - phase[0] + 0.25).abs() < 1e-4);
+    let len = h * w;
     assert_eq!(
-        unsafe { esp_integrate(gx.as_ptr(), gy.as_ptr(), h, w, 7, phase.as_mut_ptr()) },
+        unsafe {
+            esp_integrate(
+                gx.as_ptr(),
+                gy.as_ptr(),
+                len,
+                h,
+                w,
+                c"magic".as_ptr(),
+                phase.as_mut_ptr(),
+            )
+        },
         EspStatus::InvalidArgument
     );
     assert_eq!(
-        unsafe { esp_integrate(gx.as_ptr(), gy.as_ptr(), h, w, 0, ptr::null_mut()) },
+        unsafe {
+            esp_integrate(
+                gx.as_ptr(),
+                gy.as_ptr(),
+                len,
+                h,
+                w,
+                ptr::null(),
+                ptr::null_mut(),
+            )
+        },
         EspStatus::NullArgument
+    );
+    assert_eq!(
+        unsafe {
+            esp_integrate(
+                gx.as_ptr(),
+                gy.as_ptr(),
+                len - 1,
+                h,
+                w,
+                ptr::null(),
+                phase.as_mut_ptr(),
+            )
+        },
+        EspStatus::InvalidArgument
     );
 }
 
@@ -269,26 +352,19 @@ fn the_network_engine_through_the_abi() {
     assert_eq!(provider.to_str().unwrap(), "cpu");
     let mut dx = vec![0.0f32; h * w];
     let out = dx_only(&mut dx);
+    let (r, smp) = (
+        case.reference.as_slice().unwrap(),
+        case.sample.as_slice().unwrap(),
+    );
     let st = unsafe {
-        esp_engine_reconstruct(
-            engine,
-            case.reference.as_ptr(),
-            case.sample.as_ptr(),
-            n,
-            h,
-            w,
-            0,
-            &out,
-        )
+        esp_engine_reconstruct(engine, &stack(r, n, h, w), &stack(smp, n, h, w), &out)
     };
     assert_eq!(st, EspStatus::Ok, "{}", last_error());
     unsafe { esp_engine_free(engine) };
     // Exactly what the Rust API returns (whose accuracy tests/network.rs asserts).
-    let net = espinnet::network::Network::new(&espinnet::network::Options {
-        provider: espinnet::network::Provider::Cpu,
-        ..Default::default()
-    })
-    .unwrap();
+    let mut options = espinnet::network::Options::default();
+    options.provider = espinnet::network::Provider::Cpu;
+    let net = espinnet::network::Network::new(&options).unwrap();
     let direct = net
         .reconstruct(case.reference.view(), case.sample.view())
         .unwrap();
@@ -350,12 +426,8 @@ fn progress_reaches_one_and_a_callback_can_cancel_either_engine() {
             let st = unsafe {
                 esp_engine_reconstruct_with_progress(
                     e,
-                    case.reference.as_ptr(),
-                    case.sample.as_ptr(),
-                    n,
-                    h,
-                    w,
-                    0,
+                    &stack(case.reference.as_slice().unwrap(), n, h, w),
+                    &stack(case.sample.as_slice().unwrap(), n, h, w),
                     &out,
                     Some(watch),
                     &wt as *const Watch as *mut _,

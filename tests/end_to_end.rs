@@ -15,10 +15,11 @@ fn lens_phase_is_recovered_from_the_tracked_displacement() {
         *apex_radius_um = 20.0;
     }
     let case = simulate(&config).unwrap();
-    let p = Params {
-        window: 1,
-        max_shift: 5,
-        ..Default::default()
+    let p = {
+        let mut o = Params::default();
+        o.window = 1;
+        o.max_shift = 5;
+        o
     };
     let out = track(case.reference.view(), case.sample.view(), &p).unwrap();
     let b = p.border();

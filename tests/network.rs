@@ -110,10 +110,11 @@ const CARD_BORDER: usize = 14;
 
 /// The card's tracker on a case: Nw = 3 (its best window at every N), max shift 9 px.
 fn tracked(c: &Case) -> Errors {
-    let params = espinnet::tracking::Params {
-        window: 3,
-        max_shift: 9,
-        ..Default::default()
+    let params = {
+        let mut o = espinnet::tracking::Params::default();
+        o.window = 3;
+        o.max_shift = 9;
+        o
     };
     let t = espinnet::tracking::track(c.reference.view(), c.sample.view(), &params).unwrap();
     errors(
@@ -247,11 +248,11 @@ fn the_full_resolution_model_is_more_accurate_than_the_shipped_one() {
     // models/espinnet-light-fr.onnx, the card's alternative: its figures at N = 5 on the
     // card's set (0.046 px, 0.023 %, T 0.0107, D 0.0138) ×1.5 on 4 cases, and a lower
     // displacement RMSE than the shipped model on the same cases.
-    let fr = network(Options {
-        model: Some(
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/espinnet-light-fr.onnx"),
-        ),
-        ..Default::default()
+    let fr = network({
+        let mut o = Options::default();
+        o.model =
+            Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/espinnet-light-fr.onnx"));
+        o
     });
     let shipped = network(Options::default());
     assert_eq!(fr.info().variant, "light-nonorm-fr");
@@ -288,17 +289,19 @@ fn the_full_resolution_model_is_more_accurate_than_the_shipped_one() {
 #[test]
 fn tiled_run_matches_untiled_away_from_the_border() {
     let c = case(384, 20, 3);
-    let whole = network(Options {
-        tile_px: 1024,
-        ..Default::default()
+    let whole = network({
+        let mut o = Options::default();
+        o.tile_px = 1024;
+        o
     })
     .reconstruct(c.reference.view(), c.sample.view())
     .unwrap();
-    let tiled = network(Options {
-        tile_px: 256,
-        overlap_px: 64,
-        batch: 3,
-        ..Default::default()
+    let tiled = network({
+        let mut o = Options::default();
+        o.tile_px = 256;
+        o.overlap_px = 64;
+        o.batch = 3;
+        o
     })
     .reconstruct(c.reference.view(), c.sample.view())
     .unwrap();
@@ -342,9 +345,10 @@ fn sizes_that_are_not_multiples_of_the_stride_keep_their_shape_and_accuracy() {
 
 #[test]
 fn batched_pairs_and_shared_engines_give_the_same_maps() {
-    let net = network(Options {
-        batch: 4,
-        ..Default::default()
+    let net = network({
+        let mut o = Options::default();
+        o.batch = 4;
+        o
     });
     let cases: Vec<Case> = (0..3).map(|i| case(96, 10, 100 + i)).collect();
     let pairs: Vec<_> = cases
@@ -374,9 +378,10 @@ fn batched_pairs_and_shared_engines_give_the_same_maps() {
 fn scan_scaling_options_both_work() {
     let c = card_case(5, 4);
     for scaling in [ScanScaling::Nearest, ScanScaling::Linear] {
-        let o = network(Options {
-            scaling,
-            ..Default::default()
+        let o = network({
+            let mut o = Options::default();
+            o.scaling = scaling;
+            o
         })
         .reconstruct(c.reference.view(), c.sample.view())
         .unwrap();
@@ -389,9 +394,10 @@ fn scan_scaling_options_both_work() {
 #[test]
 fn bad_models_and_inputs_are_clear_errors() {
     let model_error = |model: PathBuf, needle: &str| {
-        let e = Network::new(&Options {
-            model: Some(model),
-            ..Default::default()
+        let e = Network::new(&{
+            let mut o = Options::default();
+            o.model = Some(model);
+            o
         })
         .err()
         .expect("must fail");
@@ -409,9 +415,10 @@ fn bad_models_and_inputs_are_clear_errors() {
     );
     model_error(fixture("wrong-nnet.onnx"), "expected float32 [B, 20, H, W]");
 
-    let e = Network::new(&Options {
-        batch: 0,
-        ..Default::default()
+    let e = Network::new(&{
+        let mut o = Options::default();
+        o.batch = 0;
+        o
     })
     .err()
     .unwrap();
@@ -443,17 +450,17 @@ fn bad_models_and_inputs_are_clear_errors() {
 #[test]
 fn gpu_providers_run_or_report_unavailable() {
     let c = case(128, 20, 2);
-    let cpu = network(Options {
-        provider: Provider::Cpu,
-        ..Default::default()
+    let cpu = network({
+        let mut o = Options::default();
+        o.provider = Provider::Cpu;
+        o
     })
     .reconstruct(c.reference.view(), c.sample.view())
     .unwrap();
     for provider in [Provider::Cuda, Provider::TensorRt] {
-        match Network::new(&Options {
-            provider,
-            ..Default::default()
-        }) {
+        let mut options = Options::default();
+        options.provider = provider;
+        match Network::new(&options) {
             Ok(net) => {
                 assert_eq!(net.provider(), provider);
                 let o = net

@@ -72,10 +72,11 @@ fn case(size: usize, scans: usize, trajectory: Option<Trajectory>, sample: Optio
 
 fn n20_window1(trajectory: Option<Trajectory>) {
     // Shifts up to ±8 px (the preset's maximum); search ±9 so that none sits on the edge.
-    let p = Params {
-        window: 1,
-        max_shift: 9,
-        ..Default::default()
+    let p = {
+        let mut o = Params::default();
+        o.window = 1;
+        o.max_shift = 9;
+        o
     };
     let e = errors(&case(256, 20, trajectory, None), &p);
     assert_eq!(e.gross_fraction, 0.0, "no pixel may be more than 1 px off");
@@ -102,10 +103,11 @@ fn n3_window3_keeps_gross_errors_under_half_a_percent() {
     // pixels sit where the displacement gradient exceeds 0.2 px/px, 93 % where it exceeds
     // 1 px/px, so that the pattern is stretched or folded across the 7×7 window beyond
     // what any windowed shift model fits.
-    let p = Params {
-        window: 3,
-        max_shift: 9,
-        ..Default::default()
+    let p = {
+        let mut o = Params::default();
+        o.window = 3;
+        o.max_shift = 9;
+        o
     };
     let mut gross = 0.0;
     for index in 0..4 {
@@ -131,10 +133,11 @@ fn constant_subpixel_shift_is_unbiased() {
     };
     let e = errors(
         &case(160, 20, None, Some(wedge)),
-        &Params {
-            window: 1,
-            max_shift: 6,
-            ..Default::default()
+        &{
+            let mut o = Params::default();
+            o.window = 1;
+            o.max_shift = 6;
+            o
         },
     );
     assert_eq!(e.gross_fraction, 0.0);
@@ -162,10 +165,11 @@ fn single_shot_works_with_a_large_window() {
     };
     let e = errors(
         &case(160, 1, None, Some(wedge)),
-        &Params {
-            window: 4,
-            max_shift: 6,
-            ..Default::default()
+        &{
+            let mut o = Params::default();
+            o.window = 4;
+            o.max_shift = 6;
+            o
         },
     );
     assert!(e.gross_fraction < 0.005, "gross {}", e.gross_fraction);
@@ -185,10 +189,11 @@ fn shifts_beyond_the_search_range_are_flagged() {
     let o = track(
         c.reference.view(),
         c.sample.view(),
-        &Params {
-            window: 1,
-            max_shift: 3,
-            ..Default::default()
+        &{
+            let mut o = Params::default();
+            o.window = 1;
+            o.max_shift = 3;
+            o
         },
     )
     .unwrap();
@@ -209,18 +214,20 @@ fn shifts_beyond_the_search_range_are_flagged() {
 #[test]
 fn reseeding_outliers_helps_at_low_scan_counts() {
     let c = case(192, 3, None, None);
-    let base = Params {
-        window: 3,
-        max_shift: 9,
-        reseed: false,
-        ..Default::default()
+    let base = {
+        let mut o = Params::default();
+        o.window = 3;
+        o.max_shift = 9;
+        o.reseed = false;
+        o
     };
     let plain = errors(&c, &base);
     let reseeded = errors(
         &c,
-        &Params {
-            reseed: true,
-            ..base
+        &{
+            let mut p = base;
+            p.reseed = true;
+            p
         },
     );
     assert!(
@@ -244,9 +251,10 @@ fn bad_parameters_are_errors() {
     let e = track(
         r,
         s,
-        &Params {
-            max_shift: 40,
-            ..Default::default()
+        &{
+            let mut o = Params::default();
+            o.max_shift = 40;
+            o
         },
     )
     .unwrap_err()
@@ -255,10 +263,11 @@ fn bad_parameters_are_errors() {
     let e = track(
         r.slice(ndarray::s![..1, .., ..]),
         s.slice(ndarray::s![..1, .., ..]),
-        &Params {
-            window: 0,
-            max_shift: 2,
-            ..Default::default()
+        &{
+            let mut o = Params::default();
+            o.window = 0;
+            o.max_shift = 2;
+            o
         },
     )
     .unwrap_err()

@@ -54,6 +54,18 @@ pub(crate) fn contain<T>(f: impl FnOnce() -> Result<T, Failure>) -> Result<T, Fa
     })
 }
 
+/// Runs `f`, which cannot fail, at an entry point without a status: a panic gives
+/// `fallback` (and its message as the thread's last error).
+pub(crate) fn quiet<T>(fallback: T, f: impl FnOnce() -> T) -> T {
+    match contain(|| Ok(f())) {
+        Ok(v) => v,
+        Err(Failure(_, message)) => {
+            set_error(&message);
+            fallback
+        }
+    }
+}
+
 /// Runs `f`, mapping its error or panic to a status and the thread's last-error message.
 pub(crate) fn ffi(f: impl FnOnce() -> Result<(), Failure>) -> EspStatus {
     clear_error();

@@ -8,6 +8,7 @@ mod atomic;
 #[cfg(feature = "hdf5")]
 mod hdf5;
 mod npy;
+mod output_dir;
 pub mod preview;
 mod tiff;
 
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 use ndarray::{Array2, Array3, ArrayView3, Axis};
 
 pub use atomic::write_atomically;
+pub use output_dir::{MARKER, OutputDir};
 
 use crate::error::{Error, Result};
 
@@ -106,6 +108,29 @@ pub fn read_image(spec: &str) -> Result<Array2<f32>> {
         ));
     }
     Ok(s.index_axis_move(Axis(0), 0))
+}
+
+/// Reads a reference and a sample stack (each as [`read_stack`] takes it), checks that they
+/// agree, and corrects both with the optional dark and flat frames (`[H, W]` each, see
+/// [`crate::stack::correct`]): what every surface that starts from files does first.
+pub fn read_pair(
+    reference: &str,
+    sample: &str,
+    dark: Option<&str>,
+    flat: Option<&str>,
+) -> Result<(Array3<f32>, Array3<f32>)> {
+    let (mut r, mut s) = (read_stack(reference)?, read_stack(sample)?);
+    crate::stack::validate_pair(r.view(), s.view())?;
+    let dark = dark.map(read_image).transpose()?;
+    let flat = flat.map(read_image).transpose()?;
+    for stack in [&mut r, &mut s] {
+        crate::stack::correct(
+            stack,
+            dark.as_ref().map(|d| d.view()),
+            flat.as_ref().map(|f| f.view()),
+        )?;
+    }
+    Ok((r, s))
 }
 
 /// A rank-2 image or rank-3 stack as `[N, H, W]` in standard layout.
@@ -199,7 +224,7 @@ pub fn refuse_existing(path: &Path) -> Result<()> {
             path,
             std::io::Error::new(
                 std::io::ErrorKind::AlreadyExists,
-                "already exists (use --force to replace it)",
+                "already exists",
             ),
         ));
     }

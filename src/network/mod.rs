@@ -22,7 +22,7 @@ use serde::Serialize;
 
 pub use model::{ModelInfo, SHIPPED_NAME};
 pub use provider::{GpuOptions, Provider};
-pub use runtime::PATH_VARIABLES;
+pub use runtime::{PATH_VARIABLES, wheel_library};
 
 use crate::error::{Error, Result};
 use crate::stack::{ScanScaling, scan_weights, validate_pair};
@@ -32,6 +32,7 @@ pub const TD_CLIP: f32 = 1.5;
 
 /// How the network engine is set up.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct Options {
     /// ONNX model; `None`: the shipped one, built into the library.
     pub model: Option<PathBuf>,

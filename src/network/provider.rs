@@ -52,6 +52,7 @@ impl std::fmt::Display for Provider {
 
 /// GPU provider settings (ignored on CPU).
 #[derive(Debug, Clone, Default, Serialize)]
+#[non_exhaustive]
 pub struct GpuOptions {
     /// CUDA device ordinal.
     pub device_id: i32,

@@ -3,9 +3,9 @@
 //! The library is not linked: `ort`'s `load-dynamic` opens it at run time, so a build never
 //! downloads anything and one binary serves CPU and GPU installs alike. Where it is looked
 //! for, first match wins: the caller's explicit path, `ESPINNET_ORT_PATH`, `ORT_DYLIB_PATH`,
-//! then the PyPI `onnxruntime` wheel installed by `scripts/setup.sh` into this source
-//! tree's `.venv`. A missing or unusable library is an [`Error::Runtime`], never a panic
-//! (plain `ort::init()` panics).
+//! then the PyPI `onnxruntime` wheel of the active Python environment (`VIRTUAL_ENV`). A
+//! missing or unusable library is an [`Error::Runtime`], never a panic (plain `ort::init()`
+//! panics).
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -30,20 +30,19 @@ pub fn locate(explicit: Option<&Path>) -> Result<(PathBuf, &'static str)> {
             return Ok((PathBuf::from(v), var));
         }
     }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv");
-    if let Some(p) = wheel_library(&venv) {
-        return Ok((p, "scripts/setup.sh's .venv"));
+    if let Some(p) = std::env::var_os("VIRTUAL_ENV").and_then(|v| wheel_library(Path::new(&v))) {
+        return Ok((p, "VIRTUAL_ENV"));
     }
-    Err(Error::Runtime(format!(
+    Err(Error::Runtime(
         "library not found: set ESPINNET_ORT_PATH to libonnxruntime.so.1.* (for example from \
-         `pip install onnxruntime`: site-packages/onnxruntime/capi/), or run scripts/setup.sh, \
-         which installs it into {}",
-        venv.display()
-    )))
+         `pip install onnxruntime`: site-packages/onnxruntime/capi/), or activate the Python \
+         environment it is installed in"
+            .into(),
+    ))
 }
 
-/// `libonnxruntime.so.<version>` inside a virtual environment's `onnxruntime` wheel.
-fn wheel_library(venv: &Path) -> Option<PathBuf> {
+/// `libonnxruntime.so.<version>` inside a Python environment's `onnxruntime` wheel.
+pub fn wheel_library(venv: &Path) -> Option<PathBuf> {
     let lib = std::fs::read_dir(venv.join("lib")).ok()?;
     let mut found: Vec<PathBuf> = lib
         .flatten()

@@ -1,6 +1,13 @@
-//! Random case configurations for training data. Sample `i` of a dataset with seed `s` is
-//! a pure function of (mix, patch size, s, i): shards can be made in any order, in parallel
-//! or again, and hold the same data.
+//! Training data: random case configurations and the shard files they are written to.
+//! Sample `i` of a dataset with seed `s` is a pure function of (mix, patch size, s, i):
+//! shards can be made in any order, in parallel or again, and hold the same data.
+//!
+//! A shard (HDF5, read by `models/train/espinnet_train/data.py`) holds float32 datasets
+//! `reference` and `sample` `[K, Nnet, P, P]` (photons, brought to Nnet frames by
+//! [`crate::stack::scale_scans`]), the truth maps `dx`, `dy`, `transmission`, `darkfield`,
+//! `phase` `[K, P, P]` and `n_scans` `[K]` (the scan count before scaling), with the
+//! root attributes `dataset` (JSON: how the shard was made) and `configs` (JSON: each
+//! patch's [`Config`]).
 
 use rand::{RngExt, SeedableRng};
 use rand_pcg::Pcg64Mcg;
@@ -137,6 +144,65 @@ impl ScanRange {
             Pcg64Mcg::seed_from_u64(seed ^ index.wrapping_mul(0xE703_7ED1_A0B4_28DB) ^ 0x5CA7_5CA7);
         rng.random_range(self.min..=self.max)
     }
+}
+
+/// How the patches of a shard are brought to the network's frame count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ShardFormat {
+    pub nnet: usize,
+    pub scaling: crate::ScanScaling,
+}
+
+/// Writes simulated `cases` (equal shapes) as one shard at `path` (replaced atomically),
+/// with `about` (JSON) as its `dataset` attribute.
+#[cfg(feature = "hdf5")]
+pub fn write_shard(
+    path: &std::path::Path,
+    cases: &[super::Case],
+    format: ShardFormat,
+    about: &serde_json::Value,
+) -> Result<()> {
+    use ndarray::{Array1, Axis, stack};
+    if cases.is_empty() {
+        return Err(Error::invalid("a shard needs at least one case"));
+    }
+    let shape_error = |_| Error::invalid("the cases of a shard must have equal shapes");
+    let scaled = |get: fn(&super::Case) -> &ndarray::Array3<f32>| -> Result<ndarray::Array4<f32>> {
+        let v = cases
+            .iter()
+            .map(|c| crate::stack::scale_scans(get(c).view(), format.nnet, format.scaling))
+            .collect::<Result<Vec<_>>>()?;
+        stack(Axis(0), &v.iter().map(|x| x.view()).collect::<Vec<_>>()).map_err(shape_error)
+    };
+    let maps = |get: fn(&super::Truth) -> &ndarray::Array2<f32>| {
+        stack(
+            Axis(0),
+            &cases.iter().map(|c| get(&c.truth).view()).collect::<Vec<_>>(),
+        )
+        .map_err(shape_error)
+    };
+    let (reference, sample) = (scaled(|c| &c.reference)?, scaled(|c| &c.sample)?);
+    let truth = [
+        ("dx", maps(|t| &t.dx)?),
+        ("dy", maps(|t| &t.dy)?),
+        ("transmission", maps(|t| &t.transmission)?),
+        ("darkfield", maps(|t| &t.darkfield)?),
+        ("phase", maps(|t| &t.phase)?),
+    ];
+    let n_scans = Array1::from_iter(cases.iter().map(|c| c.config.scans as f32));
+    let mut datasets = vec![
+        ("reference", reference.view().into_dyn()),
+        ("sample", sample.view().into_dyn()),
+    ];
+    datasets.extend(truth.iter().map(|(n, a)| (*n, a.view().into_dyn())));
+    datasets.push(("n_scans", n_scans.view().into_dyn()));
+    let configs: Vec<&Config> = cases.iter().map(|c| &c.config).collect();
+    let configs = serde_json::to_string(&configs).expect("serialisable");
+    crate::io::write_hdf5(
+        path,
+        &datasets,
+        &[("dataset", &about.to_string()), ("configs", &configs)],
+    )
 }
 
 #[cfg(test)]

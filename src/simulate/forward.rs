@@ -1,7 +1,7 @@
 //! The forward model: the modulator's near-field pattern on the detector, then each frame
 //! as that pattern shifted by the scan position (reference) and additionally by the
 //! sample's displacement and dimmed and blurred by T and D (sample):
-//! `S = T·(M + D·(R(r − d) − M))`, DESIGN.md §1.
+//! `S = T·(M + D·(R(r − d) − M))` ([`crate::model`]).
 
 use ndarray::{Array2, Array3, Axis, Zip};
 use rand::SeedableRng;
@@ -132,7 +132,7 @@ pub(crate) fn render(
                         maps.transmission[[y, x]] as f32,
                         maps.darkfield[[y, x]] as f32,
                     );
-                    s[x] = emit(t * (mean + d * (pat - mean)));
+                    s[x] = emit(crate::model::predict(t, d, mean, pat));
                 }
             });
     }

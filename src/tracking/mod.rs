@@ -31,6 +31,7 @@ use crate::stack::validate_pair;
 
 /// Tracker parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Params {
     /// Window half-width Nw (px): the window is (2·Nw+1)²; 0 is a single pixel.
     pub window: usize,
@@ -60,7 +61,7 @@ impl Default for Params {
             max_shift: 8,
             dark_field: true,
             hamming: true,
-            mean_window: 16,
+            mean_window: crate::model::MEAN_WINDOW_PX,
             reseed: true,
             adaptive: true,
         }

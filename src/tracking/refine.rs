@@ -6,6 +6,7 @@ use ndarray::{Array2, Axis, Zip};
 use super::search::Stacks;
 use super::{Output, Params};
 use crate::interpolate::keys;
+use crate::model::from_affine;
 
 pub(super) fn refine(
     st: &Stacks,
@@ -102,8 +103,8 @@ pub(super) fn fit_at(
             (y as f32 - dy).round() as usize,
             (x as f32 - dx).round() as usize,
         );
-        let t = a / st.m[my.min(h - 1) * w + mx.min(w - 1)] as f64 + k;
-        (t, k / t, (sss - ss * ss / sw) - cov * k)
+        let (t, d) = from_affine(a, k, st.m[my.min(h - 1) * w + mx.min(w - 1)] as f64);
+        (t, d, (sss - ss * ss / sw) - cov * k)
     } else {
         let t = ssr / srr;
         (t, f64::NAN, sss - ssr * t)

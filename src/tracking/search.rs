@@ -55,7 +55,7 @@ impl<'a> Stacks<'a> {
             raw_r,
             raw_s: slice(sample),
             scale,
-            m: Arc::new(box_mean(raw_r, scale, (n, h, w), p.mean_window)),
+            m: Arc::new(crate::model::local_mean(raw_r, scale, (n, h, w), p.mean_window)),
             kernel: Vec::new(),
             sw: 0.0,
             r1: Vec::new(),
@@ -138,33 +138,6 @@ impl<'a> Stacks<'a> {
             }
         }
     }
-}
-
-/// Mean over frames and a (2·r+1)² box (clipped at the border) of the normalised,
-/// centred reference `raw · scale − 1`, plus 1.
-fn box_mean(raw: &[f32], scale: f32, (n, h, w): (usize, usize, usize), r: usize) -> Vec<f32> {
-    // Summed-area table of the frame sum, in f64.
-    let mut sat = vec![0.0f64; (h + 1) * (w + 1)];
-    for y in 0..h {
-        let mut row = 0.0;
-        for x in 0..w {
-            row += (0..n)
-                .map(|i| (raw[i * h * w + y * w + x] * scale - 1.0) as f64)
-                .sum::<f64>();
-            sat[(y + 1) * (w + 1) + x + 1] = sat[y * (w + 1) + x + 1] + row;
-        }
-    }
-    let mut out = vec![0.0f32; h * w];
-    for y in 0..h {
-        let (y0, y1) = (y.saturating_sub(r), (y + r + 1).min(h));
-        for x in 0..w {
-            let (x0, x1) = (x.saturating_sub(r), (x + r + 1).min(w));
-            let sum = sat[y1 * (w + 1) + x1] - sat[y0 * (w + 1) + x1] - sat[y1 * (w + 1) + x0]
-                + sat[y0 * (w + 1) + x0];
-            out[y * w + x] = (1.0 + sum / (n * (y1 - y0) * (x1 - x0)) as f64) as f32;
-        }
-    }
-    out
 }
 
 /// Sub-pixel shifts (dy, dx) and status of every pixel; one progress unit per band.

@@ -117,10 +117,11 @@ pub fn run(a: &BenchArgs) -> Result<()> {
                 }
             }
             for &nw in a.windows.iter().filter(|_| engine("tracking")) {
-                let p = Params {
-                    window: nw,
-                    max_shift: 8,
-                    ..Default::default()
+                let p = {
+                    let mut o = Params::default();
+                    o.window = nw;
+                    o.max_shift = 8;
+                    o
                 };
                 reset_peak();
                 let s = median_seconds(a.repeat, || {

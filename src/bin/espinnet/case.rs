@@ -3,19 +3,20 @@
 use std::path::Path;
 use std::time::Duration;
 
+use espinnet::io::OutputDir;
 use espinnet::io::preview::{Scale, write_montage, write_png};
-use espinnet::simulate::{Case, Config, Preset, dataset, simulate};
-use espinnet::stack::scale_scans;
-use espinnet::{Error, Result};
+use espinnet::metrics::Accuracy;
+use espinnet::model::Contrasts;
+use espinnet::simulate::dataset::{self, ShardFormat};
+use espinnet::simulate::{Case, Config, Preset, Truth, simulate};
+use espinnet::{EngineKind, Error, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use ndarray::{Array2, Axis, stack};
+use ndarray::{Array2, Axis};
 use rayon::prelude::*;
 use serde_json::json;
 
 use crate::DatasetArgs;
-use crate::output::Staged;
 
-const STACKS: [&str; 2] = ["reference.tif", "sample.tif"];
 const TRUTH: [&str; 5] = ["dx", "dy", "transmission", "darkfield", "phase"];
 
 pub fn simulate_with_progress(config: &Config) -> Result<Case> {
@@ -31,17 +32,12 @@ pub fn simulate_with_progress(config: &Config) -> Result<Case> {
 
 /// Writes `DIR/{reference,sample}.tif`, `DIR/truth/*.tif`, `DIR/meta.json` and previews.
 pub fn write(case: &Case, preset: &str, dir: &Path, force: bool) -> Result<()> {
-    let truth_files: Vec<String> = TRUTH.iter().map(|t| format!("truth/{t}.tif")).collect();
     let previews: Vec<String> = ["reference", "sample"]
         .iter()
         .chain(&TRUTH)
         .map(|t| format!("preview/{t}.png"))
         .collect();
-    let mut files: Vec<&str> = STACKS.to_vec();
-    files.extend(truth_files.iter().map(String::as_str));
-    files.extend(previews.iter().map(String::as_str));
-    files.extend(["preview.png", "meta.json"]);
-    let staged = Staged::new(dir, &files, force)?;
+    let staged = OutputDir::create(dir, force, &[])?;
     let path = |rel: &str| staged.path(rel).map(|p| p.to_string_lossy().into_owned());
 
     espinnet::io::write_stack(&path("reference.tif")?, case.reference.view())?;
@@ -108,20 +104,19 @@ pub fn demo(dir: &Path, force: bool) -> Result<()> {
     write(&case, Preset::MaskDiagonal.name(), dir, force)?;
     let g = &config.geometry;
     let file = |n: &str| dir.join(n).to_string_lossy().into_owned();
-    let engines = [
-        ("network", dir.join("network")),
-        ("tracking", dir.join("tracking")),
-    ];
-    for (engine, out) in &engines {
-        crate::reconstruct::run(&crate::reconstruct::ReconstructArgs {
+    let engines = [EngineKind::Network, EngineKind::Tracking];
+    let out = |e: EngineKind| dir.join(e.name());
+    let mut args = Vec::new();
+    for engine in engines {
+        let a = crate::reconstruct::ReconstructArgs {
             inputs: crate::inspect::Inputs {
                 reference: file("reference.tif"),
                 sample: file("sample.tif"),
                 dark: None,
                 flat: None,
             },
-            output: out.clone(),
-            engine: engine.to_string(),
+            output: out(engine),
+            engine,
             network: crate::reconstruct::NetworkArgs::default(),
             window: 1,
             max_shift: 9,
@@ -132,7 +127,9 @@ pub fn demo(dir: &Path, force: bool) -> Result<()> {
             magnification: g.magnification,
             integration: espinnet::integrate::Method::FrankotChellappa,
             force,
-        })?;
+        };
+        crate::reconstruct::run(&a)?;
+        args.push(a);
     }
     println!(
         "simulated {} (coded mask, diagonal scan, {} frames of 512x512); accuracy against the truth,",
@@ -140,56 +137,60 @@ pub fn demo(dir: &Path, force: bool) -> Result<()> {
         config.scans,
     );
     // The tracker leaves a border NaN; both engines are scored on the pixels it estimates.
-    let border = crate::reconstruct::tracking_border(1, 9);
-    println!("over the {0}x{0} interior:", 512 - 2 * border);
+    let border = args[1].options()?.tracking.border();
     println!(
-        "  {:<13} {:>10} {:>10} {:>12} {:>12}",
-        "contrast", "network", "tracking", "net >1 px", "trk >1 px"
+        "over the {0}x{0} interior (espinnet::metrics: RMSE, and the share of pixels over 1 px off):",
+        512 - 2 * border
     );
-    let t = &case.truth;
-    for (name, truth, tif) in [
-        ("dx (px)", &t.dx, "dx.tif"),
-        ("dy (px)", &t.dy, "dy.tif"),
-        ("transmission", &t.transmission, "transmission.tif"),
-        ("darkfield", &t.darkfield, "darkfield.tif"),
-    ] {
-        let mut cols = Vec::new();
-        for (_, out) in &engines {
-            let got = espinnet::io::read_image(&out.join(tif).to_string_lossy())?;
-            let (h, w) = got.dim();
-            let (mut se, mut n, mut gross) = (0.0f64, 0usize, 0usize);
-            for y in border..h - border {
-                for x in border..w - border {
-                    let e = (got[[y, x]] - truth[[y, x]]) as f64;
-                    se += e * e;
-                    n += 1;
-                    gross += usize::from(e.is_nan() || e.abs() > 1.0);
-                }
-            }
-            cols.push(((se / n.max(1) as f64).sqrt(), gross));
-        }
-        let gross = |g: usize| {
-            if name.ends_with("(px)") {
-                g.to_string()
-            } else {
-                "-".into()
-            }
+    println!(
+        "  {:<9} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "engine", "d (px)", "> 1 px", "T", "D", "missing"
+    );
+    let truth = truth_view(&case.truth);
+    for engine in engines {
+        let read = |n: &str| espinnet::io::read_image(&out(engine).join(n).to_string_lossy());
+        let (dx, dy, t, d) = (
+            read("dx.tif")?,
+            read("dy.tif")?,
+            read("transmission.tif")?,
+            read("darkfield.tif")?,
+        );
+        let est = Contrasts {
+            dx: dx.view(),
+            dy: dy.view(),
+            transmission: t.view(),
+            darkfield: d.view(),
         };
+        let mut acc = Accuracy::default();
+        acc.add(&est, &truth, border);
+        let e = acc.errors();
         println!(
-            "  {name:<13} {:>10.4} {:>10.4} {:>12} {:>12}",
-            cols[0].0,
-            cols[1].0,
-            gross(cols[0].1),
-            gross(cols[1].1)
+            "  {:<9} {:>10.4} {:>9.3}% {:>10.4} {:>10.4} {:>10}",
+            engine.name(),
+            e.rmse_px,
+            100.0 * e.gross_fraction,
+            e.rmse_transmission,
+            e.rmse_darkfield,
+            e.missing
         );
     }
     println!(
         "previews: {}/preview.png (truth), {}/preview.png, {}/preview.png",
         dir.display(),
-        engines[0].1.display(),
-        engines[1].1.display()
+        out(engines[0]).display(),
+        out(engines[1]).display()
     );
     Ok(())
+}
+
+/// The truth's four contrasts.
+pub fn truth_view(t: &Truth) -> Contrasts<'_> {
+    Contrasts {
+        dx: t.dx.view(),
+        dy: t.dy.view(),
+        transmission: t.transmission.view(),
+        darkfield: t.darkfield.view(),
+    }
 }
 
 /// Writes `count` random patches into HDF5 shards.
@@ -226,53 +227,13 @@ pub fn dataset(a: &DatasetArgs) -> Result<()> {
                 case
             })
             .collect::<Result<_>>()?;
-        let scaled = |get: fn(&Case) -> &ndarray::Array3<f32>| -> Result<ndarray::Array4<f32>> {
-            let v: Vec<_> = cases
-                .iter()
-                .map(|c| scale_scans(get(c).view(), a.nnet, a.scaling))
-                .collect::<Result<_>>()?;
-            Ok(
-                stack(Axis(0), &v.iter().map(|x| x.view()).collect::<Vec<_>>())
-                    .expect("equal shapes"),
-            )
+        let about = json!({ "mix": a.mix, "seed": a.seed, "nnet": a.nnet, "scaling": a.scaling,
+                            "first_index": indices[0], "espinnet_version": env!("CARGO_PKG_VERSION") });
+        let format = ShardFormat {
+            nnet: a.nnet,
+            scaling: a.scaling,
         };
-        let maps = |get: fn(&Case) -> &Array2<f32>| {
-            stack(
-                Axis(0),
-                &cases.iter().map(|c| get(c).view()).collect::<Vec<_>>(),
-            )
-            .expect("equal shapes")
-        };
-        let (reference, sample) = (scaled(|c| &c.reference)?, scaled(|c| &c.sample)?);
-        let truth = [
-            maps(|c| &c.truth.dx),
-            maps(|c| &c.truth.dy),
-            maps(|c| &c.truth.transmission),
-            maps(|c| &c.truth.darkfield),
-            maps(|c| &c.truth.phase),
-        ];
-        let n_scans = ndarray::Array1::from_iter(cases.iter().map(|c| c.config.scans as f32));
-        let configs: Vec<&Config> = cases.iter().map(|c| &c.config).collect();
-        let mut datasets = vec![
-            ("reference", reference.view().into_dyn()),
-            ("sample", sample.view().into_dyn()),
-        ];
-        datasets.extend(
-            TRUTH
-                .iter()
-                .zip(&truth)
-                .map(|(n, a)| (*n, a.view().into_dyn())),
-        );
-        datasets.push(("n_scans", n_scans.view().into_dyn()));
-        let meta = json!({ "mix": a.mix, "seed": a.seed, "nnet": a.nnet, "scaling": a.scaling, "first_index": indices[0],
-                           "espinnet_version": env!("CARGO_PKG_VERSION") })
-        .to_string();
-        let configs = serde_json::to_string(&configs).expect("serialisable");
-        espinnet::io::write_hdf5(
-            &name(s),
-            &datasets,
-            &[("dataset", &meta), ("configs", &configs)],
-        )?;
+        dataset::write_shard(&name(s), &cases, format, &about)?;
     }
     bar.finish_and_clear();
     eprintln!(

@@ -1,9 +1,9 @@
 //! `espinnet inspect`: reads a reference/sample pair the way `reconstruct` does, checks it,
 //! and prints what it found: the quick answer to "is my data usable?".
 
+use std::path::PathBuf;
+
 use espinnet::Result;
-use espinnet::io::{read_image, read_stack};
-use espinnet::stack::{correct, validate_pair};
 use ndarray::{Array3, Axis};
 
 /// The input pair and its optional corrections, shared by `inspect` and `reconstruct`.
@@ -26,18 +26,22 @@ pub struct Inputs {
 impl Inputs {
     /// Reads, validates and corrects both stacks.
     pub fn read(&self) -> Result<(Array3<f32>, Array3<f32>)> {
-        let (mut reference, mut sample) = (read_stack(&self.reference)?, read_stack(&self.sample)?);
-        validate_pair(reference.view(), sample.view())?;
-        let dark = self.dark.as_deref().map(read_image).transpose()?;
-        let flat = self.flat.as_deref().map(read_image).transpose()?;
-        for s in [&mut reference, &mut sample] {
-            correct(
-                s,
-                dark.as_ref().map(|d| d.view()),
-                flat.as_ref().map(|f| f.view()),
-            )?;
-        }
-        Ok((reference, sample))
+        espinnet::io::read_pair(
+            &self.reference,
+            &self.sample,
+            self.dark.as_deref(),
+            self.flat.as_deref(),
+        )
+    }
+
+    /// The files these inputs are read from.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        [Some(&self.reference), Some(&self.sample), self.dark.as_ref(), self.flat.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter_map(|s| espinnet::io::Location::parse(s).ok())
+            .map(|l| l.path)
+            .collect()
     }
 }
 

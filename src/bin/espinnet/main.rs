@@ -4,7 +4,6 @@
 mod bench;
 mod case;
 mod inspect;
-mod output;
 mod reconstruct;
 mod validate;
 
@@ -38,7 +37,7 @@ enum Command {
         /// Output directory.
         #[arg(long, default_value = "out/demo")]
         output: PathBuf,
-        /// Replace earlier results in the output directory.
+        /// Replace an earlier demo directory (all of it).
         #[arg(long)]
         force: bool,
     },
@@ -54,7 +53,7 @@ enum Command {
 
 #[derive(clap::Args)]
 struct SimulateArgs {
-    /// Output directory (created; refuses to replace existing files without --force).
+    /// Output directory: made, or replaced whole with --force.
     #[arg(long)]
     output: PathBuf,
     /// Set-up: mask-diagonal, sandpaper-random, grating-grid or lens.
@@ -72,7 +71,7 @@ struct SimulateArgs {
     /// Mean photons per pixel (Poisson noise); 0 for noise-free expected counts.
     #[arg(long)]
     flux: Option<f64>,
-    /// Replace existing output files.
+    /// Replace an earlier output directory (all of it).
     #[arg(long)]
     force: bool,
 }
@@ -125,10 +124,30 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("espinnet: error: {e}");
+            let hint = match &e {
+                espinnet::Error::Io { source, .. }
+                    if source.kind() == std::io::ErrorKind::AlreadyExists =>
+                {
+                    " (--force replaces an earlier output)"
+                }
+                _ => "",
+            };
+            eprintln!("espinnet: error: {e}{hint}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// The ONNX Runtime that `scripts/setup.sh` installed beside this tool's sources, when no
+/// other is named (option, `ESPINNET_ORT_PATH`, `ORT_DYLIB_PATH`, `VIRTUAL_ENV`): what makes
+/// `make demo` work with nothing set. The library itself knows no such path.
+pub fn setup_ort_library() -> Option<PathBuf> {
+    let named = espinnet::network::PATH_VARIABLES
+        .iter()
+        .chain(&["VIRTUAL_ENV"])
+        .any(|v| std::env::var_os(v).is_some_and(|v| !v.is_empty()));
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv");
+    (!named).then(|| espinnet::network::wheel_library(&venv)).flatten()
 }
 
 fn simulate(a: SimulateArgs) -> espinnet::Result<()> {

@@ -1,38 +1,45 @@
-//! `espinnet reconstruct`: stacks in, contrasts out.
+//! `espinnet reconstruct`: stacks in, contrasts out, through `espinnet::Engine`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use espinnet::integrate::{Method, phase_from_displacement};
+use espinnet::integrate::Method;
+use espinnet::io::OutputDir;
 use espinnet::io::preview::{Scale, write_montage};
-use espinnet::network::{self, GpuOptions, Network, Provider};
-use espinnet::progress::Progress;
-use espinnet::tracking::{Params, track_with};
-use espinnet::{Error, Geometry, Result, ScanScaling};
+use espinnet::network::{self, Provider};
+use espinnet::tracking::{Params, Status};
+use espinnet::{Engine, EngineKind, Error, Geometry, Options, Result, ScanScaling};
 use indicatif::{ProgressBar, ProgressStyle};
-use ndarray::{Array2, Array3};
+use ndarray::Array2;
 use serde_json::{Value, json};
 
 use crate::inspect::Inputs;
-use crate::output::Staged;
+
+fn tracking() -> Params {
+    Params::default()
+}
+
+fn net() -> network::Options {
+    network::Options::default()
+}
 
 #[derive(clap::Args)]
 pub struct ReconstructArgs {
     #[command(flatten)]
     pub inputs: Inputs,
-    /// Output directory.
+    /// Output directory: made, or replaced whole with --force.
     #[arg(long)]
     pub output: PathBuf,
     /// Engine: network (ESPINNet through ONNX Runtime) or tracking (correlation).
-    #[arg(long, default_value = "network", value_parser = ["network", "tracking"])]
-    pub engine: String,
+    #[arg(long, default_value = EngineKind::default().name())]
+    pub engine: EngineKind,
     #[command(flatten)]
     pub network: NetworkArgs,
     /// Tracking: window half-width Nw (px); the window is (2·Nw+1)².
-    #[arg(long, default_value_t = 1, help_heading = "Tracking engine")]
+    #[arg(long, default_value_t = tracking().window, help_heading = "Tracking engine")]
     pub window: usize,
     /// Tracking: largest displacement searched along each axis (px).
-    #[arg(long, default_value_t = 8, help_heading = "Tracking engine")]
+    #[arg(long, default_value_t = tracking().max_shift, help_heading = "Tracking engine")]
     pub max_shift: usize,
     /// Tracking: fit transmission only (no dark-field).
     #[arg(long, help_heading = "Tracking engine")]
@@ -52,49 +59,39 @@ pub struct ReconstructArgs {
     /// Phase integration: frankot-chellappa or least-squares.
     #[arg(long, default_value = "frankot-chellappa")]
     pub integration: Method,
-    /// Replace existing output files.
+    /// Replace an earlier output directory (all of it).
     #[arg(long)]
     pub force: bool,
 }
 
-/// The border (px) the tracker leaves NaN for window `nw` and maximum shift `max_shift`.
-pub fn tracking_border(nw: usize, max_shift: usize) -> usize {
-    Params {
-        window: nw,
-        max_shift,
-        ..Default::default()
-    }
-    .border()
-}
-
-/// Network engine options (shared with `bench`).
+/// Network engine options (shared with `bench` and `validate`); defaults are the library's.
 #[derive(clap::Args, Clone)]
 #[command(next_help_heading = "Network engine")]
 pub struct NetworkArgs {
     /// ONNX model (default: the shipped one, built into the library).
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// ONNX Runtime library (default: $ESPINNET_ORT_PATH, $ORT_DYLIB_PATH, then the one
-    /// scripts/setup.sh installed).
+    /// ONNX Runtime library (default: $ESPINNET_ORT_PATH, $ORT_DYLIB_PATH, the active
+    /// Python environment's onnxruntime, then the one scripts/setup.sh installed).
     #[arg(long)]
     pub ort_library: Option<PathBuf>,
     /// Execution provider: auto, cpu, cuda or tensorrt.
-    #[arg(long, default_value = "auto")]
+    #[arg(long, default_value_t = net().provider)]
     pub provider: Provider,
     /// How N ≠ Nnet scans are brought to the network's Nnet: nearest or linear.
     #[arg(long, default_value = "nearest")]
     pub scaling: ScanScaling,
     /// Tile size (px): bounds memory; images up to this size run whole.
-    #[arg(long, default_value_t = 1280)]
+    #[arg(long, default_value_t = net().tile_px)]
     pub tile: usize,
     /// Tiles per inference call.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = net().batch)]
     pub batch: usize,
     /// Inference threads (0: one per core).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = net().threads)]
     pub threads: usize,
     /// GPU device ordinal.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = net().gpu.device_id)]
     pub device_id: i32,
     /// TensorRT fp16 engines.
     #[arg(long)]
@@ -110,7 +107,7 @@ pub struct NetworkArgs {
 impl Default for NetworkArgs {
     /// The library's defaults (what the command line gives when no option is set).
     fn default() -> Self {
-        let o = network::Options::default();
+        let o = net();
         NetworkArgs {
             model: o.model,
             ort_library: o.library,
@@ -129,186 +126,133 @@ impl Default for NetworkArgs {
 
 impl NetworkArgs {
     pub fn options(&self) -> network::Options {
-        network::Options {
-            model: self.model.clone(),
-            library: self.ort_library.clone(),
-            provider: self.provider,
-            gpu: GpuOptions {
-                device_id: self.device_id,
-                fp16: self.fp16,
-                memory_limit_bytes: self.gpu_mem_limit_mib.map(|m| m << 20),
-                engine_cache_dir: self.trt_cache.clone(),
-            },
-            threads: self.threads,
-            scaling: self.scaling,
-            tile_px: self.tile,
-            batch: self.batch,
-            ..Default::default()
+        let mut o = net();
+        o.model = self.model.clone();
+        o.library = self.ort_library.clone().or_else(crate::setup_ort_library);
+        o.provider = self.provider;
+        o.gpu.device_id = self.device_id;
+        o.gpu.fp16 = self.fp16;
+        o.gpu.memory_limit_bytes = self.gpu_mem_limit_mib.map(|m| m << 20);
+        o.gpu.engine_cache_dir = self.trt_cache.clone();
+        o.threads = self.threads;
+        o.scaling = self.scaling;
+        o.tile_px = self.tile;
+        o.batch = self.batch;
+        o
+    }
+}
+
+impl ReconstructArgs {
+    /// The library's options for these arguments.
+    pub fn options(&self) -> Result<Options> {
+        let mut o = Options::default();
+        o.engine = self.engine;
+        o.network = self.network.options();
+        o.tracking.window = self.window;
+        o.tracking.max_shift = self.max_shift;
+        o.tracking.dark_field = !self.no_darkfield;
+        o.geometry = match (self.energy_kev, self.distance_m, self.pixel_size_um) {
+            (Some(e), Some(z), Some(p)) => {
+                Some(Geometry::new(e * 1e3, z, p * 1e-6, self.magnification)?)
+            }
+            _ => None,
+        };
+        o.integration = self.integration;
+        Ok(o)
+    }
+}
+
+/// What the engine was and did, for `summary.json`.
+fn engine_summary(engine: &Engine, status: Option<&Array2<u8>>) -> Value {
+    let o = engine.options();
+    match engine.network() {
+        Some(net) => json!({
+            "model": net.info(),
+            "provider": net.provider(),
+            "ort_library": net.library(),
+            "options": o.network,
+            "clipping": format!("transmission and darkfield clipped to [0, {}]", network::TD_CLIP),
+        }),
+        None => {
+            let count = |st: Status| status.map_or(0, |s| s.iter().filter(|&&v| v == st as u8).count());
+            json!({
+                "parameters": o.tracking,
+                "pixels": { "converged": count(Status::Converged), "search_edge": count(Status::SearchEdge),
+                            "ill_conditioned": count(Status::IllConditioned), "border_nan": count(Status::Border) },
+                "status_codes": { "0": "converged", "1": "minimum at the search edge", "2": "ill-conditioned", "3": "border (NaN)" },
+            })
         }
     }
 }
 
-/// What an engine produced, in the order the files are written.
-struct Maps {
-    dx: Array2<f32>,
-    dy: Array2<f32>,
-    transmission: Array2<f32>,
-    darkfield: Array2<f32>,
-    quality: Array2<f32>,
-    /// The tracker's per-pixel status; the network has none.
-    status: Option<Array2<u8>>,
-}
-
-fn run_tracking(
-    a: &ReconstructArgs,
-    r: &Array3<f32>,
-    s: &Array3<f32>,
-    progress: &dyn Progress,
-) -> Result<(Maps, Value)> {
-    let params = Params {
-        window: a.window,
-        max_shift: a.max_shift,
-        dark_field: !a.no_darkfield,
-        ..Default::default()
-    };
-    let out = track_with(r.view(), s.view(), &params, progress)?;
-    use espinnet::tracking::Status::{self, *};
-    let count = |st: Status| out.status.iter().filter(|&&v| v == st as u8).count();
-    let info = json!({
-        "parameters": params,
-        "pixels": { "converged": count(Converged), "search_edge": count(SearchEdge),
-                    "ill_conditioned": count(IllConditioned), "border_nan": count(Border) },
-        "status_codes": { "0": "converged", "1": "minimum at the search edge", "2": "ill-conditioned", "3": "border (NaN)" },
-        "quality": "RMS fit residual relative to the mean sample intensity in the window",
-    });
-    let maps = Maps {
-        dx: out.dx,
-        dy: out.dy,
-        transmission: out.transmission,
-        darkfield: out.darkfield,
-        quality: out.residual,
-        status: Some(out.status),
-    };
-    Ok((maps, info))
-}
-
-fn run_network(
-    a: &ReconstructArgs,
-    r: &Array3<f32>,
-    s: &Array3<f32>,
-    progress: &dyn Progress,
-) -> Result<(Maps, Value)> {
-    let options = a.network.options();
-    let net = Network::new(&options)?;
-    let out = net.reconstruct_with(r.view(), s.view(), progress)?;
-    let quality = network::model_residual(r.view(), s.view(), &out);
-    let info = json!({
-        "model": net.info(),
-        "provider": net.provider(),
-        "ort_library": net.library(),
-        "options": options,
-        "quality": "RMS over the scan of S - T(M + D(R(r-d) - M)) relative to the scan mean of S",
-        "clipping": format!("transmission and darkfield clipped to [0, {}]", network::TD_CLIP),
-    });
-    let maps = Maps {
-        dx: out.dx,
-        dy: out.dy,
-        transmission: out.transmission,
-        darkfield: out.darkfield,
-        quality,
-        status: None,
-    };
-    Ok((maps, info))
-}
-
 pub fn run(a: &ReconstructArgs) -> Result<()> {
-    let geometry = match (a.energy_kev, a.distance_m, a.pixel_size_um) {
-        (Some(e), Some(z), Some(p)) => Some(Geometry::new(e * 1e3, z, p * 1e-6, a.magnification)?),
-        _ => None,
-    };
-    let tracking = a.engine == "tracking";
-    let mut files = vec![
-        "dx.tif",
-        "dy.tif",
-        "transmission.tif",
-        "darkfield.tif",
-        "quality.tif",
-    ];
-    if tracking {
-        files.push("status.tif");
-    }
-    if geometry.is_some() {
-        files.extend(["refraction_x.tif", "refraction_y.tif", "phase.tif"]);
-    }
-    files.extend(["summary.json", "preview.png"]);
-    let staged = Staged::new(&a.output, &files, a.force)?;
+    let options = a.options()?;
+    let inputs = a.inputs.paths();
+    let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
+    let staged = OutputDir::create(&a.output, a.force, &inputs)?;
 
     let clock = Instant::now();
     let (reference, sample) = a.inputs.read()?;
     let read_s = clock.elapsed().as_secs_f64();
 
+    let engine = Engine::new(&options)?;
     let (n, h, w) = reference.dim();
+    let name = options.engine.name();
     let bar = ProgressBar::new(1000)
         .with_style(
             ProgressStyle::with_template("{msg} {bar:40} {percent}% eta {eta}")
                 .expect("valid template"),
         )
-        .with_message(format!("{} engine: {n} frames of {h}x{w}", a.engine));
+        .with_message(format!("{name} engine: {n} frames of {h}x{w}"));
     bar.enable_steady_tick(std::time::Duration::from_millis(200));
     let report = |fraction: f64| {
         bar.set_position((fraction * 1000.0) as u64);
         true
     };
     let clock = Instant::now();
-    let result = if tracking {
-        run_tracking(a, &reference, &sample, &report)
-    } else {
-        run_network(a, &reference, &sample, &report)
-    };
+    let result = engine.reconstruct_with(reference.view(), sample.view(), &report);
     bar.finish_and_clear();
-    let (out, engine_info) = result?;
+    let maps = result?;
     let engine_s = clock.elapsed().as_secs_f64();
 
-    let path = |rel: &str| staged.path(rel).map(|p| p.to_string_lossy().into_owned());
-    // Maps derived from the displacement first; then the engine's own maps move in.
-    let mut derived: Vec<(&str, Array2<f32>, Scale)> = Vec::new();
-    let mut phase_s = None;
-    if let Some(g) = &geometry {
-        let clock = Instant::now();
-        let phase = phase_from_displacement(out.dx.view(), out.dy.view(), g, a.integration)?;
-        phase_s = Some(clock.elapsed().as_secs_f64());
-        let angle = |d: &f32| g.angle_rad(*d as f64) as f32;
-        derived.push(("refraction_x", out.dx.map(angle), Scale::Diverging));
-        derived.push(("refraction_y", out.dy.map(angle), Scale::Diverging));
-        derived.push(("phase", phase, Scale::Sequential));
-    }
-    let mut maps: Vec<(&str, Array2<f32>, Scale)> = vec![
-        ("dx", out.dx, Scale::Diverging),
-        ("dy", out.dy, Scale::Diverging),
-        ("transmission", out.transmission, Scale::Sequential),
-        ("darkfield", out.darkfield, Scale::Sequential),
-        ("quality", out.quality, Scale::Sequential),
+    let mut images: Vec<(&str, &Array2<f32>, Scale)> = vec![
+        ("dx", &maps.dx, Scale::Diverging),
+        ("dy", &maps.dy, Scale::Diverging),
+        ("transmission", &maps.transmission, Scale::Sequential),
+        ("darkfield", &maps.darkfield, Scale::Sequential),
+        ("quality", &maps.quality, Scale::Sequential),
     ];
-    maps.extend(derived);
-    for (name, data, _) in &maps {
+    for (name, map, scale) in [
+        ("refraction_x", &maps.refraction_x, Scale::Diverging),
+        ("refraction_y", &maps.refraction_y, Scale::Diverging),
+        ("phase", &maps.phase, Scale::Sequential),
+    ] {
+        if let Some(m) = map {
+            images.push((name, m, scale));
+        }
+    }
+    let path = |rel: &str| staged.path(rel).map(|p| p.to_string_lossy().into_owned());
+    for (name, data, _) in &images {
         espinnet::io::write_image(&path(&format!("{name}.tif"))?, data)?;
     }
-    if let Some(status) = &out.status {
+    if let Some(status) = &maps.status {
         espinnet::io::write_image(&path("status.tif")?, &status.mapv(f32::from))?;
     }
-    let panels: Vec<(&Array2<f32>, Scale)> = maps.iter().map(|(_, d, s)| (d, *s)).collect();
+    let panels: Vec<(&Array2<f32>, Scale)> = images.iter().map(|(_, d, s)| (*d, *s)).collect();
     write_montage(&staged.path("preview.png")?, &panels, 4)?;
 
     let summary = json!({
         "espinnet_version": env!("CARGO_PKG_VERSION"),
-        "engine": a.engine,
+        "engine": name,
         "inputs": { "reference": a.inputs.reference, "sample": a.inputs.sample, "dark": a.inputs.dark, "flat": a.inputs.flat,
                     "scans": n, "height": h, "width": w },
-        a.engine.as_str(): engine_info,
-        "geometry": geometry,
-        "integration": a.integration,
-        "timings_s": { "read": read_s, "engine": engine_s, "phase": phase_s },
-        "preview_panels": maps.iter().map(|(n, _, _)| *n).collect::<Vec<_>>(),
+        name: engine_summary(&engine, maps.status.as_ref()),
+        "quality": "RMS over the scan of S - T(M + D(R(r-d) - M)) relative to the scan mean of S \
+                    (R Keys-interpolated, M the reference's local mean)",
+        "geometry": options.geometry,
+        "integration": options.integration,
+        "timings_s": { "read": read_s, "engine": engine_s },
+        "preview_panels": images.iter().map(|(n, _, _)| *n).collect::<Vec<_>>(),
     });
     let p = staged.path("summary.json")?;
     std::fs::write(
@@ -318,8 +262,7 @@ pub fn run(a: &ReconstructArgs) -> Result<()> {
     .map_err(|e| Error::Io { path: p, source: e })?;
     staged.commit()?;
     eprintln!(
-        "{} engine: {n} frames of {h}x{w} in {engine_s:.2} s; wrote {}",
-        a.engine,
+        "{name} engine: {n} frames of {h}x{w} in {engine_s:.2} s; wrote {}",
         a.output.display()
     );
     Ok(())

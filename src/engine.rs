@@ -1,0 +1,482 @@
+//! The one public way to run a reconstruction, which every surface adapts (the command
+//! line, the C ABI, the C++ API and the plugins over them): options by name or typed,
+//! either engine, and the maps derived from the displacement (refraction angles, phase).
+//!
+//! ```
+//! use espinnet::simulate::{Preset, simulate};
+//! use espinnet::{Engine, Options};
+//!
+//! let case = simulate(&Preset::Lens.config(64, 5, 1))?;
+//! let mut options = Options::default(); // the network engine with the shipped model
+//! options.set("engine", "tracking")?;
+//! options.set("max_shift", "4")?;
+//! for (key, value) in [("energy_kev", "20"), ("distance_m", "0.5"), ("pixel_size_um", "6.5")] {
+//!     options.set(key, value)?;
+//! }
+//! let engine = Engine::new(&options)?;
+//! let maps = engine.reconstruct(case.reference.view(), case.sample.view())?;
+//! assert_eq!(maps.dx.dim(), (64, 64));
+//! assert!(maps.phase.is_some()); // the geometry is set
+//! # Ok::<(), espinnet::Error>(())
+//! ```
+
+use ndarray::{Array2, ArrayView3, ArrayViewMut2, Zip};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::geometry::Geometry;
+use crate::integrate::{Method, phase_from_displacement};
+use crate::model::{self, Contrasts};
+use crate::network::{self, Network, Provider};
+use crate::progress::Progress;
+use crate::tracking::{self, Params};
+
+/// Which engine reconstructs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// ESPINNet through ONNX Runtime.
+    #[default]
+    Network,
+    /// The correlation tracker.
+    Tracking,
+}
+
+impl EngineKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineKind::Network => "network",
+            EngineKind::Tracking => "tracking",
+        }
+    }
+}
+
+impl std::str::FromStr for EngineKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "network" => Ok(EngineKind::Network),
+            "tracking" => Ok(EngineKind::Tracking),
+            _ => Err(Error::invalid(format!(
+                "option 'engine' must be network or tracking, got '{s}'"
+            ))),
+        }
+    }
+}
+
+/// Everything that sets up an [`Engine`]. Typed fields, or [`Options::set`] by name (the
+/// vocabulary every surface shares: [`Options::KEYS`]).
+#[derive(Debug, Clone, Default, Serialize)]
+#[non_exhaustive]
+pub struct Options {
+    pub engine: EngineKind,
+    pub network: network::Options,
+    pub tracking: Params,
+    /// Turns displacements into refraction angles and phase; `None`: no derived maps.
+    pub geometry: Option<Geometry>,
+    /// How the phase is integrated from its gradient.
+    pub integration: Method,
+    /// Geometry given by name, piece by piece: keV, m, µm, and magnification.
+    #[serde(skip)]
+    pieces: [Option<f64>; 4],
+    /// Test hook: [`Engine::new`] panics, to prove that the surfaces contain panics.
+    #[cfg(feature = "test-hooks")]
+    #[serde(skip)]
+    panic_on_new: bool,
+}
+
+impl Options {
+    /// The option names [`Options::set`] takes.
+    pub const KEYS: &str = "engine; network: model, ort_library, provider, scaling, tile, \
+        overlap, batch, threads, device_id, fp16, gpu_mem_limit_mib, trt_cache; tracking: \
+        window, max_shift, mean_window, dark_field, hamming, reseed, adaptive; geometry: \
+        energy_kev, distance_m, pixel_size_um (detector pixel), magnification, integration";
+
+    /// Sets an option by name from its text form, as the C ABI, C++ and the plugins pass
+    /// them. Flags take `true`/`false`/`1`/`0`; a failed call leaves the options as they
+    /// were.
+    ///
+    /// - `engine`: `network` or `tracking`.
+    /// - Network: `model` (path to an ONNX export), `ort_library` (path to libonnxruntime),
+    ///   `provider` (`auto`, `cpu`, `cuda`, `tensorrt`), `scaling` (`nearest`, `linear`),
+    ///   `tile` (px), `overlap` (px), `batch`, `threads` (0 = one per core), `device_id`,
+    ///   `fp16`, `gpu_mem_limit_mib` (MiB), `trt_cache` (directory).
+    /// - Tracking: `window` (px, half-width), `max_shift` (px), `mean_window` (px),
+    ///   `dark_field`, `hamming`, `reseed`, `adaptive`.
+    /// - Geometry, for refraction and phase: `energy_kev` (keV), `distance_m` (sample to
+    ///   detector, m), `pixel_size_um` (detector pixel, µm), `magnification` (default 1),
+    ///   `integration` (`frankot-chellappa` or `least-squares`).
+    pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        let mut next = self.clone();
+        next.apply(key, value)?;
+        *self = next;
+        Ok(())
+    }
+
+    fn apply(&mut self, key: &str, value: &str) -> Result<()> {
+        let int = || {
+            value.parse::<usize>().map_err(|_| {
+                Error::invalid(format!(
+                    "option '{key}' needs a non-negative integer, got '{value}'"
+                ))
+            })
+        };
+        let positive = || match value.parse::<f64>() {
+            Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+            _ => Err(Error::invalid(format!(
+                "option '{key}' needs a finite number > 0, got '{value}'"
+            ))),
+        };
+        let flag = || match value {
+            "1" | "true" => Ok(true),
+            "0" | "false" => Ok(false),
+            _ => Err(Error::invalid(format!(
+                "option '{key}' needs true/false/1/0, got '{value}'"
+            ))),
+        };
+        let path = || Some(std::path::PathBuf::from(value));
+        let (p, n) = (&mut self.tracking, &mut self.network);
+        match key {
+            "engine" => self.engine = value.parse()?,
+            "window" => p.window = int()?,
+            "max_shift" => p.max_shift = int()?,
+            "mean_window" => p.mean_window = int()?,
+            "dark_field" => p.dark_field = flag()?,
+            "hamming" => p.hamming = flag()?,
+            "reseed" => p.reseed = flag()?,
+            "adaptive" => p.adaptive = flag()?,
+            "model" => n.model = path(),
+            "ort_library" => n.library = path(),
+            "provider" => n.provider = value.parse()?,
+            "scaling" => n.scaling = value.parse()?,
+            "tile" => n.tile_px = int()?,
+            "overlap" => n.overlap_px = int()?,
+            "batch" => n.batch = int()?,
+            "threads" => n.threads = int()?,
+            "device_id" => {
+                n.gpu.device_id = i32::try_from(int()?)
+                    .map_err(|_| Error::invalid(format!("device_id {value} is too large")))?
+            }
+            "fp16" => n.gpu.fp16 = flag()?,
+            "gpu_mem_limit_mib" => {
+                n.gpu.memory_limit_bytes = Some(int()?.checked_mul(1 << 20).ok_or_else(|| {
+                    Error::invalid(format!("gpu_mem_limit_mib {value} is too large"))
+                })?)
+            }
+            "trt_cache" => n.gpu.engine_cache_dir = path(),
+            "energy_kev" => self.set_piece(0, positive()?)?,
+            "distance_m" => self.set_piece(1, positive()?)?,
+            "pixel_size_um" => self.set_piece(2, positive()?)?,
+            "magnification" => self.set_piece(3, positive()?)?,
+            "integration" => self.integration = value.parse()?,
+            #[cfg(feature = "test-hooks")]
+            "debug_panic" => self.panic_on_new = flag()?,
+            _ => {
+                return Err(Error::invalid(format!(
+                    "unknown option '{key}' ({})",
+                    Self::KEYS
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets one piece of the geometry (keV, m, µm, magnification); the geometry exists once
+    /// energy, distance and pixel size are all known.
+    fn set_piece(&mut self, index: usize, value: f64) -> Result<()> {
+        if let Some(g) = &self.geometry {
+            let known = [
+                g.energy_ev / 1e3,
+                g.distance_m,
+                g.detector_pixel_m * 1e6,
+                g.magnification,
+            ];
+            for (piece, v) in self.pieces.iter_mut().zip(known) {
+                piece.get_or_insert(v);
+            }
+        }
+        self.pieces[index] = Some(value);
+        self.geometry = match self.pieces {
+            [Some(e), Some(z), Some(p), m] => Some(Geometry::new(
+                e * 1e3,
+                z,
+                p * 1e-6,
+                m.unwrap_or(1.0),
+            )?),
+            _ => None,
+        };
+        Ok(())
+    }
+
+    /// An error when the geometry was given by name only in part.
+    fn check_geometry(&self) -> Result<()> {
+        if self.geometry.is_none() && self.pieces[..3].iter().any(Option::is_some) {
+            return Err(Error::invalid(
+                "the geometry needs all of energy_kev, distance_m and pixel_size_um",
+            ));
+        }
+        Ok(())
+    }
+}
+
+enum Kind {
+    Tracking(Params),
+    Network(Box<Network>),
+}
+
+/// A reconstruction engine, built once and used for many stacks, from several threads at
+/// once if need be (the tracker holds no mutable state; network inference is serialised).
+pub struct Engine {
+    kind: Kind,
+    options: Options,
+}
+
+/// The maps of one reconstruction, `[H, W]` each like the input.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Maps {
+    /// Pattern displacement along x (columns) and y (rows), px; NaN where not estimated.
+    pub dx: Array2<f32>,
+    pub dy: Array2<f32>,
+    /// Transmission (1 = transparent).
+    pub transmission: Array2<f32>,
+    /// Dark-field (1 = no small-angle scattering).
+    pub darkfield: Array2<f32>,
+    /// The signal model's relative RMS residual at the estimate ([`model::residual`]).
+    pub quality: Array2<f32>,
+    /// The tracker's per-pixel [`tracking::Status`] as its number; `None` for the network.
+    pub status: Option<Array2<u8>>,
+    /// Refraction angles along x and y (rad); with the geometry only.
+    pub refraction_x: Option<Array2<f32>>,
+    pub refraction_y: Option<Array2<f32>>,
+    /// Phase (rad, zero mean); with the geometry only.
+    pub phase: Option<Array2<f32>>,
+}
+
+impl Maps {
+    /// The four contrasts as views.
+    pub fn contrasts(&self) -> Contrasts<'_> {
+        Contrasts {
+            dx: self.dx.view(),
+            dy: self.dy.view(),
+            transmission: self.transmission.view(),
+            darkfield: self.darkfield.view(),
+        }
+    }
+}
+
+/// Caller-owned outputs for [`Engine::reconstruct_into`], `[H, W]` each; a `None` map is
+/// not computed (quality, refraction and phase cost extra work).
+#[derive(Default)]
+#[non_exhaustive]
+pub struct MapsMut<'a> {
+    pub dx: Option<ArrayViewMut2<'a, f32>>,
+    pub dy: Option<ArrayViewMut2<'a, f32>>,
+    pub transmission: Option<ArrayViewMut2<'a, f32>>,
+    pub darkfield: Option<ArrayViewMut2<'a, f32>>,
+    pub quality: Option<ArrayViewMut2<'a, f32>>,
+    /// Tracker status numbers; filled with [`tracking::Status::Converged`]'s for the network.
+    pub status: Option<ArrayViewMut2<'a, u8>>,
+    pub refraction_x: Option<ArrayViewMut2<'a, f32>>,
+    pub refraction_y: Option<ArrayViewMut2<'a, f32>>,
+    pub phase: Option<ArrayViewMut2<'a, f32>>,
+}
+
+impl MapsMut<'_> {
+    fn wants_derived(&self) -> bool {
+        self.refraction_x.is_some() || self.refraction_y.is_some() || self.phase.is_some()
+    }
+}
+
+impl Engine {
+    /// Builds the engine: for the network, loads ONNX Runtime and the model.
+    pub fn new(options: &Options) -> Result<Self> {
+        #[cfg(feature = "test-hooks")]
+        if options.panic_on_new {
+            panic!("deliberate panic requested by the 'debug_panic' option");
+        }
+        options.check_geometry()?;
+        let kind = match options.engine {
+            EngineKind::Tracking => Kind::Tracking(options.tracking),
+            EngineKind::Network => Kind::Network(Box::new(Network::new(&options.network)?)),
+        };
+        Ok(Engine {
+            kind,
+            options: options.clone(),
+        })
+    }
+
+    /// The options the engine was built with.
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// The loaded network, for the network engine.
+    pub fn network(&self) -> Option<&Network> {
+        match &self.kind {
+            Kind::Network(n) => Some(n),
+            Kind::Tracking(_) => None,
+        }
+    }
+
+    /// What the engine computes on: `tracking-cpu`, or the network's execution provider
+    /// (`cpu`, `cuda`, `tensorrt`).
+    pub fn provider(&self) -> &'static str {
+        match &self.kind {
+            Kind::Tracking(_) => "tracking-cpu",
+            Kind::Network(n) => match n.provider() {
+                Provider::Cuda => "cuda",
+                Provider::TensorRt => "tensorrt",
+                _ => "cpu",
+            },
+        }
+    }
+
+    /// Reconstructs every map from a reference and a sample stack `[N, H, W]` (dark- and
+    /// flat-corrected): refraction and phase when the options have the geometry.
+    pub fn reconstruct(&self, reference: ArrayView3<f32>, sample: ArrayView3<f32>) -> Result<Maps> {
+        self.reconstruct_with(reference, sample, crate::progress::NONE)
+    }
+
+    /// [`Engine::reconstruct`] with progress reports and cancellation.
+    pub fn reconstruct_with(
+        &self,
+        reference: ArrayView3<f32>,
+        sample: ArrayView3<f32>,
+        progress: &dyn Progress,
+    ) -> Result<Maps> {
+        let (_, h, w) = reference.dim();
+        let derived = self.options.geometry.is_some();
+        let map = || Array2::<f32>::zeros((h, w));
+        let opt = |wanted: bool| wanted.then(map);
+        let mut maps = Maps {
+            dx: map(),
+            dy: map(),
+            transmission: map(),
+            darkfield: map(),
+            quality: map(),
+            status: matches!(self.kind, Kind::Tracking(_)).then(|| Array2::zeros((h, w))),
+            refraction_x: opt(derived),
+            refraction_y: opt(derived),
+            phase: opt(derived),
+        };
+        let out = MapsMut {
+            dx: Some(maps.dx.view_mut()),
+            dy: Some(maps.dy.view_mut()),
+            transmission: Some(maps.transmission.view_mut()),
+            darkfield: Some(maps.darkfield.view_mut()),
+            quality: Some(maps.quality.view_mut()),
+            status: maps.status.as_mut().map(|s| s.view_mut()),
+            refraction_x: maps.refraction_x.as_mut().map(|a| a.view_mut()),
+            refraction_y: maps.refraction_y.as_mut().map(|a| a.view_mut()),
+            phase: maps.phase.as_mut().map(|a| a.view_mut()),
+        };
+        self.reconstruct_into(reference, sample, out, progress)?;
+        Ok(maps)
+    }
+
+    /// Reconstructs into the caller's arrays: only the maps `out` has are computed. Asking
+    /// for refraction or phase without the geometry is an [`Error::InvalidArgument`].
+    pub fn reconstruct_into(
+        &self,
+        reference: ArrayView3<f32>,
+        sample: ArrayView3<f32>,
+        mut out: MapsMut,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let geometry = match (out.wants_derived(), &self.options.geometry) {
+            (true, None) => {
+                return Err(Error::invalid(
+                    "refraction and phase need the geometry: set energy_kev, distance_m and \
+                     pixel_size_um (and magnification)",
+                ));
+            }
+            (true, Some(g)) => Some(g),
+            (false, _) => None,
+        };
+        crate::stack::validate_pair(reference, sample)?;
+        let (_, h, w) = reference.dim();
+        for (name, shape) in [
+            ("dx", out.dx.as_ref().map(|a| a.dim())),
+            ("dy", out.dy.as_ref().map(|a| a.dim())),
+            ("transmission", out.transmission.as_ref().map(|a| a.dim())),
+            ("darkfield", out.darkfield.as_ref().map(|a| a.dim())),
+            ("quality", out.quality.as_ref().map(|a| a.dim())),
+            ("status", out.status.as_ref().map(|a| a.dim())),
+            ("refraction_x", out.refraction_x.as_ref().map(|a| a.dim())),
+            ("refraction_y", out.refraction_y.as_ref().map(|a| a.dim())),
+            ("phase", out.phase.as_ref().map(|a| a.dim())),
+        ] {
+            if let Some(got) = shape.filter(|&d| d != (h, w)) {
+                return Err(Error::ShapeMismatch {
+                    what: format!("output '{name}' [H, W] must equal the stacks' frames"),
+                    expected: vec![h, w],
+                    got: vec![got.0, got.1],
+                });
+            }
+        }
+        let (dx, dy, transmission, darkfield, status) = match &self.kind {
+            Kind::Tracking(params) => {
+                let o = tracking::track_with(reference, sample, params, progress)?;
+                (o.dx, o.dy, o.transmission, o.darkfield, Some(o.status))
+            }
+            Kind::Network(net) => {
+                let o = net.reconstruct_with(reference, sample, progress)?;
+                (o.dx, o.dy, o.transmission, o.darkfield, None)
+            }
+        };
+        // The one step that can still fail comes before any write to the caller's maps.
+        let phase = match (geometry, out.phase.is_some()) {
+            (Some(g), true) => Some(phase_from_displacement(
+                dx.view(),
+                dy.view(),
+                g,
+                self.options.integration,
+            )?),
+            _ => None,
+        };
+        if let (Some(mut dst), Some(phase)) = (out.phase.take(), phase) {
+            dst.assign(&phase);
+        }
+        if let Some(g) = geometry {
+            let angle = g.angle_rad(1.0) as f32;
+            for (dst, d) in [(out.refraction_x.take(), &dx), (out.refraction_y.take(), &dy)] {
+                if let Some(mut dst) = dst {
+                    Zip::from(&mut dst).and(d).par_for_each(|a, &d| *a = d * angle);
+                }
+            }
+        }
+        if let Some(q) = out.quality.take() {
+            let contrasts = Contrasts {
+                dx: dx.view(),
+                dy: dy.view(),
+                transmission: transmission.view(),
+                darkfield: darkfield.view(),
+            };
+            model::residual_into(reference, sample, &contrasts, q);
+        }
+        if let Some(mut dst) = out.status.take() {
+            match &status {
+                Some(s) => dst.assign(s),
+                None => dst.fill(tracking::Status::Converged as u8),
+            }
+        }
+        for (dst, src) in [
+            (out.dx.take(), &dx),
+            (out.dy.take(), &dy),
+            (out.transmission.take(), &transmission),
+            (out.darkfield.take(), &darkfield),
+        ] {
+            if let Some(mut dst) = dst {
+                dst.assign(src);
+            }
+        }
+        Ok(())
+    }
+}
+
+// Engines are shared between threads by every surface.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<Engine>();
+};

@@ -1,0 +1,134 @@
+//! Accuracy of an estimate against simulated truth, with one rule for every caller
+//! (`espinnet validate`, the demo, the tests, the model card):
+//!
+//! - pixels within `border` px of the edge are not scored;
+//! - a pixel is *missing* where any of dx, dy, T, D is not finite; it counts as a gross
+//!   error and stays out of every RMSE;
+//! - *gross*: missing, or a displacement error |e| = √(ex² + ey²) over 1 px;
+//! - RMSEs over the pixels that are not missing; the displacement's is per axis,
+//!   √(Σ(ex² + ey²) / 2n).
+//!
+//! Several cases pool by adding them to one [`Accuracy`]: every pixel weighs the same.
+
+use serde::Serialize;
+
+use crate::model::Contrasts;
+
+/// Error sums over the pixels scored so far.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Accuracy {
+    pixels: usize,
+    missing: usize,
+    gross: usize,
+    d2: f64,
+    t2: f64,
+    k2: f64,
+}
+
+/// What [`Accuracy`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Errors {
+    /// Displacement RMSE per axis (px).
+    pub rmse_px: f64,
+    /// Share of scored pixels that are gross errors (0 to 1).
+    pub gross_fraction: f64,
+    /// RMSE of T and of D.
+    pub rmse_transmission: f64,
+    pub rmse_darkfield: f64,
+    /// Pixels scored, and how many of them had no estimate.
+    pub pixels: usize,
+    pub missing: usize,
+}
+
+impl Accuracy {
+    /// Scores `estimate` against `truth` over the interior, `border` px in from each edge.
+    pub fn add(&mut self, estimate: &Contrasts, truth: &Contrasts, border: usize) {
+        let (h, w) = estimate.dx.dim();
+        assert_eq!(truth.dx.dim(), (h, w), "estimate and truth must agree in shape");
+        if 2 * border >= h.min(w) {
+            return;
+        }
+        for y in border..h - border {
+            for x in border..w - border {
+                let at = |c: &Contrasts| {
+                    let p = [y, x];
+                    [c.dx[p], c.dy[p], c.transmission[p], c.darkfield[p]]
+                };
+                let ([dx, dy, t, d], [tdx, tdy, tt, td]) = (at(estimate), at(truth));
+                self.pixels += 1;
+                if ![dx, dy, t, d].iter().all(|v| v.is_finite()) {
+                    self.missing += 1;
+                    self.gross += 1;
+                    continue;
+                }
+                let e2 = ((dx - tdx) as f64).powi(2) + ((dy - tdy) as f64).powi(2);
+                self.gross += usize::from(e2 > 1.0);
+                self.d2 += e2;
+                self.t2 += ((t - tt) as f64).powi(2);
+                self.k2 += ((d - td) as f64).powi(2);
+            }
+        }
+    }
+
+    /// The errors of everything added so far.
+    pub fn errors(&self) -> Errors {
+        let n = (self.pixels - self.missing).max(1) as f64;
+        Errors {
+            rmse_px: (self.d2 / n / 2.0).sqrt(),
+            gross_fraction: self.gross as f64 / self.pixels.max(1) as f64,
+            rmse_transmission: (self.t2 / n).sqrt(),
+            rmse_darkfield: (self.k2 / n).sqrt(),
+            pixels: self.pixels,
+            missing: self.missing,
+        }
+    }
+}
+
+impl std::fmt::Display for Errors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "RMSE {:.4} px/axis, {:.3} % > 1 px, RMSE(T) {:.4}, RMSE(D) {:.4} ({} px, {} missing)",
+            self.rmse_px,
+            100.0 * self.gross_fraction,
+            self.rmse_transmission,
+            self.rmse_darkfield,
+            self.pixels,
+            self.missing
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array2;
+
+    #[test]
+    fn missing_pixels_are_gross_and_left_out_of_the_rmse() {
+        let zero = Array2::<f32>::zeros((4, 4));
+        let one = Array2::<f32>::ones((4, 4));
+        let mut dx = Array2::<f32>::from_elem((4, 4), 0.5);
+        dx[[1, 1]] = f32::NAN;
+        dx[[2, 2]] = 2.0;
+        let est = Contrasts {
+            dx: dx.view(),
+            dy: zero.view(),
+            transmission: one.view(),
+            darkfield: one.view(),
+        };
+        let truth = Contrasts {
+            dx: zero.view(),
+            ..est
+        };
+        let mut a = Accuracy::default();
+        a.add(&est, &truth, 1);
+        let e = a.errors();
+        // Interior 2x2: one missing, one 2 px off, two 0.5 px off.
+        assert_eq!((e.pixels, e.missing), (4, 1));
+        assert_eq!(e.gross_fraction, 0.5);
+        let rmse = ((2.0f64 * 0.25 + 4.0) / 3.0 / 2.0).sqrt();
+        assert!((e.rmse_px - rmse).abs() < 1e-12, "{e}");
+        assert_eq!(e.rmse_transmission, 0.0);
+    }
+}

@@ -1,0 +1,143 @@
+//! The multi-contrast signal model, `S(r) = T·(M + D·(R(r − d) − M))` (docs/design.md §1),
+//! in one place: the simulator renders with it, the tracker inverts it, and both engines'
+//! `quality` map is its residual, computed the same way for either engine.
+//!
+//! M is the illumination: the reference's local mean over a box several pattern cells wide,
+//! so that it is not the pattern itself. R(r − d) is Keys-interpolated, as in the simulator.
+
+use ndarray::{Array2, ArrayView2, ArrayView3, ArrayViewMut2, Axis, Zip};
+
+use crate::interpolate::bicubic;
+
+/// Half-width (px) of the box over which M is estimated: several cells of the usual
+/// patterns (a 3×3 window's mean is off by ~10 % on a 7.7 px coded mask).
+pub const MEAN_WINDOW_PX: usize = 16;
+
+/// The intensity the model predicts for transmission `t`, dark-field `d`, illumination `m`
+/// and displaced reference intensity `r` (same units as `m`).
+#[inline]
+pub fn predict(t: f32, d: f32, m: f32, r: f32) -> f32 {
+    t * (m + d * (r - m))
+}
+
+/// T and D from the affine fit `S ≈ a + k·R` at illumination `m`: T·(1 − D)·M = a and
+/// T·D = k.
+#[inline]
+pub(crate) fn from_affine(a: f64, k: f64, m: f64) -> (f64, f64) {
+    let t = a / m + k;
+    (t, k / t)
+}
+
+/// M: the mean of `raw` (`[N, H, W]`, row-major) over frames and a (2·`half_width`+1)² box
+/// clipped at the borders, in units of `raw · scale`. Summed in f64 on `raw·scale − 1`, so
+/// `scale` should be about 1/mean for precision.
+pub(crate) fn local_mean(
+    raw: &[f32],
+    scale: f32,
+    (n, h, w): (usize, usize, usize),
+    half_width: usize,
+) -> Vec<f32> {
+    // Summed-area table of the frame sum.
+    let mut sat = vec![0.0f64; (h + 1) * (w + 1)];
+    for y in 0..h {
+        let mut row = 0.0;
+        for x in 0..w {
+            row += (0..n)
+                .map(|i| (raw[i * h * w + y * w + x] * scale - 1.0) as f64)
+                .sum::<f64>();
+            sat[(y + 1) * (w + 1) + x + 1] = sat[y * (w + 1) + x + 1] + row;
+        }
+    }
+    let r = half_width;
+    let mut out = vec![0.0f32; h * w];
+    for y in 0..h {
+        let (y0, y1) = (y.saturating_sub(r), (y + r + 1).min(h));
+        for x in 0..w {
+            let (x0, x1) = (x.saturating_sub(r), (x + r + 1).min(w));
+            let sum = sat[y1 * (w + 1) + x1] - sat[y0 * (w + 1) + x1] - sat[y1 * (w + 1) + x0]
+                + sat[y0 * (w + 1) + x0];
+            out[y * w + x] = (1.0 + sum / (n * (y1 - y0) * (x1 - x0)) as f64) as f32;
+        }
+    }
+    out
+}
+
+/// Views of the four contrasts, `[H, W]` each: an estimate or a truth.
+#[derive(Clone, Copy)]
+pub struct Contrasts<'a> {
+    /// Displacement along x (columns) and y (rows), px.
+    pub dx: ArrayView2<'a, f32>,
+    pub dy: ArrayView2<'a, f32>,
+    /// Transmission and dark-field (1 = none).
+    pub transmission: ArrayView2<'a, f32>,
+    pub darkfield: ArrayView2<'a, f32>,
+}
+
+/// How well an estimate explains the data, per pixel: the RMS over the scan of
+/// `S − T·(M + D·(R(r − d) − M))`, relative to the scan mean of S. NaN where the estimate
+/// is not finite. Stacks `[N, H, W]` as validated by [`crate::stack::validate_pair`].
+pub fn residual(
+    reference: ArrayView3<f32>,
+    sample: ArrayView3<f32>,
+    estimate: &Contrasts,
+) -> Array2<f32> {
+    let mut out = Array2::zeros(estimate.dx.dim());
+    residual_into(reference, sample, estimate, out.view_mut());
+    out
+}
+
+/// [`residual`] into `out`.
+pub fn residual_into(
+    reference: ArrayView3<f32>,
+    sample: ArrayView3<f32>,
+    e: &Contrasts,
+    mut out: ArrayViewMut2<f32>,
+) {
+    let (n, h, w) = reference.dim();
+    let reference = reference.as_standard_layout();
+    let raw = reference.as_slice().expect("standard layout");
+    let mean = crate::stack::mean_intensity(reference.view()) as f32;
+    let scale = if mean.abs() > 0.0 { 1.0 / mean } else { 1.0 };
+    let m = local_mean(raw, scale, (n, h, w), MEAN_WINDOW_PX);
+    Zip::indexed(out.axis_iter_mut(Axis(0))).par_for_each(|y, mut row| {
+        for (x, q) in row.iter_mut().enumerate() {
+            let (dx, dy) = (e.dx[[y, x]], e.dy[[y, x]]);
+            let (t, d) = (e.transmission[[y, x]], e.darkfield[[y, x]]);
+            if !(dx.is_finite() && dy.is_finite() && t.is_finite() && d.is_finite()) {
+                *q = f32::NAN;
+                continue;
+            }
+            let (sy, sx) = (y as f64 - dy as f64, x as f64 - dx as f64);
+            let (my, mx) = (
+                (sy.round().max(0.0) as usize).min(h - 1),
+                (sx.round().max(0.0) as usize).min(w - 1),
+            );
+            let mk = m[my * w + mx] * mean;
+            let (mut se, mut ms) = (0.0f64, 0.0f64);
+            for k in 0..n {
+                let r = bicubic(&raw[k * h * w..(k + 1) * h * w], h, w, sy, sx);
+                let s = sample[[k, y, x]];
+                se += ((s - predict(t, d, mk, r)) as f64).powi(2);
+                ms += s as f64;
+            }
+            ms /= n as f64;
+            *q = ((se / n as f64).sqrt() / ms.abs().max(f64::MIN_POSITIVE)) as f32;
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn affine_fit_inverts_the_model() {
+        let (t, d, m) = (0.8, 0.6, 2.0);
+        // S = t·(1 − d)·m + t·d·R
+        let (a, k) = (t * (1.0 - d) * m, t * d);
+        let (t2, d2) = from_affine(a, k, m);
+        assert!((t2 - t).abs() < 1e-12 && (d2 - d).abs() < 1e-12);
+        assert_eq!(predict(1.0, 1.0, 5.0, 3.0), 3.0);
+        assert_eq!(predict(0.5, 0.0, 4.0, 9.0), 2.0);
+    }
+}

@@ -1,0 +1,156 @@
+//! `espinnet::Engine`, the public Rust API every surface adapts, alone: both engines, the
+//! derived maps (refraction, phase), the quality map with one meaning for both, writing
+//! into caller-provided arrays, and the option vocabulary.
+
+use espinnet::metrics::Accuracy;
+use espinnet::model::{Contrasts, residual};
+use espinnet::simulate::{Case, Preset, Sample, simulate};
+use espinnet::{Engine, EngineKind, Error, MapsMut, Options};
+use ndarray::{Array2, s};
+
+/// A lens (up to ~2 px of displacement, analytic phase) with the presets' geometry.
+fn lens_case() -> Case {
+    let mut config = Preset::Lens.config(128, 10, 5);
+    if let Sample::Lens { apex_radius_um, .. } = &mut config.sample {
+        *apex_radius_um = 25.0;
+    }
+    simulate(&config).unwrap()
+}
+
+fn options(engine: EngineKind, case: &Case) -> Options {
+    let mut o = Options::default();
+    o.engine = engine;
+    o.tracking.max_shift = 5;
+    o.geometry = Some(case.config.geometry);
+    o
+}
+
+fn truth(c: &Case) -> Contrasts<'_> {
+    let t = &c.truth;
+    Contrasts {
+        dx: t.dx.view(),
+        dy: t.dy.view(),
+        transmission: t.transmission.view(),
+        darkfield: t.darkfield.view(),
+    }
+}
+
+fn median(a: &Array2<f32>) -> f32 {
+    let mut v: Vec<f32> = a.iter().copied().filter(|v| v.is_finite()).collect();
+    v.sort_by(f32::total_cmp);
+    v[v.len() / 2]
+}
+
+#[test]
+fn both_engines_and_the_derived_maps_through_one_api() {
+    let case = lens_case();
+    let g = case.config.geometry;
+    let border = 10; // the tracker's NaN border: max shift 5 + window 1 + 2, and margin
+    let inner = s![border..128 - border, border..128 - border];
+    // The truth explains the data to the noise level: the scale of a good quality map.
+    let truth_quality = median(&residual(
+        case.reference.view(),
+        case.sample.view(),
+        &truth(&case),
+    ));
+    for engine in [EngineKind::Tracking, EngineKind::Network] {
+        let e = Engine::new(&options(engine, &case)).unwrap_or_else(|e| panic!("{e}"));
+        let maps = e.reconstruct(case.reference.view(), case.sample.view()).unwrap();
+        let mut acc = Accuracy::default();
+        acc.add(&maps.contrasts(), &truth(&case), border);
+        let err = acc.errors();
+        eprintln!("{engine:?}: {err}");
+        assert!(err.rmse_px < 0.15, "{engine:?}: {err}");
+        assert!(err.gross_fraction < 0.005, "{engine:?}: {err}");
+        assert_eq!(err.missing, 0, "{engine:?}: the interior is estimated");
+        assert_eq!(maps.status.is_some(), engine == EngineKind::Tracking);
+
+        // Refraction is d·p/z exactly.
+        let k = (g.effective_pixel_m() / g.distance_m) as f32;
+        let rx = maps.refraction_x.as_ref().unwrap();
+        for (a, d) in rx.iter().zip(&maps.dx).filter(|(_, d)| d.is_finite()) {
+            assert!((a - d * k).abs() <= 1e-6 * k * d.abs().max(1.0), "{a} vs {}", d * k);
+        }
+        // The phase matches the lens's up to a constant, over the interior.
+        let phase = maps.phase.as_ref().unwrap().slice(inner).to_owned();
+        let want = case.truth.phase.slice(inner).to_owned();
+        let diff = &phase - &want;
+        let offset = diff.mean().unwrap();
+        let rms = diff.mapv(|v| (v - offset).powi(2)).mean().unwrap().sqrt();
+        let range = want.fold(f32::MIN, |a, &b| a.max(b)) - want.fold(f32::MAX, |a, &b| a.min(b));
+        eprintln!("{engine:?}: phase range {range:.2} rad, RMS error {rms:.3} rad");
+        assert!(range > 1.0 && rms < 0.03 * range, "{engine:?}: {rms} of {range}");
+
+        // Quality means the same for both engines: near the truth's own residual.
+        let q = median(&maps.quality.slice(inner).to_owned());
+        eprintln!("{engine:?}: median quality {q:.4}, truth's {truth_quality:.4}");
+        assert!(
+            q >= 0.9 * truth_quality && q <= 1.5 * truth_quality,
+            "{engine:?}: median quality {q} against the truth's {truth_quality}"
+        );
+    }
+}
+
+#[test]
+fn into_caller_arrays_only_what_is_asked() {
+    let case = lens_case();
+    let e = Engine::new(&options(EngineKind::Tracking, &case)).unwrap();
+    let (r, smp) = (case.reference.view(), case.sample.view());
+    let all = e.reconstruct(r, smp).unwrap();
+    let mut dx = Array2::<f32>::from_elem((128, 128), 7.0);
+    let mut phase = Array2::<f32>::zeros((128, 128));
+    let mut out = MapsMut::default();
+    out.dx = Some(dx.view_mut());
+    out.phase = Some(phase.view_mut());
+    e.reconstruct_into(r, smp, out, espinnet::progress::NONE).unwrap();
+    let bits = |a: &Array2<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&dx), bits(&all.dx));
+    assert_eq!(bits(&phase), bits(all.phase.as_ref().unwrap()));
+
+    // A wrong shape is refused before anything is written.
+    let mut small = Array2::<f32>::from_elem((64, 128), 7.0);
+    let mut out = MapsMut::default();
+    out.dy = Some(small.view_mut());
+    let err = e.reconstruct_into(r, smp, out, espinnet::progress::NONE).unwrap_err();
+    assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
+    assert!(small.iter().all(|&v| v == 7.0));
+
+    // Phase without the geometry is an error, not a silent omission.
+    let mut o = options(EngineKind::Tracking, &case);
+    o.geometry = None;
+    let e = Engine::new(&o).unwrap();
+    let all = e.reconstruct(r, smp).unwrap();
+    assert!(all.phase.is_none() && all.refraction_x.is_none());
+    let mut out = MapsMut::default();
+    out.phase = Some(phase.view_mut());
+    let err = e.reconstruct_into(r, smp, out, espinnet::progress::NONE).unwrap_err();
+    assert!(err.to_string().contains("geometry"), "{err}");
+}
+
+#[test]
+fn options_by_name_are_the_typed_options() {
+    let mut o = Options::default();
+    o.set("engine", "tracking").unwrap();
+    o.set("window", "3").unwrap();
+    o.set("magnification", "10").unwrap();
+    o.set("pixel_size_um", "6.5").unwrap();
+    o.set("distance_m", "0.5").unwrap();
+    assert!(o.geometry.is_none(), "not until the energy is known");
+    let e = Engine::new(&o).err().unwrap().to_string();
+    assert!(e.contains("energy_kev"), "{e}");
+    o.set("energy_kev", "20").unwrap();
+    let g = o.geometry.unwrap();
+    assert_eq!((g.energy_ev, g.distance_m, g.magnification), (20e3, 0.5, 10.0));
+    assert!((g.detector_pixel_m - 6.5e-6).abs() < 1e-18);
+    assert_eq!(o.engine, EngineKind::Tracking);
+    assert_eq!(o.tracking.window, 3);
+    // A failed call changes nothing; unknown keys name the vocabulary.
+    let before = format!("{o:?}");
+    assert!(o.set("window", "-1").is_err());
+    assert!(o.set("magnification", "0").is_err());
+    assert_eq!(format!("{o:?}"), before);
+    let e = o.set("colour", "blue").unwrap_err().to_string();
+    assert!(e.contains("unknown option 'colour'") && e.contains("max_shift"), "{e}");
+    let e = o.set("debug_panic", "1");
+    assert_eq!(e.is_ok(), cfg!(feature = "test-hooks"));
+}
