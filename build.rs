@@ -1,11 +1,14 @@
-//! Gives the shared library its SONAME (`libespinnet.so.MAJOR`, what the CMake package
-//! installs) and, with the `cpp` feature, compiles the C++ side of the cxx bridge. The C
+//! Gives the shared library its SONAME (`libespinnet.so.ABI`, what the CMake package
+//! installs: ABI is MAJOR, or 0.MINOR before 1.0, where a minor release may break the ABI) and, with the `cpp` feature, compiles the C++ side of the cxx bridge. The C
 //! header is generated separately (cbindgen, committed, checked by `tests/capi.rs`).
 
 fn main() {
     if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
-        let major = env!("CARGO_PKG_VERSION_MAJOR");
-        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libespinnet.so.{major}");
+        let abi = match env!("CARGO_PKG_VERSION_MAJOR") {
+            "0" => concat!("0.", env!("CARGO_PKG_VERSION_MINOR")),
+            major => major,
+        };
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libespinnet.so.{abi}");
     }
     #[cfg(feature = "cpp")]
     {

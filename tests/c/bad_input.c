@@ -39,6 +39,9 @@ static void engines(void) {
     CHECK_OK(esp_options_set(opts, "energy_kev", "20"));
     CHECK_FAILS(esp_engine_new(opts, &engine), ESP_STATUS_INVALID_ARGUMENT, "pixel_size_um");
     CHECK(engine == NULL, "no engine on failure");
+    engine = (esp_engine *)&engine; /* a stale handle is overwritten with NULL on failure */
+    CHECK_FAILS(esp_engine_new(opts, &engine), ESP_STATUS_INVALID_ARGUMENT, "pixel_size_um");
+    CHECK(engine == NULL, "no engine on failure");
     esp_options_free(opts);
 
     if (test_network()) {
@@ -66,45 +69,55 @@ static void reconstruct(void) {
     static const char *const tracking[] = {"engine", "tracking", "max_shift", "4", NULL};
     esp_engine *engine = engine_new(tracking);
     test_maps m = maps_new(H, W);
-    esp_outputs out = maps_outputs(&m);
+    esp_outputs out = maps_outputs(&m, H * W);
     const float *r = c.reference, *s = c.sample;
 
     /* Wrong call order: an engine that was never made. */
-    CHECK_FAILS(esp_engine_reconstruct(NULL, r, s, N, H, W, 0, &out), ESP_STATUS_NULL_ARGUMENT, "'engine'");
-    CHECK_FAILS(esp_engine_reconstruct(engine, NULL, s, N, H, W, 0, &out), ESP_STATUS_NULL_ARGUMENT, "'reference'");
-    CHECK_FAILS(esp_engine_reconstruct(engine, r, NULL, N, H, W, 0, &out), ESP_STATUS_NULL_ARGUMENT, "'sample'");
-    CHECK_FAILS(esp_engine_reconstruct(engine, r, s, N, H, W, 0, NULL), ESP_STATUS_NULL_ARGUMENT, "'out'");
-    CHECK_FAILS(esp_engine_reconstruct(engine, r, s, 0, H, W, 0, &out), ESP_STATUS_INVALID_ARGUMENT, ">= 1");
-    CHECK_FAILS(esp_engine_reconstruct(engine, r, s, N, 0, W, 0, &out), ESP_STATUS_INVALID_ARGUMENT, ">= 1");
-    CHECK_FAILS(esp_engine_reconstruct(engine, r, s, N, SIZE_MAX / 2, 4, 0, &out), ESP_STATUS_INVALID_ARGUMENT, "overflow");
-    CHECK_FAILS(esp_engine_reconstruct(engine, r, s, N, H, W, W - 1, &out), ESP_STATUS_INVALID_ARGUMENT, "row stride");
+    CHECK_FAILS(esp_engine_reconstruct(NULL, STACK(r, N, H, W, 0), STACK(s, N, H, W, 0), &out), ESP_STATUS_NULL_ARGUMENT, "'engine'");
+    CHECK_FAILS(esp_engine_reconstruct(engine, NULL, STACK(s, N, H, W, 0), &out), ESP_STATUS_NULL_ARGUMENT, "'reference'");
+    CHECK_FAILS(esp_engine_reconstruct(engine, STACK(r, N, H, W, 0), NULL, &out), ESP_STATUS_NULL_ARGUMENT, "'sample'");
+    CHECK_FAILS(esp_engine_reconstruct(engine, STACK(NULL, N, H, W, 0), STACK(s, N, H, W, 0), &out), ESP_STATUS_NULL_ARGUMENT, "'reference'");
+    /* Buffers shorter than their dimensions, misaligned, or outputs too short for an image. */
+    esp_stack short_stack = *STACK(r, N, H, W, 0);
+    short_stack.len -= 1;
+    CHECK_FAILS(esp_engine_reconstruct(engine, &short_stack, STACK(s, N, H, W, 0), &out), ESP_STATUS_INVALID_ARGUMENT, "needs");
+    const float *odd = (const float *)((const char *)r + 1);
+    CHECK_FAILS(esp_engine_reconstruct(engine, STACK(odd, N, H, W, 0), STACK(s, N, H, W, 0), &out), ESP_STATUS_INVALID_ARGUMENT, "aligned");
+    esp_outputs short_out = out;
+    short_out.len = H * W - 1;
+    CHECK_FAILS(esp_engine_reconstruct(engine, STACK(r, N, H, W, 0), STACK(s, N, H, W, 0), &short_out), ESP_STATUS_INVALID_ARGUMENT, "'dx' holds");
+    CHECK_FAILS(esp_engine_reconstruct(engine, STACK(r, N, H, W, 0), STACK(s, N, H, W, 0), NULL), ESP_STATUS_NULL_ARGUMENT, "'out'");
+    CHECK_FAILS(esp_engine_reconstruct(engine, STACK(r, 0, H, W, 0), STACK(s, 0, H, W, 0), &out), ESP_STATUS_INVALID_ARGUMENT, ">= 1");
+    CHECK_FAILS(esp_engine_reconstruct(engine, STACK(r, N, 0, W, 0), STACK(s, N, 0, W, 0), &out), ESP_STATUS_INVALID_ARGUMENT, ">= 1");
+    CHECK_FAILS(esp_engine_reconstruct(engine, STACK(r, N, SIZE_MAX / 2, 4, 0), STACK(s, N, SIZE_MAX / 2, 4, 0), &out), ESP_STATUS_INVALID_ARGUMENT, "overflow");
+    CHECK_FAILS(esp_engine_reconstruct(engine, STACK(r, N, H, W, W - 1), STACK(s, N, H, W, W - 1), &out), ESP_STATUS_INVALID_ARGUMENT, "row stride");
     /* Refraction and phase without the geometry. */
     float *phase = (float *)xcalloc(H * W, sizeof(float));
     esp_outputs with_phase = out;
     with_phase.phase = phase;
-    CHECK_FAILS(esp_engine_reconstruct(engine, r, s, N, H, W, 0, &with_phase), ESP_STATUS_INVALID_ARGUMENT, "geometry");
+    CHECK_FAILS(esp_engine_reconstruct(engine, STACK(r, N, H, W, 0), STACK(s, N, H, W, 0), &with_phase), ESP_STATUS_INVALID_ARGUMENT, "geometry");
     /* Non-finite input, in either stack. */
     float *bad = (float *)xcalloc(N * H * W, sizeof(float));
     memcpy(bad, s, N * H * W * sizeof(float));
     bad[H * W + 5 * W + 7] = NAN;
-    CHECK_FAILS(esp_engine_reconstruct(engine, r, bad, N, H, W, 0, &out), ESP_STATUS_NON_FINITE, "sample");
+    CHECK_FAILS(esp_engine_reconstruct(engine, STACK(r, N, H, W, 0), STACK(bad, N, H, W, 0), &out), ESP_STATUS_NON_FINITE, "sample");
     bad[H * W + 5 * W + 7] = INFINITY;
-    CHECK_FAILS(esp_engine_reconstruct(engine, bad, s, N, H, W, 0, &out), ESP_STATUS_NON_FINITE, "reference");
+    CHECK_FAILS(esp_engine_reconstruct(engine, STACK(bad, N, H, W, 0), STACK(s, N, H, W, 0), &out), ESP_STATUS_NON_FINITE, "reference");
     esp_engine_free(engine);
 
     /* A search larger than the image. */
     static const char *const too_far[] = {"engine", "tracking", "max_shift", "40", NULL};
     engine = engine_new(too_far);
-    CHECK_FAILS(esp_engine_reconstruct(engine, r, s, N, H, W, 0, &out), ESP_STATUS_INVALID_ARGUMENT, "too small");
+    CHECK_FAILS(esp_engine_reconstruct(engine, STACK(r, N, H, W, 0), STACK(s, N, H, W, 0), &out), ESP_STATUS_INVALID_ARGUMENT, "too small");
     esp_engine_free(engine);
 
     /* The network engine checks the same inputs. */
     if (test_network()) {
         static const char *const network[] = {"provider", "cpu", NULL};
         engine = engine_new(network);
-        CHECK_FAILS(esp_engine_reconstruct(engine, r, bad, N, H, W, 0, &out), ESP_STATUS_NON_FINITE, "sample");
-        CHECK_FAILS(esp_engine_reconstruct(engine, r, s, N, H, W, 0, &with_phase), ESP_STATUS_INVALID_ARGUMENT, "geometry");
-        CHECK_OK(esp_engine_reconstruct(engine, r, s, N, H, W, 0, &out));
+        CHECK_FAILS(esp_engine_reconstruct(engine, STACK(r, N, H, W, 0), STACK(bad, N, H, W, 0), &out), ESP_STATUS_NON_FINITE, "sample");
+        CHECK_FAILS(esp_engine_reconstruct(engine, STACK(r, N, H, W, 0), STACK(s, N, H, W, 0), &with_phase), ESP_STATUS_INVALID_ARGUMENT, "geometry");
+        CHECK_OK(esp_engine_reconstruct(engine, STACK(r, N, H, W, 0), STACK(s, N, H, W, 0), &out));
         esp_engine_free(engine);
     }
     free(bad); free(phase);
@@ -114,17 +127,20 @@ static void reconstruct(void) {
 
 static void others(void) {
     float g[16] = {0}, phase[16];
-    CHECK_FAILS(esp_integrate(g, g, 4, 4, 7, phase), ESP_STATUS_INVALID_ARGUMENT, "method");
-    CHECK_FAILS(esp_integrate(NULL, g, 4, 4, 0, phase), ESP_STATUS_NULL_ARGUMENT, "'gx'");
-    CHECK_FAILS(esp_integrate(g, g, 4, 4, 0, NULL), ESP_STATUS_NULL_ARGUMENT, "'phase'");
-    CHECK_FAILS(esp_integrate(g, g, 0, 4, 0, phase), ESP_STATUS_INVALID_ARGUMENT, ">= 1");
+    CHECK_FAILS(esp_integrate(g, g, 16, 4, 4, "magic", phase), ESP_STATUS_INVALID_ARGUMENT, "method");
+    CHECK_FAILS(esp_integrate(NULL, g, 16, 4, 4, NULL, phase), ESP_STATUS_NULL_ARGUMENT, "'gx'");
+    CHECK_FAILS(esp_integrate(g, g, 16, 4, 4, "least-squares", NULL), ESP_STATUS_NULL_ARGUMENT, "'phase'");
+    CHECK_FAILS(esp_integrate(g, g, 16, 0, 4, NULL, phase), ESP_STATUS_INVALID_ARGUMENT, ">= 1");
+    CHECK_FAILS(esp_integrate(g, g, 15, 4, 4, NULL, phase), ESP_STATUS_INVALID_ARGUMENT, "holds 15");
     float r[4 * 4 * 2];
-    CHECK_FAILS(esp_simulate("moon-dust", 4, 4, 2, 0, r, r, NULL), ESP_STATUS_INVALID_ARGUMENT, "moon-dust");
-    CHECK_FAILS(esp_simulate(NULL, 4, 4, 2, 0, r, r, NULL), ESP_STATUS_NULL_ARGUMENT, "'preset'");
-    CHECK_FAILS(esp_simulate("lens", 4, 4, 2, 0, NULL, r, NULL), ESP_STATUS_NULL_ARGUMENT, "'reference'");
-    const char *providers = NULL;
+    CHECK_FAILS(esp_simulate("moon-dust", 4, 4, 2, 0, r, r, 32, NULL), ESP_STATUS_INVALID_ARGUMENT, "moon-dust");
+    CHECK_FAILS(esp_simulate(NULL, 4, 4, 2, 0, r, r, 32, NULL), ESP_STATUS_NULL_ARGUMENT, "'preset'");
+    CHECK_FAILS(esp_simulate("lens", 4, 4, 2, 0, NULL, r, 32, NULL), ESP_STATUS_NULL_ARGUMENT, "'reference'");
+    CHECK_FAILS(esp_simulate("lens", 4, 4, 2, 0, r, r, 31, NULL), ESP_STATUS_INVALID_ARGUMENT, "holds 31");
+    const char *providers = "stale";
     CHECK_FAILS(esp_available_providers(NULL, NULL), ESP_STATUS_NULL_ARGUMENT, "'providers'");
     CHECK_FAILS(esp_available_providers("/nonexistent/libort.so", &providers), ESP_STATUS_RUNTIME_LIBRARY, "/nonexistent/libort.so");
+    CHECK(providers == NULL, "no provider list on failure");
     /* Every status has a description, and so has a number no status has. */
     for (int s = ESP_STATUS_OK; s <= ESP_STATUS_PANIC; s++)
         CHECK(esp_status_str((esp_status)s)[0] != '\0', "status %d", s);

@@ -36,9 +36,10 @@ typedef struct {
 static void *reconstruct(void *arg) {
     call *a = (call *)arg;
     test_maps m = maps_new(a->c->h, a->c->w);
-    esp_outputs out = maps_outputs(&m);
-    a->status = esp_engine_reconstruct_with_progress(a->engine, a->c->reference, a->c->sample,
-                                                     a->c->n, a->c->h, a->c->w, 0, &out,
+    esp_outputs out = maps_outputs(&m, a->c->h * a->c->w);
+    const test_case *c = a->c;
+    a->status = esp_engine_reconstruct_with_progress(a->engine, STACK(c->reference, c->n, c->h, c->w, 0),
+                                                     STACK(c->sample, c->n, c->h, c->w, 0), &out,
                                                      on_progress, a->w);
     maps_free(&m);
     return NULL;

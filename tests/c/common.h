@@ -36,6 +36,11 @@
               "%s: message \"%s\" lacks \"%s\"", #call, esp_last_error(), (needle));    \
     } while (0)
 
+/* A descriptor of a stack of n frames of h x w floats, rows `stride` floats apart (0 =
+ * w), whose buffer holds exactly what the dimensions need. */
+#define STACK(data, n, h, w, stride) \
+    (&(esp_stack){(data), (n) * (h) * ((stride) ? (stride) : (w)), (n), (h), (w), (stride)})
+
 static inline void *xcalloc(size_t count, size_t size) {
     void *p = calloc(count, size);
     CHECK(p != NULL, "out of memory");
@@ -58,8 +63,8 @@ static inline test_case case_new(const char *preset, size_t h, size_t w, size_t 
     c.transmission = (float *)xcalloc(h * w, sizeof(float));
     c.darkfield = (float *)xcalloc(h * w, sizeof(float));
     c.phase = (float *)xcalloc(h * w, sizeof(float));
-    esp_outputs truth = {c.dx, c.dy, c.transmission, c.darkfield, NULL, NULL, NULL, c.phase};
-    CHECK_OK(esp_simulate(preset, h, w, n, seed, c.reference, c.sample, &truth));
+    esp_outputs truth = {c.dx, c.dy, c.transmission, c.darkfield, NULL, NULL, NULL, c.phase, h * w};
+    CHECK_OK(esp_simulate(preset, h, w, n, seed, c.reference, c.sample, n * h * w, &truth));
     return c;
 }
 
@@ -83,8 +88,8 @@ static inline test_maps maps_new(size_t h, size_t w) {
     return m;
 }
 
-static inline esp_outputs maps_outputs(const test_maps *m) {
-    esp_outputs out = {m->dx, m->dy, m->transmission, m->darkfield, m->quality, NULL, NULL, NULL};
+static inline esp_outputs maps_outputs(const test_maps *m, size_t len) {
+    esp_outputs out = {m->dx, m->dy, m->transmission, m->darkfield, m->quality, NULL, NULL, NULL, len};
     return out;
 }
 

@@ -35,8 +35,8 @@ int main() {
 
     const std::size_t n = 20, h = 128, w = 128;
     std::vector<float> ref(n * h * w), smp(n * h * w), tdx(h * w), tdy(h * w);
-    esp_outputs truth = {tdx.data(), tdy.data(), nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
-    CHECK(esp_simulate("mask-diagonal", h, w, n, 7, ref.data(), smp.data(), &truth) == ESP_STATUS_OK,
+    esp_outputs truth = {tdx.data(), tdy.data(), nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, h * w};
+    CHECK(esp_simulate("mask-diagonal", h, w, n, 7, ref.data(), smp.data(), ref.size(), &truth) == ESP_STATUS_OK,
           esp_last_error());
 
     auto opts = espinnet::options();

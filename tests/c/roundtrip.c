@@ -5,11 +5,11 @@
 
 static void versions(void) {
     char header[32];
-    snprintf(header, sizeof header, "%d.%d.%d", ESPINNET_VERSION_MAJOR, ESPINNET_VERSION_MINOR,
-             ESPINNET_VERSION_PATCH);
+    snprintf(header, sizeof header, "%d.%d.%d", ESP_VERSION_MAJOR, ESP_VERSION_MINOR,
+             ESP_VERSION_PATCH);
     CHECK(strcmp(esp_version(), header) == 0, "library %s, header %s", esp_version(), header);
-    CHECK(ESP_CHECK_VERSION(ESPINNET_VERSION_MAJOR, ESPINNET_VERSION_MINOR, 0), "same minor");
-    CHECK(!ESP_CHECK_VERSION(ESPINNET_VERSION_MAJOR + 1, 0, 0), "next major");
+    CHECK(ESP_CHECK_VERSION(ESP_VERSION_MAJOR, ESP_VERSION_MINOR, 0), "same minor");
+    CHECK(!ESP_CHECK_VERSION(ESP_VERSION_MAJOR + 1, 0, 0), "next major");
     printf("espinnet %s\n", esp_version());
     if (test_network()) {
         const char *providers = NULL;
@@ -31,8 +31,8 @@ static void accuracy(const test_case *c) {
     esp_engine *engine = engine_new(tracking);
     CHECK(strcmp(esp_engine_provider(engine), "tracking-cpu") == 0, "%s", esp_engine_provider(engine));
     test_maps m = maps_new(c->h, c->w);
-    esp_outputs out = maps_outputs(&m);
-    CHECK_OK(esp_engine_reconstruct(engine, c->reference, c->sample, c->n, c->h, c->w, 0, &out));
+    esp_outputs out = maps_outputs(&m, c->h * c->w);
+    CHECK_OK(esp_engine_reconstruct(engine, STACK(c->reference, c->n, c->h, c->w, 0), STACK(c->sample, c->n, c->h, c->w, 0), &out));
     /* The tracker leaves a border of max_shift + window + 2 px as NaN, and only that. */
     size_t border = 9 + 1 + 2;
     for (size_t y = 0; y < c->h; y++)
@@ -49,7 +49,7 @@ static void accuracy(const test_case *c) {
         static const char *const network[] = {"provider", "cpu", NULL};
         engine = engine_new(network);
         CHECK(strcmp(esp_engine_provider(engine), "cpu") == 0, "%s", esp_engine_provider(engine));
-        CHECK_OK(esp_engine_reconstruct(engine, c->reference, c->sample, c->n, c->h, c->w, 0, &out));
+        CHECK_OK(esp_engine_reconstruct(engine, STACK(c->reference, c->n, c->h, c->w, 0), STACK(c->sample, c->n, c->h, c->w, 0), &out));
         for (size_t i = 0; i < c->h * c->w; i++)
             CHECK(isfinite(m.dx[i]) && isfinite(m.darkfield[i]), "network output %zu not finite", i);
         e = errors_of(&m, c, 10);
@@ -74,9 +74,9 @@ static void strided(const test_case *c) {
     static const char *const tracking[] = {"engine", "tracking", "max_shift", "9", NULL};
     esp_engine *engine = engine_new(tracking);
     test_maps a = maps_new(c->h, c->w), b = maps_new(c->h, c->w);
-    esp_outputs oa = maps_outputs(&a), ob = maps_outputs(&b);
-    CHECK_OK(esp_engine_reconstruct(engine, c->reference, c->sample, c->n, c->h, c->w, 0, &oa));
-    CHECK_OK(esp_engine_reconstruct(engine, r, s, c->n, c->h, c->w, stride, &ob));
+    esp_outputs oa = maps_outputs(&a, c->h * c->w), ob = maps_outputs(&b, c->h * c->w);
+    CHECK_OK(esp_engine_reconstruct(engine, STACK(c->reference, c->n, c->h, c->w, 0), STACK(c->sample, c->n, c->h, c->w, 0), &oa));
+    CHECK_OK(esp_engine_reconstruct(engine, STACK(r, c->n, c->h, c->w, stride), STACK(s, c->n, c->h, c->w, stride), &ob));
     CHECK(memcmp(a.dx, b.dx, c->h * c->w * sizeof(float)) == 0, "strided dx differs");
     CHECK(memcmp(a.darkfield, b.darkfield, c->h * c->w * sizeof(float)) == 0, "strided D differs");
     esp_engine_free(engine);
@@ -97,8 +97,8 @@ static void geometry(void) {
     float *dx = (float *)xcalloc(len, sizeof(float)), *dy = (float *)xcalloc(len, sizeof(float));
     float *ax = (float *)xcalloc(len, sizeof(float)), *ay = (float *)xcalloc(len, sizeof(float));
     float *phase = (float *)xcalloc(len, sizeof(float)), *again = (float *)xcalloc(len, sizeof(float));
-    esp_outputs out = {dx, dy, NULL, NULL, NULL, ax, ay, phase};
-    CHECK_OK(esp_engine_reconstruct(engine, c.reference, c.sample, c.n, c.h, c.w, 0, &out));
+    esp_outputs out = {dx, dy, NULL, NULL, NULL, ax, ay, phase, len};
+    CHECK_OK(esp_engine_reconstruct(engine, STACK(c.reference, c.n, c.h, c.w, 0), STACK(c.sample, c.n, c.h, c.w, 0), &out));
     const double pixel_m = 6.5e-6 / 10, distance_m = 0.5, lambda_m = 1.23984198e-6 / 20e3;
     double per_px = 2 * M_PI / lambda_m * pixel_m; /* rad of phase per px per rad of angle */
     size_t checked = 0;
@@ -113,7 +113,7 @@ static void geometry(void) {
         checked++;
     }
     CHECK(checked > len / 2, "only %zu estimated pixels", checked);
-    CHECK_OK(esp_integrate(ax, ay, c.h, c.w, 1, again));
+    CHECK_OK(esp_integrate(ax, ay, len, c.h, c.w, "least-squares", again));
     double worst = 0, range = 0;
     for (size_t i = 0; i < len; i++) {
         if (isnan(phase[i]) || isnan(again[i])) {

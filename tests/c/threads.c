@@ -16,9 +16,10 @@ typedef struct {
 
 static void *run(void *arg) {
     job *j = (job *)arg;
-    esp_outputs out = {j->dx, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
-    j->status = esp_engine_reconstruct(j->engine, j->c->reference, j->c->sample, j->c->n,
-                                       j->c->h, j->c->w, 0, &out);
+    const test_case *c = j->c;
+    esp_outputs out = {j->dx, NULL, NULL, NULL, NULL, NULL, NULL, NULL, c->h * c->w};
+    j->status = esp_engine_reconstruct(j->engine, STACK(c->reference, c->n, c->h, c->w, 0),
+                                       STACK(c->sample, c->n, c->h, c->w, 0), &out);
     snprintf(j->message, sizeof j->message, "%s", esp_last_error());
     return NULL;
 }
@@ -35,8 +36,9 @@ static void shared(const char *const *options, const test_case *c) {
     esp_engine *engine = engine_new(options);
     size_t len = c->h * c->w;
     float *alone = (float *)xcalloc(len, sizeof(float));
-    esp_outputs out = {alone, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
-    CHECK_OK(esp_engine_reconstruct(engine, c->reference, c->sample, c->n, c->h, c->w, 0, &out));
+    esp_outputs out = {alone, NULL, NULL, NULL, NULL, NULL, NULL, NULL, len};
+    CHECK_OK(esp_engine_reconstruct(engine, STACK(c->reference, c->n, c->h, c->w, 0),
+                                    STACK(c->sample, c->n, c->h, c->w, 0), &out));
     job jobs[THREADS];
     pthread_t threads[THREADS];
     for (int i = 0; i < THREADS; i++) {
@@ -63,7 +65,7 @@ int main(void) {
         shared(network, &c);
     }
     /* A failure on another thread leaves this thread's last error alone. */
-    CHECK_OK(esp_integrate(c.dx, c.dy, c.h, c.w, 0, c.phase));
+    CHECK_OK(esp_integrate(c.dx, c.dy, c.h * c.w, c.h, c.w, NULL, c.phase));
     pthread_t t;
     void *ok = NULL;
     CHECK(pthread_create(&t, NULL, fail, NULL) == 0 && pthread_join(t, &ok) == 0, "thread");
