@@ -51,6 +51,12 @@ impl EngineKind {
     }
 }
 
+impl std::fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl std::str::FromStr for EngineKind {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
@@ -197,12 +203,9 @@ impl Options {
         }
         self.pieces[index] = Some(value);
         self.geometry = match self.pieces {
-            [Some(e), Some(z), Some(p), m] => Some(Geometry::new(
-                e * 1e3,
-                z,
-                p * 1e-6,
-                m.unwrap_or(1.0),
-            )?),
+            [Some(e), Some(z), Some(p), m] => {
+                Some(Geometry::new(e * 1e3, z, p * 1e-6, m.unwrap_or(1.0))?)
+            }
             _ => None,
         };
         Ok(())
@@ -440,9 +443,14 @@ impl Engine {
         }
         if let Some(g) = geometry {
             let angle = g.angle_rad(1.0) as f32;
-            for (dst, d) in [(out.refraction_x.take(), &dx), (out.refraction_y.take(), &dy)] {
+            for (dst, d) in [
+                (out.refraction_x.take(), &dx),
+                (out.refraction_y.take(), &dy),
+            ] {
                 if let Some(mut dst) = dst {
-                    Zip::from(&mut dst).and(d).par_for_each(|a, &d| *a = d * angle);
+                    Zip::from(&mut dst)
+                        .and(d)
+                        .par_for_each(|a, &d| *a = d * angle);
                 }
             }
         }

@@ -1,6 +1,6 @@
 //! Beam and detector geometry, and the conversions between the three ways of stating the
 //! same measurement: pattern displacement (pixels), refraction angle (radians) and phase
-//! gradient (radians per pixel). Conventions: `../shared/DESIGN.md` §1.
+//! gradient (radians per pixel). Conventions: `docs/design.md` §1.
 //!
 //! With effective pixel size `p` (detector pixel / magnification, metres at the sample
 //! plane), sample–detector distance `z` (m) and wavelength `λ` (m):

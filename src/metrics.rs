@@ -44,7 +44,11 @@ impl Accuracy {
     /// Scores `estimate` against `truth` over the interior, `border` px in from each edge.
     pub fn add(&mut self, estimate: &Contrasts, truth: &Contrasts, border: usize) {
         let (h, w) = estimate.dx.dim();
-        assert_eq!(truth.dx.dim(), (h, w), "estimate and truth must agree in shape");
+        assert_eq!(
+            truth.dx.dim(),
+            (h, w),
+            "estimate and truth must agree in shape"
+        );
         if 2 * border >= h.min(w) {
             return;
         }

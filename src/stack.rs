@@ -17,6 +17,15 @@ pub enum ScanScaling {
     Linear,
 }
 
+impl std::fmt::Display for ScanScaling {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Nearest => "nearest",
+            Self::Linear => "linear",
+        })
+    }
+}
+
 impl std::str::FromStr for ScanScaling {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {

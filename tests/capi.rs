@@ -149,7 +149,11 @@ fn options_and_errors() {
         unsafe { esp_engine_reconstruct(engine, &st, &st, &dx_only(&mut short)) },
         EspStatus::InvalidArgument
     );
-    assert!(last_error().contains("'dx' holds 63 floats"), "{}", last_error());
+    assert!(
+        last_error().contains("'dx' holds 63 floats"),
+        "{}",
+        last_error()
+    );
     // 8x8 is too small for window 2 and max shift 8.
     assert_eq!(rec(4, 8, 8, 0, data.as_ptr()), EspStatus::InvalidArgument);
     let mut nan = data.clone();
@@ -356,9 +360,8 @@ fn the_network_engine_through_the_abi() {
         case.reference.as_slice().unwrap(),
         case.sample.as_slice().unwrap(),
     );
-    let st = unsafe {
-        esp_engine_reconstruct(engine, &stack(r, n, h, w), &stack(smp, n, h, w), &out)
-    };
+    let st =
+        unsafe { esp_engine_reconstruct(engine, &stack(r, n, h, w), &stack(smp, n, h, w), &out) };
     assert_eq!(st, EspStatus::Ok, "{}", last_error());
     unsafe { esp_engine_free(engine) };
     // Exactly what the Rust API returns (whose accuracy tests/network.rs asserts).

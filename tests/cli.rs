@@ -453,3 +453,176 @@ fn reconstruct_with_the_network_by_default_and_clear_errors_for_its_inputs() {
         );
     }
 }
+
+/// The files in `dir`, sorted (hidden ones included).
+fn listing(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// A 96² lens case in `dir/case` and the arguments that reconstruct it into `dir/rec`:
+/// with the tracker and the geometry (phase, refraction, status) or with the network alone.
+fn forced_runs(dir: &std::path::Path) -> (Vec<String>, Vec<String>) {
+    let case = dir.join("case");
+    let o = espinnet(&[
+        "simulate",
+        "--output",
+        case.to_str().unwrap(),
+        "--size",
+        "96",
+        "--scans",
+        "5",
+        "--preset",
+        "lens",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let f = |n: &str| case.join(n).to_string_lossy().into_owned();
+    let base: Vec<String> = [
+        "reconstruct",
+        "--reference",
+        &f("reference.tif"),
+        "--sample",
+        &f("sample.tif"),
+        "--output",
+        dir.join("rec").to_str().unwrap(),
+        "--force",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut tracking = base.clone();
+    tracking.extend(
+        [
+            "--engine",
+            "tracking",
+            "--max-shift",
+            "4",
+            "--energy-kev",
+            "20",
+            "--distance-m",
+            "0.5",
+            "--pixel-size-um",
+            "6.5",
+            "--magnification",
+            "10",
+        ]
+        .map(String::from),
+    );
+    let mut network = base;
+    network.extend(["--engine", "network"].map(String::from));
+    (tracking, network)
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn force_replaces_the_whole_earlier_output_and_never_an_input() {
+    let dir = tempdir().unwrap();
+    let (tracking, network) = forced_runs(dir.path());
+    let rec = dir.path().join("rec");
+    assert!(espinnet(&strs(&tracking)).status.success());
+    let first = listing(&rec);
+    for f in [
+        "phase.tif",
+        "refraction_x.tif",
+        "status.tif",
+        espinnet::io::MARKER,
+    ] {
+        assert!(first.iter().any(|n| n == f), "{f} in {first:?}");
+    }
+    // The network without geometry writes fewer maps: none of the tracker's may remain.
+    let o = espinnet(&strs(&network));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let second = listing(&rec);
+    let want = [
+        espinnet::io::MARKER,
+        "darkfield.tif",
+        "dx.tif",
+        "dy.tif",
+        "preview.png",
+        "quality.tif",
+        "summary.json",
+        "transmission.tif",
+    ];
+    assert_eq!(second, want);
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(rec.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["engine"], "network");
+    assert_eq!(
+        listing(dir.path()),
+        ["case", "rec"],
+        "no staging directory left"
+    );
+
+    // An input inside the directory to be replaced, or a directory espinnet did not write,
+    // is refused before any work.
+    let case = dir.path().join("case");
+    let f = |n: &str| case.join(n).to_string_lossy().into_owned();
+    let into_case = [
+        "reconstruct",
+        "--reference",
+        &f("reference.tif"),
+        "--sample",
+        &f("sample.tif"),
+        "--output",
+        case.to_str().unwrap(),
+        "--force",
+    ];
+    fails_with(&espinnet(&into_case), "inside the output directory");
+    assert!(case.join("reference.tif").is_file());
+    let mine = dir.path().join("mine");
+    std::fs::create_dir(&mine).unwrap();
+    std::fs::write(mine.join("notes.txt"), "mine").unwrap();
+    let mut into_mine = strs(&network);
+    into_mine[6] = mine.to_str().unwrap();
+    fails_with(&espinnet(&into_mine), "did not write");
+    assert_eq!(listing(&mine), ["notes.txt"]);
+}
+
+#[test]
+fn a_run_killed_at_any_moment_leaves_the_old_set_or_the_new_one() {
+    let dir = tempdir().unwrap();
+    let (tracking, network) = forced_runs(dir.path());
+    let rec = dir.path().join("rec");
+    assert!(espinnet(&strs(&tracking)).status.success());
+    let old = listing(&rec);
+    let clock = std::time::Instant::now();
+    assert!(espinnet(&strs(&network)).status.success());
+    let whole = clock.elapsed();
+    let new = listing(&rec);
+    assert_ne!(old, new);
+    // Kill (SIGKILL) runs that alternate between the two sets at moments spread over a
+    // whole run, the last ones late enough to land in the write and the commit.
+    let mut seen = std::collections::BTreeSet::new();
+    for k in 0..24u32 {
+        let args = if k % 2 == 0 { &tracking } else { &network };
+        let mut child = Command::new(env!("CARGO_BIN_EXE_espinnet"))
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(whole.mul_f64(0.5 + f64::from(k) / 24.0));
+        let _ = child.kill();
+        let finished = child.wait().unwrap().success();
+        let now = listing(&rec);
+        assert!(
+            now == old || now == new,
+            "after a kill at step {k} (finished: {finished}): {now:?}"
+        );
+        for f in now.iter().filter(|f| f.ends_with(".tif")) {
+            espinnet::io::read_image(&rec.join(f).to_string_lossy())
+                .unwrap_or_else(|e| panic!("{f} after a kill at step {k}: {e}"));
+        }
+        seen.insert(now == new);
+    }
+    eprintln!("sets seen after kills: {seen:?}");
+    // A later run cleans up what the killed ones left beside the target.
+    assert!(espinnet(&strs(&network)).status.success());
+    assert_eq!(listing(dir.path()), ["case", "rec"]);
+}

@@ -55,7 +55,9 @@ fn both_engines_and_the_derived_maps_through_one_api() {
     ));
     for engine in [EngineKind::Tracking, EngineKind::Network] {
         let e = Engine::new(&options(engine, &case)).unwrap_or_else(|e| panic!("{e}"));
-        let maps = e.reconstruct(case.reference.view(), case.sample.view()).unwrap();
+        let maps = e
+            .reconstruct(case.reference.view(), case.sample.view())
+            .unwrap();
         let mut acc = Accuracy::default();
         acc.add(&maps.contrasts(), &truth(&case), border);
         let err = acc.errors();
@@ -69,7 +71,11 @@ fn both_engines_and_the_derived_maps_through_one_api() {
         let k = (g.effective_pixel_m() / g.distance_m) as f32;
         let rx = maps.refraction_x.as_ref().unwrap();
         for (a, d) in rx.iter().zip(&maps.dx).filter(|(_, d)| d.is_finite()) {
-            assert!((a - d * k).abs() <= 1e-6 * k * d.abs().max(1.0), "{a} vs {}", d * k);
+            assert!(
+                (a - d * k).abs() <= 1e-6 * k * d.abs().max(1.0),
+                "{a} vs {}",
+                d * k
+            );
         }
         // The phase matches the lens's up to a constant, over the interior.
         let phase = maps.phase.as_ref().unwrap().slice(inner).to_owned();
@@ -79,7 +85,10 @@ fn both_engines_and_the_derived_maps_through_one_api() {
         let rms = diff.mapv(|v| (v - offset).powi(2)).mean().unwrap().sqrt();
         let range = want.fold(f32::MIN, |a, &b| a.max(b)) - want.fold(f32::MAX, |a, &b| a.min(b));
         eprintln!("{engine:?}: phase range {range:.2} rad, RMS error {rms:.3} rad");
-        assert!(range > 1.0 && rms < 0.03 * range, "{engine:?}: {rms} of {range}");
+        assert!(
+            range > 1.0 && rms < 0.03 * range,
+            "{engine:?}: {rms} of {range}"
+        );
 
         // Quality means the same for both engines: near the truth's own residual.
         let q = median(&maps.quality.slice(inner).to_owned());
@@ -102,7 +111,8 @@ fn into_caller_arrays_only_what_is_asked() {
     let mut out = MapsMut::default();
     out.dx = Some(dx.view_mut());
     out.phase = Some(phase.view_mut());
-    e.reconstruct_into(r, smp, out, espinnet::progress::NONE).unwrap();
+    e.reconstruct_into(r, smp, out, espinnet::progress::NONE)
+        .unwrap();
     let bits = |a: &Array2<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&dx), bits(&all.dx));
     assert_eq!(bits(&phase), bits(all.phase.as_ref().unwrap()));
@@ -111,7 +121,9 @@ fn into_caller_arrays_only_what_is_asked() {
     let mut small = Array2::<f32>::from_elem((64, 128), 7.0);
     let mut out = MapsMut::default();
     out.dy = Some(small.view_mut());
-    let err = e.reconstruct_into(r, smp, out, espinnet::progress::NONE).unwrap_err();
+    let err = e
+        .reconstruct_into(r, smp, out, espinnet::progress::NONE)
+        .unwrap_err();
     assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
     assert!(small.iter().all(|&v| v == 7.0));
 
@@ -123,7 +135,9 @@ fn into_caller_arrays_only_what_is_asked() {
     assert!(all.phase.is_none() && all.refraction_x.is_none());
     let mut out = MapsMut::default();
     out.phase = Some(phase.view_mut());
-    let err = e.reconstruct_into(r, smp, out, espinnet::progress::NONE).unwrap_err();
+    let err = e
+        .reconstruct_into(r, smp, out, espinnet::progress::NONE)
+        .unwrap_err();
     assert!(err.to_string().contains("geometry"), "{err}");
 }
 
@@ -140,7 +154,10 @@ fn options_by_name_are_the_typed_options() {
     assert!(e.contains("energy_kev"), "{e}");
     o.set("energy_kev", "20").unwrap();
     let g = o.geometry.unwrap();
-    assert_eq!((g.energy_ev, g.distance_m, g.magnification), (20e3, 0.5, 10.0));
+    assert_eq!(
+        (g.energy_ev, g.distance_m, g.magnification),
+        (20e3, 0.5, 10.0)
+    );
     assert!((g.detector_pixel_m - 6.5e-6).abs() < 1e-18);
     assert_eq!(o.engine, EngineKind::Tracking);
     assert_eq!(o.tracking.window, 3);
@@ -150,7 +167,10 @@ fn options_by_name_are_the_typed_options() {
     assert!(o.set("magnification", "0").is_err());
     assert_eq!(format!("{o:?}"), before);
     let e = o.set("colour", "blue").unwrap_err().to_string();
-    assert!(e.contains("unknown option 'colour'") && e.contains("max_shift"), "{e}");
+    assert!(
+        e.contains("unknown option 'colour'") && e.contains("max_shift"),
+        "{e}"
+    );
     let e = o.set("debug_panic", "1");
     assert_eq!(e.is_ok(), cfg!(feature = "test-hooks"));
 }

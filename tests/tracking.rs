@@ -131,15 +131,12 @@ fn constant_subpixel_shift_is_unbiased() {
         transmission: 0.8,
         darkfield: 0.7,
     };
-    let e = errors(
-        &case(160, 20, None, Some(wedge)),
-        &{
-            let mut o = Params::default();
-            o.window = 1;
-            o.max_shift = 6;
-            o
-        },
-    );
+    let e = errors(&case(160, 20, None, Some(wedge)), &{
+        let mut o = Params::default();
+        o.window = 1;
+        o.max_shift = 6;
+        o
+    });
     assert_eq!(e.gross_fraction, 0.0);
     assert!(
         e.bias[0].abs() < 0.03 && e.bias[1].abs() < 0.03,
@@ -163,15 +160,12 @@ fn single_shot_works_with_a_large_window() {
         transmission: 0.9,
         darkfield: 0.8,
     };
-    let e = errors(
-        &case(160, 1, None, Some(wedge)),
-        &{
-            let mut o = Params::default();
-            o.window = 4;
-            o.max_shift = 6;
-            o
-        },
-    );
+    let e = errors(&case(160, 1, None, Some(wedge)), &{
+        let mut o = Params::default();
+        o.window = 4;
+        o.max_shift = 6;
+        o
+    });
     assert!(e.gross_fraction < 0.005, "gross {}", e.gross_fraction);
     assert!(e.rmse_axis < 0.15, "RMSE {}", e.rmse_axis);
 }
@@ -186,16 +180,12 @@ fn shifts_beyond_the_search_range_are_flagged() {
         darkfield: 1.0,
     };
     let c = case(96, 10, None, Some(wedge));
-    let o = track(
-        c.reference.view(),
-        c.sample.view(),
-        &{
-            let mut o = Params::default();
-            o.window = 1;
-            o.max_shift = 3;
-            o
-        },
-    )
+    let o = track(c.reference.view(), c.sample.view(), &{
+        let mut o = Params::default();
+        o.window = 1;
+        o.max_shift = 3;
+        o
+    })
     .unwrap();
     let b = 3 + 1 + 2;
     let inner = o.status.slice(ndarray::s![b..96 - b, b..96 - b]);
@@ -222,14 +212,11 @@ fn reseeding_outliers_helps_at_low_scan_counts() {
         o
     };
     let plain = errors(&c, &base);
-    let reseeded = errors(
-        &c,
-        &{
-            let mut p = base;
-            p.reseed = true;
-            p
-        },
-    );
+    let reseeded = errors(&c, &{
+        let mut p = base;
+        p.reseed = true;
+        p
+    });
     assert!(
         reseeded.gross_fraction < plain.gross_fraction,
         "{} vs {}",
@@ -248,15 +235,11 @@ fn reseeding_outliers_helps_at_low_scan_counts() {
 fn bad_parameters_are_errors() {
     let c = case(64, 2, None, Some(Sample::Empty));
     let (r, s) = (c.reference.view(), c.sample.view());
-    let e = track(
-        r,
-        s,
-        &{
-            let mut o = Params::default();
-            o.max_shift = 40;
-            o
-        },
-    )
+    let e = track(r, s, &{
+        let mut o = Params::default();
+        o.max_shift = 40;
+        o
+    })
     .unwrap_err()
     .to_string();
     assert!(e.contains("too small"), "{e}");

@@ -130,7 +130,6 @@ pub extern "C" fn esp_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
 }
 
-
 /// Reconstruction options. Create with [`esp_options_new`], free with [`esp_options_free`].
 pub struct EspOptions(Options);
 
@@ -435,7 +434,15 @@ pub unsafe extern "C" fn esp_simulate(
                 t.phase,
             ]
         });
-        let names = ["dx", "dy", "transmission", "darkfield", "refraction_x", "refraction_y", "phase"];
+        let names = [
+            "dx",
+            "dy",
+            "transmission",
+            "darkfield",
+            "refraction_x",
+            "refraction_y",
+            "phase",
+        ];
         let mut maps = Vec::new();
         for (i, name) in names.iter().enumerate() {
             maps.push(dst(t.map_or(std::ptr::null_mut(), |t| t[i]), name)?);
@@ -530,7 +537,8 @@ pub unsafe extern "C" fn esp_integrate(
         checked_len(&[height, width])?;
         let dims = (height, width);
         let (gx, gy) = unsafe { (in_view(gx, len, dims, "gx")?, in_view(gy, len, dims, "gy")?) };
-        let mut dst = unsafe { out_view(phase, len, dims, "phase")? }.ok_or_else(|| null("phase"))?;
+        let mut dst =
+            unsafe { out_view(phase, len, dims, "phase")? }.ok_or_else(|| null("phase"))?;
         dst.assign(&integrate(gx, gy, method)?);
         Ok(())
     })

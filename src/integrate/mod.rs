@@ -31,6 +31,15 @@ pub enum Method {
     LeastSquares,
 }
 
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::FrankotChellappa => "frankot-chellappa",
+            Self::LeastSquares => "least-squares",
+        })
+    }
+}
+
 impl std::str::FromStr for Method {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {

@@ -222,10 +222,7 @@ pub fn refuse_existing(path: &Path) -> Result<()> {
     if path.exists() {
         return Err(Error::io(
             path,
-            std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                "already exists",
-            ),
+            std::io::Error::new(std::io::ErrorKind::AlreadyExists, "already exists"),
         ));
     }
     Ok(())

@@ -39,7 +39,9 @@ impl OutputDir {
     pub fn create(target: &Path, replace: bool, inputs: &[&Path]) -> Result<Self> {
         let name = target
             .file_name()
-            .ok_or_else(|| Error::invalid(format!("'{}' is not a directory name", target.display())))?
+            .ok_or_else(|| {
+                Error::invalid(format!("'{}' is not a directory name", target.display()))
+            })?
             .to_owned();
         if target.exists() {
             if !target.is_dir() {
@@ -97,8 +99,11 @@ impl OutputDir {
     /// Puts the staged set in the target's place, replacing whatever was there.
     pub fn commit(self) -> Result<()> {
         let marker = self.staging.join(MARKER);
-        std::fs::write(&marker, concat!("espinnet ", env!("CARGO_PKG_VERSION"), "\n"))
-            .map_err(io(&marker))?;
+        std::fs::write(
+            &marker,
+            concat!("espinnet ", env!("CARGO_PKG_VERSION"), "\n"),
+        )
+        .map_err(io(&marker))?;
         if !self.target.exists() {
             return std::fs::rename(&self.staging, &self.target).map_err(io(&self.target));
         }
@@ -164,7 +169,10 @@ fn remove_abandoned(parent: &Path, name: &std::ffi::OsStr) {
             log::info!("restoring {} from {}", target.display(), e.path().display());
             let _ = std::fs::rename(e.path(), &target);
         } else {
-            log::info!("removing {}, abandoned by process {pid}", e.path().display());
+            log::info!(
+                "removing {}, abandoned by process {pid}",
+                e.path().display()
+            );
             let _ = std::fs::remove_dir_all(e.path());
         }
     }
@@ -174,7 +182,8 @@ fn remove_abandoned(parent: &Path, name: &std::ffi::OsStr) {
 #[cfg(target_os = "linux")]
 fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
-    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other);
+    let c =
+        |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other);
     let (a, b) = (c(a)?, c(b)?);
     // SAFETY: two NUL-terminated paths, relative to the working directory.
     let rc = unsafe {
@@ -219,7 +228,10 @@ mod tests {
         std::fs::write(o.path("a.txt").unwrap(), "1").unwrap();
         std::fs::write(o.path("old.txt").unwrap(), "1").unwrap();
         o.commit().unwrap();
-        assert!(OutputDir::create(&target, false, &[]).is_err(), "needs replace");
+        assert!(
+            OutputDir::create(&target, false, &[]).is_err(),
+            "needs replace"
+        );
         let o = OutputDir::create(&target, true, &[]).unwrap();
         std::fs::write(o.path("a.txt").unwrap(), "2").unwrap();
         o.commit().unwrap();
@@ -234,13 +246,22 @@ mod tests {
         let mine = tmp.path().join("mine");
         std::fs::create_dir(&mine).unwrap();
         std::fs::write(mine.join("thesis.tex"), "").unwrap();
-        let e = OutputDir::create(&mine, true, &[]).err().unwrap().to_string();
+        let e = OutputDir::create(&mine, true, &[])
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("did not write"), "{e}");
         let out = tmp.path().join("out");
-        OutputDir::create(&out, false, &[]).unwrap().commit().unwrap();
+        OutputDir::create(&out, false, &[])
+            .unwrap()
+            .commit()
+            .unwrap();
         std::fs::write(out.join("reference.tif"), "").unwrap();
         let input = out.join("reference.tif");
-        let e = OutputDir::create(&out, true, &[&input]).err().unwrap().to_string();
+        let e = OutputDir::create(&out, true, &[&input])
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("inside the output directory"), "{e}");
         assert!(input.exists());
     }

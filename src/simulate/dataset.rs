@@ -177,7 +177,10 @@ pub fn write_shard(
     let maps = |get: fn(&super::Truth) -> &ndarray::Array2<f32>| {
         stack(
             Axis(0),
-            &cases.iter().map(|c| get(&c.truth).view()).collect::<Vec<_>>(),
+            &cases
+                .iter()
+                .map(|c| get(&c.truth).view())
+                .collect::<Vec<_>>(),
         )
         .map_err(shape_error)
     };

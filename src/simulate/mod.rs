@@ -1,5 +1,5 @@
 //! Forward simulator: seeded, deterministic cases with ground truth, for tests, benchmarks
-//! and training data (ESPINNet paper §2.4, DESIGN.md §1).
+//! and training data (ESPINNet paper §2.4, `docs/design.md` §1).
 //!
 //! The modulator's complex transmission is propagated to the detector by the Fresnel
 //! transfer function (angular spectrum), blurred by the detector and integrated over the

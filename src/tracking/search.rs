@@ -55,7 +55,12 @@ impl<'a> Stacks<'a> {
             raw_r,
             raw_s: slice(sample),
             scale,
-            m: Arc::new(crate::model::local_mean(raw_r, scale, (n, h, w), p.mean_window)),
+            m: Arc::new(crate::model::local_mean(
+                raw_r,
+                scale,
+                (n, h, w),
+                p.mean_window,
+            )),
             kernel: Vec::new(),
             sw: 0.0,
             r1: Vec::new(),

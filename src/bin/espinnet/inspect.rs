@@ -36,12 +36,17 @@ impl Inputs {
 
     /// The files these inputs are read from.
     pub fn paths(&self) -> Vec<PathBuf> {
-        [Some(&self.reference), Some(&self.sample), self.dark.as_ref(), self.flat.as_ref()]
-            .into_iter()
-            .flatten()
-            .filter_map(|s| espinnet::io::Location::parse(s).ok())
-            .map(|l| l.path)
-            .collect()
+        [
+            Some(&self.reference),
+            Some(&self.sample),
+            self.dark.as_ref(),
+            self.flat.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|s| espinnet::io::Location::parse(s).ok())
+        .map(|l| l.path)
+        .collect()
     }
 }
 

@@ -147,7 +147,9 @@ pub fn setup_ort_library() -> Option<PathBuf> {
         .chain(&["VIRTUAL_ENV"])
         .any(|v| std::env::var_os(v).is_some_and(|v| !v.is_empty()));
     let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv");
-    (!named).then(|| espinnet::network::wheel_library(&venv)).flatten()
+    (!named)
+        .then(|| espinnet::network::wheel_library(&venv))
+        .flatten()
 }
 
 fn simulate(a: SimulateArgs) -> espinnet::Result<()> {

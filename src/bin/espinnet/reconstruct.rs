@@ -31,7 +31,7 @@ pub struct ReconstructArgs {
     #[arg(long)]
     pub output: PathBuf,
     /// Engine: network (ESPINNet through ONNX Runtime) or tracking (correlation).
-    #[arg(long, default_value = EngineKind::default().name())]
+    #[arg(long, default_value_t = EngineKind::default())]
     pub engine: EngineKind,
     #[command(flatten)]
     pub network: NetworkArgs,
@@ -57,7 +57,7 @@ pub struct ReconstructArgs {
     #[arg(long, default_value_t = 1.0)]
     pub magnification: f64,
     /// Phase integration: frankot-chellappa or least-squares.
-    #[arg(long, default_value = "frankot-chellappa")]
+    #[arg(long, default_value_t = Method::default())]
     pub integration: Method,
     /// Replace an earlier output directory (all of it).
     #[arg(long)]
@@ -79,7 +79,7 @@ pub struct NetworkArgs {
     #[arg(long, default_value_t = net().provider)]
     pub provider: Provider,
     /// How N ≠ Nnet scans are brought to the network's Nnet: nearest or linear.
-    #[arg(long, default_value = "nearest")]
+    #[arg(long, default_value_t = net().scaling)]
     pub scaling: ScanScaling,
     /// Tile size (px): bounds memory; images up to this size run whole.
     #[arg(long, default_value_t = net().tile_px)]
@@ -174,7 +174,8 @@ fn engine_summary(engine: &Engine, status: Option<&Array2<u8>>) -> Value {
             "clipping": format!("transmission and darkfield clipped to [0, {}]", network::TD_CLIP),
         }),
         None => {
-            let count = |st: Status| status.map_or(0, |s| s.iter().filter(|&&v| v == st as u8).count());
+            let count =
+                |st: Status| status.map_or(0, |s| s.iter().filter(|&&v| v == st as u8).count());
             json!({
                 "parameters": o.tracking,
                 "pixels": { "converged": count(Status::Converged), "search_edge": count(Status::SearchEdge),

@@ -119,7 +119,11 @@ pub fn run(a: &ValidateArgs) -> Result<()> {
         )
     };
     for (n, network, nw, tracking) in rows {
-        println!("| {n} | {} | {nw} | {} |", cells(&network), cells(&tracking));
+        println!(
+            "| {n} | {} | {nw} | {} |",
+            cells(&network),
+            cells(&tracking)
+        );
     }
     Ok(())
 }
