@@ -62,6 +62,28 @@ pub(crate) fn local_mean(
     out
 }
 
+/// The four contrasts, owned, `[H, W]` each.
+#[derive(Debug, Clone)]
+pub struct ContrastMaps {
+    /// Displacement along x (columns) and y (rows), px.
+    pub dx: Array2<f32>,
+    pub dy: Array2<f32>,
+    /// Transmission and dark-field (1 = none).
+    pub transmission: Array2<f32>,
+    pub darkfield: Array2<f32>,
+}
+
+impl ContrastMaps {
+    pub fn view(&self) -> Contrasts<'_> {
+        Contrasts {
+            dx: self.dx.view(),
+            dy: self.dy.view(),
+            transmission: self.transmission.view(),
+            darkfield: self.darkfield.view(),
+        }
+    }
+}
+
 /// Views of the four contrasts, `[H, W]` each: an estimate or a truth.
 #[derive(Clone, Copy)]
 pub struct Contrasts<'a> {

@@ -69,16 +69,8 @@ impl Default for Options {
     }
 }
 
-/// The network's maps, H×W like the input.
-#[derive(Debug, Clone)]
-pub struct Output {
-    /// Pattern displacement along x (columns) and y (rows), px: S(r) = R(r − d).
-    pub dx: Array2<f32>,
-    pub dy: Array2<f32>,
-    /// Clipped to [0, [`TD_CLIP`]].
-    pub transmission: Array2<f32>,
-    pub darkfield: Array2<f32>,
-}
+/// The network's maps, H×W like the input; T and D clipped to [0, [`TD_CLIP`]].
+pub type Output = crate::model::ContrastMaps;
 
 /// A loaded model, ready to run; one engine may be shared by threads (runs are serialised).
 pub struct Network {
