@@ -3,7 +3,7 @@
 //! into caller-provided arrays, and the option vocabulary.
 
 use espinnet::metrics::Accuracy;
-use espinnet::model::{Contrasts, residual};
+use espinnet::model::residual;
 use espinnet::simulate::{Case, Preset, Sample, simulate};
 use espinnet::{Engine, EngineKind, Error, MapsMut, Options};
 use ndarray::{Array2, s};
@@ -25,16 +25,6 @@ fn options(engine: EngineKind, case: &Case) -> Options {
     o
 }
 
-fn truth(c: &Case) -> Contrasts<'_> {
-    let t = &c.truth;
-    Contrasts {
-        dx: t.dx.view(),
-        dy: t.dy.view(),
-        transmission: t.transmission.view(),
-        darkfield: t.darkfield.view(),
-    }
-}
-
 fn median(a: &Array2<f32>) -> f32 {
     let mut v: Vec<f32> = a.iter().copied().filter(|v| v.is_finite()).collect();
     v.sort_by(f32::total_cmp);
@@ -51,7 +41,7 @@ fn both_engines_and_the_derived_maps_through_one_api() {
     let truth_quality = median(&residual(
         case.reference.view(),
         case.sample.view(),
-        &truth(&case),
+        &case.truth.contrasts(),
     ));
     for engine in [EngineKind::Tracking, EngineKind::Network] {
         let e = Engine::new(&options(engine, &case)).unwrap_or_else(|e| panic!("{e}"));
@@ -59,7 +49,7 @@ fn both_engines_and_the_derived_maps_through_one_api() {
             .reconstruct(case.reference.view(), case.sample.view())
             .unwrap();
         let mut acc = Accuracy::default();
-        acc.add(&maps.contrasts(), &truth(&case), border);
+        acc.add(&maps.contrasts(), &case.truth.contrasts(), border);
         let err = acc.errors();
         eprintln!("{engine:?}: {err}");
         assert!(err.rmse_px < 0.15, "{engine:?}: {err}");

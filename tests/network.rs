@@ -8,6 +8,8 @@
 
 use std::path::PathBuf;
 
+use espinnet::metrics::Accuracy;
+use espinnet::model::Contrasts;
 use espinnet::network::{Network, Options, Output, Provider};
 use espinnet::simulate::dataset::{self, Mix};
 use espinnet::simulate::{Case, Preset, simulate};
@@ -41,45 +43,24 @@ fn maps(o: &Output) -> [&Array2<f32>; 4] {
 }
 
 /// Errors of the maps dx, dy, T, D over the interior, a border of `b` px excluded as for
-/// the tracker.
+/// the tracker, by `espinnet::metrics` (the rule of `espinnet validate` and the card).
 fn errors([dx, dy, transmission, darkfield]: [&Array2<f32>; 4], c: &Case, b: usize) -> Errors {
-    let (h, w) = dx.dim();
-    let r = s![b..h - b, b..w - b];
-    let t = &c.truth;
-    let (mut e2, mut gross, mut t2, mut d2, mut n) = (0.0, 0usize, 0.0, 0.0, 0usize);
-    ndarray::Zip::from(dx.slice(r))
-        .and(dy.slice(r))
-        .and(t.dx.slice(r))
-        .and(t.dy.slice(r))
-        .for_each(|&x, &y, &tx, &ty| {
-            let e = ((x - tx) as f64).powi(2) + ((y - ty) as f64).powi(2);
-            e2 += e;
-            gross += usize::from(e.is_nan() || e > 1.0);
-            n += 1;
-        });
-    ndarray::Zip::from(transmission.slice(r))
-        .and(darkfield.slice(r))
-        .and(t.transmission.slice(r))
-        .and(t.darkfield.slice(r))
-        .for_each(|&a, &d, &ta, &td| {
-            t2 += ((a - ta) as f64).powi(2);
-            d2 += ((d - td) as f64).powi(2);
-        });
-    let n = n as f64;
-    let e = Errors {
-        rmse_axis: (e2 / n / 2.0).sqrt(),
-        gross: gross as f64 / n,
-        rmse_t: (t2 / n).sqrt(),
-        rmse_d: (d2 / n).sqrt(),
+    let est = Contrasts {
+        dx: dx.view(),
+        dy: dy.view(),
+        transmission: transmission.view(),
+        darkfield: darkfield.view(),
     };
-    eprintln!(
-        "RMSE {:.4} px/axis, gross {:.3} %, T {:.4}, D {:.4}",
-        e.rmse_axis,
-        100.0 * e.gross,
-        e.rmse_t,
-        e.rmse_d
-    );
-    e
+    let mut acc = Accuracy::default();
+    acc.add(&est, &c.truth.contrasts(), b);
+    let a = acc.errors();
+    eprintln!("{a}");
+    Errors {
+        rmse_axis: a.rmse_px,
+        gross: a.gross_fraction,
+        rmse_t: a.rmse_transmission,
+        rmse_d: a.rmse_darkfield,
+    }
 }
 
 /// Largest and RMS absolute difference over the interior.

@@ -197,6 +197,18 @@ pub struct Truth {
     pub phase: Array2<f32>,
 }
 
+impl Truth {
+    /// The four contrasts, as an estimate is scored against them.
+    pub fn contrasts(&self) -> crate::model::Contrasts<'_> {
+        crate::model::Contrasts {
+            dx: self.dx.view(),
+            dy: self.dy.view(),
+            transmission: self.transmission.view(),
+            darkfield: self.darkfield.view(),
+        }
+    }
+}
+
 /// A simulated case.
 #[derive(Debug, Clone)]
 pub struct Case {

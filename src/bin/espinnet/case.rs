@@ -8,7 +8,7 @@ use espinnet::io::preview::{Scale, write_montage, write_png};
 use espinnet::metrics::Accuracy;
 use espinnet::model::Contrasts;
 use espinnet::simulate::dataset::{self, ShardFormat};
-use espinnet::simulate::{Case, Config, Preset, Truth, simulate};
+use espinnet::simulate::{Case, Config, Preset, simulate};
 use espinnet::{EngineKind, Error, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::{Array2, Axis};
@@ -146,7 +146,7 @@ pub fn demo(dir: &Path, force: bool) -> Result<()> {
         "  {:<9} {:>10} {:>10} {:>10} {:>10} {:>10}",
         "engine", "d (px)", "> 1 px", "T", "D", "missing"
     );
-    let truth = truth_view(&case.truth);
+    let truth = case.truth.contrasts();
     for engine in engines {
         let read = |n: &str| espinnet::io::read_image(&out(engine).join(n).to_string_lossy());
         let (dx, dy, t, d) = (
@@ -181,16 +181,6 @@ pub fn demo(dir: &Path, force: bool) -> Result<()> {
         out(engines[1]).display()
     );
     Ok(())
-}
-
-/// The truth's four contrasts.
-pub fn truth_view(t: &Truth) -> Contrasts<'_> {
-    Contrasts {
-        dx: t.dx.view(),
-        dy: t.dy.view(),
-        transmission: t.transmission.view(),
-        darkfield: t.darkfield.view(),
-    }
 }
 
 /// Writes `count` random patches into HDF5 shards.

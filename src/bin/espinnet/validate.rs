@@ -9,8 +9,6 @@ use espinnet::{Engine, EngineKind, Options, Result};
 use indicatif::ProgressBar;
 use serde_json::json;
 
-use crate::case::truth_view;
-
 #[derive(clap::Args)]
 pub struct ValidateArgs {
     /// Cases per scan count.
@@ -67,7 +65,7 @@ pub fn run(a: &ValidateArgs) -> Result<()> {
             let mut c = config(a.mix, a.size, a.seed, i);
             c.scans = n;
             let case = simulate(&c)?;
-            let truth = truth_view(&case.truth);
+            let truth = case.truth.contrasts();
             let (r, s) = (case.reference.view(), case.sample.view());
             for (acc, engine) in std::iter::once((&mut network_acc, &network))
                 .chain(tracking.iter_mut().zip(&trackers))
