@@ -204,7 +204,7 @@ impl Options {
         self.pieces[index] = Some(value);
         self.geometry = match self.pieces {
             [Some(e), Some(z), Some(p), m] => {
-                Some(Geometry::new(e * 1e3, z, p * 1e-6, m.unwrap_or(1.0))?)
+                Some(Geometry::from_kev_um(e, z, p, m.unwrap_or(1.0))?)
             }
             _ => None,
         };
@@ -259,12 +259,7 @@ pub struct Maps {
 impl Maps {
     /// The four contrasts as views.
     pub fn contrasts(&self) -> Contrasts<'_> {
-        Contrasts {
-            dx: self.dx.view(),
-            dy: self.dy.view(),
-            transmission: self.transmission.view(),
-            darkfield: self.darkfield.view(),
-        }
+        Contrasts::new(&self.dx, &self.dy, &self.transmission, &self.darkfield)
     }
 }
 
@@ -397,7 +392,7 @@ impl Engine {
             (true, Some(g)) => Some(g),
             (false, _) => None,
         };
-        crate::stack::validate_pair(reference, sample)?;
+        // The engines validate the stacks themselves, before any map is written.
         let (_, h, w) = reference.dim();
         for (name, shape) in [
             ("dx", out.dx.as_ref().map(|a| a.dim())),
@@ -455,12 +450,7 @@ impl Engine {
             }
         }
         if let Some(q) = out.quality.take() {
-            let contrasts = Contrasts {
-                dx: dx.view(),
-                dy: dy.view(),
-                transmission: transmission.view(),
-                darkfield: darkfield.view(),
-            };
+            let contrasts = Contrasts::new(&dx, &dy, &transmission, &darkfield);
             model::residual_into(reference, sample, &contrasts, q);
         }
         if let Some(mut dst) = out.status.take() {

@@ -59,6 +59,22 @@ impl Geometry {
         Ok(g)
     }
 
+    /// [`Geometry::new`] from the units of the beamline and of the option names:
+    /// energy in keV, distance in m, detector pixel in µm.
+    pub fn from_kev_um(
+        energy_kev: f64,
+        distance_m: f64,
+        detector_pixel_um: f64,
+        magnification: f64,
+    ) -> Result<Self> {
+        Self::new(
+            energy_kev * 1e3,
+            distance_m,
+            detector_pixel_um * 1e-6,
+            magnification,
+        )
+    }
+
     /// Checks that every quantity is finite and > 0.
     pub fn validate(&self) -> Result<()> {
         require_positive("energy (eV)", self.energy_ev)?;

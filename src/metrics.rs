@@ -12,6 +12,7 @@
 
 use serde::Serialize;
 
+use crate::error::{Error, Result};
 use crate::model::Contrasts;
 
 /// Error sums over the pixels scored so far.
@@ -42,15 +43,30 @@ pub struct Errors {
 
 impl Accuracy {
     /// Scores `estimate` against `truth` over the interior, `border` px in from each edge.
-    pub fn add(&mut self, estimate: &Contrasts, truth: &Contrasts, border: usize) {
+    /// A pair whose maps differ in shape is refused and adds nothing.
+    pub fn add(&mut self, estimate: &Contrasts, truth: &Contrasts, border: usize) -> Result<()> {
         let (h, w) = estimate.dx.dim();
-        assert_eq!(
-            truth.dx.dim(),
-            (h, w),
-            "estimate and truth must agree in shape"
-        );
+        let dims = |c: &Contrasts| {
+            [
+                c.dx.dim(),
+                c.dy.dim(),
+                c.transmission.dim(),
+                c.darkfield.dim(),
+            ]
+        };
+        if let Some(&(gh, gw)) = dims(estimate)
+            .iter()
+            .chain(&dims(truth))
+            .find(|&&d| d != (h, w))
+        {
+            return Err(Error::ShapeMismatch {
+                what: "every map of an estimate and its truth must have one [H, W]".into(),
+                expected: vec![h, w],
+                got: vec![gh, gw],
+            });
+        }
         if 2 * border >= h.min(w) {
-            return;
+            return Ok(());
         }
         for y in border..h - border {
             for x in border..w - border {
@@ -72,6 +88,7 @@ impl Accuracy {
                 self.k2 += ((d - td) as f64).powi(2);
             }
         }
+        Ok(())
     }
 
     /// The errors of everything added so far.
@@ -126,7 +143,14 @@ mod tests {
             ..est
         };
         let mut a = Accuracy::default();
-        a.add(&est, &truth, 1);
+        a.add(&est, &truth, 1).unwrap();
+        let small = Array2::<f32>::zeros((3, 4));
+        let wrong = Contrasts {
+            dy: small.view(),
+            ..truth
+        };
+        assert!(a.add(&est, &wrong, 1).is_err());
+        assert_eq!(a.errors().pixels, 4, "a refused pair adds nothing");
         let e = a.errors();
         // Interior 2x2: one missing, one 2 px off, two 0.5 px off.
         assert_eq!((e.pixels, e.missing), (4, 1));

@@ -75,12 +75,7 @@ pub struct ContrastMaps {
 
 impl ContrastMaps {
     pub fn view(&self) -> Contrasts<'_> {
-        Contrasts {
-            dx: self.dx.view(),
-            dy: self.dy.view(),
-            transmission: self.transmission.view(),
-            darkfield: self.darkfield.view(),
-        }
+        Contrasts::new(&self.dx, &self.dy, &self.transmission, &self.darkfield)
     }
 }
 
@@ -93,6 +88,23 @@ pub struct Contrasts<'a> {
     /// Transmission and dark-field (1 = none).
     pub transmission: ArrayView2<'a, f32>,
     pub darkfield: ArrayView2<'a, f32>,
+}
+
+impl<'a> Contrasts<'a> {
+    /// Views of dx, dy, T and D.
+    pub fn new(
+        dx: &'a Array2<f32>,
+        dy: &'a Array2<f32>,
+        transmission: &'a Array2<f32>,
+        darkfield: &'a Array2<f32>,
+    ) -> Self {
+        Contrasts {
+            dx: dx.view(),
+            dy: dy.view(),
+            transmission: transmission.view(),
+            darkfield: darkfield.view(),
+        }
+    }
 }
 
 /// How well an estimate explains the data, per pixel: the RMS over the scan of

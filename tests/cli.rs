@@ -16,6 +16,17 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// Simulates a case into `dir/case` (`extra`: further `simulate` arguments) and returns a
+/// function that gives the path of one of its files.
+fn simulated(dir: &std::path::Path, extra: &[&str]) -> impl Fn(&str) -> String + use<> {
+    let case = dir.join("case");
+    let mut args = vec!["simulate", "--output", case.to_str().unwrap()];
+    args.extend(extra);
+    let o = espinnet(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    move |n: &str| case.join(n).to_string_lossy().into_owned()
+}
+
 /// A failure prints exactly one line starting with "espinnet: error:" naming `needle`.
 fn fails_with(o: &Output, needle: &str) {
     assert!(!o.status.success(), "expected failure");
@@ -285,21 +296,11 @@ fn inspect_reads_good_pairs_and_names_bad_ones() {
 #[test]
 fn reconstruct_writes_every_contrast_and_recovers_the_truth() {
     let dir = tempdir().unwrap();
-    let case = dir.path().join("case");
-    let o = espinnet(&[
-        "simulate",
-        "--output",
-        case.to_str().unwrap(),
-        "--size",
-        "96",
-        "--scans",
-        "10",
-        "--preset",
-        "lens",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let f = simulated(
+        dir.path(),
+        &["--size", "96", "--scans", "10", "--preset", "lens"],
+    );
     let rec = dir.path().join("rec");
-    let f = |n: &str| case.join(n).to_string_lossy().into_owned();
     let args = [
         "reconstruct",
         "--reference",
@@ -381,18 +382,7 @@ fn reconstruct_writes_every_contrast_and_recovers_the_truth() {
 #[test]
 fn reconstruct_with_the_network_by_default_and_clear_errors_for_its_inputs() {
     let dir = tempdir().unwrap();
-    let case = dir.path().join("case");
-    let o = espinnet(&[
-        "simulate",
-        "--output",
-        case.to_str().unwrap(),
-        "--size",
-        "72",
-        "--scans",
-        "6",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let f = |n: &str| case.join(n).to_string_lossy().into_owned();
+    let f = simulated(dir.path(), &["--size", "72", "--scans", "6"]);
     let out = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
     let (r, s) = (f("reference.tif"), f("sample.tif"));
     let base = ["reconstruct", "--reference", &r, "--sample", &s];
@@ -467,20 +457,7 @@ fn listing(dir: &std::path::Path) -> Vec<String> {
 /// A 96² lens case in `dir/case` and the arguments that reconstruct it into `dir/rec`:
 /// with the tracker and the geometry (phase, refraction, status) or with the network alone.
 fn forced_runs(dir: &std::path::Path) -> (Vec<String>, Vec<String>) {
-    let case = dir.join("case");
-    let o = espinnet(&[
-        "simulate",
-        "--output",
-        case.to_str().unwrap(),
-        "--size",
-        "96",
-        "--scans",
-        "5",
-        "--preset",
-        "lens",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let f = |n: &str| case.join(n).to_string_lossy().into_owned();
+    let f = simulated(dir, &["--size", "96", "--scans", "5", "--preset", "lens"]);
     let base: Vec<String> = [
         "reconstruct",
         "--reference",

@@ -48,14 +48,38 @@ fn both_engines_and_the_derived_maps_through_one_api() {
         let maps = e
             .reconstruct(case.reference.view(), case.sample.view())
             .unwrap();
+        // The facade runs the engine it was asked for with the options it was given: its
+        // maps are the engine's own, bit for bit (their accuracy is tests/tracking.rs's and
+        // tests/network.rs's).
+        let o = options(engine, &case);
+        let (r, smp) = (case.reference.view(), case.sample.view());
+        let direct = match engine {
+            EngineKind::Tracking => {
+                let t = espinnet::tracking::track(r, smp, &o.tracking).unwrap();
+                [t.dx, t.dy, t.transmission, t.darkfield]
+            }
+            EngineKind::Network => {
+                let n = espinnet::network::Network::new(&o.network).unwrap();
+                let n = n.reconstruct(r, smp).unwrap();
+                [n.dx, n.dy, n.transmission, n.darkfield]
+            }
+        };
+        let bits = |a: &Array2<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        for (ours, theirs) in [&maps.dx, &maps.dy, &maps.transmission, &maps.darkfield]
+            .into_iter()
+            .zip(&direct)
+        {
+            assert_eq!(bits(ours), bits(theirs), "{engine:?}");
+        }
+        assert_eq!(maps.status.is_some(), engine == EngineKind::Tracking);
         let mut acc = Accuracy::default();
-        acc.add(&maps.contrasts(), &case.truth.contrasts(), border);
+        acc.add(&maps.contrasts(), &case.truth.contrasts(), border)
+            .unwrap();
         let err = acc.errors();
         eprintln!("{engine:?}: {err}");
-        assert!(err.rmse_px < 0.15, "{engine:?}: {err}");
+        // The gross-error ceiling; every interior pixel estimated.
         assert!(err.gross_fraction < 0.005, "{engine:?}: {err}");
         assert_eq!(err.missing, 0, "{engine:?}: the interior is estimated");
-        assert_eq!(maps.status.is_some(), engine == EngineKind::Tracking);
 
         // Refraction is d·p/z exactly.
         let k = (g.effective_pixel_m() / g.distance_m) as f32;
@@ -67,7 +91,9 @@ fn both_engines_and_the_derived_maps_through_one_api() {
                 d * k
             );
         }
-        // The phase matches the lens's up to a constant, over the interior.
+        // The phase matches the lens's up to a constant, over the interior. Measured 0.5 %
+        // (tracker) and 1.0 % (network) of the range; a unit slip (µm for m, keV for eV,
+        // the magnification twice) is off by a factor of 10 or more, far above 3 %.
         let phase = maps.phase.as_ref().unwrap().slice(inner).to_owned();
         let want = case.truth.phase.slice(inner).to_owned();
         let diff = &phase - &want;
@@ -80,7 +106,9 @@ fn both_engines_and_the_derived_maps_through_one_api() {
             "{engine:?}: {rms} of {range}"
         );
 
-        // Quality means the same for both engines: near the truth's own residual.
+        // Quality means the same for both engines: near the truth's own residual, which is
+        // the noise floor. A fit can dip slightly below it (it absorbs some noise: 0.9×);
+        // model error at the lens's aperture edge lifts the median a little (up to 1.5×).
         let q = median(&maps.quality.slice(inner).to_owned());
         eprintln!("{engine:?}: median quality {q:.4}, truth's {truth_quality:.4}");
         assert!(

@@ -45,14 +45,9 @@ fn maps(o: &Output) -> [&Array2<f32>; 4] {
 /// Errors of the maps dx, dy, T, D over the interior, a border of `b` px excluded as for
 /// the tracker, by `espinnet::metrics` (the rule of `espinnet validate` and the card).
 fn errors([dx, dy, transmission, darkfield]: [&Array2<f32>; 4], c: &Case, b: usize) -> Errors {
-    let est = Contrasts {
-        dx: dx.view(),
-        dy: dy.view(),
-        transmission: transmission.view(),
-        darkfield: darkfield.view(),
-    };
+    let est = Contrasts::new(dx, dy, transmission, darkfield);
     let mut acc = Accuracy::default();
-    acc.add(&est, &c.truth.contrasts(), b);
+    acc.add(&est, &c.truth.contrasts(), b).unwrap();
     let a = acc.errors();
     eprintln!("{a}");
     Errors {

@@ -24,14 +24,9 @@ fn errors(case: &Case, p: &Params) -> Errors {
     let o = track(case.reference.view(), case.sample.view(), p).unwrap();
     let (h, w) = o.dx.dim();
     let b = p.border();
-    let est = Contrasts {
-        dx: o.dx.view(),
-        dy: o.dy.view(),
-        transmission: o.transmission.view(),
-        darkfield: o.darkfield.view(),
-    };
+    let est = Contrasts::new(&o.dx, &o.dy, &o.transmission, &o.darkfield);
     let mut acc = Accuracy::default();
-    acc.add(&est, &case.truth.contrasts(), b);
+    acc.add(&est, &case.truth.contrasts(), b).unwrap();
     let a = acc.errors();
     let (mut bias, mut n) = ([0.0; 2], 0usize);
     for y in b..h - b {

@@ -232,17 +232,15 @@ pub unsafe extern "C" fn esp_engine_new(
 /// `engine` is NULL or came from [`esp_engine_new`].
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn esp_engine_provider(engine: *const EspEngine) -> *const c_char {
+    // Static C strings of the names `Engine::provider` gives.
+    const NAMES: [&CStr; 4] = [c"tracking-cpu", c"cpu", c"cuda", c"tensorrt"];
     guard::quiet(std::ptr::null(), || {
         // SAFETY: `engine` is NULL or valid (caller's promise).
-        match unsafe { engine.as_ref() } {
-            None => std::ptr::null(),
-            Some(e) => match e.0.provider() {
-                "tracking-cpu" => c"tracking-cpu".as_ptr(),
-                "cuda" => c"cuda".as_ptr(),
-                "tensorrt" => c"tensorrt".as_ptr(),
-                _ => c"cpu".as_ptr(),
-            },
-        }
+        let name = unsafe { engine.as_ref() }.map(|e| e.0.provider());
+        NAMES
+            .iter()
+            .find(|c| Some(c.to_bytes()) == name.map(str::as_bytes))
+            .map_or(std::ptr::null(), |c| c.as_ptr())
     })
 }
 
@@ -418,35 +416,21 @@ pub unsafe extern "C" fn esp_simulate(
             stacks.push(v.ok_or_else(|| null(name))?);
         }
         let truth = unsafe { truth.as_ref() };
-        let (h, w) = (height, width);
-        let dst = |p: *mut f32, name: &str| match truth {
+        let map = |field: fn(&EspOutputs) -> *mut f32, name: &str| match truth {
             None => Ok(None),
-            Some(t) => unsafe { out_view(p, t.len, (h, w), name) },
+            Some(t) => unsafe { out_view(field(t), t.len, (height, width), name) },
         };
-        let t = truth.map(|t| {
-            [
-                t.dx,
-                t.dy,
-                t.transmission,
-                t.darkfield,
-                t.refraction_x,
-                t.refraction_y,
-                t.phase,
-            ]
-        });
-        let names = [
-            "dx",
-            "dy",
-            "transmission",
-            "darkfield",
-            "refraction_x",
-            "refraction_y",
-            "phase",
+        let copies = [
+            (map(|t| t.dx, "dx")?, 0),
+            (map(|t| t.dy, "dy")?, 1),
+            (map(|t| t.transmission, "transmission")?, 2),
+            (map(|t| t.darkfield, "darkfield")?, 3),
+            (map(|t| t.phase, "phase")?, 4),
         ];
-        let mut maps = Vec::new();
-        for (i, name) in names.iter().enumerate() {
-            maps.push(dst(t.map_or(std::ptr::null_mut(), |t| t[i]), name)?);
-        }
+        let angles = [
+            (map(|t| t.refraction_x, "refraction_x")?, 0),
+            (map(|t| t.refraction_y, "refraction_y")?, 1),
+        ];
         let mut config = preset.config(height.max(width), n, seed);
         (config.height, config.width) = (height, width);
         let case = simulate(&config)?;
@@ -454,19 +438,18 @@ pub unsafe extern "C" fn esp_simulate(
             dst.iter_mut().zip(src.iter()).for_each(|(d, &v)| *d = v);
         }
         let tr = &case.truth;
-        let angle = config.geometry.angle_rad(1.0) as f32;
-        let sources = [
-            tr.dx.clone(),
-            tr.dy.clone(),
-            tr.transmission.clone(),
-            tr.darkfield.clone(),
-            tr.dx.mapv(|d| d * angle),
-            tr.dy.mapv(|d| d * angle),
-            tr.phase.clone(),
-        ];
-        for (dst, src) in maps.into_iter().zip(&sources) {
+        let sources = [&tr.dx, &tr.dy, &tr.transmission, &tr.darkfield, &tr.phase];
+        for (dst, i) in copies {
             if let Some(mut dst) = dst {
-                dst.assign(src);
+                dst.assign(sources[i]);
+            }
+        }
+        let rad_per_px = config.geometry.angle_rad(1.0) as f32;
+        for (dst, i) in angles {
+            if let Some(mut dst) = dst {
+                ndarray::Zip::from(&mut dst)
+                    .and(sources[i])
+                    .for_each(|a, &d| *a = d * rad_per_px);
             }
         }
         Ok(())

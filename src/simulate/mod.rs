@@ -200,12 +200,7 @@ pub struct Truth {
 impl Truth {
     /// The four contrasts, as an estimate is scored against them.
     pub fn contrasts(&self) -> crate::model::Contrasts<'_> {
-        crate::model::Contrasts {
-            dx: self.dx.view(),
-            dy: self.dy.view(),
-            transmission: self.transmission.view(),
-            darkfield: self.darkfield.view(),
-        }
+        crate::model::Contrasts::new(&self.dx, &self.dy, &self.transmission, &self.darkfield)
     }
 }
 

@@ -155,14 +155,8 @@ pub fn demo(dir: &Path, force: bool) -> Result<()> {
             read("transmission.tif")?,
             read("darkfield.tif")?,
         );
-        let est = Contrasts {
-            dx: dx.view(),
-            dy: dy.view(),
-            transmission: t.view(),
-            darkfield: d.view(),
-        };
         let mut acc = Accuracy::default();
-        acc.add(&est, &truth, border);
+        acc.add(&Contrasts::new(&dx, &dy, &t, &d), &truth, border)?;
         let e = acc.errors();
         println!(
             "  {:<9} {:>10.4} {:>9.3}% {:>10.4} {:>10.4} {:>10}",

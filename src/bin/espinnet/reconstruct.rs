@@ -153,7 +153,7 @@ impl ReconstructArgs {
         o.tracking.dark_field = !self.no_darkfield;
         o.geometry = match (self.energy_kev, self.distance_m, self.pixel_size_um) {
             (Some(e), Some(z), Some(p)) => {
-                Some(Geometry::new(e * 1e3, z, p * 1e-6, self.magnification)?)
+                Some(Geometry::from_kev_um(e, z, p, self.magnification)?)
             }
             _ => None,
         };

@@ -71,7 +71,7 @@ pub fn run(a: &ValidateArgs) -> Result<()> {
                 .chain(tracking.iter_mut().zip(&trackers))
             {
                 let maps = engine.reconstruct(r, s)?;
-                acc.add(&maps.contrasts(), &truth, border);
+                acc.add(&maps.contrasts(), &truth, border)?;
             }
             bar.inc(1);
         }
