@@ -93,8 +93,8 @@ pub struct Options {
 
 impl Options {
     /// The option names [`Options::set`] takes.
-    pub const KEYS: &str = "engine; network: model, ort_library, provider, scaling, tile, \
-        overlap, batch, threads, device_id, fp16, gpu_mem_limit_mib, trt_cache; tracking: \
+    pub const KEYS: &str = "engine, threads; network: model, ort_library, provider, scaling, \
+        tile, overlap, batch, device_id, fp16, gpu_mem_limit_mib, trt_cache; tracking: \
         window, max_shift, mean_window, dark_field, hamming, reseed, adaptive; geometry: \
         energy_kev, distance_m, pixel_size_um (detector pixel), magnification, integration";
 
@@ -102,11 +102,12 @@ impl Options {
     /// them. Flags take `true`/`false`/`1`/`0`; a failed call leaves the options as they
     /// were.
     ///
-    /// - `engine`: `network` or `tracking`.
+    /// - `engine`: `network` or `tracking`; `threads`: CPU threads of every step, inference
+    ///   included (0 = one per core).
     /// - Network: `model` (path to an ONNX export), `ort_library` (path to libonnxruntime),
     ///   `provider` (`auto`, `cpu`, `cuda`, `tensorrt`), `scaling` (`nearest`, `linear`),
-    ///   `tile` (px), `overlap` (px), `batch`, `threads` (0 = one per core), `device_id`,
-    ///   `fp16`, `gpu_mem_limit_mib` (MiB), `trt_cache` (directory).
+    ///   `tile` (px), `overlap` (px), `batch`, `device_id`, `fp16`, `gpu_mem_limit_mib`
+    ///   (MiB), `trt_cache` (directory).
     /// - Tracking: `window` (px, half-width), `max_shift` (px), `mean_window` (px),
     ///   `dark_field`, `hamming`, `reseed`, `adaptive`.
     /// - Geometry, for refraction and phase: `energy_kev` (keV), `distance_m` (sample to
@@ -232,6 +233,8 @@ enum Kind {
 pub struct Engine {
     kind: Kind,
     options: Options,
+    /// Its own worker threads when `threads` limits them; else rayon's global pool.
+    pool: Option<rayon::ThreadPool>,
 }
 
 /// The maps of one reconstruction, `[H, W]` each like the input.
@@ -298,9 +301,20 @@ impl Engine {
             EngineKind::Tracking => Kind::Tracking(options.tracking),
             EngineKind::Network => Kind::Network(Box::new(Network::new(&options.network)?)),
         };
+        let pool = match options.network.threads {
+            0 => None,
+            n => Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(n)
+                    .thread_name(|i| format!("espinnet-{i}"))
+                    .build()
+                    .map_err(|e| Error::Runtime(format!("cannot start {n} threads: {e}")))?,
+            ),
+        };
         Ok(Engine {
             kind,
             options: options.clone(),
+            pool,
         })
     }
 
@@ -376,6 +390,19 @@ impl Engine {
     /// Reconstructs into the caller's arrays: only the maps `out` has are computed. Asking
     /// for refraction or phase without the geometry is an [`Error::InvalidArgument`].
     pub fn reconstruct_into(
+        &self,
+        reference: ArrayView3<f32>,
+        sample: ArrayView3<f32>,
+        out: MapsMut,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        match &self.pool {
+            Some(pool) => pool.install(|| self.run(reference, sample, out, progress)),
+            None => self.run(reference, sample, out, progress),
+        }
+    }
+
+    fn run(
         &self,
         reference: ArrayView3<f32>,
         sample: ArrayView3<f32>,

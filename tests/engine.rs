@@ -192,3 +192,30 @@ fn options_by_name_are_the_typed_options() {
     let e = o.set("debug_panic", "1");
     assert_eq!(e.is_ok(), cfg!(feature = "test-hooks"));
 }
+
+#[test]
+fn threads_bound_every_step_and_change_no_result() {
+    let case = lens_case();
+    let (r, smp) = (case.reference.view(), case.sample.view());
+    let mut o = options(EngineKind::Tracking, &case);
+    let all_cores = Engine::new(&o).unwrap().reconstruct(r, smp).unwrap();
+    o.set("threads", "1").unwrap();
+    let one = Engine::new(&o).unwrap();
+    let seen = std::sync::Mutex::new(Vec::new());
+    let progress = |_: f64| {
+        seen.lock().unwrap().push(rayon::current_num_threads());
+        true
+    };
+    let maps = one.reconstruct_with(r, smp, &progress).unwrap();
+    let seen = seen.into_inner().unwrap();
+    assert!(!seen.is_empty() && seen.iter().all(|&n| n == 1), "{seen:?}");
+    let bits = |a: &Array2<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    for (a, b) in [
+        (&maps.dx, &all_cores.dx),
+        (&maps.darkfield, &all_cores.darkfield),
+        (&maps.quality, &all_cores.quality),
+        (maps.phase.as_ref().unwrap(), all_cores.phase.as_ref().unwrap()),
+    ] {
+        assert_eq!(bits(a), bits(b));
+    }
+}

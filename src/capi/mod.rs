@@ -158,13 +158,14 @@ pub unsafe extern "C" fn esp_options_free(opts: *mut EspOptions) {
 /// Sets an option by name, so that new options never change the ABI; a failed call leaves
 /// the options as they were.
 ///
-/// - `engine`: `network` (default) or `tracking`.
+/// - `engine`: `network` (default) or `tracking`; `threads`: CPU threads of every step,
+///   inference included (0 = one per core, the default).
 /// - Network: `model` (path to an ONNX export; default the shipped model), `ort_library`
 ///   (path to libonnxruntime; default `$ESPINNET_ORT_PATH`, `$ORT_DYLIB_PATH`, then the
 ///   `onnxruntime` wheel of the active Python environment, `$VIRTUAL_ENV`), `provider`
 ///   (`auto`, `cpu`, `cuda`, `tensorrt`), `scaling` (`nearest`, `linear`), `tile` (px),
-///   `overlap` (px), `batch`, `threads` (0 = one per core), `device_id`, `fp16`,
-///   `gpu_mem_limit_mib`, `trt_cache` (directory).
+///   `overlap` (px), `batch`, `device_id`, `fp16`, `gpu_mem_limit_mib`, `trt_cache`
+///   (directory).
 /// - Tracking: `window` (px, half-width), `max_shift` (px), `mean_window` (px),
 ///   `dark_field`, `hamming`, `reseed`, `adaptive`.
 /// - Geometry, for refraction and phase: `energy_kev` (keV), `distance_m` (sample to

@@ -40,7 +40,8 @@ pub struct Options {
     pub library: Option<PathBuf>,
     pub provider: Provider,
     pub gpu: GpuOptions,
-    /// Intra-op threads; 0: one per core.
+    /// Intra-op threads; 0: one per core. Through [`crate::Options::set`], `threads` also
+    /// bounds the engine's other steps.
     pub threads: usize,
     /// How a scan of N ≠ Nnet frames is brought to Nnet.
     pub scaling: ScanScaling,

@@ -87,7 +87,7 @@ pub struct NetworkArgs {
     /// Tiles per inference call.
     #[arg(long, default_value_t = net().batch)]
     pub batch: usize,
-    /// Inference threads (0: one per core).
+    /// CPU threads of every step, inference included (0: one per core).
     #[arg(long, default_value_t = net().threads)]
     pub threads: usize,
     /// GPU device ordinal.
