@@ -11,12 +11,14 @@ demo: setup
 	$(CARGO) run --release --quiet -- demo --output out/demo --force
 
 ## test: the whole test suite: Rust unit and integration tests (with the C++ API), format
-## cross-checks, then the C and C++ consumers against the installed CMake package
+## cross-checks, the C and C++ consumers against the installed CMake package, then the
+## Python package from its wheel in a fresh environment
 test: setup
 	$(CARGO) build --release --features cpp,test-hooks
 	$(CARGO) test --release --features cpp,test-hooks
 	.venv/bin/python tests/python/check_formats.py target/release/espinnet
 	./scripts/c-tests.sh
+	./scripts/python-tests.sh
 
 ## bench: simulator and phase-integration benchmarks
 bench: setup

@@ -2,7 +2,8 @@
 # The C and C++ consumers (tests/c) against the installed package: builds the library
 # through the CMake package, installs it into a temporary prefix, checks the layout, builds
 # the consumers with find_package(espinnet) and with pkg-config, and runs them (CTest,
-# valgrind included). Cargo's output is kept in target/cmake, so a second run is quick.
+# valgrind included). Cargo's output is kept in target/package (shared with the Python
+# wheel's library-only build), so a second run is quick.
 # ESPINNET_PREFIX=DIR installs there and keeps it (to rerun a consumer by hand). The
 # library is built with the test hooks (`debug_panic`), which a shipped build never has.
 set -euo pipefail
@@ -19,7 +20,7 @@ ort=$(ls .venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.1* 
 [ -n "$ort" ] || { echo "c-tests: no ONNX Runtime in .venv: run scripts/setup.sh" >&2; exit 1; }
 
 cmake -S cmake -B "$build/package" -DCMAKE_INSTALL_PREFIX="$prefix" \
-      -DESPINNET_CARGO_TARGET_DIR="$build/cargo" -DESPINNET_CARGO_FEATURES="cpp,test-hooks" >/dev/null
+      -DESPINNET_CARGO_TARGET_DIR="$PWD/target/package" -DESPINNET_CARGO_FEATURES="cpp,test-hooks" >/dev/null
 cmake --build "$build/package" --target install -j 2
 
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)

@@ -19,12 +19,13 @@ fi
 
 command -v cargo >/dev/null 2>&1 || { echo "setup: cargo not found: install Rust from https://rustup.rs" >&2; exit 1; }
 
-# Python side: reference readers for the format cross-checks and ONNX Runtime, whose library the network engine loads.
+# Python side: reference readers for the format cross-checks, ONNX Runtime (whose library
+# the network engine loads) and pytest for the Python package's tests.
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import numpy, tifffile, h5py, onnxruntime" >/dev/null 2>&1; then
+if ! .venv/bin/python -c "import numpy, tifffile, h5py, onnxruntime, pytest" >/dev/null 2>&1; then
   echo "setup: installing Python packages into .venv"
   .venv/bin/pip install -q -r scripts/requirements.txt
 fi

@@ -1,0 +1,96 @@
+"""The C ABI of ``libespinnet`` (``include/espinnet.h``, ABI 0.2) through ctypes: the
+library shipped inside this package (``$ESPINNET_LIBRARY`` names another, for development),
+its structures and prototypes."""
+
+import ctypes
+import os
+import sys
+from ctypes import POINTER, c_char_p, c_double, c_int, c_int32, c_size_t, c_uint64, c_void_p
+from pathlib import Path
+
+from .errors import InvalidArgumentError, error_for
+
+LIBRARY_NAME = {"darwin": "libespinnet.dylib", "win32": "espinnet.dll"}.get(sys.platform, "libespinnet.so")
+
+#: The maps of ``esp_outputs``, in its field order.
+MAPS = ("dx", "dy", "transmission", "darkfield", "quality", "refraction_x", "refraction_y", "phase")
+
+
+class Stack(ctypes.Structure):
+    """``esp_stack``: n frames of height × width float32, rows ``row_stride`` floats apart."""
+
+    _fields_ = [
+        ("data", c_void_p),
+        ("len", c_size_t),
+        ("n", c_size_t),
+        ("height", c_size_t),
+        ("width", c_size_t),
+        ("row_stride", c_size_t),
+    ]
+
+
+class Outputs(ctypes.Structure):
+    """``esp_outputs``: one float32 [H, W] buffer per map (NULL to skip it), ``len`` floats each."""
+
+    _fields_ = [(name, c_void_p) for name in MAPS] + [("len", c_size_t)]
+
+
+PROGRESS_FN = ctypes.CFUNCTYPE(c_int32, c_double, c_void_p)
+
+
+def _load():
+    path = Path(os.environ.get("ESPINNET_LIBRARY") or Path(__file__).with_name(LIBRARY_NAME))
+    if not path.is_file():
+        raise ImportError(
+            f"espinnet's native library is missing ({path}): install the espinnet wheel, or "
+            "for a checkout `pip install -e plugin/python` (needs cargo)"
+        )
+    lib = ctypes.CDLL(str(path))  # CDLL releases the GIL during every call
+    status = c_int
+    for name, restype, argtypes in [
+        ("esp_status_str", c_char_p, [c_int]),
+        ("esp_version", c_char_p, []),
+        ("esp_last_error", c_char_p, []),
+        ("esp_options_new", c_void_p, []),
+        ("esp_options_free", None, [c_void_p]),
+        ("esp_options_set", status, [c_void_p, c_char_p, c_char_p]),
+        ("esp_engine_new", status, [c_void_p, POINTER(c_void_p)]),
+        ("esp_engine_provider", c_char_p, [c_void_p]),
+        ("esp_engine_free", None, [c_void_p]),
+        ("esp_engine_reconstruct_with_progress", status,
+         [c_void_p, POINTER(Stack), POINTER(Stack), POINTER(Outputs), PROGRESS_FN, c_void_p]),
+        ("esp_simulate", status,
+         [c_char_p, c_size_t, c_size_t, c_size_t, c_uint64, c_void_p, c_void_p, c_size_t, POINTER(Outputs)]),
+        ("esp_available_providers", status, [c_char_p, POINTER(c_char_p)]),
+        ("esp_integrate", status,
+         [c_void_p, c_void_p, c_size_t, c_size_t, c_size_t, c_char_p, c_void_p]),
+    ]:
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = restype, argtypes
+    return lib, path
+
+
+lib, library_path = _load()
+
+
+def version():
+    return lib.esp_version().decode()
+
+
+def last_error():
+    """The message of the last failed call on this thread."""
+    return (lib.esp_last_error() or b"").decode("utf-8", "replace")
+
+
+def check(status):
+    """Raises the exception for a non-OK status; call on the thread that made the call."""
+    if status != 0:
+        raise error_for(status, last_error() or lib.esp_status_str(status).decode())
+
+
+def text(value):
+    """An option value or name as the C ABI takes it (NUL-terminated UTF-8)."""
+    data = os.fsencode(value) if isinstance(value, os.PathLike) else str(value).encode()
+    if b"\0" in data:
+        raise InvalidArgumentError(f"{value!r} holds a NUL character")
+    return data
