@@ -20,7 +20,8 @@ python3 -m venv --clear "$out/venv"
 "$out/venv/bin/pip" install -q "$wheel" pytest tifffile
 run ESPINNET_EXPECT_INSTALL=wheel "$out/venv/bin/python" -m pytest -q -p no:cacheprovider \
     -m without_onnxruntime tests/python/test_package.py
-"$out/venv/bin/pip" install -q "onnxruntime==$ort"
+# ONNX Runtime through the package's own extra, at the version the set-up pins.
+"$out/venv/bin/pip" install -q "$wheel[cpu]" "onnxruntime==$ort"
 run ESPINNET_EXPECT_INSTALL=wheel "$out/venv/bin/python" -m pytest -q -p no:cacheprovider \
     tests/python/test_package.py
 

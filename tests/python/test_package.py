@@ -166,6 +166,7 @@ def test_every_real_dtype_and_layout_gives_the_same_maps(small, tracker):
     counts = (np.rint(ref).astype(np.uint16), np.rint(smp).astype(np.uint16))
     expected = tracker.reconstruct(*(c.astype(np.float32) for c in counts))
     for convert in (lambda a: a, lambda a: a.astype(np.float64), lambda a: np.asfortranarray(a),
+                    lambda a: a.astype(">f4"),
                     lambda a: a.astype(np.int32)[:, ::-1, :][:, ::-1, :]):
         assert_same(dict(tracker.reconstruct(*map(convert, counts)).items()), expected)
     # Strided views: every other pixel, and a column crop with padded rows (used in place).

@@ -93,18 +93,22 @@ def stack(name, array):
     if a.ndim != 3:
         raise ShapeError(f"{name} must be [N, H, W] (or one [H, W] frame), got shape {a.shape}")
     n, h, w = a.shape
-    item = 4
-    usable = (
+    item = a.itemsize
+    # Bytes from one row to the next; the C ABI puts frames h rows apart.
+    rows = a.strides[1] if h > 1 else (a.strides[0] if n > 1 else w * item)
+    in_place = (
         a.dtype == np.float32
+        and a.size > 0
         and a.flags.aligned
-        and (a.strides[2] == item or w == 1)
-        and a.strides[1] % item == 0
-        and a.strides[1] >= w * item
-        and (n == 1 or a.strides[0] == h * a.strides[1])
+        and (w == 1 or a.strides[2] == item)
+        and rows % item == 0
+        and rows >= w * item
+        and (n == 1 or a.strides[0] == h * rows)
     )
-    if not usable or a.size == 0:
+    if not in_place:
         a = np.ascontiguousarray(a, dtype=np.float32)
-    row_stride = a.strides[1] // item if h > 1 else w
+        rows = w * a.itemsize
+    row_stride = rows // a.itemsize
     length = (n * h - 1) * row_stride + w if a.size else 0
     return _native.Stack(a.ctypes.data, length, n, h, w, row_stride), a
 
