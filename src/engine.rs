@@ -121,13 +121,14 @@ impl Options {
     }
 
     fn apply(&mut self, key: &str, value: &str) -> Result<()> {
-        let int = || {
-            value.parse::<usize>().map_err(|_| {
-                Error::invalid(format!(
-                    "option '{key}' needs a non-negative integer, got '{value}'"
-                ))
-            })
+        // Bounded far above any use, so that no size computed from an option can wrap.
+        let at_most = |max: usize| match value.parse::<usize>() {
+            Ok(v) if v <= max => Ok(v),
+            _ => Err(Error::invalid(format!(
+                "option '{key}' needs an integer from 0 to {max}, got '{value}'"
+            ))),
         };
+        let int = || at_most(1 << 16);
         let positive = || match value.parse::<f64>() {
             Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
             _ => Err(Error::invalid(format!(
@@ -159,16 +160,14 @@ impl Options {
             "tile" => n.tile_px = int()?,
             "overlap" => n.overlap_px = int()?,
             "batch" => n.batch = int()?,
-            "threads" => n.threads = int()?,
-            "device_id" => {
-                n.gpu.device_id = i32::try_from(int()?)
-                    .map_err(|_| Error::invalid(format!("device_id {value} is too large")))?
+            "threads" => {
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                n.threads = at_most(64.max(4 * cores))?
             }
+            "device_id" => n.gpu.device_id = at_most(1024)? as i32,
             "fp16" => n.gpu.fp16 = flag()?,
             "gpu_mem_limit_mib" => {
-                n.gpu.memory_limit_bytes = Some(int()?.checked_mul(1 << 20).ok_or_else(|| {
-                    Error::invalid(format!("gpu_mem_limit_mib {value} is too large"))
-                })?)
+                n.gpu.memory_limit_bytes = Some(at_most(1 << 30)? << 20)
             }
             "trt_cache" => n.gpu.engine_cache_dir = path(),
             "energy_kev" => self.set_piece(0, positive()?)?,

@@ -191,6 +191,25 @@ fn options_by_name_are_the_typed_options() {
     );
     let e = o.set("debug_panic", "1");
     assert_eq!(e.is_ok(), cfg!(feature = "test-hooks"));
+    // Sizes that would wrap (2⁶³ − 1, 2⁶⁴ − 1) and absurd thread counts are refused.
+    for (key, value) in [
+        ("window", "9223372036854775807"),
+        ("max_shift", "18446744073709551615"),
+        ("overlap", "9223372036854775808"),
+        ("tile", "4294967296"),
+        ("threads", "2147483648"),
+        ("threads", "100000"),
+        ("gpu_mem_limit_mib", "18446744073709551615"),
+        ("device_id", "2147483648"),
+    ] {
+        let e = o.set(key, value).unwrap_err().to_string();
+        assert!(e.contains(&format!("option '{key}' needs an integer from 0 to")), "{e}");
+    }
+    let case = lens_case();
+    let mut o = options(EngineKind::Tracking, &case);
+    o.set("max_shift", "65536").unwrap();
+    let e = Engine::new(&o).unwrap().reconstruct(case.reference.view(), case.sample.view());
+    assert!(matches!(e, Err(Error::InvalidArgument(_))), "{e:?}");
 }
 
 #[test]

@@ -163,3 +163,50 @@ fn previews_are_pngs_of_the_right_size() {
     .unwrap();
     assert_eq!(image::open(&m).unwrap().to_rgb8().dimensions(), (64, 44));
 }
+
+/// Files written by `tests/data/make_hostile_files.py` (tifffile, numpy and hand-made).
+fn hostile(name: &str) -> String {
+    format!("{}/tests/data/readers/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn tifffile_stacks_of_three_and_four_frames_are_read_as_frames() {
+    // tifffile stores a leading 3 or 4 as planar colour samples of one page.
+    for (name, n) in [("n3-default.tif", 3), ("n4-default.tif", 4), ("n3-minisblack.tif", 3)] {
+        let s = read_stack(&hostile(name)).unwrap();
+        let expected = Array3::from_shape_fn((n, 5, 7), |(k, y, x)| (100 * k + 10 * y + x) as f32);
+        assert_eq!(s, expected, "{name}");
+    }
+    let e = read_stack(&hostile("rgb-chunky.tif")).unwrap_err().to_string();
+    assert!(e.contains("interleaves 3 samples per pixel"), "{e}");
+}
+
+#[test]
+fn headers_that_claim_more_than_the_file_holds_are_refused_before_allocating() {
+    for (name, says) in [
+        ("huge-header.tif", "more than the file holds"),
+        ("deflate-bomb.tif", "decompress to more than 256 times"),
+        ("huge-shape.npy", "more than the 4096 bytes of data"),
+        ("huge-header.npy", "header length 4294967295 exceeds the file"),
+    ] {
+        let e = read_stack(&hostile(name)).unwrap_err().to_string();
+        assert!(e.contains(says) && !e.contains('\n'), "{name}: {e}");
+    }
+}
+
+#[test]
+fn an_hdf5_dataspace_larger_than_its_storage_is_refused() {
+    let dir = tempdir().unwrap();
+    let path = dir.path().join("lie.h5");
+    let file = hdf5_metno::File::create(&path).unwrap();
+    file.new_dataset::<f32>()
+        .shape([1_000_000, 100_000, 100_000])
+        .chunk([1, 64, 64])
+        .create("data")
+        .unwrap();
+    drop(file);
+    let e = read_stack(&format!("{}:/data", path.display()))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("stores 0 bytes"), "{e}");
+}

@@ -55,7 +55,8 @@ pub(crate) fn contain<T>(f: impl FnOnce() -> Result<T, Failure>) -> Result<T, Fa
 }
 
 /// Runs `f`, which cannot fail, at an entry point without a status: a panic gives
-/// `fallback` (and its message as the thread's last error).
+/// `fallback` (and its message as the thread's last error); otherwise the last error is
+/// left as it was, so that freeing handles before reporting keeps the message.
 pub(crate) fn quiet<T>(fallback: T, f: impl FnOnce() -> T) -> T {
     match contain(|| Ok(f())) {
         Ok(v) => v,
@@ -68,9 +69,13 @@ pub(crate) fn quiet<T>(fallback: T, f: impl FnOnce() -> T) -> T {
 
 /// Runs `f`, mapping its error or panic to a status and the thread's last-error message.
 pub(crate) fn ffi(f: impl FnOnce() -> Result<(), Failure>) -> EspStatus {
-    clear_error();
     match contain(f) {
-        Ok(()) => EspStatus::Ok,
+        // Cleared after the call: a progress callback may have made a failing call on
+        // this thread meanwhile.
+        Ok(()) => {
+            clear_error();
+            EspStatus::Ok
+        }
         Err(Failure(status, message)) => {
             set_error(&message);
             status
@@ -99,6 +104,13 @@ mod tests {
             .unwrap();
         assert!(msg.contains("deliberate test panic"), "{msg}");
         assert_eq!(ffi(|| Ok(())), EspStatus::Ok);
+        assert_eq!(unsafe { CStr::from_ptr(esp_last_error()) }.to_bytes(), b"");
+        // A failure inside a successful call (a callback's) leaves no stale message.
+        let status = ffi(|| {
+            ffi(|| Err(Failure(EspStatus::InvalidArgument, "inner".into())));
+            Ok(())
+        });
+        assert_eq!(status, EspStatus::Ok);
         assert_eq!(unsafe { CStr::from_ptr(esp_last_error()) }.to_bytes(), b"");
     }
 }

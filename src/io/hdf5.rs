@@ -19,6 +19,26 @@ pub(super) fn read(path: &Path, dataset: &str) -> Result<Array3<f32>> {
     let ds = file
         .dataset(dataset)
         .map_err(|_| Error::format(path, format!("no dataset '{dataset}' in this file")))?;
+    // What the dataspace claims against what is stored, before anything is allocated.
+    let shape = ds.shape();
+    if !(2..=3).contains(&shape.len()) {
+        return Err(Error::format(
+            path,
+            format!("dataset '{dataset}' has rank {}, expected [N, H, W] or [H, W]", shape.len()),
+        ));
+    }
+    let item = ds.dtype().map(|t| t.size() as u64).unwrap_or(8);
+    let stored = ds.storage_size();
+    let claim = shape.iter().try_fold(item, |n, &d| n.checked_mul(d as u64));
+    if claim.is_none_or(|n| n > stored.saturating_mul(super::MAX_EXPANSION).max(super::MIN_BUDGET)) {
+        return Err(Error::format(
+            path,
+            format!(
+                "dataset '{dataset}' claims shape {shape:?} but stores {stored} bytes: a \
+                 damaged file, unwritten data or a decompression bomb"
+            ),
+        ));
+    }
     let a = ds
         .read_dyn::<f32>()
         .map_err(h5err(path, &format!("cannot read '{dataset}' as numbers")))?;

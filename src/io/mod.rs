@@ -217,6 +217,66 @@ fn hdf5_write<D: ndarray::Dimension>(loc: &Location, _: ndarray::ArrayView<f32, 
     ))
 }
 
+/// Bytes any file may decode to, whatever its size (small compressed images).
+pub(crate) const MIN_BUDGET: u64 = 64 << 20;
+/// How many times its size a file's compressed parts may expand: detector data compress a
+/// few times; more is a decompression bomb or a header that lies.
+pub const MAX_EXPANSION: u64 = 256;
+
+/// What a file's headers may claim before anything is allocated: uncompressed pixel data
+/// must lie inside the file, compressed data may expand [`MAX_EXPANSION`] times.
+struct Budget<'a> {
+    path: &'a Path,
+    file_len: u64,
+    raw: u64,
+    decoded: u64,
+}
+
+impl<'a> Budget<'a> {
+    fn new(path: &'a Path, file_len: u64) -> Self {
+        Budget {
+            path,
+            file_len,
+            raw: 0,
+            decoded: 0,
+        }
+    }
+
+    /// Accepts `bytes` more (`None`: the header's size overflows) of `what`, or refuses them.
+    fn claim(&mut self, bytes: Option<u64>, compressed: bool, what: &str) -> Result<u64> {
+        let refuse = |why: String| Err(Error::format(self.path, format!("{what}: {why}")));
+        let Some(bytes) = bytes else {
+            return refuse("its size overflows (a damaged or hostile header)".into());
+        };
+        let (total, cap) = if compressed {
+            let cap = self
+                .file_len
+                .saturating_mul(MAX_EXPANSION)
+                .max(MIN_BUDGET);
+            (&mut self.decoded, cap)
+        } else {
+            (&mut self.raw, self.file_len)
+        };
+        *total = total.saturating_add(bytes);
+        if *total > cap {
+            return refuse(if compressed {
+                format!(
+                    "the file ({} bytes) would decompress to more than {MAX_EXPANSION} times \
+                     its size (a damaged file or a decompression bomb)",
+                    self.file_len
+                )
+            } else {
+                format!(
+                    "the header claims {} bytes of data in all, more than the file holds \
+                     ({} bytes): a truncated or damaged file",
+                    *total, self.file_len
+                )
+            });
+        }
+        Ok(bytes)
+    }
+}
+
 /// Fails if `path` exists, so that nothing the user has is overwritten silently.
 pub fn refuse_existing(path: &Path) -> Result<()> {
     if path.exists() {

@@ -1,11 +1,14 @@
-//! Multi-page TIFF: read 8/16/32/64-bit integer and float greyscale pages, write float32.
+//! Multi-page TIFF: read 8/16/32/64-bit integer and float greyscale pages (planar samples
+//! as frames), within the file's [`super::Budget`]; write float32.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
 use std::path::Path;
 
 use ndarray::{Array3, ArrayView3};
+use tiff::ColorType;
 use tiff::decoder::{Decoder, DecodingResult, Limits};
+use tiff::tags::Tag;
 use tiff::encoder::{TiffEncoder, colortype::Gray32Float};
 
 use crate::error::{Error, Result};
@@ -13,54 +16,99 @@ use crate::error::{Error, Result};
 pub(super) fn read(path: &Path) -> Result<Array3<f32>> {
     let fmt = |e: tiff::TiffError| Error::format(path, format!("not a readable TIFF: {e}"));
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut dec = Decoder::new(BufReader::new(file))
-        .map_err(fmt)?
-        .with_limits(Limits::unlimited());
+    let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut budget = super::Budget::new(path, file_len);
+    let mut dec = Decoder::new(BufReader::new(file)).map_err(fmt)?;
     let (w, h) = dec.dimensions().map_err(fmt)?;
     let mut data = Vec::new();
-    let mut pages = 0usize;
+    let mut buffer = DecodingResult::U8(Vec::new());
+    let (mut page, mut frames) = (0usize, 0usize);
     loop {
         let dims = dec.dimensions().map_err(fmt)?;
         if dims != (w, h) {
             return Err(Error::format(
                 path,
                 format!(
-                    "page {pages} is {}x{}, page 0 is {w}x{h}: all pages must have one size",
+                    "page {page} is {}x{}, page 0 is {w}x{h}: all pages must have one size",
                     dims.0, dims.1
                 ),
             ));
         }
-        let page = dec.read_image().map_err(fmt)?;
+        // A page's samples are frames when stored planar (tifffile saves a (3, H, W) or
+        // (4, H, W) stack as one such page); interleaved samples are a colour image.
+        let tag = |dec: &mut Decoder<_>, t, default| {
+            dec.find_tag_unsigned::<u64>(t)
+                .map(|v| v.unwrap_or(default))
+                .map_err(fmt)
+        };
+        let samples = tag(&mut dec, Tag::SamplesPerPixel, 1)?;
+        if samples > 1 && tag(&mut dec, Tag::PlanarConfiguration, 1)? != 2 {
+            return Err(Error::format(
+                path,
+                format!(
+                    "page {page} interleaves {samples} samples per pixel (a colour image): \
+                     save the frames as pages or planar samples (tifffile: \
+                     photometric='minisblack')"
+                ),
+            ));
+        }
+        let bits = match dec.colortype().map_err(fmt)? {
+            ColorType::Gray(b)
+            | ColorType::GrayA(b)
+            | ColorType::RGB(b)
+            | ColorType::RGBA(b)
+            | ColorType::CMYK(b)
+            | ColorType::CMYKA(b)
+            | ColorType::Lab(b)
+            | ColorType::Multiband { bit_depth: b, .. } => b,
+            other => {
+                return Err(Error::format(
+                    path,
+                    format!("page {page} is a colour image ({other:?}), not greyscale frames"),
+                ));
+            }
+        };
+        let compressed = tag(&mut dec, Tag::Compression, 1)? != 1;
+        let frame = u64::from(w) * u64::from(h);
+        let claim = frame
+            .checked_mul(samples)
+            .and_then(|n| n.checked_mul(u64::from(bits).div_ceil(8)));
+        let bytes = budget.claim(claim, compressed, &format!("page {page}"))?;
+        let mut limits = Limits::default();
+        limits.decoding_buffer_size = usize::try_from(bytes).unwrap_or(usize::MAX);
+        dec = dec.with_limits(limits);
+        dec.read_image_to_buffer(&mut buffer).map_err(fmt)?;
         let before = data.len();
-        match page {
-            DecodingResult::U8(v) => data.extend(v.into_iter().map(f32::from)),
-            DecodingResult::U16(v) => data.extend(v.into_iter().map(f32::from)),
-            DecodingResult::U32(v) => data.extend(v.into_iter().map(|x| x as f32)),
-            DecodingResult::I8(v) => data.extend(v.into_iter().map(f32::from)),
-            DecodingResult::I16(v) => data.extend(v.into_iter().map(f32::from)),
-            DecodingResult::I32(v) => data.extend(v.into_iter().map(|x| x as f32)),
+        match &buffer {
+            DecodingResult::U8(v) => data.extend(v.iter().map(|&x| f32::from(x))),
+            DecodingResult::U16(v) => data.extend(v.iter().map(|&x| f32::from(x))),
+            DecodingResult::U32(v) => data.extend(v.iter().map(|&x| x as f32)),
+            DecodingResult::I8(v) => data.extend(v.iter().map(|&x| f32::from(x))),
+            DecodingResult::I16(v) => data.extend(v.iter().map(|&x| f32::from(x))),
+            DecodingResult::I32(v) => data.extend(v.iter().map(|&x| x as f32)),
             DecodingResult::F32(v) => data.extend(v),
-            DecodingResult::F64(v) => data.extend(v.into_iter().map(|x| x as f32)),
+            DecodingResult::F64(v) => data.extend(v.iter().map(|&x| x as f32)),
             _ => {
                 return Err(Error::format(
                     path,
-                    format!("page {pages}: unsupported sample type"),
+                    format!("page {page}: unsupported sample type"),
                 ));
             }
         }
-        if data.len() - before != w as usize * h as usize {
+        if (data.len() - before) as u64 != frame * samples {
             return Err(Error::format(
                 path,
-                format!("page {pages} is not single-channel greyscale"),
+                format!("page {page}: {samples} planes expected, not all could be read"),
             ));
         }
-        pages += 1;
+        page += 1;
+        frames += samples as usize;
         if !dec.more_images() {
             break;
         }
         dec.next_image().map_err(fmt)?;
     }
-    Array3::from_shape_vec((pages, h as usize, w as usize), data)
+    Array3::from_shape_vec((frames, h as usize, w as usize), data)
         .map_err(|e| Error::format(path, e))
 }
 
