@@ -1,5 +1,5 @@
 # The two commands of the README. Both run their own set-up first (idempotent).
-.PHONY: setup demo test bench
+.PHONY: setup demo test bench imagej
 
 CARGO ?= cargo
 
@@ -11,15 +11,20 @@ demo: setup
 	$(CARGO) run --release --quiet -- demo --output out/demo --force
 
 ## test: the whole test suite: Rust unit and integration tests (with the C++ API), format
-## cross-checks, the C and C++ consumers against the installed CMake package, then the
-## Python package from its wheel in a fresh environment
+## cross-checks, the C and C++ consumers against the installed CMake package, the Python
+## package from its wheel in a fresh environment, then the ImageJ plugin in a real ImageJ
 test: setup
 	$(CARGO) build --release --features cpp,test-hooks
 	$(CARGO) test --release --features cpp,test-hooks
 	.venv/bin/python tests/python/check_formats.py target/release/espinnet
 	./scripts/c-tests.sh
 	./scripts/python-tests.sh
+	./scripts/imagej-tests.sh
 
 ## bench: simulator and phase-integration benchmarks
 bench: setup
 	$(CARGO) run --release --quiet -- bench
+
+## imagej: the ImageJ/Fiji plugin, target/imagej/Espinnet_.jar (copy it into ImageJ's plugins/)
+imagej: setup
+	./scripts/imagej-build.sh

@@ -1,0 +1,59 @@
+"""Checks what the ImageJ macros left (scripts/imagej-tests.sh): the plugin's maps against
+the command line's on the same saved inputs, the bad-input messages, cancellation.
+ImageJ's -batch exits 0 even when a macro failed, so only the outputs count.
+
+Usage: check_outputs.py WORK_DIR ESPINNET_CLI
+"""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+MAPS = ["dx", "dy", "transmission", "darkfield", "quality", "phase"]
+GEOMETRY = ["--energy-kev", "20", "--distance-m", "0.5", "--pixel-size-um", "6.5", "--magnification", "10"]
+
+
+def log(work, name):
+    text = (work / f"{name}.log").read_text()
+    assert f"macro done: {name}" in text, f"the {name} macro did not finish:\n{text}"
+    return text
+
+
+def main(work, cli):
+    out = work / "out"
+    text = log(work, "reconstruct")
+    for engine in ["tracking", "network"]:
+        cli_out = work / f"cli-{engine}"
+        subprocess.run([cli, "reconstruct", "--reference", str(out / "reference.tif"), "--sample",
+                        str(out / "sample.tif"), "--output", str(cli_out), "--engine", engine, *GEOMETRY],
+                       check=True, capture_output=True)
+        for name in MAPS:
+            plugin = tifffile.imread(out / f"{engine}-{name}.tif")
+            expected = tifffile.imread(cli_out / f"{name}.tif")
+            assert plugin.dtype == np.float32 and plugin.shape == expected.shape == (128, 128)
+            # bit for bit: the same library on the same float32 input
+            assert np.array_equal(plugin.view(np.uint32), expected.view(np.uint32)), (engine, name)
+        assert f"output {engine} dx 128x128 bits=32 label=dx (px)" in text, text
+        assert f"output {engine} phase 128x128 bits=32 label=phase (rad)" in text, text
+
+    text = log(work, "bad-inputs")
+    for message in ["The stacks differ: 'reference' is 64×64×5, 'small' is 32×32×5",
+                    "'rgb' is RGB: convert it to 8, 16 or 32-bit",
+                    "Unknown output 'phse'",
+                    "too small for max shift 40",
+                    "option 'window' needs an integer"]:
+        assert any(line.startswith("ESPINNet error: ") and message in line
+                   for line in text.splitlines()), (message, text)
+    assert text.count(": aborted") == 5 and "unchanged: images=1 pixels=1" in text, text
+    assert "Exception" not in text, text  # messages, never a stack trace
+
+    text = log(work, "cancel")
+    assert "dx_open=0" in text, text
+    print("imagej: plugin maps equal the CLI's bit for bit (tracking, network); "
+          "bad inputs and cancellation: ok")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), sys.argv[2])

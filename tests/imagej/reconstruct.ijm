@@ -1,0 +1,25 @@
+// Simulates a pair, reconstructs it with both engines as a recorded macro would, and saves
+// the inputs and outputs in the folder given as the argument (scripts/imagej-tests.sh).
+dir = getArgument();
+run("ESPINNet Simulate...", "preset=mask-diagonal size=128 scans=10 seed=1");
+for (i = 0; i < 2; i++) {
+    name = newArray("reference", "sample");
+    selectImage(name[i]);
+    saveAs("Tiff", dir + "/" + name[i] + ".tif");
+    rename(name[i]);
+}
+geometry = " energy_kev=20 distance_m=0.5 pixel_size_um=6.5 magnification=10";
+engines = newArray("tracking", "network");
+maps = newArray("dx", "dy", "transmission", "darkfield", "quality", "phase");
+for (e = 0; e < engines.length; e++) {
+    run("ESPINNet Reconstruct...", "reference=reference sample=sample engine=" + engines[e]
+        + " window=1 max_shift=8 provider=auto" + geometry);
+    for (i = 0; i < maps.length; i++) {
+        selectImage(maps[i]);
+        print("output " + engines[e] + " " + getTitle() + " " + getWidth() + "x" + getHeight()
+              + " bits=" + bitDepth() + " label=" + getMetadata("Label"));
+        saveAs("Tiff", dir + "/" + engines[e] + "-" + maps[i] + ".tif");
+        close();
+    }
+}
+print("macro done: reconstruct");
