@@ -38,6 +38,18 @@ def main(work, cli):
         assert f"output {engine} dx 128x128 bits=32 label=dx (px)" in text, text
         assert f"output {engine} phase 128x128 bits=32 label=phase (rad)" in text, text
 
+    # The rectangle's work equals the command line's on the same crop.
+    assert "roi dx 96x80" in text, text
+    crop = work / "crop"
+    crop.mkdir()
+    for name in ["reference", "sample"]:
+        tifffile.imwrite(crop / f"{name}.tif", tifffile.imread(out / f"{name}.tif")[:, 8:88, 16:112])
+    subprocess.run([cli, "reconstruct", "--reference", str(crop / "reference.tif"), "--sample",
+                    str(crop / "sample.tif"), "--output", str(crop / "out"), "--engine", "tracking"],
+                   check=True, capture_output=True)
+    assert np.array_equal(tifffile.imread(out / "roi-dx.tif").view(np.uint32),
+                          tifffile.imread(crop / "out" / "dx.tif").view(np.uint32))
+
     text = log(work, "bad-inputs")
     for message in ["The stacks differ: 'reference' is 64×64×5, 'small' is 32×32×5",
                     "'rgb' is RGB: convert it to 8, 16 or 32-bit",

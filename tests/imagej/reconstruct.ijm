@@ -22,4 +22,11 @@ for (e = 0; e < engines.length; e++) {
         close();
     }
 }
+// A rectangle on the sample limits the work to it.
+selectImage("sample");
+makeRectangle(16, 8, 96, 80);
+run("ESPINNet Reconstruct...", "reference=reference sample=sample engine=tracking outputs=dx");
+selectImage("dx");
+print("roi dx " + getWidth() + "x" + getHeight());
+saveAs("Tiff", dir + "/roi-dx.tif");
 print("macro done: reconstruct");

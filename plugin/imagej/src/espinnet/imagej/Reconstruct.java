@@ -164,16 +164,21 @@ public class Reconstruct implements PlugIn {
         IJ.showStatus("ESPINNet: done (" + Engine.lastProvider + ")");
     }
 
-    /** The stack's frames, cropped to r, as contiguous float32. */
+    /** The stack's frames, cropped to r, as contiguous float32 (32-bit frames copied once). */
     static Memory frames(ImagePlus imp, Rectangle r) {
         ImageStack stack = imp.getStack();
         int n = stack.getSize();
+        boolean whole = r.x == 0 && r.y == 0 && r.width == imp.getWidth() && r.height == imp.getHeight();
         long frame = (long) r.width * r.height;
         Memory m = new Memory(n * frame * 4);
         for (int k = 1; k <= n; k++) {
-            ImageProcessor ip = stack.getProcessor(k).duplicate();
-            ip.setRoi(r);
-            float[] px = (float[]) ip.crop().convertToFloatProcessor().getPixels();
+            ImageProcessor ip = stack.getProcessor(k);
+            if (!whole) {
+                ip = ip.duplicate();
+                ip.setRoi(r);
+                ip = ip.crop();
+            }
+            float[] px = (float[]) ip.convertToFloat().getPixels();
             m.write((k - 1) * frame * 4, px, 0, px.length);
         }
         return m;
