@@ -21,4 +21,9 @@ for macro in reconstruct bad-inputs cancel; do
     timeout 300 xvfb-run -a java -cp /usr/share/java/ij.jar ij.ImageJ -ijpath "$work/ij" \
     -batch "tests/imagej/$macro.ijm" "$work/out" > "$work/$macro.log" 2>&1 || true
 done
+# True headless (no display, java.awt.headless): the static entries, jars on the class path.
+env -u DISPLAY -u VIRTUAL_ENV -u ESPINNET_ORT_PATH -u ORT_DYLIB_PATH HOME="$work/home" \
+  timeout 300 java -Djava.awt.headless=true \
+  -cp "/usr/share/java/ij.jar:$work/ij/plugins/Espinnet_.jar:$work/ij/plugins/jars/jna.jar" \
+  ij.ImageJ -ijpath "$work/ij" -batch tests/imagej/headless.ijm "$work/out" > "$work/headless.log" 2>&1 || true
 .venv/bin/python tests/imagej/check_outputs.py "$work" "$cli"

@@ -61,10 +61,16 @@ def main(work, cli):
     assert text.count(": aborted") == 5 and "unchanged: images=1 pixels=1" in text, text
     assert "Exception" not in text, text  # messages, never a stack trace
 
+    text = log(work, "headless")
+    assert "simulate: ok" in text and "reconstruct: ok" in text, text
+    assert "bad: reference= and sample= must name open images" in text, text
+    assert np.array_equal(tifffile.imread(out / "headless-dx.tif").view(np.uint32),
+                          tifffile.imread(out / "tracking-dx.tif").view(np.uint32))
+
     text = log(work, "cancel")
     assert "dx_open=0" in text, text
-    print("imagej: plugin maps equal the CLI's bit for bit (tracking, network); "
-          "bad inputs and cancellation: ok")
+    print("imagej: plugin maps equal the CLI's bit for bit (tracking, network, a rectangle); "
+          "bad inputs, true headless and cancellation: ok")
 
 
 if __name__ == "__main__":

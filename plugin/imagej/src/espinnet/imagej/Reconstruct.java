@@ -11,12 +11,14 @@ import com.sun.jna.Pointer;
 import com.sun.jna.ptr.PointerByReference;
 
 import ij.IJ;
+import ij.Macro;
 import ij.ImagePlus;
 import ij.ImageStack;
 import ij.WindowManager;
 import ij.gui.GenericDialog;
 import ij.gui.Roi;
 import ij.plugin.PlugIn;
+import ij.util.Tools;
 import ij.process.FloatProcessor;
 import ij.process.ImageProcessor;
 
@@ -73,7 +75,50 @@ public class Reconstruct implements PlugIn {
         options.put("window", integer(gd.getNextNumber()));
         options.put("max_shift", integer(gd.getNextNumber()));
         double[] geometry = {gd.getNextNumber(), gd.getNextNumber(), gd.getNextNumber(), gd.getNextNumber()};
-        String[] outputs = gd.getNextString().trim().split("[\\s,]+");
+        String outputs = gd.getNextString();
+        String error = execute(reference, sample, options, geometry, outputs);
+        if (error != null) {
+            Errors.show(error);
+        }
+    }
+
+    /**
+     * The same without any dialog, for true headless use (no display):
+     * call("espinnet.imagej.Reconstruct.headless", "reference=TITLE sample=TITLE engine=...")
+     * with the keys of the dialog; returns "ok" or the error message.
+     */
+    public static String headless(String macroOptions) {
+        try {
+            return headlessRun(macroOptions + " ");
+        } catch (RuntimeException e) {
+            return e.toString(); // a headless caller has no dialog to see it in
+        }
+    }
+
+    private static String headlessRun(String o) {
+        ImagePlus reference = WindowManager.getImage(Macro.getValue(o, "reference", ""));
+        ImagePlus sample = WindowManager.getImage(Macro.getValue(o, "sample", ""));
+        if (reference == null || sample == null) {
+            return "reference= and sample= must name open images";
+        }
+        Map<String, String> options = new LinkedHashMap<>();
+        options.put("engine", Macro.getValue(o, "engine", ENGINES[0]));
+        options.put("provider", Macro.getValue(o, "provider", PROVIDERS[0]));
+        options.put("window", Macro.getValue(o, "window", "1"));
+        options.put("max_shift", Macro.getValue(o, "max_shift", "8"));
+        double[] geometry = new double[4];
+        String[] keys = {"energy_kev", "distance_m", "pixel_size_um", "magnification"};
+        for (int i = 0; i < keys.length; i++) {
+            geometry[i] = Tools.parseDouble(Macro.getValue(o, keys[i], i == 3 ? "1" : "0"), Double.NaN);
+        }
+        String error = new Reconstruct().execute(reference, sample, options, geometry,
+                Macro.getValue(o, "outputs", DEFAULT_OUTPUTS));
+        return error == null ? "ok" : error;
+    }
+
+    /** Runs with the geometry (keV, m, µm, magnification; 0: none); null or the error. */
+    String execute(ImagePlus reference, ImagePlus sample, Map<String, String> options,
+            double[] geometry, String outputs) {
         if (geometry[0] > 0 && geometry[1] > 0 && geometry[2] > 0) {
             String[] keys = {"energy_kev", "distance_m", "pixel_size_um", "magnification"};
             for (int i = 0; i < keys.length; i++) {
@@ -81,17 +126,18 @@ public class Reconstruct implements PlugIn {
             }
         }
         try {
-            reconstruct(reference, sample, options, outputs);
+            reconstruct(reference, sample, options, outputs.trim().split("[\\s,]+"));
+            return null;
         } catch (Native.Failure f) {
             if (f.status == 11) {
                 IJ.showStatus("ESPINNet: cancelled");
-            } else {
-                Errors.show(f.getMessage() + Errors.hint(f.status));
+                return null;
             }
+            return f.getMessage() + Errors.hint(f.status);
         } catch (IllegalArgumentException e) {
-            Errors.show(e.getMessage());
+            return e.getMessage();
         } catch (LinkageError e) {
-            Errors.show(Errors.missingNative(e));
+            return Errors.missingNative(e);
         } finally {
             IJ.showProgress(1.0);
         }

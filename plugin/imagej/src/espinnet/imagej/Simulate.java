@@ -6,10 +6,12 @@ import java.util.Map;
 import com.sun.jna.Memory;
 
 import ij.IJ;
+import ij.Macro;
 import ij.ImagePlus;
 import ij.ImageStack;
 import ij.gui.GenericDialog;
 import ij.plugin.PlugIn;
+import ij.util.Tools;
 import ij.process.FloatProcessor;
 
 /**
@@ -33,14 +35,39 @@ public class Simulate implements PlugIn {
         if (gd.wasCanceled()) {
             return;
         }
-        String preset = gd.getNextChoice();
-        int size = (int) gd.getNextNumber();
-        int n = (int) gd.getNextNumber();
-        long seed = (long) gd.getNextNumber();
-        boolean truth = gd.getNextBoolean();
+        String error = execute(gd.getNextChoice(), (int) gd.getNextNumber(), (int) gd.getNextNumber(),
+                (long) gd.getNextNumber(), gd.getNextBoolean());
+        if (error != null) {
+            Errors.show(error);
+        }
+    }
+
+    /**
+     * The same without any dialog, for true headless use (no display):
+     * call("espinnet.imagej.Simulate.headless", "preset=lens size=256 scans=20 seed=1");
+     * returns "ok" or the error message.
+     */
+    public static String headless(String macroOptions) {
+        try {
+            return headlessRun(macroOptions + " ");
+        } catch (RuntimeException e) {
+            return e.toString(); // a headless caller has no dialog to see it in
+        }
+    }
+
+    private static String headlessRun(String o) {
+        String error = execute(Macro.getValue(o, "preset", PRESETS[0]),
+                (int) Tools.parseDouble(Macro.getValue(o, "size", "256"), 0),
+                (int) Tools.parseDouble(Macro.getValue(o, "scans", "20"), 0),
+                (long) Tools.parseDouble(Macro.getValue(o, "seed", "1"), 0),
+                o.contains(" truth "));
+        return error == null ? "ok" : error;
+    }
+
+    /** Opens the simulated pair (and the truth); null or the error. */
+    static String execute(String preset, int size, int n, long seed, boolean truth) {
         if (size < 16 || size > 8192 || n < 1 || n > 1000) {
-            Errors.show("size must be 16 to 8192 px and scans 1 to 1000.");
-            return;
+            return "size must be 16 to 8192 px and scans 1 to 1000.";
         }
         try {
             long frame = (long) size * size;
@@ -61,10 +88,11 @@ public class Simulate implements PlugIn {
                     imp.show();
                 }
             }
+            return null;
         } catch (Native.Failure f) {
-            Errors.show(f.getMessage());
+            return f.getMessage();
         } catch (LinkageError e) {
-            Errors.show(Errors.missingNative(e));
+            return Errors.missingNative(e);
         }
     }
 
