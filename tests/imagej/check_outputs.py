@@ -38,6 +38,9 @@ def main(work, cli):
         assert f"output {engine} dx 128x128 bits=32 label=dx (px)" in text, text
         assert f"output {engine} phase 128x128 bits=32 label=phase (rad)" in text, text
 
+    assert "virtual: 1" in text, text
+    assert np.array_equal(tifffile.imread(out / "virtual-dx.tif").view(np.uint32),
+                          tifffile.imread(out / "tracking-dx.tif").view(np.uint32))
     # The rectangle's work equals the command line's on the same crop.
     assert "roi dx 96x80" in text, text
     crop = work / "crop"
@@ -69,7 +72,7 @@ def main(work, cli):
 
     text = log(work, "cancel")
     assert "dx_open=0" in text, text
-    print("imagej: plugin maps equal the CLI's bit for bit (tracking, network, a rectangle); "
+    print("imagej: plugin maps equal the CLI's bit for bit (tracking, network, a rectangle, virtual stacks); "
           "bad inputs, true headless and cancellation: ok")
 
 

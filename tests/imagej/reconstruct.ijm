@@ -29,4 +29,14 @@ run("ESPINNet Reconstruct...", "reference=reference sample=sample engine=trackin
 selectImage("dx");
 print("roi dx " + getWidth() + "x" + getHeight());
 saveAs("Tiff", dir + "/roi-dx.tif");
+// Virtual stacks (read from disk slice by slice) give the same maps.
+close("*");
+run("TIFF Virtual Stack...", "open=[" + dir + "/reference.tif]");
+rename("virtual_reference");
+run("TIFF Virtual Stack...", "open=[" + dir + "/sample.tif]");
+rename("virtual_sample");
+print("virtual: " + is("Virtual Stack"));
+run("ESPINNet Reconstruct...", "reference=virtual_reference sample=virtual_sample engine=tracking outputs=dx");
+selectImage("dx");
+saveAs("Tiff", dir + "/virtual-dx.tif");
 print("macro done: reconstruct");
