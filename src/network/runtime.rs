@@ -83,6 +83,9 @@ pub fn environment(explicit: Option<&Path>) -> Result<(Environment, PathBuf)> {
             path.display()
         )));
     }
+    // A damaged file would kill the process inside dlopen (SIGBUS): look at it first.
+    check_library(&path)
+        .map_err(|e| Error::Runtime(format!("{} (from {source}): {e}", path.display())))?;
     let build = || -> std::result::Result<Environment, String> {
         ort::init_from(&path)
             .map_err(|e| e.to_string())?
@@ -98,4 +101,79 @@ pub fn environment(explicit: Option<&Path>) -> Result<(Environment, PathBuf)> {
     log::info!("ONNX Runtime loaded from {} ({source})", path.display());
     *loaded = Some((path.clone(), env.clone()));
     Ok((env, path))
+}
+
+/// Checks that an ELF shared library's headers and loadable segments lie inside the file,
+/// so that a truncated or damaged file is an error rather than a signal in `dlopen`.
+/// Other platforms' formats pass unchecked.
+pub fn check_library(path: &Path) -> std::result::Result<(), String> {
+    use std::io::{Read, Seek, SeekFrom};
+    if !cfg!(target_os = "linux") {
+        return Ok(());
+    }
+    let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    let mut header = [0u8; 64];
+    if file.read_exact(&mut header).is_err() || &header[..4] != b"\x7fELF" {
+        return Err("not an ELF shared library".into());
+    }
+    if header[4] != 2 || header[5] != 1 {
+        return Err("not a 64-bit little-endian library".into());
+    }
+    let u16_at = |b: &[u8], i: usize| u64::from(u16::from_le_bytes([b[i], b[i + 1]]));
+    let u64_at = |b: &[u8], i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
+    let (ph_off, sh_off) = (u64_at(&header, 32), u64_at(&header, 40));
+    let (ph_size, ph_num) = (u16_at(&header, 54), u16_at(&header, 56));
+    let (sh_size, sh_num) = (u16_at(&header, 58), u16_at(&header, 60));
+    let truncated = |end: u64, what: &str| {
+        format!("truncated or damaged: its {what} end at byte {end}, the file has {len}")
+    };
+    for (offset, size, num, what) in [
+        (ph_off, ph_size, ph_num, "program headers"),
+        (sh_off, sh_size, sh_num, "section headers"),
+    ] {
+        let end = offset.saturating_add(size * num);
+        if num > 0 && (end > len || size < 56) {
+            return Err(truncated(end, what));
+        }
+    }
+    let mut table = vec![0u8; (ph_size * ph_num) as usize];
+    file.seek(SeekFrom::Start(ph_off))
+        .and_then(|_| file.read_exact(&mut table))
+        .map_err(|e| e.to_string())?;
+    for entry in table.chunks_exact(ph_size as usize) {
+        const PT_LOAD: u32 = 1;
+        let kind = u32::from_le_bytes(entry[..4].try_into().unwrap());
+        let end = u64_at(entry, 8).saturating_add(u64_at(entry, 32));
+        if kind == PT_LOAD && end > len {
+            return Err(truncated(end, "loadable segments"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn damaged_libraries_are_refused_before_dlopen() {
+        let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv");
+        let Some(good) = wheel_library(&venv) else {
+            panic!("no ONNX Runtime in {}: run scripts/setup.sh", venv.display());
+        };
+        assert_eq!(check_library(&good), Ok(()));
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = std::fs::read(&good).unwrap();
+        for (name, data) in [
+            ("half.so", &bytes[..bytes.len() / 2]),
+            ("header.so", &bytes[..64]),
+            ("text.so", &b"not a library at all"[..]),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, data).unwrap();
+            let e = check_library(&path).unwrap_err();
+            assert!(e.contains("truncated") || e.contains("not an ELF"), "{name}: {e}");
+        }
+    }
 }

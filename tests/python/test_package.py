@@ -385,6 +385,24 @@ def test_espinnet_ort_path_is_honoured(tmp_path):
 
 
 @needs_ort
+def test_a_truncated_onnxruntime_is_an_error_not_a_signal(tmp_path):
+    good = Path(espinnet._runtime.find_library())
+    bad = tmp_path / good.name
+    bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    result = run_python("""
+        import os, espinnet
+        bad = os.environ["BAD_ORT"]
+        for call in (lambda: espinnet.available_providers(bad), lambda: espinnet.Engine(ort_library=bad)):
+            try:
+                call()
+            except espinnet.RuntimeLibraryError as e:
+                print("refused:", e)
+    """, BAD_ORT=str(bad))
+    assert result.returncode == 0, result.stderr  # no SIGBUS
+    assert result.stdout.count("truncated or damaged") == 2, result.stdout
+
+
+@needs_ort
 def test_both_onnxruntime_packages_installed_is_an_error(tmp_path):
     fake = tmp_path / "onnxruntime_gpu-1.31.1.dist-info"
     fake.mkdir()
