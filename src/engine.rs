@@ -166,9 +166,7 @@ impl Options {
             }
             "device_id" => n.gpu.device_id = at_most(1024)? as i32,
             "fp16" => n.gpu.fp16 = flag()?,
-            "gpu_mem_limit_mib" => {
-                n.gpu.memory_limit_bytes = Some(at_most(1 << 30)? << 20)
-            }
+            "gpu_mem_limit_mib" => n.gpu.memory_limit_bytes = Some(at_most(1 << 30)? << 20),
             "trt_cache" => n.gpu.engine_cache_dir = path(),
             "energy_kev" => self.set_piece(0, positive()?)?,
             "distance_m" => self.set_piece(1, positive()?)?,

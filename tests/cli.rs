@@ -74,7 +74,10 @@ fn simulate_writes_a_complete_case() {
         serde_json::from_slice(&std::fs::read(out.join("meta.json")).unwrap()).unwrap();
     assert_eq!(meta["seed"], 3);
     assert_eq!(meta["energy_kev"], 20.0);
-    assert!((meta["pixel_size_um"].as_f64().unwrap() - 0.65).abs() < 1e-12);
+    // `pixel_size_um` is the detector pixel, as `reconstruct --pixel-size-um` takes it.
+    assert_eq!(meta["pixel_size_um"], 6.5);
+    assert_eq!(meta["magnification"], 10.0);
+    assert!((meta["effective_pixel_um"].as_f64().unwrap() - 0.65).abs() < 1e-12);
     assert_eq!(meta["scan_positions_um"].as_array().unwrap().len(), 5);
     // No staging directory is left beside the output.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
@@ -602,4 +605,98 @@ fn a_run_killed_at_any_moment_leaves_the_old_set_or_the_new_one() {
     // A later run cleans up what the killed ones left beside the target.
     assert!(espinnet(&strs(&network)).status.success());
     assert_eq!(listing(dir.path()), ["case", "rec"]);
+}
+
+#[test]
+fn a_case_metadata_passed_back_gives_the_true_phase() {
+    let dir = tempdir().unwrap();
+    let case = simulated(
+        dir.path(),
+        &["--preset", "lens", "--size", "96", "--scans", "10"],
+    );
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(case("meta.json")).unwrap()).unwrap();
+    let flag = |key: &str| meta[key].as_f64().unwrap().to_string();
+    let (energy, distance, pixel, magnification) = (
+        flag("energy_kev"),
+        flag("distance_m"),
+        flag("pixel_size_um"),
+        flag("magnification"),
+    );
+    let by_flags = dir.path().join("flags");
+    let o = espinnet(&[
+        "reconstruct",
+        "--reference",
+        &case("reference.tif"),
+        "--sample",
+        &case("sample.tif"),
+        "--output",
+        by_flags.to_str().unwrap(),
+        "--engine",
+        "tracking",
+        "--energy-kev",
+        &energy,
+        "--distance-m",
+        &distance,
+        "--pixel-size-um",
+        &pixel,
+        "--magnification",
+        &magnification,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let by_case = dir.path().join("case-out");
+    let case_dir = dir.path().join("case");
+    let o = espinnet(&[
+        "reconstruct",
+        "--case",
+        case_dir.to_str().unwrap(),
+        "--output",
+        by_case.to_str().unwrap(),
+        "--engine",
+        "tracking",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let read = |p: std::path::PathBuf| espinnet::io::read_image(p.to_str().unwrap()).unwrap();
+    let truth = read(case_dir.join("truth/phase.tif"));
+    for out in [&by_flags, &by_case] {
+        let phase = read(out.join("phase.tif"));
+        // Interior (the tracker's border is NaN), both zero-mean there.
+        let b = 16;
+        let (p, t) = (
+            phase.slice(ndarray::s![b..96 - b, b..96 - b]),
+            truth.slice(ndarray::s![b..96 - b, b..96 - b]),
+        );
+        let d = &p - &t;
+        let mean = d.mean().unwrap();
+        let rms = (d.mapv(|v| (v - mean).powi(2)).mean().unwrap()).sqrt();
+        let range =
+            t.iter().cloned().fold(f32::MIN, f32::max) - t.iter().cloned().fold(f32::MAX, f32::min);
+        assert!(
+            rms < 0.05 * range,
+            "{}: phase RMS error {rms} rad of {range}",
+            out.display()
+        );
+        let summary: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+        assert_eq!(summary["geometry"]["pixel_size_um"], meta["pixel_size_um"]);
+        assert_eq!(
+            summary["geometry"]["effective_pixel_um"],
+            meta["effective_pixel_um"]
+        );
+    }
+    let o = espinnet(&[
+        "reconstruct",
+        "--case",
+        case_dir.to_str().unwrap(),
+        "--reference",
+        &case("reference.tif"),
+        "--output",
+        dir.path().join("x").to_str().unwrap(),
+    ]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("cannot be used with"),
+        "{}",
+        stderr(&o)
+    );
 }

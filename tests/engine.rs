@@ -203,12 +203,17 @@ fn options_by_name_are_the_typed_options() {
         ("device_id", "2147483648"),
     ] {
         let e = o.set(key, value).unwrap_err().to_string();
-        assert!(e.contains(&format!("option '{key}' needs an integer from 0 to")), "{e}");
+        assert!(
+            e.contains(&format!("option '{key}' needs an integer from 0 to")),
+            "{e}"
+        );
     }
     let case = lens_case();
     let mut o = options(EngineKind::Tracking, &case);
     o.set("max_shift", "65536").unwrap();
-    let e = Engine::new(&o).unwrap().reconstruct(case.reference.view(), case.sample.view());
+    let e = Engine::new(&o)
+        .unwrap()
+        .reconstruct(case.reference.view(), case.sample.view());
     assert!(matches!(e, Err(Error::InvalidArgument(_))), "{e:?}");
 }
 
@@ -233,7 +238,10 @@ fn threads_bound_every_step_and_change_no_result() {
         (&maps.dx, &all_cores.dx),
         (&maps.darkfield, &all_cores.darkfield),
         (&maps.quality, &all_cores.quality),
-        (maps.phase.as_ref().unwrap(), all_cores.phase.as_ref().unwrap()),
+        (
+            maps.phase.as_ref().unwrap(),
+            all_cores.phase.as_ref().unwrap(),
+        ),
     ] {
         assert_eq!(bits(a), bits(b));
     }

@@ -172,12 +172,18 @@ fn hostile(name: &str) -> String {
 #[test]
 fn tifffile_stacks_of_three_and_four_frames_are_read_as_frames() {
     // tifffile stores a leading 3 or 4 as planar colour samples of one page.
-    for (name, n) in [("n3-default.tif", 3), ("n4-default.tif", 4), ("n3-minisblack.tif", 3)] {
+    for (name, n) in [
+        ("n3-default.tif", 3),
+        ("n4-default.tif", 4),
+        ("n3-minisblack.tif", 3),
+    ] {
         let s = read_stack(&hostile(name)).unwrap();
         let expected = Array3::from_shape_fn((n, 5, 7), |(k, y, x)| (100 * k + 10 * y + x) as f32);
         assert_eq!(s, expected, "{name}");
     }
-    let e = read_stack(&hostile("rgb-chunky.tif")).unwrap_err().to_string();
+    let e = read_stack(&hostile("rgb-chunky.tif"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("interleaves 3 samples per pixel"), "{e}");
 }
 
@@ -187,7 +193,10 @@ fn headers_that_claim_more_than_the_file_holds_are_refused_before_allocating() {
         ("huge-header.tif", "more than the file holds"),
         ("deflate-bomb.tif", "decompress to more than 256 times"),
         ("huge-shape.npy", "more than the 4096 bytes of data"),
-        ("huge-header.npy", "header length 4294967295 exceeds the file"),
+        (
+            "huge-header.npy",
+            "header length 4294967295 exceeds the file",
+        ),
     ] {
         let e = read_stack(&hostile(name)).unwrap_err().to_string();
         assert!(e.contains(says) && !e.contains('\n'), "{name}: {e}");

@@ -24,13 +24,20 @@ pub(super) fn read(path: &Path, dataset: &str) -> Result<Array3<f32>> {
     if !(2..=3).contains(&shape.len()) {
         return Err(Error::format(
             path,
-            format!("dataset '{dataset}' has rank {}, expected [N, H, W] or [H, W]", shape.len()),
+            format!(
+                "dataset '{dataset}' has rank {}, expected [N, H, W] or [H, W]",
+                shape.len()
+            ),
         ));
     }
     let item = ds.dtype().map(|t| t.size() as u64).unwrap_or(8);
     let stored = ds.storage_size();
     let claim = shape.iter().try_fold(item, |n, &d| n.checked_mul(d as u64));
-    if claim.is_none_or(|n| n > stored.saturating_mul(super::MAX_EXPANSION).max(super::MIN_BUDGET)) {
+    if claim.is_none_or(|n| {
+        n > stored
+            .saturating_mul(super::MAX_EXPANSION)
+            .max(super::MIN_BUDGET)
+    }) {
         return Err(Error::format(
             path,
             format!(

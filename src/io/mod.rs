@@ -249,10 +249,7 @@ impl<'a> Budget<'a> {
             return refuse("its size overflows (a damaged or hostile header)".into());
         };
         let (total, cap) = if compressed {
-            let cap = self
-                .file_len
-                .saturating_mul(MAX_EXPANSION)
-                .max(MIN_BUDGET);
+            let cap = self.file_len.saturating_mul(MAX_EXPANSION).max(MIN_BUDGET);
             (&mut self.decoded, cap)
         } else {
             (&mut self.raw, self.file_len)

@@ -12,7 +12,12 @@ use crate::error::{Error, Result};
 /// Checks what the header claims against the file before the array is allocated: a shape
 /// whose data the file does not hold is an error, not an allocation.
 fn check_header(path: &Path) -> Result<()> {
-    let bad = |why: &str| Err(Error::format(path, format!("not a readable .npy file: {why}")));
+    let bad = |why: &str| {
+        Err(Error::format(
+            path,
+            format!("not a readable .npy file: {why}"),
+        ))
+    };
     let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
     let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
     let mut prefix = [0u8; 12];
@@ -22,7 +27,8 @@ fn check_header(path: &Path) -> Result<()> {
     let (header_len, start) = match prefix[6] {
         1 => (u64::from(u16::from_le_bytes([prefix[8], prefix[9]])), 10),
         2 | 3 => {
-            file.read_exact(&mut prefix[10..]).map_err(|e| Error::io(path, e))?;
+            file.read_exact(&mut prefix[10..])
+                .map_err(|e| Error::io(path, e))?;
             let n = u32::from_le_bytes([prefix[8], prefix[9], prefix[10], prefix[11]]);
             (u64::from(n), 12)
         }
@@ -32,7 +38,8 @@ fn check_header(path: &Path) -> Result<()> {
         return bad(&format!("its header length {header_len} exceeds the file"));
     }
     let mut header = vec![0u8; header_len as usize];
-    file.read_exact(&mut header).map_err(|e| Error::io(path, e))?;
+    file.read_exact(&mut header)
+        .map_err(|e| Error::io(path, e))?;
     let header = String::from_utf8_lossy(&header);
     // {'descr': '<f4', 'fortran_order': False, 'shape': (3, 64, 64), }
     let item = header
@@ -100,7 +107,10 @@ pub(super) fn read(path: &Path) -> Result<Array3<f32>> {
                 // One line: the header parser's errors draw a diagram over several.
                 let e = e.to_string();
                 let e = e.split_whitespace().collect::<Vec<_>>().join(" ");
-                return Err(Error::format(path, format!("not a readable .npy file: {e}")));
+                return Err(Error::format(
+                    path,
+                    format!("not a readable .npy file: {e}"),
+                ));
             }
         }
     }

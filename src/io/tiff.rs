@@ -8,8 +8,8 @@ use std::path::Path;
 use ndarray::{Array3, ArrayView3};
 use tiff::ColorType;
 use tiff::decoder::{Decoder, DecodingResult, Limits};
-use tiff::tags::Tag;
 use tiff::encoder::{TiffEncoder, colortype::Gray32Float};
+use tiff::tags::Tag;
 
 use crate::error::{Error, Result};
 

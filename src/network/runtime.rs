@@ -160,7 +160,10 @@ mod tests {
     fn damaged_libraries_are_refused_before_dlopen() {
         let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv");
         let Some(good) = wheel_library(&venv) else {
-            panic!("no ONNX Runtime in {}: run scripts/setup.sh", venv.display());
+            panic!(
+                "no ONNX Runtime in {}: run scripts/setup.sh",
+                venv.display()
+            );
         };
         assert_eq!(check_library(&good), Ok(()));
         let dir = tempfile::tempdir().unwrap();
@@ -173,7 +176,10 @@ mod tests {
             let path = dir.path().join(name);
             std::fs::write(&path, data).unwrap();
             let e = check_library(&path).unwrap_err();
-            assert!(e.contains("truncated") || e.contains("not an ELF"), "{name}: {e}");
+            assert!(
+                e.contains("truncated") || e.contains("not an ELF"),
+                "{name}: {e}"
+            );
         }
     }
 }

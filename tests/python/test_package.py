@@ -8,9 +8,9 @@ it. ``ESPINNET_CLI`` names the command-line tool to compare with.
 
 import importlib.metadata
 import importlib.util
+import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import textwrap
@@ -155,6 +155,24 @@ def test_equals_the_command_line_bit_for_bit(case, engine, tmp_path):
     r = espinnet.retrieve(ref, smp, engine=engine, **geometry)
     assert_same(dict(r.items()), {name: tifffile.imread(tmp_path / "out" / f"{name}.tif")
                                   for name, _ in r.items()})
+
+
+@needs_ort
+def test_a_cli_case_metadata_gives_the_true_phase(tmp_path):
+    cli = os.environ.get("ESPINNET_CLI")
+    if not cli:
+        pytest.skip("ESPINNET_CLI is not set")
+    tifffile = pytest.importorskip("tifffile")
+    case = tmp_path / "case"
+    subprocess.run([cli, "simulate", "--output", str(case), "--preset", "lens", "--size", "96",
+                    "--scans", "10"], check=True, capture_output=True)
+    meta = json.loads((case / "meta.json").read_text())
+    geometry = {k: meta[k] for k in ("energy_kev", "distance_m", "pixel_size_um", "magnification")}
+    r = espinnet.retrieve(tifffile.imread(case / "reference.tif"), tifffile.imread(case / "sample.tif"),
+                          engine="tracking", **geometry)
+    truth = tifffile.imread(case / "truth" / "phase.tif")
+    error = (r.phase - truth)[INTERIOR]
+    assert np.sqrt(np.mean((error - error.mean()) ** 2)) < 0.05 * np.ptp(truth[INTERIOR])
 
 
 # --- inputs and outputs -----------------------------------------------------------------

@@ -66,19 +66,14 @@ pub fn write(case: &Case, preset: &str, dir: &Path, force: bool) -> Result<()> {
 
     let c = &case.config;
     let g = &c.geometry;
-    let pixel_um = g.effective_pixel_m() * 1e6;
-    let meta = json!({
+    let pixel_um = g.effective_pixel_m() * 1e6; // positions are at the sample plane
+    let mut meta = json!({
         "espinnet_version": env!("CARGO_PKG_VERSION"),
         "preset": preset,
         "seed": c.seed,
         "height": c.height,
         "width": c.width,
         "scans": c.scans,
-        "energy_kev": g.energy_ev / 1e3,
-        "distance_m": g.distance_m,
-        "pixel_size_um": pixel_um,
-        "detector_pixel_um": g.detector_pixel_m * 1e6,
-        "magnification": g.magnification,
         "mean_photons": case.mean_photons(),
         "scan_positions_um": case.positions_um.iter().map(|&(y, x)| [y, x]).collect::<Vec<_>>(),
         "scan_positions_px": case.positions_um.iter().map(|&(y, x)| [y / pixel_um, x / pixel_um]).collect::<Vec<_>>(),
@@ -87,6 +82,12 @@ pub fn write(case: &Case, preset: &str, dir: &Path, force: bool) -> Result<()> {
         "preview_panels": ["reference frame 0", "sample frame 0", "dx", "dy", "transmission", "darkfield", "phase"],
         "config": c,
     });
+    // The geometry under the names `reconstruct` takes (`--case DIR` reads them back).
+    if let (Some(m), serde_json::Value::Object(geometry)) =
+        (meta.as_object_mut(), crate::reconstruct::geometry_json(g))
+    {
+        m.extend(geometry);
+    }
     let text = serde_json::to_string_pretty(&meta).expect("serialisable");
     let meta_path = staged.path("meta.json")?;
     std::fs::write(&meta_path, text).map_err(|e| Error::Io {
@@ -112,6 +113,7 @@ pub fn demo(dir: &Path, force: bool) -> Result<()> {
             inputs: crate::inspect::Inputs {
                 reference: file("reference.tif"),
                 sample: file("sample.tif"),
+                case: None,
                 dark: None,
                 flat: None,
             },

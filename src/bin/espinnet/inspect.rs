@@ -10,11 +10,14 @@ use ndarray::{Array3, Axis};
 #[derive(clap::Args)]
 pub struct Inputs {
     /// Reference stack (TIFF, .npy, or file.h5:/dataset).
-    #[arg(long)]
+    #[arg(long, required_unless_present = "case", default_value = "")]
     pub reference: String,
     /// Sample stack, same N, H, W.
-    #[arg(long)]
+    #[arg(long, required_unless_present = "case", default_value = "")]
     pub sample: String,
+    /// A case written by `espinnet simulate`: its reference, sample and geometry.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["reference", "sample"])]
+    pub case: Option<PathBuf>,
     /// Dark frame [H, W] to subtract from both stacks.
     #[arg(long)]
     pub dark: Option<String>,
@@ -24,6 +27,26 @@ pub struct Inputs {
 }
 
 impl Inputs {
+    /// Takes the stacks from `--case DIR` and returns its `meta.json`.
+    pub fn apply_case(&mut self) -> Result<Option<serde_json::Value>> {
+        let Some(dir) = &self.case else {
+            return Ok(None);
+        };
+        let file = |name: &str| dir.join(name).to_string_lossy().into_owned();
+        self.reference = file("reference.tif");
+        self.sample = file("sample.tif");
+        let meta = dir.join("meta.json");
+        let text = std::fs::read(&meta).map_err(|source| espinnet::Error::Io {
+            path: meta.clone(),
+            source,
+        })?;
+        let value = serde_json::from_slice(&text).map_err(|e| espinnet::Error::Format {
+            message: format!("not a case's meta.json: {e}"),
+            path: meta,
+        })?;
+        Ok(Some(value))
+    }
+
     /// Reads, validates and corrects both stacks.
     pub fn read(&self) -> Result<(Array3<f32>, Array3<f32>)> {
         espinnet::io::read_pair(

@@ -116,8 +116,8 @@ fn main() -> ExitCode {
         Command::Simulate(a) => simulate(a),
         Command::Demo { output, force } => case::demo(&output, force),
         Command::Dataset(a) => case::dataset(&a),
-        Command::Reconstruct(a) => reconstruct::run(&a),
-        Command::Inspect(a) => inspect::run(&a),
+        Command::Reconstruct(mut a) => a.apply_case().and_then(|()| reconstruct::run(&a)),
+        Command::Inspect(mut a) => a.apply_case().and_then(|_| inspect::run(&a)),
         Command::Bench(a) => bench::run(&a),
         Command::Validate(a) => validate::run(&a),
     };

@@ -186,6 +186,40 @@ fn engine_summary(engine: &Engine, status: Option<&Array2<u8>>) -> Value {
     }
 }
 
+impl ReconstructArgs {
+    /// `--case DIR`: its stacks, and its geometry unless flags give one.
+    pub fn apply_case(&mut self) -> Result<()> {
+        let Some(meta) = self.inputs.apply_case()? else {
+            return Ok(());
+        };
+        if self.energy_kev.is_some() {
+            return Ok(());
+        }
+        let get = |key: &str| {
+            meta[key].as_f64().ok_or_else(|| {
+                Error::InvalidArgument(format!("the case's meta.json has no number '{key}'"))
+            })
+        };
+        self.energy_kev = Some(get("energy_kev")?);
+        self.distance_m = Some(get("distance_m")?);
+        self.pixel_size_um = Some(get("pixel_size_um")?);
+        self.magnification = get("magnification")?;
+        Ok(())
+    }
+}
+
+/// The geometry as the flags, `meta.json` and `summary.json` name it: `pixel_size_um` is
+/// the detector pixel; the pixel at the sample is `effective_pixel_um`.
+pub fn geometry_json(g: &espinnet::geometry::Geometry) -> Value {
+    json!({
+        "energy_kev": g.energy_ev / 1e3,
+        "distance_m": g.distance_m,
+        "pixel_size_um": g.detector_pixel_m * 1e6,
+        "magnification": g.magnification,
+        "effective_pixel_um": g.effective_pixel_m() * 1e6,
+    })
+}
+
 pub fn run(a: &ReconstructArgs) -> Result<()> {
     let options = a.options()?;
     let inputs = a.inputs.paths();
@@ -250,7 +284,7 @@ pub fn run(a: &ReconstructArgs) -> Result<()> {
         name: engine_summary(&engine, maps.status.as_ref()),
         "quality": "RMS over the scan of S - T(M + D(R(r-d) - M)) relative to the scan mean of S \
                     (R Keys-interpolated, M the reference's local mean)",
-        "geometry": options.geometry,
+        "geometry": options.geometry.as_ref().map(geometry_json),
         "integration": options.integration,
         "timings_s": { "read": read_s, "engine": engine_s },
         "preview_panels": images.iter().map(|(n, _, _)| *n).collect::<Vec<_>>(),
