@@ -684,6 +684,24 @@ fn a_case_metadata_passed_back_gives_the_true_phase() {
             summary["geometry"]["effective_pixel_um"],
             meta["effective_pixel_um"]
         );
+        // Statistics to judge a run by: ordered percentiles, shares that add up.
+        let stats = &summary["statistics"];
+        let dx = |k: &str| stats["dx_px"][k].as_f64().unwrap();
+        assert!(dx("min") <= dx("p1") && dx("p1") <= dx("median") && dx("median") <= dx("p99"));
+        assert!(dx("p99") <= dx("max") && dx("max") > 0.5, "{stats}");
+        assert!(
+            dx("finite_share") > 0.5 && dx("finite_share") < 1.0,
+            "tracker border is NaN"
+        );
+        let shares: f64 = ["converged", "search_edge", "ill_conditioned", "border_nan"]
+            .iter()
+            .map(|k| stats["status_share"][k].as_f64().unwrap())
+            .sum();
+        assert!((shares - 1.0).abs() < 1e-9, "{stats}");
+        assert!(
+            stats["status_share"]["converged"].as_f64().unwrap() > 0.5,
+            "{stats}"
+        );
     }
     let o = espinnet(&[
         "reconstruct",

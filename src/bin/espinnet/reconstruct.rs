@@ -162,6 +162,49 @@ impl ReconstructArgs {
     }
 }
 
+/// What a user checks before opening the images: per map the share of finite pixels and
+/// the 1st, 50th and 99th percentiles, min and max; the share of T and D at the network's
+/// clipping bounds; the share of pixels per tracker status.
+fn statistics(maps: &espinnet::Maps) -> Value {
+    let describe = |a: &Array2<f32>| {
+        let mut v: Vec<f32> = a.iter().copied().filter(|x| x.is_finite()).collect();
+        let share = v.len() as f64 / a.len().max(1) as f64;
+        if v.is_empty() {
+            return json!({ "finite_share": 0.0 });
+        }
+        let mut at = |q: f64| {
+            let i = ((v.len() - 1) as f64 * q).round() as usize;
+            *v.select_nth_unstable_by(i, f32::total_cmp).1
+        };
+        let (p1, p50, p99, min, max) = (at(0.01), at(0.5), at(0.99), at(0.0), at(1.0));
+        json!({ "finite_share": share, "min": min, "p1": p1, "median": p50, "p99": p99, "max": max })
+    };
+    let clipped = |a: &Array2<f32>| {
+        a.iter()
+            .filter(|&&x| x <= 0.0 || x >= network::TD_CLIP)
+            .count() as f64
+            / a.len().max(1) as f64
+    };
+    let mut stats = json!({
+        "dx_px": describe(&maps.dx),
+        "dy_px": describe(&maps.dy),
+        "transmission": describe(&maps.transmission),
+        "darkfield": describe(&maps.darkfield),
+        "quality": describe(&maps.quality),
+        "share_at_clip_bounds": { "transmission": clipped(&maps.transmission), "darkfield": clipped(&maps.darkfield) },
+    });
+    if let Some(status) = &maps.status {
+        let share = |st: Status| {
+            status.iter().filter(|&&v| v == st as u8).count() as f64 / status.len().max(1) as f64
+        };
+        stats["status_share"] = json!({
+            "converged": share(Status::Converged), "search_edge": share(Status::SearchEdge),
+            "ill_conditioned": share(Status::IllConditioned), "border_nan": share(Status::Border),
+        });
+    }
+    stats
+}
+
 /// What the engine was and did, for `summary.json`.
 fn engine_summary(engine: &Engine, status: Option<&Array2<u8>>) -> Value {
     let o = engine.options();
@@ -282,6 +325,7 @@ pub fn run(a: &ReconstructArgs) -> Result<()> {
         "inputs": { "reference": a.inputs.reference, "sample": a.inputs.sample, "dark": a.inputs.dark, "flat": a.inputs.flat,
                     "scans": n, "height": h, "width": w },
         name: engine_summary(&engine, maps.status.as_ref()),
+        "statistics": statistics(&maps),
         "quality": "RMS over the scan of S - T(M + D(R(r-d) - M)) relative to the scan mean of S \
                     (R Keys-interpolated, M the reference's local mean)",
         "geometry": options.geometry.as_ref().map(geometry_json),
