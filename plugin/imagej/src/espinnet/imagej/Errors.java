@@ -15,6 +15,17 @@ final class Errors {
         IJ.error("ESPINNet", message);
     }
 
+    /** What a headless entry returns: "ok", the error, or an unexpected failure's text
+     *  (a headless caller has no dialog to see it in). */
+    static String headless(java.util.function.Supplier<String> run) {
+        try {
+            String error = run.get();
+            return error == null ? "ok" : error;
+        } catch (RuntimeException e) {
+            return e.toString();
+        }
+    }
+
     static String hint(int status) {
         switch (status) {
             case 8:

@@ -8,7 +8,6 @@ import java.util.Map;
 
 import com.sun.jna.Memory;
 import com.sun.jna.Pointer;
-import com.sun.jna.ptr.PointerByReference;
 
 import ij.IJ;
 import ij.Macro;
@@ -88,11 +87,7 @@ public class Reconstruct implements PlugIn {
      * with the keys of the dialog; returns "ok" or the error message.
      */
     public static String headless(String macroOptions) {
-        try {
-            return headlessRun(macroOptions + " ");
-        } catch (RuntimeException e) {
-            return e.toString(); // a headless caller has no dialog to see it in
-        }
+        return Errors.headless(() -> headlessRun(macroOptions + " "));
     }
 
     private static String headlessRun(String o) {
@@ -111,9 +106,8 @@ public class Reconstruct implements PlugIn {
         for (int i = 0; i < keys.length; i++) {
             geometry[i] = Tools.parseDouble(Macro.getValue(o, keys[i], i == 3 ? "1" : "0"), Double.NaN);
         }
-        String error = new Reconstruct().execute(reference, sample, options, geometry,
+        return new Reconstruct().execute(reference, sample, options, geometry,
                 Macro.getValue(o, "outputs", DEFAULT_OUTPUTS));
-        return error == null ? "ok" : error;
     }
 
     /** Runs with the geometry (keV, m, µm, magnification; 0: none); null or the error. */
@@ -159,9 +153,13 @@ public class Reconstruct implements PlugIn {
                     reference.getTitle(), reference.getWidth(), reference.getHeight(), reference.getStackSize(),
                     sample.getTitle(), sample.getWidth(), sample.getHeight(), sample.getStackSize()));
         }
+        Rectangle whole = new Rectangle(0, 0, sample.getWidth(), sample.getHeight());
         Roi roi = sample.getRoi();
-        Rectangle r = roi != null && roi.isArea() ? roi.getBounds()
-                : new Rectangle(0, 0, sample.getWidth(), sample.getHeight());
+        Rectangle r = roi != null && roi.isArea() ? roi.getBounds().intersection(whole) : whole;
+        if (r.isEmpty()) {
+            throw new IllegalArgumentException("The selection on '" + sample.getTitle()
+                    + "' lies outside the image.");
+        }
         boolean geometry = options.containsKey("energy_kev");
         List<String> wanted = new ArrayList<>();
         for (String name : outputs) {

@@ -48,20 +48,15 @@ public class Simulate implements PlugIn {
      * returns "ok" or the error message.
      */
     public static String headless(String macroOptions) {
-        try {
-            return headlessRun(macroOptions + " ");
-        } catch (RuntimeException e) {
-            return e.toString(); // a headless caller has no dialog to see it in
-        }
+        return Errors.headless(() -> headlessRun(macroOptions + " "));
     }
 
     private static String headlessRun(String o) {
-        String error = execute(Macro.getValue(o, "preset", PRESETS[0]),
+        return execute(Macro.getValue(o, "preset", PRESETS[0]),
                 (int) Tools.parseDouble(Macro.getValue(o, "size", "256"), 0),
                 (int) Tools.parseDouble(Macro.getValue(o, "scans", "20"), 0),
                 (long) Tools.parseDouble(Macro.getValue(o, "seed", "1"), 0),
                 o.contains(" truth "));
-        return error == null ? "ok" : error;
     }
 
     /** Opens the simulated pair (and the truth); null or the error. */
