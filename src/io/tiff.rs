@@ -74,8 +74,10 @@ pub(super) fn read(path: &Path) -> Result<Array3<f32>> {
             .checked_mul(samples)
             .and_then(|n| n.checked_mul(u64::from(bits).div_ceil(8)));
         let bytes = budget.claim(claim, compressed, &format!("page {page}"))?;
+        let bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
         let mut limits = Limits::default();
-        limits.decoding_buffer_size = usize::try_from(bytes).unwrap_or(usize::MAX);
+        limits.decoding_buffer_size = bytes;
+        limits.intermediate_buffer_size = limits.intermediate_buffer_size.max(bytes);
         dec = dec.with_limits(limits);
         dec.read_image_to_buffer(&mut buffer).map_err(fmt)?;
         let before = data.len();
