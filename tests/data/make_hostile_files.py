@@ -42,3 +42,8 @@ header = "{'descr': '<f4', 'fortran_order': False, 'shape': (100000, 100000, 100
 header = header + " " * (63 - (10 + len(header)) % 64) + "\n"
 (HERE / "huge-shape.npy").write_bytes(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode() + bytes(4096))
 (HERE / "huge-header.npy").write_bytes(b"\x93NUMPY\x02\x00" + struct.pack("<I", 2**32 - 1) + bytes(64))
+
+# A header the .npy parser rejects with a diagram over several lines.
+header = "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4 }"
+header = header + " " * (63 - (10 + len(header)) % 64) + "\n"
+(HERE / "bad-header.npy").write_bytes(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode() + bytes(48))
