@@ -7,6 +7,8 @@
 mod atomic;
 #[cfg(feature = "hdf5")]
 mod hdf5;
+#[cfg(feature = "hdf5")]
+pub mod nexus;
 mod npy;
 mod output_dir;
 pub mod preview;

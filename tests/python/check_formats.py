@@ -40,7 +40,35 @@ def main(exe: str) -> None:
             assert f["dx"].shape == (3, 32, 32)
             assert json.loads(f.attrs["dataset"])["nnet"] == 6
             assert len(json.loads(f.attrs["configs"])) == 3
-    print("format cross-checks passed (tifffile, h5py)")
+        # One NeXus file per run: what h5py, silx and h5web expect of it, and the same maps
+        # as the directory of TIFFs of the same run.
+        geometry = ["--energy-kev", "20", "--distance-m", "0.5", "--pixel-size-um", "6.5",
+                    "--magnification", "10"]
+        for out in ["run", "run.h5"]:
+            subprocess.run([exe, "reconstruct", "--case", str(case), "--output", str(Path(tmp) / out),
+                            "--engine", "tracking", "--max-shift", "4", *geometry],
+                           check=True, stderr=subprocess.DEVNULL)
+        with h5py.File(Path(tmp) / "run.h5") as f:
+            assert f.attrs["default"] == "entry" and f["entry"].attrs["NX_class"] == "NXentry"
+            data = f["entry"][f["entry"].attrs["default"]]
+            assert data.attrs["NX_class"] == "NXdata" and data.attrs["signal"] == "phase"
+            assert set(data.attrs["auxiliary_signals"]) == {
+                "dx", "dy", "transmission", "darkfield", "quality", "refraction_x", "refraction_y"}
+            assert list(data.attrs["axes"]) == [".", "."]
+            assert data["phase"].attrs["units"] == "rad" and data["dx"].attrs["units"] == "pixel"
+            assert data["status"].dtype == np.uint8
+            for name in ["dx", "transmission", "phase"]:
+                tif = tifffile.imread(Path(tmp) / "run" / f"{name}.tif")
+                assert np.array_equal(data[name][()], tif, equal_nan=True), name
+            note = f["entry/process/settings"]
+            assert note.attrs["NX_class"] == "NXnote" and note["type"][0].decode() == "application/json"
+            settings = json.loads(note["data"][0])
+            assert settings["geometry"]["pixel_size_um"] == 6.5 and settings["engine"] == "tracking"
+            assert f["entry/process"].attrs["NX_class"] == "NXprocess"
+        again = subprocess.run([exe, "reconstruct", "--case", str(case), "--output", str(Path(tmp) / "run.h5"),
+                                "--engine", "tracking"], capture_output=True, text=True)
+        assert again.returncode != 0 and "already exists" in again.stderr, again.stderr
+    print("format cross-checks passed (tifffile, h5py, NeXus result)")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ fn net() -> network::Options {
 pub struct ReconstructArgs {
     #[command(flatten)]
     pub inputs: Inputs,
-    /// Output directory: made, or replaced whole with --force.
+    /// Output directory (made, or replaced whole with --force), or one NeXus/HDF5 file
+    /// `result.h5` (.h5, .hdf5, .nxs) holding every map and the settings.
     #[arg(long)]
     pub output: PathBuf,
     /// Engine: network (ESPINNet through ONNX Runtime) or tracking (correlation).
@@ -267,7 +268,24 @@ pub fn run(a: &ReconstructArgs) -> Result<()> {
     let options = a.options()?;
     let inputs = a.inputs.paths();
     let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
-    let staged = OutputDir::create(&a.output, a.force, &inputs)?;
+    // `result.h5` (also .hdf5, .nxs): one NeXus file; anything else: a directory of TIFFs.
+    let nexus = a.output.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+        ["h5", "hdf5", "nxs"].contains(&e.to_ascii_lowercase().as_str())
+    });
+    let staged = if nexus {
+        if inputs.contains(&a.output.as_path()) {
+            return Err(Error::InvalidArgument(format!(
+                "{} is an input of this run: choose another output",
+                a.output.display()
+            )));
+        }
+        if !a.force {
+            espinnet::io::refuse_existing(&a.output)?;
+        }
+        None
+    } else {
+        Some(OutputDir::create(&a.output, a.force, &inputs)?)
+    };
 
     let clock = Instant::now();
     let (reference, sample) = a.inputs.read()?;
@@ -309,16 +327,6 @@ pub fn run(a: &ReconstructArgs) -> Result<()> {
             images.push((name, m, scale));
         }
     }
-    let path = |rel: &str| staged.path(rel).map(|p| p.to_string_lossy().into_owned());
-    for (name, data, _) in &images {
-        espinnet::io::write_image(&path(&format!("{name}.tif"))?, data)?;
-    }
-    if let Some(status) = &maps.status {
-        espinnet::io::write_image(&path("status.tif")?, &status.mapv(f32::from))?;
-    }
-    let panels: Vec<(&Array2<f32>, Scale)> = images.iter().map(|(_, d, s)| (*d, *s)).collect();
-    write_montage(&staged.path("preview.png")?, &panels, 4)?;
-
     let summary = json!({
         "espinnet_version": env!("CARGO_PKG_VERSION"),
         "engine": name,
@@ -333,13 +341,25 @@ pub fn run(a: &ReconstructArgs) -> Result<()> {
         "timings_s": { "read": read_s, "engine": engine_s },
         "preview_panels": images.iter().map(|(n, _, _)| *n).collect::<Vec<_>>(),
     });
-    let p = staged.path("summary.json")?;
-    std::fs::write(
-        &p,
-        serde_json::to_string_pretty(&summary).expect("serialisable"),
-    )
-    .map_err(|e| Error::Io { path: p, source: e })?;
-    staged.commit()?;
+    let summary = serde_json::to_string_pretty(&summary).expect("serialisable");
+    match staged {
+        None => espinnet::io::nexus::write_result(&a.output, &maps, &summary)?,
+        Some(staged) => {
+            let path = |rel: &str| staged.path(rel).map(|p| p.to_string_lossy().into_owned());
+            for (name, data, _) in &images {
+                espinnet::io::write_image(&path(&format!("{name}.tif"))?, data)?;
+            }
+            if let Some(status) = &maps.status {
+                espinnet::io::write_image(&path("status.tif")?, &status.mapv(f32::from))?;
+            }
+            let panels: Vec<(&Array2<f32>, Scale)> =
+                images.iter().map(|(_, d, s)| (*d, *s)).collect();
+            write_montage(&staged.path("preview.png")?, &panels, 4)?;
+            let p = staged.path("summary.json")?;
+            std::fs::write(&p, summary).map_err(|e| Error::Io { path: p, source: e })?;
+            staged.commit()?;
+        }
+    }
     eprintln!(
         "{name} engine: {n} frames of {h}x{w} in {engine_s:.2} s; wrote {}",
         a.output.display()
