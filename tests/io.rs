@@ -151,17 +151,34 @@ fn previews_are_pngs_of_the_right_size() {
         "positive and negative differ"
     );
     let m = dir.path().join("m.png");
-    preview::write_montage(
-        &m,
-        &[
-            (&a, preview::Scale::Grey),
-            (&a, preview::Scale::Sequential),
-            (&a, preview::Scale::Grey),
-        ],
-        2,
-    )
-    .unwrap();
-    assert_eq!(image::open(&m).unwrap().to_rgb8().dimensions(), (64, 44));
+    let panel = |scale, title: &str| preview::Panel {
+        data: &a,
+        scale,
+        title: title.into(),
+    };
+    let panels = [
+        panel(preview::Scale::Grey, "a"),
+        panel(preview::Scale::Sequential, "dx (px)"),
+        panel(preview::Scale::Diverging, "b"),
+    ];
+    preview::write_montage(&m, "caption", &panels, 2, None).unwrap();
+    let img = image::open(&m).unwrap().to_rgb8();
+    // 2 columns of 30 px, 8 px apart; caption 16 px; 2 rows of title 12 + image 20 + bar
+    // and range 22 px, 8 px apart; glyphs 8 px.
+    assert_eq!(img.dimensions(), (68, 16 + 2 * 54 + 8));
+    let dark = |x0: u32, y0: u32, w: u32, h: u32| {
+        (x0..x0 + w)
+            .flat_map(|x| (y0..y0 + h).map(move |y| (x, y)))
+            .filter(|&(x, y)| img.get_pixel(x, y).0 == [0, 0, 0])
+            .count()
+    };
+    assert!(dark(0, 0, 68, 16) > 20, "the caption is drawn");
+    assert!(dark(38, 16, 30, 12) > 20, "the second title is drawn");
+    assert_ne!(
+        img.get_pixel(0, 16 + 12 + 20 + 2 + 4),
+        img.get_pixel(29, 16 + 12 + 20 + 2 + 4),
+        "a colour bar"
+    );
 }
 
 /// Files written by `tests/data/make_hostile_files.py` (tifffile, numpy and hand-made).

@@ -19,7 +19,10 @@ pub fn write_result(path: &Path, maps: &Maps, settings: &str) -> Result<()> {
         let path = path.to_path_buf();
         move |e: hdf5_metno::Error| Error::format(&path, format!("{what}: {e}"))
     };
-    let text = |s: &str| s.parse::<VarLenUnicode>().map_err(|e| Error::format(path, e));
+    let text = |s: &str| {
+        s.parse::<VarLenUnicode>()
+            .map_err(|e| Error::format(path, e))
+    };
     let attr = |loc: &Location, name: &str, value: &str| -> Result<()> {
         let value = text(value)?;
         loc.new_attr::<VarLenUnicode>()
@@ -28,20 +31,52 @@ pub fn write_result(path: &Path, maps: &Maps, settings: &str) -> Result<()> {
             .map_err(h5("cannot write an attribute"))
     };
     let group = |parent: &Group, name: &str, class: &str| -> Result<Group> {
-        let g = parent.create_group(name).map_err(h5("cannot create a group"))?;
+        let g = parent
+            .create_group(name)
+            .map_err(h5("cannot create a group"))?;
         attr(&g, "NX_class", class)?;
         Ok(g)
     };
     let mut images: Vec<(&str, &Array2<f32>, &str, &str)> = vec![
-        ("dx", &maps.dx, "pixel", "pattern displacement along x (columns)"),
-        ("dy", &maps.dy, "pixel", "pattern displacement along y (rows)"),
+        (
+            "dx",
+            &maps.dx,
+            "pixel",
+            "pattern displacement along x (columns)",
+        ),
+        (
+            "dy",
+            &maps.dy,
+            "pixel",
+            "pattern displacement along y (rows)",
+        ),
         ("transmission", &maps.transmission, "", "transmission"),
-        ("darkfield", &maps.darkfield, "", "dark-field (visibility ratio)"),
-        ("quality", &maps.quality, "", "relative RMS residual of the signal model"),
+        (
+            "darkfield",
+            &maps.darkfield,
+            "",
+            "dark-field (visibility ratio)",
+        ),
+        (
+            "quality",
+            &maps.quality,
+            "",
+            "relative RMS residual of the signal model",
+        ),
     ];
     for (name, map, units, long) in [
-        ("refraction_x", &maps.refraction_x, "rad", "refraction angle along x"),
-        ("refraction_y", &maps.refraction_y, "rad", "refraction angle along y"),
+        (
+            "refraction_x",
+            &maps.refraction_x,
+            "rad",
+            "refraction angle along x",
+        ),
+        (
+            "refraction_y",
+            &maps.refraction_y,
+            "rad",
+            "refraction angle along y",
+        ),
         ("phase", &maps.phase, "rad", "phase"),
     ] {
         if let Some(m) = map {
@@ -52,7 +87,11 @@ pub fn write_result(path: &Path, maps: &Maps, settings: &str) -> Result<()> {
     write_atomically(path, |tmp| {
         let file = hdf5_metno::File::create(tmp).map_err(h5("cannot create the HDF5 file"))?;
         attr(&file, "default", "entry")?;
-        attr(&file, "creator", concat!("espinnet ", env!("CARGO_PKG_VERSION")))?;
+        attr(
+            &file,
+            "creator",
+            concat!("espinnet ", env!("CARGO_PKG_VERSION")),
+        )?;
         let entry = group(&file, "entry", "NXentry")?;
         attr(&entry, "default", "result")?;
         let data = group(&entry, "result", "NXdata")?;
@@ -86,10 +125,17 @@ pub fn write_result(path: &Path, maps: &Maps, settings: &str) -> Result<()> {
                 .with_data(&status.as_standard_layout())
                 .create("status")
                 .map_err(h5("cannot write the status map"))?;
-            attr(&ds, "long_name", "tracker status: 0 converged, 1 search edge, 2 ill-conditioned, 3 border")?;
+            attr(
+                &ds,
+                "long_name",
+                "tracker status: 0 converged, 1 search edge, 2 ill-conditioned, 3 border",
+            )?;
         }
         let process = group(&entry, "process", "NXprocess")?;
-        for (name, value) in [("program", "espinnet"), ("version", env!("CARGO_PKG_VERSION"))] {
+        for (name, value) in [
+            ("program", "espinnet"),
+            ("version", env!("CARGO_PKG_VERSION")),
+        ] {
             process
                 .new_dataset_builder()
                 .with_data(&[text(value)?])

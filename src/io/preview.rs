@@ -1,4 +1,5 @@
-//! PNG previews for people: robust (percentile) scaling and perceptual colormaps.
+//! PNG previews for people: robust (percentile) scaling, perceptual colormaps and, in
+//! montages, a title, a colour bar and its range under every panel.
 
 use std::path::Path;
 
@@ -24,11 +25,11 @@ fn quantile(sorted: &[f32], q: f64) -> Option<f32> {
     (!sorted.is_empty()).then(|| sorted[((sorted.len() - 1) as f64 * q).round() as usize])
 }
 
-/// Colours an image. Non-finite pixels are black.
-pub fn render(data: &Array2<f32>, scale: Scale) -> RgbImage {
+/// The value range a scale maps onto its colours: percentiles, symmetric for diverging.
+fn range(data: &Array2<f32>, scale: Scale) -> (f32, f32) {
     let mut finite: Vec<f32> = data.iter().cloned().filter(|v| v.is_finite()).collect();
     finite.sort_unstable_by(f32::total_cmp);
-    let (lo, hi) = match scale {
+    match scale {
         Scale::Diverging => {
             let mut abs: Vec<f32> = finite.iter().map(|v| v.abs()).collect();
             abs.sort_unstable_by(f32::total_cmp);
@@ -39,7 +40,26 @@ pub fn render(data: &Array2<f32>, scale: Scale) -> RgbImage {
             quantile(&finite, 0.01).unwrap_or(0.0),
             quantile(&finite, 0.99).unwrap_or(1.0),
         ),
+    }
+}
+
+/// The colour of `t` (0..1 along the scale).
+fn colour(scale: Scale, t: f64) -> Rgb<u8> {
+    let c = match scale {
+        Scale::Sequential => colorous::VIRIDIS.eval_continuous(t),
+        // RdBu runs red → blue; flip so that positive is red.
+        Scale::Diverging => colorous::RED_BLUE.eval_continuous(1.0 - t),
+        Scale::Grey => colorous::GREYS.eval_continuous(1.0 - t),
     };
+    Rgb([c.r, c.g, c.b])
+}
+
+/// Colours an image. Non-finite pixels are black.
+pub fn render(data: &Array2<f32>, scale: Scale) -> RgbImage {
+    render_in(data, scale, range(data, scale))
+}
+
+fn render_in(data: &Array2<f32>, scale: Scale, (lo, hi): (f32, f32)) -> RgbImage {
     let span = if hi > lo { hi - lo } else { 1.0 };
     let (h, w) = data.dim();
     RgbImage::from_fn(w as u32, h as u32, |x, y| {
@@ -47,14 +67,7 @@ pub fn render(data: &Array2<f32>, scale: Scale) -> RgbImage {
         if !v.is_finite() {
             return Rgb([0, 0, 0]);
         }
-        let t = ((v - lo) / span).clamp(0.0, 1.0) as f64;
-        let c = match scale {
-            Scale::Sequential => colorous::VIRIDIS.eval_continuous(t),
-            // RdBu runs red → blue; flip so that positive is red.
-            Scale::Diverging => colorous::RED_BLUE.eval_continuous(1.0 - t),
-            Scale::Grey => colorous::GREYS.eval_continuous(1.0 - t),
-        };
-        Rgb([c.r, c.g, c.b])
+        colour(scale, ((v - lo) / span).clamp(0.0, 1.0) as f64)
     })
 }
 
@@ -63,30 +76,184 @@ pub fn write_png(path: &Path, data: &Array2<f32>, scale: Scale) -> Result<()> {
     save(path, &render(data, scale))
 }
 
-/// Writes a montage: panels left to right, `columns` per row, 4-pixel white gutters.
-pub fn write_montage(path: &Path, panels: &[(&Array2<f32>, Scale)], columns: usize) -> Result<()> {
+/// One panel of a montage: an image, its colouring, and its title (with units).
+pub struct Panel<'a> {
+    pub data: &'a Array2<f32>,
+    pub scale: Scale,
+    pub title: String,
+}
+
+/// Montage geometry, px: glyphs are 8 × `text` px; under each image, its colour bar and
+/// the bar's range.
+struct Layout {
+    text: u32,
+    gap: u32,
+    title: u32,
+    bar: u32,
+    caption: u32,
+}
+
+impl Layout {
+    fn new(width: u32) -> Self {
+        // Large glyphs where a title such as "refraction_x (rad)" still fits.
+        let text = if width < 300 { 1 } else { 2 };
+        Layout {
+            text,
+            gap: 8,
+            title: 8 * text + 4,
+            bar: 8 + 8 * text + 6,
+            caption: 8 * text + 8,
+        }
+    }
+}
+
+/// Writes a montage: `caption` on top, then the panels left to right, `columns` per row,
+/// each titled, with a colour bar and its range (non-finite pixels are black); with the
+/// pixel size at the sample (µm), a scale bar on the first panel.
+pub fn write_montage(
+    path: &Path,
+    caption: &str,
+    panels: &[Panel],
+    columns: usize,
+    pixel_um: Option<f64>,
+) -> Result<()> {
     let first = panels
         .first()
-        .ok_or_else(|| Error::invalid("montage needs at least one panel"))?
-        .0;
-    let (h, w) = first.dim();
-    if panels.iter().any(|(p, _)| p.dim() != (h, w)) {
+        .ok_or_else(|| Error::invalid("montage needs at least one panel"))?;
+    let (h, w) = first.data.dim();
+    if panels.iter().any(|p| p.data.dim() != (h, w)) {
         return Err(Error::invalid("montage panels must have one size"));
     }
-    let cols = columns.clamp(1, panels.len());
-    let rows = panels.len().div_ceil(cols);
-    let gap = 4;
+    let (h, w) = (h as u32, w as u32);
+    let l = Layout::new(w);
+    let cols = columns.clamp(1, panels.len()) as u32;
+    let rows = (panels.len() as u32).div_ceil(cols);
+    let cell = l.title + h + l.bar;
     let mut canvas = RgbImage::from_pixel(
-        (cols * (w + gap) - gap) as u32,
-        (rows * (h + gap) - gap) as u32,
+        cols * (w + l.gap) - l.gap,
+        l.caption + rows * (cell + l.gap) - l.gap,
         Rgb([255, 255, 255]),
     );
-    for (i, (data, scale)) in panels.iter().enumerate() {
-        let tile = render(data, *scale);
-        let (ox, oy) = ((i % cols) * (w + gap), (i / cols) * (h + gap));
-        image::imageops::replace(&mut canvas, &tile, ox as i64, oy as i64);
+    let width = canvas.width();
+    let black = Rgb([0, 0, 0]);
+    text(&mut canvas, caption, 0, 2, l.text, width, black);
+    for (i, p) in panels.iter().enumerate() {
+        let (ox, oy) = (
+            (i as u32 % cols) * (w + l.gap),
+            l.caption + (i as u32 / cols) * (cell + l.gap),
+        );
+        text(&mut canvas, &p.title, ox, oy, l.text, w, black);
+        let (lo, hi) = range(p.data, p.scale);
+        let tile = render_in(p.data, p.scale, (lo, hi));
+        image::imageops::replace(&mut canvas, &tile, ox as i64, (oy + l.title) as i64);
+        let bar_y = oy + l.title + h + 2;
+        for x in 0..w {
+            let c = colour(p.scale, f64::from(x) / f64::from(w.max(2) - 1));
+            for y in bar_y..bar_y + 8 {
+                canvas.put_pixel(ox + x, y, c);
+            }
+        }
+        if let (0, Some(p)) = (i, pixel_um.filter(|p| p.is_finite() && *p > 0.0)) {
+            scale_bar(&mut canvas, p, (ox, oy + l.title), (w, h), l.text);
+        }
+        let (lo, hi) = (number(lo), number(hi));
+        text(&mut canvas, &lo, ox, bar_y + 10, l.text, w / 2, black);
+        let right = (hi.len() as u32 * 8 * l.text).min(w / 2);
+        text(
+            &mut canvas,
+            &hi,
+            ox + w - right,
+            bar_y + 10,
+            l.text,
+            w / 2,
+            black,
+        );
     }
     save(path, &canvas)
+}
+
+/// A white bar of a round length (1, 2 or 5 × 10^k µm, about a fifth of the image) with
+/// its length, in the lower left corner of the image at `origin`.
+fn scale_bar(
+    img: &mut RgbImage,
+    pixel_um: f64,
+    origin: (u32, u32),
+    (w, h): (u32, u32),
+    text_px: u32,
+) {
+    let target = f64::from(w) / 5.0 * pixel_um;
+    let decade = 10f64.powf(target.log10().floor());
+    let length_um = [5.0, 2.0, 1.0]
+        .into_iter()
+        .map(|m| m * decade)
+        .find(|&l| l <= target)
+        .unwrap_or(decade);
+    let px = (length_um / pixel_um).round() as u32;
+    let label = format!("{} um", number(length_um as f32));
+    let (x0, y0) = (origin.0 + 6, origin.1 + h.saturating_sub(8 * text_px + 14));
+    let label_w = label.len() as u32 * 8 * text_px;
+    if px < 2 || px.max(label_w) + 12 > w || h < 8 * text_px + 14 {
+        return;
+    }
+    for y in y0..y0 + 8 * text_px + 10 {
+        for x in x0 - 3..x0 + px.max(label_w) + 3 {
+            img.put_pixel(x, y, Rgb([0, 0, 0])); // a black backing, whatever the image
+        }
+    }
+    for y in y0 + 8 * text_px + 3..y0 + 8 * text_px + 7 {
+        for x in x0..x0 + px {
+            img.put_pixel(x, y, Rgb([255, 255, 255]));
+        }
+    }
+    text(
+        img,
+        &label,
+        x0,
+        y0 + 1,
+        text_px,
+        label_w,
+        Rgb([255, 255, 255]),
+    );
+}
+
+/// A bar end as short text: 0.123, 12.3, 1.23e-7.
+fn number(v: f32) -> String {
+    let a = v.abs();
+    if v == 0.0 || (1e-2..1e4).contains(&a) {
+        format!("{v:.3}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
+    } else {
+        format!("{v:.2e}")
+    }
+}
+
+/// Draws ASCII `s` at (x, y), glyphs 8 × `scale` px, cut to `max_width` px.
+fn text(img: &mut RgbImage, s: &str, x: u32, y: u32, scale: u32, max_width: u32, ink: Rgb<u8>) {
+    let fits = (max_width / (8 * scale)) as usize;
+    for (k, ch) in s.chars().take(fits).enumerate() {
+        let glyph = font8x8::legacy::BASIC_LEGACY[if ch.is_ascii() {
+            ch as usize
+        } else {
+            b'?' as usize
+        }];
+        for (row, bits) in glyph.iter().enumerate() {
+            for col in 0..8 {
+                if bits >> col & 1 == 1 {
+                    for (dy, dx) in (0..scale).flat_map(|a| (0..scale).map(move |b| (a, b))) {
+                        let (px, py) = (
+                            x + (k as u32 * 8 + col) * scale + dx,
+                            y + row as u32 * scale + dy,
+                        );
+                        if px < img.width() && py < img.height() {
+                            img.put_pixel(px, py, ink);
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn save(path: &Path, img: &RgbImage) -> Result<()> {

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use espinnet::io::OutputDir;
-use espinnet::io::preview::{Scale, write_montage, write_png};
+use espinnet::io::preview::{Panel, Scale, write_montage, write_png};
 use espinnet::metrics::Accuracy;
 use espinnet::model::Contrasts;
 use espinnet::simulate::dataset::{self, ShardFormat};
@@ -62,7 +62,36 @@ pub fn write(case: &Case, preset: &str, dir: &Path, force: bool) -> Result<()> {
     for (rel, (data, scale)) in previews.iter().zip(&panels) {
         write_png(&staged.path(rel)?, data, *scale)?;
     }
-    write_montage(&staged.path("preview.png")?, &panels, 4)?;
+    let titles = [
+        "reference, frame 0",
+        "sample, frame 0",
+        "dx (px)",
+        "dy (px)",
+        "transmission",
+        "darkfield",
+        "phase (rad)",
+    ];
+    let labelled: Vec<Panel> = panels
+        .iter()
+        .zip(titles)
+        .map(|(&(data, scale), title)| Panel {
+            data,
+            scale,
+            title: title.into(),
+        })
+        .collect();
+    let caption = format!(
+        "simulated {preset}: N = {}, {}x{} px; truth",
+        case.config.scans, case.config.height, case.config.width
+    );
+    let pixel_um = case.config.geometry.effective_pixel_m() * 1e6;
+    write_montage(
+        &staged.path("preview.png")?,
+        &caption,
+        &labelled,
+        4,
+        Some(pixel_um),
+    )?;
 
     let c = &case.config;
     let g = &c.geometry;

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use espinnet::integrate::Method;
 use espinnet::io::OutputDir;
-use espinnet::io::preview::{Scale, write_montage};
+use espinnet::io::preview::{Panel, Scale, write_montage};
 use espinnet::network::{self, Provider};
 use espinnet::tracking::{Params, Status};
 use espinnet::{Engine, EngineKind, Error, Geometry, Options, Result, ScanScaling};
@@ -269,9 +269,11 @@ pub fn run(a: &ReconstructArgs) -> Result<()> {
     let inputs = a.inputs.paths();
     let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
     // `result.h5` (also .hdf5, .nxs): one NeXus file; anything else: a directory of TIFFs.
-    let nexus = a.output.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-        ["h5", "hdf5", "nxs"].contains(&e.to_ascii_lowercase().as_str())
-    });
+    let nexus = a
+        .output
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| ["h5", "hdf5", "nxs"].contains(&e.to_ascii_lowercase().as_str()));
     let staged = if nexus {
         if inputs.contains(&a.output.as_path()) {
             return Err(Error::InvalidArgument(format!(
@@ -352,9 +354,22 @@ pub fn run(a: &ReconstructArgs) -> Result<()> {
             if let Some(status) = &maps.status {
                 espinnet::io::write_image(&path("status.tif")?, &status.mapv(f32::from))?;
             }
-            let panels: Vec<(&Array2<f32>, Scale)> =
-                images.iter().map(|(_, d, s)| (*d, *s)).collect();
-            write_montage(&staged.path("preview.png")?, &panels, 4)?;
+            let unit = |name: &str| match name {
+                "dx" | "dy" => " (px)",
+                "refraction_x" | "refraction_y" | "phase" => " (rad)",
+                _ => "",
+            };
+            let panels: Vec<Panel> = images
+                .iter()
+                .map(|&(name, data, scale)| Panel {
+                    data,
+                    scale,
+                    title: format!("{name}{}", unit(name)),
+                })
+                .collect();
+            let caption = format!("{name} engine, N = {n}, {h}x{w} px");
+            let pixel_um = options.geometry.map(|g| g.effective_pixel_m() * 1e6);
+            write_montage(&staged.path("preview.png")?, &caption, &panels, 4, pixel_um)?;
             let p = staged.path("summary.json")?;
             std::fs::write(&p, summary).map_err(|e| Error::Io { path: p, source: e })?;
             staged.commit()?;
