@@ -85,6 +85,31 @@ pub fn validate_pair(reference: ArrayView3<f32>, sample: ArrayView3<f32>) -> Res
             got: d(sample),
         });
     }
+    // Nothing to measure: an OK full of NaN, or shifts invented from noise, would mislead.
+    for (name, stack) in [("reference stack", reference), ("sample stack", sample)] {
+        use ndarray::parallel::prelude::*;
+        let empty = (f32::INFINITY, f32::NEG_INFINITY, 0f64);
+        let (lo, hi, sum) = stack
+            .axis_iter(ndarray::Axis(0))
+            .into_par_iter()
+            .map(|frame| {
+                frame.fold(empty, |(lo, hi, s), &v| {
+                    (lo.min(v), hi.max(v), s + f64::from(v))
+                })
+            })
+            .reduce(|| empty, |a, b| (a.0.min(b.0), a.1.max(b.1), a.2 + b.2));
+        let mean = sum / stack.len() as f64;
+        if mean.abs() < 1e-20 {
+            return Err(Error::invalid(format!(
+                "the {name}'s mean intensity is {mean:e}: all zero or denormal, nothing to measure"
+            )));
+        }
+        if f64::from(hi - lo) <= 1e-6 * mean.abs() {
+            return Err(Error::invalid(format!(
+                "the {name} is constant ({lo}): it holds no pattern to measure"
+            )));
+        }
+    }
     Ok(())
 }
 

@@ -246,3 +246,26 @@ fn threads_bound_every_step_and_change_no_result() {
         assert_eq!(bits(a), bits(b));
     }
 }
+
+#[test]
+fn inputs_with_nothing_to_measure_are_errors_not_nan_maps() {
+    let case = lens_case();
+    let (r, smp) = (case.reference.view(), case.sample.view());
+    let constant = ndarray::Array3::<f32>::from_elem(r.dim(), 1000.0);
+    let zero = ndarray::Array3::<f32>::zeros(r.dim());
+    let denormal = ndarray::Array3::<f32>::from_elem(r.dim(), 1e-40);
+    for engine in [EngineKind::Tracking, EngineKind::Network] {
+        let e = Engine::new(&options(engine, &case)).unwrap();
+        for (reference, sample, says) in [
+            (constant.view(), smp, "reference stack is constant"),
+            (r, zero.view(), "all zero or denormal"),
+            (denormal.view(), denormal.view(), "all zero or denormal"),
+        ] {
+            let err = e.reconstruct(reference, sample).unwrap_err();
+            assert!(
+                matches!(err, Error::InvalidArgument(_)) && err.to_string().contains(says),
+                "{engine}: {err}"
+            );
+        }
+    }
+}

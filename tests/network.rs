@@ -402,7 +402,8 @@ fn bad_models_and_inputs_are_clear_errors() {
 
     let net = network(Options::default());
     let c = case(64, 5, 1);
-    let small = Array3::<f32>::ones((5, 8, 64));
+    let small =
+        Array3::<f32>::from_shape_fn((5, 8, 64), |(k, y, x)| 1.0 + ((k + y + x) % 7) as f32);
     let e = net.reconstruct(small.view(), small.view()).unwrap_err();
     assert!(
         e.to_string()
