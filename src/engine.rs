@@ -256,7 +256,42 @@ pub struct Maps {
     pub phase: Option<Array2<f32>>,
 }
 
+/// A map's name, units (NeXus spelling; "" for ratios) and what it is.
+pub type MapInfo = (&'static str, &'static str, &'static str);
+
+/// Every map [`Maps`] can hold, in its order. Files and previews name and label maps from
+/// this one table.
+pub const MAP_INFO: [MapInfo; 8] = [
+    ("dx", "pixel", "pattern displacement along x (columns)"),
+    ("dy", "pixel", "pattern displacement along y (rows)"),
+    ("transmission", "", "transmission"),
+    ("darkfield", "", "dark-field (visibility ratio)"),
+    ("quality", "", "relative RMS residual of the signal model"),
+    ("refraction_x", "rad", "refraction angle along x"),
+    ("refraction_y", "rad", "refraction angle along y"),
+    ("phase", "rad", "phase"),
+];
+
 impl Maps {
+    /// The maps present, with their [`MAP_INFO`] entries, in that order.
+    pub fn named(&self) -> Vec<(MapInfo, &Array2<f32>)> {
+        let maps = [
+            Some(&self.dx),
+            Some(&self.dy),
+            Some(&self.transmission),
+            Some(&self.darkfield),
+            Some(&self.quality),
+            self.refraction_x.as_ref(),
+            self.refraction_y.as_ref(),
+            self.phase.as_ref(),
+        ];
+        MAP_INFO
+            .into_iter()
+            .zip(maps)
+            .filter_map(|(info, map)| map.map(|m| (info, m)))
+            .collect()
+    }
+
     /// The four contrasts as views.
     pub fn contrasts(&self) -> Contrasts<'_> {
         Contrasts::new(&self.dx, &self.dy, &self.transmission, &self.darkfield)

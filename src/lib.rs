@@ -22,7 +22,7 @@ pub mod tracking;
 mod interpolate;
 mod transform2d;
 
-pub use engine::{Engine, EngineKind, Maps, MapsMut, Options};
+pub use engine::{Engine, EngineKind, MAP_INFO, MapInfo, Maps, MapsMut, Options};
 pub use error::{Error, Result};
 pub use geometry::Geometry;
 pub use stack::ScanScaling;

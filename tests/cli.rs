@@ -12,6 +12,18 @@ fn espinnet(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// The presets' geometry, as `reconstruct` takes it.
+const GEOMETRY: [&str; 8] = [
+    "--energy-kev",
+    "20",
+    "--distance-m",
+    "0.5",
+    "--pixel-size-um",
+    "6.5",
+    "--magnification",
+    "10",
+];
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -304,27 +316,24 @@ fn reconstruct_writes_every_contrast_and_recovers_the_truth() {
         &["--size", "96", "--scans", "10", "--preset", "lens"],
     );
     let rec = dir.path().join("rec");
+    let (reference, sample) = (f("reference.tif"), f("sample.tif"));
     let args = [
-        "reconstruct",
-        "--reference",
-        &f("reference.tif"),
-        "--sample",
-        &f("sample.tif"),
-        "--output",
-        rec.to_str().unwrap(),
-        "--engine",
-        "tracking",
-        "--max-shift",
-        "4",
-        "--energy-kev",
-        "20",
-        "--distance-m",
-        "0.5",
-        "--pixel-size-um",
-        "6.5",
-        "--magnification",
-        "10",
-    ];
+        &[
+            "reconstruct",
+            "--reference",
+            &reference,
+            "--sample",
+            &sample,
+            "--output",
+            rec.to_str().unwrap(),
+            "--engine",
+            "tracking",
+            "--max-shift",
+            "4",
+        ][..],
+        &GEOMETRY[..],
+    ]
+    .concat();
     let o = espinnet(&args);
     assert!(o.status.success(), "{}", stderr(&o));
     for n in [
@@ -476,21 +485,10 @@ fn forced_runs(dir: &std::path::Path) -> (Vec<String>, Vec<String>) {
     .collect();
     let mut tracking = base.clone();
     tracking.extend(
-        [
-            "--engine",
-            "tracking",
-            "--max-shift",
-            "4",
-            "--energy-kev",
-            "20",
-            "--distance-m",
-            "0.5",
-            "--pixel-size-um",
-            "6.5",
-            "--magnification",
-            "10",
-        ]
-        .map(String::from),
+        ["--engine", "tracking", "--max-shift", "4"]
+            .into_iter()
+            .chain(GEOMETRY)
+            .map(String::from),
     );
     let mut network = base;
     network.extend(["--engine", "network"].map(String::from));
@@ -695,12 +693,15 @@ fn a_case_metadata_passed_back_gives_the_true_phase() {
         );
         let shares: f64 = ["converged", "search_edge", "ill_conditioned", "border_nan"]
             .iter()
-            .map(|k| stats["status_share"][k].as_f64().unwrap())
+            .map(|k| summary["tracking"]["pixel_shares"][k].as_f64().unwrap())
             .sum();
         assert!((shares - 1.0).abs() < 1e-9, "{stats}");
         assert!(
-            stats["status_share"]["converged"].as_f64().unwrap() > 0.5,
-            "{stats}"
+            summary["tracking"]["pixel_shares"]["converged"]
+                .as_f64()
+                .unwrap()
+                > 0.5,
+            "{summary}"
         );
     }
     let o = espinnet(&[

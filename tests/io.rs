@@ -208,7 +208,10 @@ fn tifffile_stacks_of_three_and_four_frames_are_read_as_frames() {
 fn headers_that_claim_more_than_the_file_holds_are_refused_before_allocating() {
     for (name, says) in [
         ("huge-header.tif", "more than the file holds"),
-        ("deflate-bomb.tif", "decompress to more than 256 times"),
+        (
+            "deflate-bomb.tif",
+            "would decompress to more than 256 times",
+        ),
         ("huge-shape.npy", "more than the 4096 bytes of data"),
         (
             "huge-header.npy",
@@ -234,5 +237,5 @@ fn an_hdf5_dataspace_larger_than_its_storage_is_refused() {
     let e = read_stack(&format!("{}:/data", path.display()))
         .unwrap_err()
         .to_string();
-    assert!(e.contains("stores 0 bytes"), "{e}");
+    assert!(e.contains("0 bytes stored would decompress"), "{e}");
 }

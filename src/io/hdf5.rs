@@ -31,21 +31,12 @@ pub(super) fn read(path: &Path, dataset: &str) -> Result<Array3<f32>> {
         ));
     }
     let item = ds.dtype().map(|t| t.size() as u64).unwrap_or(8);
-    let stored = ds.storage_size();
     let claim = shape.iter().try_fold(item, |n, &d| n.checked_mul(d as u64));
-    if claim.is_none_or(|n| {
-        n > stored
-            .saturating_mul(super::MAX_EXPANSION)
-            .max(super::MIN_BUDGET)
-    }) {
-        return Err(Error::format(
-            path,
-            format!(
-                "dataset '{dataset}' claims shape {shape:?} but stores {stored} bytes: a \
-                 damaged file, unwritten data or a decompression bomb"
-            ),
-        ));
-    }
+    super::Budget::new(path, ds.storage_size()).claim(
+        claim,
+        true,
+        &format!("dataset '{dataset}' of shape {shape:?}"),
+    )?;
     let a = ds
         .read_dyn::<f32>()
         .map_err(h5err(path, &format!("cannot read '{dataset}' as numbers")))?;

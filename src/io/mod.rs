@@ -220,7 +220,7 @@ fn hdf5_write<D: ndarray::Dimension>(loc: &Location, _: ndarray::ArrayView<f32, 
 }
 
 /// Bytes any file may decode to, whatever its size (small compressed images).
-pub(crate) const MIN_BUDGET: u64 = 64 << 20;
+const MIN_BUDGET: u64 = 64 << 20;
 /// How many times its size a file's compressed parts may expand: detector data compress a
 /// few times; more is a decompression bomb or a header that lies.
 pub const MAX_EXPANSION: u64 = 256;
@@ -229,6 +229,7 @@ pub const MAX_EXPANSION: u64 = 256;
 /// must lie inside the file, compressed data may expand [`MAX_EXPANSION`] times.
 struct Budget<'a> {
     path: &'a Path,
+    /// Bytes the file (or an HDF5 dataset) stores.
     file_len: u64,
     raw: u64,
     decoded: u64,
@@ -260,8 +261,8 @@ impl<'a> Budget<'a> {
         if *total > cap {
             return refuse(if compressed {
                 format!(
-                    "the file ({} bytes) would decompress to more than {MAX_EXPANSION} times \
-                     its size (a damaged file or a decompression bomb)",
+                    "{} bytes stored would decompress to more than {MAX_EXPANSION} times \
+                     that (a damaged file, unwritten data or a decompression bomb)",
                     self.file_len
                 )
             } else {

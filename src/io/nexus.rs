@@ -7,7 +7,6 @@ use std::path::Path;
 
 use hdf5_metno::types::VarLenUnicode;
 use hdf5_metno::{Group, Location};
-use ndarray::Array2;
 
 use super::atomic::write_atomically;
 use crate::Maps;
@@ -37,52 +36,7 @@ pub fn write_result(path: &Path, maps: &Maps, settings: &str) -> Result<()> {
         attr(&g, "NX_class", class)?;
         Ok(g)
     };
-    let mut images: Vec<(&str, &Array2<f32>, &str, &str)> = vec![
-        (
-            "dx",
-            &maps.dx,
-            "pixel",
-            "pattern displacement along x (columns)",
-        ),
-        (
-            "dy",
-            &maps.dy,
-            "pixel",
-            "pattern displacement along y (rows)",
-        ),
-        ("transmission", &maps.transmission, "", "transmission"),
-        (
-            "darkfield",
-            &maps.darkfield,
-            "",
-            "dark-field (visibility ratio)",
-        ),
-        (
-            "quality",
-            &maps.quality,
-            "",
-            "relative RMS residual of the signal model",
-        ),
-    ];
-    for (name, map, units, long) in [
-        (
-            "refraction_x",
-            &maps.refraction_x,
-            "rad",
-            "refraction angle along x",
-        ),
-        (
-            "refraction_y",
-            &maps.refraction_y,
-            "rad",
-            "refraction angle along y",
-        ),
-        ("phase", &maps.phase, "rad", "phase"),
-    ] {
-        if let Some(m) = map {
-            images.push((name, m, units, long));
-        }
-    }
+    let images = maps.named();
     let signal = if maps.phase.is_some() { "phase" } else { "dx" };
     write_atomically(path, |tmp| {
         let file = hdf5_metno::File::create(tmp).map_err(h5("cannot create the HDF5 file"))?;
@@ -98,8 +52,8 @@ pub fn write_result(path: &Path, maps: &Maps, settings: &str) -> Result<()> {
         attr(&data, "signal", signal)?;
         let others: Vec<VarLenUnicode> = images
             .iter()
-            .filter(|(n, ..)| *n != signal)
-            .map(|(n, ..)| text(n))
+            .filter(|((n, ..), _)| *n != signal)
+            .map(|((n, ..), _)| text(n))
             .collect::<Result<_>>()?;
         data.new_attr_builder()
             .with_data(others.as_slice())
@@ -110,7 +64,7 @@ pub fn write_result(path: &Path, maps: &Maps, settings: &str) -> Result<()> {
             .with_data(axes.as_slice())
             .create("axes")
             .map_err(h5("cannot write an attribute"))?;
-        for (name, map, units, long) in &images {
+        for ((name, units, long), map) in &images {
             let ds = data
                 .new_dataset_builder()
                 .with_data(&map.as_standard_layout())

@@ -7,7 +7,7 @@ use espinnet::integrate::Method;
 use espinnet::io::OutputDir;
 use espinnet::io::preview::{Panel, Scale, write_montage};
 use espinnet::network::{self, Provider};
-use espinnet::tracking::{Params, Status};
+use espinnet::tracking::Params;
 use espinnet::{Engine, EngineKind, Error, Geometry, Options, Result, ScanScaling};
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::Array2;
@@ -165,7 +165,7 @@ impl ReconstructArgs {
 
 /// What a user checks before opening the images: per map the share of finite pixels and
 /// the 1st, 50th and 99th percentiles, min and max; the share of T and D at the network's
-/// clipping bounds; the share of pixels per tracker status.
+/// clipping bounds. The tracker's status shares are in [`engine_summary`].
 fn statistics(maps: &espinnet::Maps) -> Value {
     let describe = |a: &Array2<f32>| {
         let mut v: Vec<f32> = a.iter().copied().filter(|x| x.is_finite()).collect();
@@ -186,24 +186,14 @@ fn statistics(maps: &espinnet::Maps) -> Value {
             .count() as f64
             / a.len().max(1) as f64
     };
-    let mut stats = json!({
+    json!({
         "dx_px": describe(&maps.dx),
         "dy_px": describe(&maps.dy),
         "transmission": describe(&maps.transmission),
         "darkfield": describe(&maps.darkfield),
         "quality": describe(&maps.quality),
         "share_at_clip_bounds": { "transmission": clipped(&maps.transmission), "darkfield": clipped(&maps.darkfield) },
-    });
-    if let Some(status) = &maps.status {
-        let share = |st: Status| {
-            status.iter().filter(|&&v| v == st as u8).count() as f64 / status.len().max(1) as f64
-        };
-        stats["status_share"] = json!({
-            "converged": share(Status::Converged), "search_edge": share(Status::SearchEdge),
-            "ill_conditioned": share(Status::IllConditioned), "border_nan": share(Status::Border),
-        });
-    }
-    stats
+    })
 }
 
 /// What the engine was and did, for `summary.json`.
@@ -218,12 +208,23 @@ fn engine_summary(engine: &Engine, status: Option<&Array2<u8>>) -> Value {
             "clipping": format!("transmission and darkfield clipped to [0, {}]", network::TD_CLIP),
         }),
         None => {
-            let count =
-                |st: Status| status.map_or(0, |s| s.iter().filter(|&&v| v == st as u8).count());
+            let mut counts = [0usize; 4];
+            for &v in status.into_iter().flatten() {
+                counts[usize::from(v).min(3)] += 1;
+            }
+            let total = counts.iter().sum::<usize>().max(1) as f64;
+            let names = ["converged", "search_edge", "ill_conditioned", "border_nan"];
+            let by_name = |f: &dyn Fn(usize) -> Value| -> Value {
+                names
+                    .iter()
+                    .zip(counts)
+                    .map(|(n, c)| (n.to_string(), f(c)))
+                    .collect()
+            };
             json!({
                 "parameters": o.tracking,
-                "pixels": { "converged": count(Status::Converged), "search_edge": count(Status::SearchEdge),
-                            "ill_conditioned": count(Status::IllConditioned), "border_nan": count(Status::Border) },
+                "pixels": by_name(&|c| json!(c)),
+                "pixel_shares": by_name(&|c| json!(c as f64 / total)),
                 "status_codes": { "0": "converged", "1": "minimum at the search edge", "2": "ill-conditioned", "3": "border (NaN)" },
             })
         }
@@ -313,22 +314,7 @@ pub fn run(a: &ReconstructArgs) -> Result<()> {
     let maps = result?;
     let engine_s = clock.elapsed().as_secs_f64();
 
-    let mut images: Vec<(&str, &Array2<f32>, Scale)> = vec![
-        ("dx", &maps.dx, Scale::Diverging),
-        ("dy", &maps.dy, Scale::Diverging),
-        ("transmission", &maps.transmission, Scale::Sequential),
-        ("darkfield", &maps.darkfield, Scale::Sequential),
-        ("quality", &maps.quality, Scale::Sequential),
-    ];
-    for (name, map, scale) in [
-        ("refraction_x", &maps.refraction_x, Scale::Diverging),
-        ("refraction_y", &maps.refraction_y, Scale::Diverging),
-        ("phase", &maps.phase, Scale::Sequential),
-    ] {
-        if let Some(m) = map {
-            images.push((name, m, scale));
-        }
-    }
+    let images = maps.named();
     let summary = json!({
         "espinnet_version": env!("CARGO_PKG_VERSION"),
         "engine": name,
@@ -341,30 +327,33 @@ pub fn run(a: &ReconstructArgs) -> Result<()> {
         "geometry": options.geometry.as_ref().map(geometry_json),
         "integration": options.integration,
         "timings_s": { "read": read_s, "engine": engine_s },
-        "preview_panels": images.iter().map(|(n, _, _)| *n).collect::<Vec<_>>(),
+        "preview_panels": images.iter().map(|((n, ..), _)| *n).collect::<Vec<_>>(),
     });
     let summary = serde_json::to_string_pretty(&summary).expect("serialisable");
     match staged {
         None => espinnet::io::nexus::write_result(&a.output, &maps, &summary)?,
         Some(staged) => {
             let path = |rel: &str| staged.path(rel).map(|p| p.to_string_lossy().into_owned());
-            for (name, data, _) in &images {
+            for ((name, ..), data) in &images {
                 espinnet::io::write_image(&path(&format!("{name}.tif"))?, data)?;
             }
             if let Some(status) = &maps.status {
                 espinnet::io::write_image(&path("status.tif")?, &status.mapv(f32::from))?;
             }
-            let unit = |name: &str| match name {
-                "dx" | "dy" => " (px)",
-                "refraction_x" | "refraction_y" | "phase" => " (rad)",
-                _ => "",
-            };
             let panels: Vec<Panel> = images
                 .iter()
-                .map(|&(name, data, scale)| Panel {
+                .map(|&((name, units, _), data)| Panel {
                     data,
-                    scale,
-                    title: format!("{name}{}", unit(name)),
+                    // Signed maps (displacements, angles) diverge about zero.
+                    scale: match name {
+                        "dx" | "dy" | "refraction_x" | "refraction_y" => Scale::Diverging,
+                        _ => Scale::Sequential,
+                    },
+                    title: match units {
+                        "" => name.into(),
+                        "pixel" => format!("{name} (px)"),
+                        u => format!("{name} ({u})"),
+                    },
                 })
                 .collect();
             let caption = format!("{name} engine, N = {n}, {h}x{w} px");
