@@ -42,6 +42,17 @@ mod ffi {
         refraction_x: Vec<f32>,
         refraction_y: Vec<f32>,
         phase: Vec<f32>,
+        /// The tracker's per-pixel status (0 converged, 1 search edge, 2 ill-conditioned,
+        /// 3 border: not estimated); empty for the network.
+        status: Vec<u8>,
+    }
+
+    /// A stack of `n` frames of `height × width` floats, frame-major, row-major.
+    struct Stack {
+        n: usize,
+        height: usize,
+        width: usize,
+        data: Vec<f32>,
     }
 
     extern "Rust" {
@@ -91,6 +102,10 @@ mod ffi {
         fn cancel(self: &Progress);
         /// Whether `cancel` was called.
         fn cancelled(self: &Progress) -> bool;
+
+        /// Reads a stack as the command-line tool does: a multi-page TIFF, a `.npy` or
+        /// `file.h5:/dataset` (HDF5 when the library was built with it), as float32.
+        fn read_stack(spec: &str) -> Result<Stack>;
 
         /// The library's version, "MAJOR.MINOR.PATCH".
         fn version() -> &'static str;
@@ -222,9 +237,29 @@ impl Engine {
                 refraction_x: opt(m.refraction_x),
                 refraction_y: opt(m.refraction_y),
                 phase: opt(m.phase),
+                status: m.status.map(|a| a.into_iter().collect()).unwrap_or_default(),
             })
         })
     }
+}
+
+fn read_stack(spec: &str) -> Result<ffi::Stack, Failure> {
+    contain(|| {
+        let stack = crate::io::read_stack(spec)?;
+        let (n, height, width) = stack.dim();
+        // The readers return fresh standard-layout arrays: hand over their buffer as is.
+        let data = match stack.is_standard_layout() {
+            true => match stack.into_raw_vec_and_offset() {
+                (data, None | Some(0)) if data.len() == n * height * width => data,
+                (data, offset) => {
+                    let offset = offset.unwrap_or(0);
+                    data[offset..offset + n * height * width].to_vec()
+                }
+            },
+            false => stack.iter().copied().collect(),
+        };
+        Ok(ffi::Stack { n, height, width, data })
+    })
 }
 
 fn version() -> &'static str {

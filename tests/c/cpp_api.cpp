@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #define CHECK(cond, what)                                                              \
     do {                                                                               \
         if (!(cond)) {                                                                 \
@@ -65,6 +67,30 @@ int main() {
     double rmse = std::sqrt(sum / (2.0 * count));
     std::printf("C++ tracking: RMSE %.4f px/axis, %zu pixels > 1 px off\n", rmse, gross);
     CHECK(gross == 0 && rmse <= 0.1, "accuracy");
+    // The tracker's status: NaN exactly on the border it could not search (3).
+    CHECK(m.status.size() == h * w, "status size");
+    for (std::size_t i = 0; i < h * w; i++)
+        CHECK((m.status[i] == 3) == std::isnan(m.dx[i]) && m.status[i] <= 3, std::to_string(i));
+    CHECK(m.status[0] == 3 && m.status[(h / 2) * w + w / 2] == 0, "border and centre status");
+
+    // read_stack: a .npy written here comes back as it was; a missing file throws.
+    {
+        std::string path = "/tmp/espinnet_cpp_api_" + std::to_string(getpid()) + ".npy";
+        std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3, 4), }";
+        header.resize(117, ' ');
+        header += '\n';
+        std::FILE *f = std::fopen(path.c_str(), "wb");
+        CHECK(f != nullptr, path);
+        std::fwrite("\x93NUMPY\x01\x00\x76\x00", 1, 10, f);
+        std::fwrite(header.data(), 1, header.size(), f);
+        std::fwrite(ref.data(), sizeof(float), 24, f);
+        std::fclose(f);
+        espinnet::Stack st = espinnet::read_stack(path);
+        std::remove(path.c_str());
+        CHECK(st.n == 2 && st.height == 3 && st.width == 4 && st.data.size() == 24, "npy shape");
+        CHECK(std::memcmp(st.data.data(), ref.data(), 24 * sizeof(float)) == 0, "npy values");
+        throws([&] { espinnet::read_stack(path); }, "no such file");
+    }
 
     // Progress reaches 1; a cancelled call throws (cancel() may come from any thread).
     auto job = espinnet::progress();

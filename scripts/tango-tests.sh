@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The Tango device server (plugin/tango) under test: builds it (scripts/tango-build.sh), then
+# runs tests/tango with Debian's PyTango in a virtual environment that also has the
+# espinnet Python package (the C API the results are compared with). Each test module
+# starts its own EspinnetDS in no-database mode on loopback and stops it by its PID.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/tango-build.sh
+out="$PWD/target/tango"
+ort=$(sed -n 's/^onnxruntime==//p' scripts/requirements.txt)
+wheel=$(ls target/python/dist/espinnet-*.whl 2>/dev/null | head -n 1 || true)
+if [ -z "$wheel" ]; then
+  .venv/bin/python -m pip wheel ./plugin/python --no-deps -q -w target/python/dist
+  wheel=$(ls target/python/dist/espinnet-*.whl)
+fi
+# Debian's python3-tango lives in the system's site-packages, next to its numpy.
+[ -x "$out/venv/bin/python" ] || /usr/bin/python3 -m venv --system-site-packages "$out/venv"
+"$out/venv/bin/pip" install -q --force-reinstall --no-deps "$wheel"
+"$out/venv/bin/pip" install -q "$wheel[cpu]" "onnxruntime==$ort" pytest tifffile h5py
+ort_lib=$(ls "$out"/venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.1* | sort | tail -n 1)
+ESPINNET_DS="$out/EspinnetDS" ORT_DYLIB_PATH="$ort_lib" \
+  "$out/venv/bin/python" -m pytest -q -p no:cacheprovider --tb=short -s tests/tango "$@"
+echo "tango-tests: EspinnetDS against PyTango: ok"
