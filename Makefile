@@ -1,5 +1,5 @@
 # The two commands of the README. Both run their own set-up first (idempotent).
-.PHONY: setup demo test bench imagej
+.PHONY: setup demo test bench imagej tango
 
 CARGO ?= cargo
 
@@ -12,7 +12,8 @@ demo: setup
 
 ## test: the whole test suite: Rust unit and integration tests (with the C++ API), format
 ## cross-checks, the C and C++ consumers against the installed CMake package, the Python
-## package from its wheel in a fresh environment, then the ImageJ plugin in a real ImageJ
+## package from its wheel in a fresh environment, the ImageJ plugin in a real ImageJ, then
+## the Tango device server against PyTango
 test: setup
 	$(CARGO) build --release --features cpp,test-hooks
 	$(CARGO) test --release --features cpp,test-hooks
@@ -20,6 +21,7 @@ test: setup
 	./scripts/c-tests.sh
 	./scripts/python-tests.sh
 	./scripts/imagej-tests.sh
+	./scripts/tango-tests.sh
 
 ## bench: simulator and phase-integration benchmarks
 bench: setup
@@ -28,3 +30,7 @@ bench: setup
 ## imagej: the ImageJ/Fiji plugin, target/imagej/Espinnet_.jar (copy it into ImageJ's plugins/)
 imagej: setup
 	./scripts/imagej-build.sh
+
+## tango: the Tango device server, target/tango/EspinnetDS (installs cppTango if missing)
+tango: setup
+	./scripts/tango-build.sh

@@ -4,171 +4,16 @@ names it), frames go in one at a time, results come back as attributes and event
 are compared with the C API's (the espinnet Python package) on the same data.
 """
 
-import os
-import re
-import socket
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import tango
 
 import espinnet
-
-SERVER = os.environ.get("ESPINNET_DS", str(Path(__file__).resolve().parents[2] / "target/tango/EspinnetDS"))
-MAPS = {"Dx": "dx", "Dy": "dy", "Transmission": "transmission", "DarkField": "darkfield",
-        "Quality": "quality", "RefractionX": "refraction_x", "RefractionY": "refraction_y", "Phase": "phase"}
-GEOMETRY = {"EnergyKeV": "energy_kev", "DistanceM": "distance_m", "PixelSizeUm": "pixel_size_um",
-            "Magnification": "magnification"}
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """EspinnetDS started in no-database mode on loopback, stopped by its PID."""
-
-    def __init__(self):
-        self.port = free_port()
-        self.log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"EspinnetDS-{self.port}.log", "w+")
-        self.proc = subprocess.Popen(
-            [SERVER, "test", "-nodb", "-dlist", "test/espinnet/1",
-             "-ORBendPoint", f"giop:tcp:127.0.0.1:{self.port}"],
-            stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while "Ready to accept request" not in self.output():
-            assert self.proc.poll() is None, f"EspinnetDS exited: {self.output()}"
-            assert time.monotonic() < deadline, f"EspinnetDS did not start: {self.output()}"
-            time.sleep(0.1)
-        self.name = f"tango://127.0.0.1:{self.port}/test/espinnet/1#dbase=no"
-
-    def output(self):
-        self.log.seek(0)
-        return self.log.read()
-
-    def proxy(self):
-        d = tango.DeviceProxy(self.name)
-        d.set_timeout_millis(30000)
-        return d
-
-    def peak_rss_mb(self):
-        status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
-
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
-
-
-@pytest.fixture(scope="module")
-def server():
-    s = Server()
-    yield s
-    s.stop()
-
-
-@pytest.fixture
-def dev(server):
-    """The device, idle and empty, with the settings of a fresh start."""
-    d = server.proxy()
-    wait_idle(d)
-    if d.state() == tango.DevState.FAULT:
-        d.Reset()
-    d.ClearFrames()
-    d.write_attributes([("Engine", "tracking"), ("Window", 1), ("MaxShift", 8), ("AutoReconstruct", False),
-                        ("QualityLimit", 0.25), ("AlarmShare", 0.05)] + [(a, 0.0) for a in GEOMETRY
-                                                                           if a != "Magnification"])
-    return d
-
-
-@pytest.fixture(scope="module")
-def case():
-    return espinnet.simulate("lens", size=96, n=10, seed=2)
-
-
-def wait_idle(d, timeout=120):
-    deadline = time.monotonic() + timeout
-    while d.state() == tango.DevState.RUNNING:
-        assert time.monotonic() < deadline, "still RUNNING"
-        time.sleep(0.02)
-    return d.state()
-
-
-def upload(d, reference, sample):
-    for i, frame in enumerate(reference):
-        d.write_attribute("ReferenceFrame", frame)
-        assert d.ReferenceFrames == i + 1
-    for frame in sample:
-        d.write_attribute("SampleFrame", frame)
-
-
-def set_geometry(d, geometry):
-    d.write_attributes([(attr, geometry[key]) for attr, key in GEOMETRY.items()])
-
-
-def reason(excinfo):
-    return excinfo.value.args[0].reason
-
-
-class Events:
-    """Data-ready and change events of the maps, collected by callback. The callbacks only
-    append to lists and the test polls them: PyTango 9.3's callback thread crashes the
-    client when a callback blocks on a lock the main thread waits on."""
-
-    def __init__(self, d, attributes=("Dx", "Phase")):
-        self.d, self.ids, self.ready, self.changes = d, [], [], []
-        for a in attributes:
-            self.ids.append(d.subscribe_event(a, tango.EventType.DATA_READY_EVENT, self.on_ready))
-            self.ids.append(d.subscribe_event(a, tango.EventType.CHANGE_EVENT, self.on_change))
-
-    @staticmethod
-    def attribute(full_name):
-        return full_name.split("#")[0].rsplit("/", 1)[-1].lower()
-
-    def on_ready(self, e):
-        if not e.err:
-            self.ready.append((self.attribute(e.attr_name), e.ctr, time.monotonic()))
-
-    def on_change(self, e):
-        if not e.err and e.attr_value is not None and e.attr_value.value is not None:
-            self.changes.append((self.attribute(e.attr_name), np.array(e.attr_value.value)))
-
-    def wait_ready(self, name, counter, timeout=120):
-        """When the data-ready event numbered `counter` (or later) arrived on `name`."""
-        deadline = time.monotonic() + timeout
-        while True:
-            hits = [t for n, c, t in list(self.ready) if n == name and c >= counter]
-            if hits:
-                return hits[0]
-            assert time.monotonic() < deadline, f"no data-ready event #{counter} on {name}: {self.ready}"
-            time.sleep(0.005)
-
-    def pushed(self, name):
-        return [v for n, v in list(self.changes) if n == name]
-
-    def close(self):
-        for i in self.ids:
-            self.d.unsubscribe_event(i)
-
-
-def assert_maps_equal(d, expected, names=MAPS):
-    for attr, key in names.items():
-        got = d.read_attribute(attr).value
-        want = getattr(expected, key)
-        assert got is not None, attr
-        assert np.array_equal(np.asarray(got, np.float32), want, equal_nan=True), attr
-
+from helpers import GEOMETRY, MAPS, Events, assert_maps_equal, reason, set_geometry, upload, wait_idle
 
 def test_interface_names_units_and_descriptions(server):
     d = server.proxy()
@@ -414,30 +259,3 @@ def test_stacks_from_files(dev, case, tmp_path):
         dev.SamplePath = str(tmp_path / "small.npy")
     assert reason(e) == "ESPINNET_FrameSize"
     assert dev.SampleFrames == 10 and dev.SamplePath.endswith(":/entry/sample")
-
-
-def test_a_2048_acquisition_frame_by_frame_in_bounded_memory(server, dev):
-    """20 × 2048² frames (335 MB per stack) through the network engine; the server's peak RSS
-    stays within the two stacks plus the engine's working memory."""
-    n, size = 20, 2048
-    case = espinnet.simulate("mask-diagonal", size=size, n=n, seed=4)
-    dev.Engine = "network"
-    events = Events(dev, ("Dx",))
-    try:
-        before = dev.ResultCount
-        upload(dev, case.reference, case.sample)
-        dev.Reconstruct()
-        events.wait_ready("dx", before + 1, timeout=600)
-        assert wait_idle(dev) == tango.DevState.ON, dev.status()
-    finally:
-        events.close()
-    stacks_mb = 2 * case.reference.nbytes / 2**20
-    peak = server.peak_rss_mb()
-    print(f"2048² x 20: stacks {stacks_mb:.0f} MB, server peak RSS {peak:.0f} MB, "
-          f"reconstruction {dev.LastDurationS:.1f} s")
-    assert peak < stacks_mb + 1800, peak
-    truth = case.truth
-    inner = (slice(32, -32),) * 2
-    err = np.hypot(dev.Dx[inner] - truth.dx[inner], dev.Dy[inner] - truth.dy[inner])
-    assert np.mean(err > 1) < 0.01
-    dev.ClearFrames()
