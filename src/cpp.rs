@@ -237,7 +237,10 @@ impl Engine {
                 refraction_x: opt(m.refraction_x),
                 refraction_y: opt(m.refraction_y),
                 phase: opt(m.phase),
-                status: m.status.map(|a| a.into_iter().collect()).unwrap_or_default(),
+                status: m
+                    .status
+                    .map(|a| a.into_iter().collect())
+                    .unwrap_or_default(),
             })
         })
     }
@@ -258,7 +261,12 @@ fn read_stack(spec: &str) -> Result<ffi::Stack, Failure> {
             },
             false => stack.iter().copied().collect(),
         };
-        Ok(ffi::Stack { n, height, width, data })
+        Ok(ffi::Stack {
+            n,
+            height,
+            width,
+            data,
+        })
     })
 }
 
