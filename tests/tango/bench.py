@@ -11,7 +11,7 @@ import argparse
 import time
 
 import espinnet
-from helpers import Server, wait_idle
+from helpers import Server, upload, wait_idle
 
 
 def main():
@@ -35,10 +35,7 @@ def main():
             d.ClearFrames()
             before = d.ResultCount
             t0 = time.perf_counter()
-            for frame in case.reference:
-                d.write_attribute("ReferenceFrame", frame)
-            for frame in case.sample:
-                d.write_attribute("SampleFrame", frame)
+            upload(d, case.reference, case.sample, check_counts=False)
             last = time.perf_counter()
             while d.ResultCount == before:
                 time.sleep(0.005)

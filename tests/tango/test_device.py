@@ -13,7 +13,7 @@ import pytest
 import tango
 
 import espinnet
-from helpers import GEOMETRY, MAPS, Events, assert_maps_equal, reason, set_geometry, upload, wait_idle
+from helpers import Events, assert_maps_equal, reason, set_geometry, upload, wait_idle
 
 def test_interface_names_units_and_descriptions(server):
     d = server.proxy()

@@ -11,7 +11,7 @@ import numpy as np
 import tango
 
 import espinnet
-from helpers import wait_idle
+from helpers import upload, wait_idle
 
 def c_api_peak_rss_mb(case, tmp_path):
     """Peak RSS of a process that loads the same stacks and calls the C API (the package)."""
@@ -35,10 +35,7 @@ def test_a_2048_acquisition_frame_by_frame_in_bounded_memory(server, dev, tmp_pa
     dev.Engine = "network"
     before = dev.ResultCount
     t0 = time.monotonic()
-    for frame in case.reference:
-        dev.write_attribute("ReferenceFrame", frame)
-    for frame in case.sample:
-        dev.write_attribute("SampleFrame", frame)
+    upload(dev, case.reference, case.sample, check_counts=False)
     uploaded = time.monotonic()
     dev.Reconstruct()
     while dev.ResultCount == before:  # polled: see helpers.py on events
