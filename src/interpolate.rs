@@ -1,5 +1,11 @@
 //! Keys cubic convolution (a = −½): third-order accurate, reproduces linear functions,
-//! exact at the samples. Shared by the simulator and the tracker's re-evaluation.
+//! exact at the samples. Shared by the simulator and the quality map.
+//!
+//! And cubic B-spline interpolation (Unser, IEEE Signal Process. Mag. 16(6), 22–38, 1999):
+//! a recursive prefilter turns the samples into coefficients, which four B-spline weights
+//! per axis interpolate. Its frequency response is much flatter than Keys', so a feature
+//! interpolated between samples stays where it is: the tracker's sub-pixel refinement
+//! matches against it, where Keys' phase error would move its estimates by up to 0.03 px.
 
 /// Weights of the samples at offsets −1, 0, 1, 2 for a fraction `t` ∈ [0, 1).
 pub(crate) fn keys(t: f64) -> [f32; 4] {
@@ -7,6 +13,88 @@ pub(crate) fn keys(t: f64) -> [f32; 4] {
     let near = |s: f32| (1.5 * s - 2.5) * s * s + 1.0;
     let far = |s: f32| ((-0.5 * s + 2.5) * s - 4.0) * s + 2.0;
     [far(1.0 + t), near(t), near(1.0 - t), far(2.0 - t)]
+}
+
+/// Cubic B-spline weights of the coefficients at offsets −1, 0, 1, 2 for a fraction
+/// `t` ∈ [0, 1).
+pub(crate) fn bspline(t: f64) -> [f32; 4] {
+    let (t, u) = (t as f32, 1.0 - t as f32);
+    [
+        u * u * u / 6.0,
+        (3.0 * t * t * t - 6.0 * t * t + 4.0) / 6.0,
+        (-3.0 * t * t * t + 3.0 * t * t + 3.0 * t + 1.0) / 6.0,
+        t * t * t / 6.0,
+    ]
+}
+
+/// Derivatives of [`bspline`]'s weights with respect to the position (per px).
+pub(crate) fn bspline_derivative(t: f64) -> [f32; 4] {
+    let (t, u) = (t as f32, 1.0 - t as f32);
+    [
+        -u * u / 2.0,
+        1.5 * t * t - 2.0 * t,
+        -1.5 * t * t + t + 0.5,
+        t * t / 2.0,
+    ]
+}
+
+/// Replaces the samples of each `h × w` frame of `frames` by their cubic B-spline
+/// coefficients (the recursive prefilter along rows, then columns; mirror boundaries).
+pub(crate) fn bspline_coefficients(frames: &mut [f32], h: usize, w: usize) {
+    use rayon::prelude::*;
+    frames.par_chunks_exact_mut(h * w).for_each(|frame| {
+        let mut line = vec![0.0f64; h.max(w)];
+        for row in frame.chunks_exact_mut(w) {
+            line[..w]
+                .iter_mut()
+                .zip(row.iter())
+                .for_each(|(l, &v)| *l = v as f64);
+            prefilter(&mut line[..w]);
+            row.iter_mut()
+                .zip(&line[..w])
+                .for_each(|(v, &l)| *v = l as f32);
+        }
+        for x in 0..w {
+            (0..h).for_each(|y| line[y] = frame[y * w + x] as f64);
+            prefilter(&mut line[..h]);
+            (0..h).for_each(|y| frame[y * w + x] = line[y] as f32);
+        }
+    });
+}
+
+/// Index `i` of a line of `n` samples extended by mirror symmetry (…, 1, 0, 1, …, n − 2,
+/// n − 1, n − 2, …), as the coefficients of [`bspline_coefficients`] assume.
+pub(crate) fn mirror(i: isize, n: usize) -> usize {
+    let n = n as isize;
+    let period = (2 * n - 2).max(1);
+    let i = i.rem_euclid(period);
+    (if i < n { i } else { period - i }) as usize
+}
+
+/// The cubic B-spline prefilter of one line in place: a causal and an anti-causal
+/// first-order recursion with pole z = √3 − 2, mirror-symmetric ends.
+fn prefilter(c: &mut [f64]) {
+    let n = c.len();
+    if n < 2 {
+        return;
+    }
+    let z = 3f64.sqrt() - 2.0;
+    // Causal start: the mirrored sum Σ z^k c[k], truncated where z^k < 1e-10.
+    let horizon = n.min(18);
+    let (mut start, mut zk) = (0.0, 1.0);
+    for v in &c[..horizon] {
+        start += zk * v;
+        zk *= z;
+    }
+    c[0] = start;
+    for k in 1..n {
+        c[k] += z * c[k - 1];
+    }
+    c[n - 1] = z / (z * z - 1.0) * (c[n - 1] + z * c[n - 2]);
+    for k in (0..n - 1).rev() {
+        c[k] = z * (c[k + 1] - c[k]);
+    }
+    c.iter_mut().for_each(|v| *v *= 6.0);
 }
 
 /// Value of `img` (row-major, `w` columns, `h` rows) at (y, x); indices clamped at edges.
@@ -43,6 +131,52 @@ mod tests {
             assert!((ramp - t as f32).abs() < 1e-6);
         }
         assert_eq!(keys(0.0), [0.0, 1.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn bspline_interpolation_is_exact_at_the_samples_and_on_a_ramp() {
+        let (h, w) = (31, 40);
+        let img: Vec<f32> = (0..h * w)
+            .map(|k| ((k % w) as f32 * 0.7).sin() + 0.3 * (k / w) as f32)
+            .collect();
+        let mut coef = img.clone();
+        bspline_coefficients(&mut coef, h, w);
+        let at = |y: f64, x: f64, dy: bool, dx: bool| {
+            let (iy, ix) = (y.floor(), x.floor());
+            let wy = if dy {
+                bspline_derivative(y - iy)
+            } else {
+                bspline(y - iy)
+            };
+            let wx = if dx {
+                bspline_derivative(x - ix)
+            } else {
+                bspline(x - ix)
+            };
+            let mut acc = 0.0f32;
+            for (j, wy) in wy.iter().enumerate() {
+                let yy = mirror(iy as isize + j as isize - 1, h);
+                for (i, wx) in wx.iter().enumerate() {
+                    let xx = mirror(ix as isize + i as isize - 1, w);
+                    acc += wy * wx * coef[yy * w + xx];
+                }
+            }
+            acc
+        };
+        for (y, x) in [(0, 10), (15, 20), (30, 39)] {
+            let v = at(y as f64, x as f64, false, false);
+            assert!(
+                (v - img[y * w + x]).abs() < 1e-4,
+                "({y}, {x}): {v} vs {}",
+                img[y * w + x]
+            );
+        }
+        // Between the samples, away from the ends: the gradient of the ramp along y.
+        assert!((at(15.3, 20.6, true, false) - 0.3).abs() < 1e-3);
+        for t in [0.0, 0.3, 0.8] {
+            assert!((bspline(t).iter().sum::<f32>() - 1.0).abs() < 1e-6);
+            assert!(bspline_derivative(t).iter().sum::<f32>().abs() < 1e-6);
+        }
     }
 
     #[test]

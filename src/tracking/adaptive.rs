@@ -61,16 +61,16 @@ pub(super) fn refit_misfits(st: &Stacks, p: &Params, out: &mut Output) {
                 out.dx[[y, x]].round() as isize,
             ];
             let d = local_search(&st_small, &small, y, x, start, REACH).1?;
-            let fit = fit_at(&st_small, &small, y, x, d, &mut Vec::new());
-            (fit[2] < 0.5 * out.residual[[y, x]]).then_some((y, x, d, fit))
+            let fit = fit_at(&st_small, &small, y, x, d, true, &mut Vec::new());
+            (fit.residual < 0.5 * out.residual[[y, x]]).then_some((y, x, fit))
         })
         .collect();
-    for &(y, x, [dy, dx], [t, d, residual]) in &refits {
-        out.dy[[y, x]] = dy;
-        out.dx[[y, x]] = dx;
-        out.transmission[[y, x]] = t;
-        out.darkfield[[y, x]] = d;
-        out.residual[[y, x]] = residual;
+    for (y, x, fit) in &refits {
+        let (y, x) = (*y, *x);
+        [out.dy[[y, x]], out.dx[[y, x]]] = fit.shift;
+        out.transmission[[y, x]] = fit.transmission;
+        out.darkfield[[y, x]] = fit.darkfield;
+        out.residual[[y, x]] = fit.residual;
         out.status[[y, x]] = Status::Converged as u8;
     }
     log::debug!(

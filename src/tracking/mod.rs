@@ -140,14 +140,23 @@ pub fn track_with(
     }
     let reference = reference.as_standard_layout();
     let sample = sample.as_standard_layout();
+    let clock = std::time::Instant::now();
     let stacks = search::Stacks::new(reference.view(), sample.view(), params);
     let (mut shift, mut status) = search::exhaustive(&stacks, params, progress)?;
     if params.reseed {
         search::reseed_outliers(&stacks, params, &mut shift, &mut status);
     }
+    let searched = clock.elapsed();
     let mut out = refine::refine(&stacks, params, &shift, status);
+    let refined = clock.elapsed();
     if params.adaptive {
         adaptive::refit_misfits(&stacks, params, &mut out);
     }
+    log::debug!(
+        "tracking: integer search {:.2} s, sub-pixel refinement {:.2} s, refits {:.2} s",
+        searched.as_secs_f64(),
+        (refined - searched).as_secs_f64(),
+        (clock.elapsed() - refined).as_secs_f64()
+    );
     Ok(out)
 }

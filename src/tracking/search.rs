@@ -31,6 +31,9 @@ pub(super) struct Stacks<'a> {
     /// with the stacks of other windows ([`Stacks::with_window`]).
     pub m: Arc<Vec<f32>>,
     pub kernel: Vec<f32>,
+    /// The reference frames' cubic B-spline coefficients (as given, not normalised), which
+    /// the sub-pixel refinement interpolates: one more copy of the reference in memory.
+    coefficients: Arc<Vec<f32>>,
     /// Σw over the window and all frames.
     pub sw: f32,
     /// Window sums over frames of R, R², S, S² (valid where the window fits).
@@ -48,6 +51,8 @@ impl<'a> Stacks<'a> {
         let scale = if mean.abs() > 0.0 { 1.0 / mean } else { 1.0 };
         let slice = |a: ArrayView3<'a, f32>| a.to_slice().expect("standard layout");
         let raw_r = slice(reference);
+        let mut coefficients = raw_r.to_vec();
+        crate::interpolate::bspline_coefficients(&mut coefficients, h, w);
         Stacks {
             n,
             h,
@@ -62,6 +67,7 @@ impl<'a> Stacks<'a> {
                 p.mean_window,
             )),
             kernel: Vec::new(),
+            coefficients: Arc::new(coefficients),
             sw: 0.0,
             r1: Vec::new(),
             r2: Vec::new(),
@@ -83,10 +89,10 @@ impl<'a> Stacks<'a> {
         self.raw_s[i] * self.scale - 1.0
     }
 
-    /// Frame `i` of the reference as given, and the factor that normalises it.
-    pub fn raw_reference_frame(&self, i: usize) -> (&'a [f32], f32) {
+    /// The B-spline coefficients of reference frame `i`, and the factor that normalises them.
+    pub fn reference_coefficients(&self, i: usize) -> (&[f32], f32) {
         let len = self.h * self.w;
-        (&self.raw_r[i * len..(i + 1) * len], self.scale)
+        (&self.coefficients[i * len..(i + 1) * len], self.scale)
     }
 
     /// The same data with the window sums of `p.window`.
@@ -113,6 +119,7 @@ impl<'a> Stacks<'a> {
             s1: frame_sum(s, false),
             s2: frame_sum(s, true),
             m: self.m.clone(),
+            coefficients: self.coefficients.clone(),
             kernel,
             sw,
             ..*self
