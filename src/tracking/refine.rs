@@ -76,39 +76,25 @@ pub(super) struct Fit {
 }
 
 /// Weighted sums over the window and the frames of S, R (the reference at the shift) and
-/// G = ∇R (px⁻¹, `[∂y, ∂x]`), in units of the reference mean.
+/// G = ∇R (px⁻¹, `[∂y, ∂x]`), in units of the reference mean: f64 totals of per-frame f32
+/// sums (a window of values near 1 each).
 #[derive(Default)]
-struct Sums {
-    w: f64,
-    r: f64,
-    s: f64,
-    rr: f64,
-    ss: f64,
-    sr: f64,
-    g: [f64; 2],
-    rg: [f64; 2],
-    sg: [f64; 2],
+struct Sums<T = f64> {
+    w: T,
+    r: T,
+    s: T,
+    rr: T,
+    ss: T,
+    sr: T,
+    g: [T; 2],
+    rg: [T; 2],
+    sg: [T; 2],
     /// Σw G·Gᵀ: yy, xx, yx.
-    gg: [f64; 3],
-}
-
-/// [`Sums`] of one frame, in f32.
-#[derive(Default)]
-struct Sums32 {
-    w: f32,
-    r: f32,
-    s: f32,
-    rr: f32,
-    ss: f32,
-    sr: f32,
-    g: [f32; 2],
-    rg: [f32; 2],
-    sg: [f32; 2],
-    gg: [f32; 3],
+    gg: [T; 3],
 }
 
 impl Sums {
-    fn add(&mut self, f: &Sums32) {
+    fn add(&mut self, f: &Sums<f32>) {
         let pairs = [
             (&mut self.w, f.w),
             (&mut self.r, f.r),
@@ -297,7 +283,7 @@ fn window_sums(
             }
         }
         // This frame's sums in f32 (a window of values near 1), added to the f64 totals.
-        let mut f = Sums32::default();
+        let mut f = Sums::<f32>::default();
         for qy in 0..side {
             let sy = y + qy - nw as usize;
             for qx in 0..side {
