@@ -56,6 +56,24 @@ class Server:
         d.set_timeout_millis(30000)
         return d
 
+    def listening(self):
+        """The TCP addresses ("ip:port") the server listens on, from /proc (no ss needed)."""
+        inodes = set()
+        for fd in Path(f"/proc/{self.proc.pid}/fd").iterdir():
+            target = os.readlink(fd) if fd.is_symlink() else ""
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+        found = []
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                    ip, port = fields[1].split(":")
+                    if len(ip) == 8:  # IPv4, little-endian hex
+                        ip = ".".join(str(int(ip[i:i + 2], 16)) for i in (6, 4, 2, 0))
+                    found.append(f"{ip}:{int(port, 16)}")
+        return found
+
     def peak_rss_mb(self):
         status = Path(f"/proc/{self.proc.pid}/status").read_text()
         return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024

@@ -4,7 +4,6 @@ names it), frames go in one at a time, results come back as attributes and event
 are compared with the C API's (the espinnet Python package) on the same data.
 """
 
-import subprocess
 import threading
 import time
 
@@ -30,10 +29,10 @@ def test_interface_names_units_and_descriptions(server):
     assert d.read_attribute("Engine").value == "network"  # the property's default
     assert d.Window == 1 and d.MaxShift == 8 and d.Magnification == 1.0
     assert d.state() == tango.DevState.ON
-    # The request port listens on loopback only.
-    listening = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout
-    mine = [l.split()[3] for l in listening.splitlines() if f"pid={server.proc.pid}," in l]
-    assert f"127.0.0.1:{server.port}" in mine, mine
+    # Every port it listens on (requests, event channels) is on loopback.
+    listening = server.listening()
+    assert f"127.0.0.1:{server.port}" in listening, listening
+    assert all(a.startswith("127.0.0.1:") for a in listening), listening
 
 
 @pytest.mark.parametrize("engine", ["tracking", "network"])
