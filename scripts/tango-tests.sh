@@ -8,11 +8,11 @@ cd "$(dirname "$0")/.."
 ./scripts/tango-build.sh
 out="$PWD/target/tango"
 ort=$(sed -n 's/^onnxruntime==//p' scripts/requirements.txt)
-wheel=$(ls target/python/dist/espinnet-*.whl 2>/dev/null | head -n 1 || true)
-if [ -z "$wheel" ]; then
-  .venv/bin/python -m pip wheel ./plugin/python --no-deps -q -w target/python/dist
-  wheel=$(ls target/python/dist/espinnet-*.whl)
-fi
+# The package the results are compared with, built from this tree (cargo's output is
+# shared with the other library-only builds, so this is quick after them).
+rm -rf "$out/dist"
+.venv/bin/python -m pip wheel ./plugin/python --no-deps -q -w "$out/dist"
+wheel=$(ls "$out"/dist/espinnet-*.whl)
 # Debian's python3-tango lives in the system's site-packages, next to its numpy.
 [ -x "$out/venv/bin/python" ] || /usr/bin/python3 -m venv --system-site-packages "$out/venv"
 "$out/venv/bin/pip" install -q --force-reinstall --no-deps "$wheel"

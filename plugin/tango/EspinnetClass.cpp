@@ -122,9 +122,6 @@ void EspinnetClass::attribute_factory(std::vector<Tango::Attr *> &att_list) {
     for (const auto &s : scalars) {
         auto *attr = described(new ScalarAttrib(s.name, s.type), s.d);
         if (s.events) attr->set_change_event(true, false);
-        // Polled, as Pogo's "polled" generates: periodic Progress events, and the polling
-        // thread that sends the event system's heartbeat (clients drop events without it).
-        if (std::string(s.name) == "Progress") attr->set_polling_period(1000);
         att_list.push_back(attr);
     }
 
