@@ -10,12 +10,7 @@ need=()
 [ -e /usr/share/java/jna.jar ] || need+=(libjna-java)
 command -v javac >/dev/null 2>&1 || need+=(default-jdk-headless)
 command -v xvfb-run >/dev/null 2>&1 || need+=(xvfb xauth)
-if [ ${#need[@]} -gt 0 ]; then
-  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  echo "imagej: installing ${need[*]} (Debian)"
-  $sudo apt-get update -q >/dev/null
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
-fi
+./scripts/apt-install.sh imagej ${need[@]+"${need[@]}"}
 
 out="$PWD/target/imagej"
 ort_dir=$(ls -d .venv/lib/python3*/site-packages/onnxruntime 2>/dev/null | head -n 1)

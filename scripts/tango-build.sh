@@ -13,12 +13,7 @@ dpkg -s python3-venv >/dev/null 2>&1 || need+=(python3-venv)
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v g++ >/dev/null 2>&1 || need+=(g++)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
-if [ ${#need[@]} -gt 0 ]; then
-  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  echo "tango: installing ${need[*]} (Debian)"
-  $sudo apt-get update -q >/dev/null
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
-fi
+./scripts/apt-install.sh tango ${need[@]+"${need[@]}"}
 
 out="$PWD/target/tango"
 cmake -S cmake -B "$out/package" -DCMAKE_INSTALL_PREFIX="$out/prefix" \
