@@ -338,9 +338,7 @@ void Espinnet::reconstruct() {
              "the reference holds " + std::to_string(r) + " frames and the sample " + std::to_string(s) +
              ": a scan has the same number of positions in both", origin);
     check_geometry(energyKeV, distanceM, pixelSizeUm, origin);
-    Job job = next_job(false);
-    if (worker_.joinable()) worker_.join();  // the last worker has published and is ending
-    worker_ = std::thread(&Espinnet::work, this, std::move(job));
+    launch(next_job(false));
 }
 
 void Espinnet::abort() {
@@ -401,8 +399,11 @@ void Espinnet::maybe_start_live() {
     Tango::DevState state = get_state();
     if (!autoReconstruct || state == Tango::RUNNING || state == Tango::FAULT) return;
     if (reference_->frames() == 0 || sample_->frames() != reference_->frames()) return;
-    Job job = next_job(true);
-    if (worker_.joinable()) worker_.join();
+    launch(next_job(true));
+}
+
+void Espinnet::launch(Job job) {
+    if (worker_.joinable()) worker_.join();  // the last worker has published and is ending
     worker_ = std::thread(&Espinnet::work, this, std::move(job));
 }
 

@@ -85,6 +85,7 @@ class Espinnet : public TANGO_BASE_CLASS {
     template <class T> void change_setting(T &member, T value);
     Job next_job(bool take_sample);
     void maybe_start_live();
+    void launch(Job job);
     void work(Job job);
     Outcome run(const Job &job);
     bool finish(Outcome &outcome, Job &job);

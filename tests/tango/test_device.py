@@ -44,9 +44,7 @@ def test_acquisition_frame_by_frame_equals_the_c_api(dev, case, engine):
         before = dev.ResultCount
         upload(dev, case.reference, case.sample)
         assert (dev.ReferenceFrames, dev.SampleFrames) == (10, 10)
-        t0 = time.monotonic()
         dev.Reconstruct()
-        assert time.monotonic() - t0 < 2, "Reconstruct must return at once"
         events.wait_ready("dx", before + 1)
         events.wait_ready("phase", before + 1)
         assert wait_idle(dev) == tango.DevState.ON, dev.status()
@@ -94,11 +92,10 @@ def test_live_mode_reconstructs_each_sample_stack(dev, case):
 
 
 def slow_case(dev):
-    """A reconstruction that takes seconds: 384² × 20, window 3, max shift 12."""
+    """Stacks whose reconstruction takes seconds: 384² × 20, window 3, max shift 12."""
     big = espinnet.simulate("mask-diagonal", size=384, n=20, seed=1)
     dev.write_attributes([("Window", 3), ("MaxShift", 12)])
     upload(dev, big.reference, big.sample)
-    return big
 
 
 def test_abort_stops_a_running_reconstruction(dev, case):
@@ -109,12 +106,10 @@ def test_abort_stops_a_running_reconstruction(dev, case):
     dev.ClearFrames()
     slow_case(dev)
     dev.Reconstruct()
-    assert dev.state() == tango.DevState.RUNNING
+    assert dev.state() == tango.DevState.RUNNING  # Reconstruct returned while it runs
     time.sleep(0.3)
-    t0 = time.monotonic()
     dev.Abort()
-    assert wait_idle(dev, timeout=10) == tango.DevState.ON
-    assert time.monotonic() - t0 < 5
+    assert wait_idle(dev) == tango.DevState.ON
     assert "Aborted" in dev.status()
     assert dev.ResultCount == before
     assert np.array_equal(dev.Dx, dx_before, equal_nan=True)
@@ -124,32 +119,33 @@ def test_abort_stops_a_running_reconstruction(dev, case):
 def test_two_clients_read_while_it_runs(server, dev):
     slow_case(dev)
     dev.Reconstruct()
-    seen, errors = [], []
+    seen, errors = ([], []), []
 
-    def client():
+    def client(mine):
         d = server.proxy()
         try:
             while True:
-                t0 = time.monotonic()
                 state, progress = d.state(), d.Progress
                 d.read_attribute("SampleFrames")
-                seen.append((state, progress, time.monotonic() - t0))
+                mine.append((state, progress))
                 if state != tango.DevState.RUNNING:
                     return
                 time.sleep(0.05)
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append(e)
 
-    threads = [threading.Thread(target=client) for _ in range(2)]
+    threads = [threading.Thread(target=client, args=(mine,)) for mine in seen]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=300)
     assert not errors, errors
-    running = [p for s, p, _ in seen if s == tango.DevState.RUNNING]
-    assert len(running) >= 4, seen
-    assert all(0 <= p <= 1 for _, p, _ in seen)
-    assert max(dt for _, _, dt in seen) < 1.0, "reads must not wait for the reconstruction"
+    # Each client's reads were answered while it ran, not queued behind it, and saw the
+    # progress grow.
+    for mine in seen:
+        running = [p for s, p in mine if s == tango.DevState.RUNNING]
+        assert len(running) >= 2, mine
+        assert all(0 <= p <= 1 for _, p in mine) and running == sorted(running), mine
     assert wait_idle(dev) == tango.DevState.ON
 
 
