@@ -54,6 +54,15 @@ fn errors(case: &Case, p: &Params) -> Errors {
     e
 }
 
+/// Tracker parameters: half-window `window` and search range `max_shift` (px), else the
+/// defaults.
+fn params(window: usize, max_shift: usize) -> Params {
+    let mut o = Params::default();
+    o.window = window;
+    o.max_shift = max_shift;
+    o
+}
+
 fn case(size: usize, scans: usize, trajectory: Option<Trajectory>, sample: Option<Sample>) -> Case {
     let mut c: Config = Preset::MaskDiagonal.config(size, scans, 11);
     if let Some(t) = trajectory {
@@ -67,12 +76,7 @@ fn case(size: usize, scans: usize, trajectory: Option<Trajectory>, sample: Optio
 
 fn n20_window1(trajectory: Option<Trajectory>) {
     // Shifts up to ±8 px (the preset's maximum); search ±9 so that none sits on the edge.
-    let p = {
-        let mut o = Params::default();
-        o.window = 1;
-        o.max_shift = 9;
-        o
-    };
+    let p = params(1, 9);
     let e = errors(&case(256, 20, trajectory, None), &p);
     assert_eq!(e.gross_fraction, 0.0, "no pixel may be more than 1 px off");
     assert!(e.rmse_axis <= 0.1, "RMSE {} px", e.rmse_axis);
@@ -98,12 +102,7 @@ fn n3_window3_keeps_gross_errors_under_half_a_percent() {
     // pixels sit where the displacement gradient exceeds 0.2 px/px, 93 % where it exceeds
     // 1 px/px, so that the pattern is stretched or folded across the 7×7 window beyond
     // what any windowed shift model fits.
-    let p = {
-        let mut o = Params::default();
-        o.window = 3;
-        o.max_shift = 9;
-        o
-    };
+    let p = params(3, 9);
     let mut gross = 0.0;
     for index in 0..4 {
         let mut c = dataset::config(Mix::Paper, 256, 2026, index);
@@ -126,12 +125,7 @@ fn constant_subpixel_shift_is_unbiased() {
         transmission: 0.8,
         darkfield: 0.7,
     };
-    let e = errors(&case(160, 20, None, Some(wedge)), &{
-        let mut o = Params::default();
-        o.window = 1;
-        o.max_shift = 6;
-        o
-    });
+    let e = errors(&case(160, 20, None, Some(wedge)), &params(1, 6));
     assert_eq!(e.gross_fraction, 0.0);
     assert!(
         e.bias[0].abs() < 0.03 && e.bias[1].abs() < 0.03,
@@ -155,12 +149,7 @@ fn single_shot_works_with_a_large_window() {
         transmission: 0.9,
         darkfield: 0.8,
     };
-    let e = errors(&case(160, 1, None, Some(wedge)), &{
-        let mut o = Params::default();
-        o.window = 4;
-        o.max_shift = 6;
-        o
-    });
+    let e = errors(&case(160, 1, None, Some(wedge)), &params(4, 6));
     assert!(e.gross_fraction < 0.005, "gross {}", e.gross_fraction);
     assert!(e.rmse_axis < 0.15, "RMSE {}", e.rmse_axis);
 }
@@ -175,13 +164,7 @@ fn shifts_beyond_the_search_range_are_flagged() {
         darkfield: 1.0,
     };
     let c = case(96, 10, None, Some(wedge));
-    let o = track(c.reference.view(), c.sample.view(), &{
-        let mut o = Params::default();
-        o.window = 1;
-        o.max_shift = 3;
-        o
-    })
-    .unwrap();
+    let o = track(c.reference.view(), c.sample.view(), &params(1, 3)).unwrap();
     let b = 3 + 1 + 2;
     let inner = o.status.slice(ndarray::s![b..96 - b, b..96 - b]);
     let edge = inner
@@ -200,9 +183,7 @@ fn shifts_beyond_the_search_range_are_flagged() {
 fn reseeding_outliers_helps_at_low_scan_counts() {
     let c = case(192, 3, None, None);
     let base = {
-        let mut o = Params::default();
-        o.window = 3;
-        o.max_shift = 9;
+        let mut o = params(3, 9);
         o.reseed = false;
         o
     };
@@ -230,23 +211,14 @@ fn reseeding_outliers_helps_at_low_scan_counts() {
 fn bad_parameters_are_errors() {
     let c = case(64, 2, None, Some(Sample::Empty));
     let (r, s) = (c.reference.view(), c.sample.view());
-    let e = track(r, s, &{
-        let mut o = Params::default();
-        o.max_shift = 40;
-        o
-    })
-    .unwrap_err()
-    .to_string();
+    let e = track(r, s, &params(Params::default().window, 40))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("too small"), "{e}");
     let e = track(
         r.slice(ndarray::s![..1, .., ..]),
         s.slice(ndarray::s![..1, .., ..]),
-        &{
-            let mut o = Params::default();
-            o.window = 0;
-            o.max_shift = 2;
-            o
-        },
+        &params(0, 2),
     )
     .unwrap_err()
     .to_string();
@@ -255,14 +227,6 @@ fn bad_parameters_are_errors() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("shape mismatch"), "{e}");
-}
-
-/// Parameters for the bias tests: window `window`, a search range that covers the shifts.
-fn params(window: usize, max_shift: usize) -> Params {
-    let mut o = Params::default();
-    o.window = window;
-    o.max_shift = max_shift;
-    o
 }
 
 /// Estimated minus true shift, averaged over the interior, for a uniform field (a wedge)
@@ -327,7 +291,12 @@ fn weak_lens_slopes(scans: usize, window: usize) -> [f64; 2] {
 /// for offsets 0–1 px in steps of 0.05, on a uniform field) stays within 0.015 px, and on a
 /// weak lens (|d| < 0.3 px) the estimate's slope against the truth is within 2 % of 1
 /// (5 % at N = 3 with a 3×3 window, 27 values per fit). The parabola through the integer
-/// costs that this replaced gave 0.019–0.040 px and slopes of 0.76–0.89.
+/// costs that this replaced gave 0.019–0.040 px and slopes of 0.76–0.89. These bounds guard
+/// what the refinement reached (worst 0.012 px; slopes within 1.5 %, 4 % at N = 3, Nw = 1)
+/// rather than follow from the noise, which over these 6 400 and 21 000 pixels averages
+/// to under 0.003 px: what remains is systematic (the B-spline's own error, and the
+/// interpolation lowering the reference's noise by a fraction-dependent factor), and the
+/// issue's 1 % slope target is not met yet.
 #[test]
 fn pixel_locking_curve_and_weak_lens_slope() {
     for (scans, window, slope_tolerance) in [
