@@ -137,7 +137,7 @@ pub(super) fn fit_at(
         None
     };
     if let Some(delta) = delta {
-        // The sums at the new shift, to first order in the step: R(q − d − δ) ≈ R − G·δ.
+        // The sums at the new shift from R(q − d − δ) ≈ R − G·δ (so R² to second order).
         let dot = |v: [f64; 2]| v[0] * delta[0] + v[1] * delta[1];
         let quad = sums.gg[0] * delta[0] * delta[0]
             + 2.0 * sums.gg[2] * delta[0] * delta[1]
