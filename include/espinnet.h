@@ -98,7 +98,9 @@ typedef enum esp_status {
    */
   ESP_STATUS_PROVIDER_UNAVAILABLE = 9,
   /**
-   * Memory could not be allocated.
+   * The call needs more memory than the system provides (an address-space limit
+   * included) or than `memory_limit_mib` allows; found before the work starts, so
+   * nothing is written and the process goes on.
    */
   ESP_STATUS_OUT_OF_MEMORY = 10,
   /**
@@ -243,6 +245,9 @@ void esp_options_free(struct esp_options *opts);
  * - Geometry, for refraction and phase: `energy_kev` (keV), `distance_m` (sample to
  *   detector, m), `pixel_size_um` (detector pixel, µm), `magnification` (default 1),
  *   `integration` (`frankot-chellappa` (default) or `least-squares`).
+ * - `memory_limit_mib`: the most memory (MiB) one reconstruction may need beyond the
+ *   stacks and outputs, checked against its estimate before it starts (0 = no limit but
+ *   the system's); over it, `ESP_STATUS_OUT_OF_MEMORY`.
  *
  * Flags take `true`/`false`/`1`/`0`.
  *

@@ -82,6 +82,9 @@ pub struct Options {
     pub geometry: Option<Geometry>,
     /// How the phase is integrated from its gradient.
     pub integration: Method,
+    /// Largest peak memory a reconstruction may need (bytes), as [`Engine::memory_bytes`]
+    /// estimates it before starting; `None`: what the system provides.
+    pub memory_limit_bytes: Option<u64>,
     /// Geometry given by name, piece by piece: keV, m, µm, and magnification.
     #[serde(skip)]
     pieces: [Option<f64>; 4],
@@ -96,7 +99,8 @@ impl Options {
     pub const KEYS: &str = "engine, threads; network: model, ort_library, provider, scaling, \
         tile, overlap, batch, device_id, fp16, gpu_mem_limit_mib, trt_cache; tracking: \
         window, max_shift, mean_window, dark_field, hamming, reseed, adaptive; geometry: \
-        energy_kev, distance_m, pixel_size_um (detector pixel), magnification, integration";
+        energy_kev, distance_m, pixel_size_um (detector pixel), magnification, integration; \
+        memory_limit_mib";
 
     /// Sets an option by name from its text form, as the C ABI, C++ and the plugins pass
     /// them. Flags take `true`/`false`/`1`/`0`; a failed call leaves the options as they
@@ -113,6 +117,8 @@ impl Options {
     /// - Geometry, for refraction and phase: `energy_kev` (keV), `distance_m` (sample to
     ///   detector, m), `pixel_size_um` (detector pixel, µm), `magnification` (default 1),
     ///   `integration` (`frankot-chellappa` or `least-squares`).
+    /// - `memory_limit_mib`: the most memory (MiB) a reconstruction may need, checked
+    ///   against its estimate before it starts; 0 = no limit but the system's.
     pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
         let mut next = self.clone();
         next.apply(key, value)?;
@@ -173,6 +179,10 @@ impl Options {
             "pixel_size_um" => self.set_piece(2, positive()?)?,
             "magnification" => self.set_piece(3, positive()?)?,
             "integration" => self.integration = value.parse()?,
+            "memory_limit_mib" => {
+                self.memory_limit_bytes =
+                    Some(at_most(1 << 30)? as u64 * (1 << 20)).filter(|&b| b > 0)
+            }
             #[cfg(feature = "test-hooks")]
             "debug_panic" => self.panic_on_new = flag()?,
             _ => {
@@ -391,18 +401,20 @@ impl Engine {
     ) -> Result<Maps> {
         let (_, h, w) = reference.dim();
         let derived = self.options.geometry.is_some();
-        let map = || Array2::<f32>::zeros((h, w));
-        let opt = |wanted: bool| wanted.then(map);
+        let map = || zeros((h, w));
+        let opt = |wanted: bool| wanted.then(map).transpose();
         let mut maps = Maps {
-            dx: map(),
-            dy: map(),
-            transmission: map(),
-            darkfield: map(),
-            quality: map(),
-            status: matches!(self.kind, Kind::Tracking(_)).then(|| Array2::zeros((h, w))),
-            refraction_x: opt(derived),
-            refraction_y: opt(derived),
-            phase: opt(derived),
+            dx: map()?,
+            dy: map()?,
+            transmission: map()?,
+            darkfield: map()?,
+            quality: map()?,
+            status: matches!(self.kind, Kind::Tracking(_))
+                .then(|| zeros((h, w)))
+                .transpose()?,
+            refraction_x: opt(derived)?,
+            refraction_y: opt(derived)?,
+            phase: opt(derived)?,
         };
         let out = MapsMut {
             dx: Some(maps.dx.view_mut()),
@@ -434,6 +446,26 @@ impl Engine {
         }
     }
 
+    /// Peak memory of reconstructing stacks `[n, h, w]` in standard layout (bytes, an upper
+    /// bound) beyond the stacks and the caller's maps: the engine's, then the phase
+    /// integration's (with the geometry) while the engine's maps are held.
+    pub fn memory_bytes(&self, (n, h, w): (usize, usize, usize)) -> u64 {
+        let threads = match &self.pool {
+            Some(pool) => pool.current_num_threads(),
+            None => rayon::current_num_threads(),
+        };
+        let engine = match &self.kind {
+            Kind::Tracking(params) => params.memory_bytes((n, h, w), threads, false),
+            Kind::Network(net) => net.memory_bytes(1, (h, w)),
+        };
+        let integration = match self.options.geometry {
+            Some(_) => crate::integrate::memory_bytes((h, w), self.options.integration),
+            None => 0,
+        };
+        let maps = crate::memory::product(&[6, h, w, 4]);
+        engine.max(integration).saturating_add(maps)
+    }
+
     fn run(
         &self,
         reference: ArrayView3<f32>,
@@ -452,7 +484,15 @@ impl Engine {
             (false, _) => None,
         };
         // The engines validate the stacks themselves, before any map is written.
-        let (_, h, w) = reference.dim();
+        let (n, h, w) = reference.dim();
+        if let Kind::Tracking(params) = &self.kind {
+            params.check_shape((n, h, w))?;
+        }
+        crate::memory::ensure(
+            self.memory_bytes((n, h, w)),
+            self.options.memory_limit_bytes,
+            &format!("the {} engine on {n}x{h}x{w} stacks", self.options.engine),
+        )?;
         for (name, shape) in [
             ("dx", out.dx.as_ref().map(|a| a.dim())),
             ("dy", out.dy.as_ref().map(|a| a.dim())),
@@ -530,6 +570,12 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// A map of zeros, or [`Error::OutOfMemory`] instead of an abort.
+fn zeros<T: Clone + Default>(shape: (usize, usize)) -> Result<Array2<T>> {
+    let v = crate::memory::try_vec(shape.0 * shape.1, T::default(), "a result map")?;
+    Ok(Array2::from_shape_vec(shape, v).expect("length matches the shape"))
 }
 
 // Engines are shared between threads by every surface.

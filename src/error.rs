@@ -48,6 +48,16 @@ pub enum Error {
     #[error("ONNX Runtime: {0}")]
     Runtime(String),
 
+    /// The memory a call needs is more than the system can provide or the caller allowed
+    /// (`memory_limit_mib`); found before the work starts (see `memory.rs`).
+    #[error("out of memory: {what}{}, {available}", needs(*.need_mib))]
+    OutOfMemory {
+        what: String,
+        /// What it needs at its peak (MiB); 0 if not known.
+        need_mib: u64,
+        available: String,
+    },
+
     /// The caller's progress callback asked to stop.
     #[error("cancelled")]
     Cancelled,
@@ -55,6 +65,13 @@ pub enum Error {
     /// An execution provider that was asked for explicitly cannot be registered.
     #[error("execution provider {provider} unavailable: {reason}")]
     ProviderUnavailable { provider: String, reason: String },
+}
+
+fn needs(mib: u64) -> String {
+    match mib {
+        0 => String::new(),
+        n => format!(" needs about {n} MiB"),
+    }
 }
 
 /// Result with the library's [`Error`].

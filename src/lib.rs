@@ -20,6 +20,7 @@ pub mod stack;
 pub mod tracking;
 
 mod interpolate;
+mod memory;
 mod transform2d;
 
 pub use engine::{Engine, EngineKind, MAP_INFO, MapInfo, Maps, MapsMut, Options};

@@ -719,3 +719,131 @@ fn a_case_metadata_passed_back_gives_the_true_phase() {
         stderr(&o)
     );
 }
+
+/// Runs `espinnet args` with its address space limited to `mib` MiB (`ulimit -v`).
+fn espinnet_within(mib: u64, args: &[&str]) -> Output {
+    Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -v "$0" && exec "$@""#)
+        .arg((mib * 1024).to_string())
+        .arg(env!("CARGO_BIN_EXE_espinnet"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Under any address-space limit, from one that leaves no room for the input to one that
+/// leaves enough for everything, every step ends with its result or a one-line error and
+/// exit 1: never an abort, never a partial output. Out of memory is named as such
+/// wherever the library reaches the step (loading ONNX Runtime's own library is dlopen's).
+#[test]
+fn every_memory_limit_gives_a_result_or_a_one_line_error() {
+    let dir = tempdir().unwrap();
+    let f = simulated(dir.path(), &["--size", "384", "--scans", "6"]);
+    let (r, s) = (f("reference.tif"), f("sample.tif"));
+    let mut outcomes = Vec::new();
+    for engine in ["tracking", "network"] {
+        for mib in (150..=1200).step_by(75) {
+            let out = dir.path().join(format!("{engine}-{mib}"));
+            let out = out.to_str().unwrap();
+            let mut args = vec!["reconstruct", "--reference", &r, "--sample", &s];
+            args.extend(["--output", out, "--engine", engine]);
+            args.extend(GEOMETRY);
+            let o = espinnet_within(mib, &args);
+            let what = format!("{engine} within {mib} MiB: {:?} {}", o.status, stderr(&o));
+            match o.status.code() {
+                Some(0) => assert!(
+                    std::path::Path::new(out).join("phase.tif").exists(),
+                    "{what}"
+                ),
+                Some(1) => {
+                    fails_with(&o, "");
+                    let e = stderr(&o);
+                    assert!(
+                        e.contains("out of memory") || e.contains("ONNX Runtime"),
+                        "{what}"
+                    );
+                    assert!(
+                        !std::path::Path::new(out).exists(),
+                        "{what}: partial output"
+                    );
+                }
+                _ => panic!("{what}: killed or crashed"),
+            }
+            outcomes.push((engine, mib, o.status.success()));
+        }
+    }
+    // The sweep spans both outcomes for each engine, so both paths were exercised.
+    for engine in ["tracking", "network"] {
+        let ok: Vec<bool> = outcomes
+            .iter()
+            .filter(|o| o.0 == engine)
+            .map(|o| o.2)
+            .collect();
+        assert!(
+            ok.contains(&true) && ok.contains(&false),
+            "{engine}: {outcomes:?}"
+        );
+    }
+    // The simulator too, at a size that needs several GiB.
+    let out = dir.path().join("big");
+    let o = espinnet_within(
+        600,
+        &[
+            "simulate",
+            "--output",
+            out.to_str().unwrap(),
+            "--size",
+            "8192",
+            "--scans",
+            "10",
+        ],
+    );
+    fails_with(&o, "out of memory: simulating 10x8192x8192");
+    assert!(!out.exists());
+}
+
+#[test]
+fn a_memory_limit_option_refuses_with_the_need() {
+    let dir = tempdir().unwrap();
+    let f = simulated(dir.path(), &["--size", "128", "--scans", "5"]);
+    let (r, s) = (f("reference.tif"), f("sample.tif"));
+    let out = dir.path().join("o");
+    let o = espinnet(&[
+        "reconstruct",
+        "--reference",
+        &r,
+        "--sample",
+        &s,
+        "--output",
+        out.to_str().unwrap(),
+        "--engine",
+        "tracking",
+        "--memory-limit-mib",
+        "2",
+    ]);
+    fails_with(&o, "over the memory limit of 2 MiB");
+    assert!(!out.exists());
+    for bad in [
+        ["--max-shift", "18446744073709551615"],
+        ["--window", "9223372036854775807"],
+        ["--threads", "4096"],
+    ] {
+        let mut args = vec![
+            "reconstruct",
+            "--reference",
+            &r,
+            "--sample",
+            &s,
+            "--output",
+            out.to_str().unwrap(),
+            "--engine",
+            "tracking",
+        ];
+        args.extend(bad);
+        fails_with(
+            &espinnet(&args),
+            bad[0].trim_start_matches("--").replace('-', "_").as_str(),
+        );
+    }
+}

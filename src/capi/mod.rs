@@ -7,7 +7,9 @@
 //! Memory: the caller owns every buffer it passes, each with its length in floats; inputs
 //! are only read during the call, outputs are written before it returns, and nothing is
 //! written when a call fails. Handles come from `_new` and go back through `_free`, which
-//! accepts NULL. One engine may be used from several threads at once.
+//! accepts NULL. One engine may be used from several threads at once. Each call estimates
+//! the memory it will need and asks the system for it before it starts: when that is more
+//! than there is, it returns `ESP_STATUS_OUT_OF_MEMORY` instead of aborting the host.
 //!
 //! ABI 0.2 (breaking 0.1): stacks are passed as [`EspStack`] descriptors with lengths,
 //! [`EspOutputs`] and every other buffer carry lengths, `esp_integrate` takes its method
@@ -50,7 +52,9 @@ pub enum EspStatus {
     RuntimeLibrary = 8,
     /// A requested execution provider (CUDA, TensorRT) is unavailable.
     ProviderUnavailable = 9,
-    /// Memory could not be allocated.
+    /// The call needs more memory than the system provides (an address-space limit
+    /// included) or than `memory_limit_mib` allows; found before the work starts, so
+    /// nothing is written and the process goes on.
     OutOfMemory = 10,
     /// The call was cancelled.
     Cancelled = 11,
@@ -70,6 +74,7 @@ impl From<&crate::Error> for EspStatus {
             Model { .. } => EspStatus::Model,
             Runtime(_) => EspStatus::RuntimeLibrary,
             ProviderUnavailable { .. } => EspStatus::ProviderUnavailable,
+            OutOfMemory { .. } => EspStatus::OutOfMemory,
             Cancelled => EspStatus::Cancelled,
         }
     }
@@ -171,6 +176,9 @@ pub unsafe extern "C" fn esp_options_free(opts: *mut EspOptions) {
 /// - Geometry, for refraction and phase: `energy_kev` (keV), `distance_m` (sample to
 ///   detector, m), `pixel_size_um` (detector pixel, µm), `magnification` (default 1),
 ///   `integration` (`frankot-chellappa` (default) or `least-squares`).
+/// - `memory_limit_mib`: the most memory (MiB) one reconstruction may need beyond the
+///   stacks and outputs, checked against its estimate before it starts (0 = no limit but
+///   the system's); over it, `ESP_STATUS_OUT_OF_MEMORY`.
 ///
 /// Flags take `true`/`false`/`1`/`0`.
 ///

@@ -69,6 +69,11 @@ pub fn integrate(gx: ArrayView2<f32>, gy: ArrayView2<f32>, method: Method) -> Re
             "gradient fields must be at least 2x2 pixels, got {h}x{w}"
         )));
     }
+    crate::memory::ensure(
+        memory_bytes((h, w), method),
+        None,
+        &format!("{method} integration of {h}x{w}"),
+    )?;
     let valid = Zip::from(&gx)
         .and(&gy)
         .map_collect(|a, b| a.is_finite() && b.is_finite());
@@ -99,6 +104,21 @@ pub fn integrate(gx: ArrayView2<f32>, gy: ArrayView2<f32>, method: Method) -> Re
     Ok(Zip::from(&phi)
         .and(&valid)
         .map_collect(|&p, &ok| if ok { p as f32 } else { f32::NAN }))
+}
+
+/// Peak heap of [`integrate`] on `[h, w]` gradients (bytes, an upper bound).
+pub fn memory_bytes((h, w): (usize, usize), method: Method) -> u64 {
+    // Per pixel: the gradients in f64 with their mask (17 B) and result (12 B); then the
+    // transforms, whose separable passes hold up to three copies of one array: for
+    // Frankot–Chellappa two complex f64 arrays of the mirror extension (4 px each), for
+    // least squares one f64 array.
+    let per_px = 8
+        + 29
+        + match method {
+            Method::FrankotChellappa => 4 * 16 * 4,
+            Method::LeastSquares => 3 * 8,
+        };
+    crate::memory::product(&[per_px, h, w])
 }
 
 /// Phase (rad, zero mean) from pattern displacements (px) and the geometry:

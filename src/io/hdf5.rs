@@ -32,10 +32,17 @@ pub(super) fn read(path: &Path, dataset: &str) -> Result<Array3<f32>> {
     }
     let item = ds.dtype().map(|t| t.size() as u64).unwrap_or(8);
     let claim = shape.iter().try_fold(item, |n, &d| n.checked_mul(d as u64));
-    super::Budget::new(path, ds.storage_size()).claim(
+    let bytes = super::Budget::new(path, ds.storage_size()).claim(
         claim,
         true,
         &format!("dataset '{dataset}' of shape {shape:?}"),
+    )?;
+    // The data as f32, and the library's buffer of them as stored.
+    let values = bytes / item.max(1);
+    crate::memory::ensure(
+        values.saturating_mul(4).saturating_add(bytes),
+        None,
+        &format!("reading '{dataset}' of {}", path.display()),
     )?;
     let a = ds
         .read_dyn::<f32>()

@@ -147,10 +147,15 @@ fn into_stack(path: &Path, a: ndarray::ArrayD<f32>, what: &str) -> Result<Array3
             ));
         }
     };
-    Ok(a.into_dimensionality::<ndarray::Ix3>()
-        .expect("rank checked")
-        .as_standard_layout()
-        .into_owned())
+    let a = a
+        .into_dimensionality::<ndarray::Ix3>()
+        .expect("rank checked");
+    // Not copied when it already is (`as_standard_layout` would borrow, then copy).
+    Ok(if a.is_standard_layout() {
+        a
+    } else {
+        a.as_standard_layout().into_owned()
+    })
 }
 
 /// Writes a stack `[N, H, W]` as float32 (TIFF: N pages).

@@ -66,12 +66,19 @@ fn check_header(path: &Path) -> Result<()> {
             .iter()
             .try_fold(item, |n, &d| n.checked_mul(d))
             .filter(|&n| n <= data);
-        if claim.is_none() {
+        let Some(claim) = claim else {
             return bad(&format!(
                 "its header claims shape {shape:?} of {item}-byte items, more than the \
                  {data} bytes of data the file holds"
             ));
-        }
+        };
+        // The array as stored, and as f32.
+        let values = claim / item.max(1);
+        crate::memory::ensure(
+            claim.saturating_add(values.saturating_mul(4)),
+            None,
+            &format!("reading {}", path.display()),
+        )?;
     }
     Ok(())
 }

@@ -79,6 +79,14 @@ pub(super) fn read(path: &Path) -> Result<Array3<f32>> {
         limits.decoding_buffer_size = bytes;
         limits.intermediate_buffer_size = limits.intermediate_buffer_size.max(bytes);
         dec = dec.with_limits(limits);
+        // The page as decoded, and as f32 at the end of the stack.
+        let values = usize::try_from(frame * samples).unwrap_or(usize::MAX);
+        crate::memory::ensure(bytes as u64, None, &format!("reading {}", path.display()))?;
+        data.try_reserve(values).map_err(|_| Error::OutOfMemory {
+            what: format!("reading {}", path.display()),
+            need_mib: (data.len() as u64 + frame * samples).saturating_mul(4) >> 20,
+            available: "more than the system can provide now".into(),
+        })?;
         dec.read_image_to_buffer(&mut buffer).map_err(fmt)?;
         let before = data.len();
         match &buffer {

@@ -30,6 +30,10 @@ use crate::stack::{ScanScaling, scan_weights, validate_pair};
 /// T and D above this are clipped (the reference implementation's post-processing).
 pub const TD_CLIP: f32 = 1.5;
 
+/// ONNX Runtime's working memory on the CPU per pixel of a tile (bytes): measured at about
+/// 250 B/px (peak RSS at tiles of 256² and 1024²), with margin.
+const ORT_BYTES_PER_TILE_PX: u64 = 512;
+
 /// How the network engine is set up.
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
@@ -117,7 +121,9 @@ impl Network {
             None => builder.commit_from_memory(model::SHIPPED),
             Some(path) => builder.commit_from_file(path),
         }
-        .map_err(|e| Error::model(&source, e))?;
+        .map_err(|e| {
+            out_of_memory(&e, "loading the model").unwrap_or_else(|| Error::model(&source, e))
+        })?;
         let info = model::inspect(&session, &source)?;
         if options.tile_px < info.size_multiple {
             return Err(Error::invalid(format!(
@@ -221,10 +227,13 @@ impl Network {
             )));
         }
         let weights = scan_weights(n, self.info.nnet, self.options.scaling)?;
-        let padded = (h.div_ceil(m) * m, w.div_ceil(m) * m);
+        let (padded, (ys, th), (xs, tw)) = self.layout(h, w);
+        crate::memory::ensure(
+            self.memory_bytes(pairs.len(), (h, w)),
+            None,
+            &format!("the network on {} pair(s) of {n}x{h}x{w}", pairs.len()),
+        )?;
         let overlap = self.options.overlap_px;
-        let (ys, th) = tiling::layout(padded.0, self.options.tile_px, overlap, m);
-        let (xs, tw) = tiling::layout(padded.1, self.options.tile_px, overlap, m);
         let origins: Vec<(usize, usize)> = ys
             .iter()
             .flat_map(|&y| xs.iter().map(move |&x| (y, x)))
@@ -285,9 +294,48 @@ impl Network {
             .collect())
     }
 
+    /// The padded image, and the tile origins and size along y and along x.
+    #[allow(clippy::type_complexity)]
+    fn layout(
+        &self,
+        h: usize,
+        w: usize,
+    ) -> ((usize, usize), (Vec<usize>, usize), (Vec<usize>, usize)) {
+        let m = self.info.size_multiple;
+        let padded = (h.div_ceil(m) * m, w.div_ceil(m) * m);
+        let (tile, overlap) = (self.options.tile_px, self.options.overlap_px);
+        (
+            padded,
+            tiling::layout(padded.0, tile, overlap, m),
+            tiling::layout(padded.1, tile, overlap, m),
+        )
+    }
+
+    /// Peak memory of reconstructing `pairs` pairs of frames `[h, w]` on the CPU (bytes,
+    /// an upper bound): this library's buffers and ONNX Runtime's working memory.
+    pub fn memory_bytes(&self, pairs: usize, (h, w): (usize, usize)) -> u64 {
+        use crate::memory::product;
+        let ((ph, pw), (_, th), (_, tw)) = self.layout(h, w);
+        let tiles = product(&[self.options.batch.max(1), th, tw]);
+        // Per pair: the blended sums and weight (5 maps, padded) and the outputs with their
+        // clipped copies (6). Per batch of tiles: both inputs (2·Nnet), the outputs as ONNX
+        // Runtime returns them and as copied (8), and its own activations.
+        let pair = product(&[5, ph, pw, 4]).saturating_add(product(&[6, h, w, 4]));
+        // On a GPU the activations live in device memory.
+        let runtime = match self.provider() {
+            Provider::Cuda | Provider::TensorRt => 0,
+            _ => ORT_BYTES_PER_TILE_PX,
+        };
+        let batch = tiles.saturating_mul((2 * self.info.nnet as u64 + 8) * 4 + runtime);
+        pair.saturating_mul(pairs as u64).saturating_add(batch)
+    }
+
     /// One inference call: `[B, Nnet, h, w]` twice in, `[B, 4, h, w]` (dx, dy, T, D) out.
     fn run(&self, reference: &Array4<f32>, sample: &Array4<f32>) -> Result<Array4<f32>> {
-        let ort_err = |e: ort::Error| Error::Runtime(format!("inference failed: {e}"));
+        let ort_err = |e: ort::Error| {
+            out_of_memory(&e, "inference")
+                .unwrap_or_else(|| Error::Runtime(format!("inference failed: {e}")))
+        };
         let r = TensorRef::from_array_view(reference.view()).map_err(ort_err)?;
         let s = TensorRef::from_array_view(sample.view()).map_err(ort_err)?;
         let mut session = self.session.lock().unwrap_or_else(|e| e.into_inner());
@@ -324,6 +372,26 @@ impl Network {
         }
         Ok(out)
     }
+}
+
+/// ONNX Runtime reports a failed allocation (its arena's, or a thread's) as any other
+/// failure: this tells it apart, as [`Error::OutOfMemory`].
+fn out_of_memory(e: &ort::Error, what: &str) -> Option<Error> {
+    let e = e.to_string();
+    let arena = e
+        .split("Failed to allocate memory for requested buffer of size ")
+        .nth(1);
+    if arena.is_none() && !e.contains("Cannot allocate memory") {
+        return None;
+    }
+    let bytes = arena
+        .and_then(|size| size.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse::<u64>().ok());
+    Some(Error::OutOfMemory {
+        what: format!("ONNX Runtime ({what})"),
+        need_mib: bytes.map_or(0, |n| n.div_ceil(1 << 20)),
+        available: "more than the system could provide".into(),
+    })
 }
 
 /// The execution providers the ONNX Runtime library offers, best first (loading it if

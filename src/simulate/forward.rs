@@ -39,7 +39,7 @@ impl Pattern {
         hi: (f64, f64),
         optics: &Optics,
         field: impl FnOnce(usize, usize, f64) -> Array2<Complex32>,
-    ) -> Self {
+    ) -> crate::Result<Self> {
         let os = optics.oversampling.max(1) as f64;
         // Wrap-around of the periodic propagation reaches a few Fresnel zones in.
         let fresnel_px =
@@ -48,6 +48,13 @@ impl Pattern {
         let origin = (lo.0 - margin, lo.1 - margin);
         let len = |a: f64, b: f64| fast_len(((b - a + 2.0 * margin) * os).ceil() as usize + 1);
         let (fh, fw) = (len(lo.0, hi.0), len(lo.1, hi.1));
+        // The wavefield and the filtered intensity (complex f32), each with a transposed
+        // copy while it is transformed, and the intensity and result maps.
+        crate::memory::ensure(
+            crate::memory::product(&[fh, fw, 4 * 8 + 2 * 4]),
+            None,
+            &format!("the simulator's {fh}x{fw} pattern"),
+        )?;
         let sample_m = optics.pixel_um * 1e-6 / os;
         let mut u = field(fh, fw, optics.pixel_um / os);
         // Fresnel transfer function exp(−iπλz f²), f in cycles per metre.
@@ -73,7 +80,7 @@ impl Pattern {
         });
         let mean = fine.mean().unwrap_or(1.0);
         fine.mapv_inplace(|v| v / mean);
-        Pattern { fine, os, origin }
+        Ok(Pattern { fine, os, origin })
     }
 
     /// Intensity at pixel coordinate (y, x): Keys cubic convolution.

@@ -271,6 +271,12 @@ pub fn simulate(config: &Config) -> Result<Case> {
             .wrapping_mul(0x9E37_79B9_7F4A_7C15)
             .wrapping_add(k)
     };
+    // Both stacks, and the sample's maps in f64 with their f32 copies.
+    crate::memory::ensure(
+        crate::memory::product(&[2 * config.scans * 4 + 8 * 8 + 5 * 4, h, w]),
+        None,
+        &format!("simulating {}x{h}x{w}", config.scans),
+    )?;
     let clock = std::time::Instant::now();
     let lap = |stage: &str| {
         log::debug!(
@@ -306,7 +312,7 @@ pub fn simulate(config: &Config) -> Result<Case> {
         ),
         &optics,
         |fh, fw, sample_um| config.modulator.wavefield(fh, fw, sample_um, stream(3)),
-    );
+    )?;
     lap("pattern");
     let noise = config.poisson_noise.then(|| stream(4));
     let (reference, sample) = forward::render(&pattern, &shifts, &maps, config.flux_photons, noise);

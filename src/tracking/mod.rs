@@ -99,7 +99,57 @@ pub struct Output {
 impl Params {
     /// The width of the border where no estimate is possible (px).
     pub fn border(&self) -> usize {
-        self.max_shift + self.window + 2
+        // Saturating: a caller's absurd value is refused by `track`, not wrapped.
+        self.max_shift.saturating_add(self.window).saturating_add(2)
+    }
+
+    /// Fails unless stacks `[n, h, w]` leave room for the search and enough values per fit.
+    pub fn check_shape(&self, (n, h, w): (usize, usize, usize)) -> Result<()> {
+        let border = self.border();
+        if border.saturating_mul(2) >= h.min(w) {
+            return Err(Error::invalid(format!(
+                "image {h}x{w} too small for max shift {} and window {}: needs more than {} px per side",
+                self.max_shift,
+                self.window,
+                border.saturating_mul(2)
+            )));
+        }
+        // Below the border check, so the window is smaller than the image: no overflow.
+        let pixels_per_fit = n * (2 * self.window + 1).pow(2);
+        if pixels_per_fit < 3 {
+            return Err(Error::invalid(format!(
+                "{n} frame(s) with window {} give {pixels_per_fit} value(s) per pixel: the fit needs at least 3 \
+                 (use a window of 1 or more for a single frame)",
+                self.window
+            )));
+        }
+        Ok(())
+    }
+
+    /// Peak heap of [`track`] on stacks `[n, h, w]` (bytes, an upper bound) with `threads`
+    /// workers; `copies`: the stacks are not in standard layout and are copied first.
+    pub fn memory_bytes(
+        &self,
+        (n, h, w): (usize, usize, usize),
+        threads: usize,
+        copies: bool,
+    ) -> u64 {
+        use crate::memory::product;
+        // Per pixel, in f32: the reference's B-spline coefficients (n), the local mean and
+        // its summed-area table (3), window sums for two windows with their scratch (11),
+        // the search's shifts, status and band results (6), the refinement's maps and rows
+        // (13).
+        let image = product(&[n + 33 + if copies { 2 * n } else { 0 }, h, w, 4]);
+        // Per worker: a band's cost volume, its normalised rows of both stacks, products.
+        let (side, nw, m) = (2 * self.max_shift + 1, self.window, self.max_shift);
+        let rows = search::BAND + 2 * nw + 2 * m + 2;
+        let band = product(&[side, side, search::BAND, w, 4]).saturating_add(product(&[
+            2 * n + 3,
+            rows,
+            w,
+            4,
+        ]));
+        image.saturating_add(band.saturating_mul(threads.max(1) as u64))
     }
 }
 
@@ -121,23 +171,14 @@ pub fn track_with(
 ) -> Result<Output> {
     validate_pair(reference, sample)?;
     let (n, h, w) = reference.dim();
-    let border = params.border();
-    if 2 * border >= h.min(w) {
-        return Err(Error::invalid(format!(
-            "image {h}x{w} too small for max shift {} and window {}: needs more than {} px per side",
-            params.max_shift,
-            params.window,
-            2 * border
-        )));
-    }
-    let pixels_per_fit = n * (2 * params.window + 1).pow(2);
-    if pixels_per_fit < 3 {
-        return Err(Error::invalid(format!(
-            "{n} frame(s) with window {} give {pixels_per_fit} value(s) per pixel: the fit needs at least 3 \
-             (use a window of 1 or more for a single frame)",
-            params.window
-        )));
-    }
+    params.check_shape((n, h, w))?;
+    let threads = rayon::current_num_threads();
+    let copies = !(reference.is_standard_layout() && sample.is_standard_layout());
+    crate::memory::ensure(
+        params.memory_bytes((n, h, w), threads, copies),
+        None,
+        &format!("tracking {n}x{h}x{w}"),
+    )?;
     let reference = reference.as_standard_layout();
     let sample = sample.as_standard_layout();
     let clock = std::time::Instant::now();

@@ -16,7 +16,7 @@ use super::window::{filter, weights};
 use super::{Params, Status};
 
 /// Rows of output per band: a band's cost volume is (2·max_shift+1)² × BAND × W floats.
-const BAND: usize = 16;
+pub(super) const BAND: usize = 16;
 
 /// The caller's stacks, read normalised and centred (value / mean(reference) − 1) on the
 /// fly, so that memory follows the bands and not the image; and the window sums.

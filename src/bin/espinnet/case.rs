@@ -156,6 +156,7 @@ pub fn demo(dir: &Path, force: bool) -> Result<()> {
             distance_m: Some(g.distance_m),
             pixel_size_um: Some(g.detector_pixel_m * 1e6),
             magnification: g.magnification,
+            memory_limit_mib: 0,
             integration: espinnet::integrate::Method::FrankotChellappa,
             force,
         };

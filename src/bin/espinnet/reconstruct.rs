@@ -57,6 +57,10 @@ pub struct ReconstructArgs {
     /// Geometric magnification.
     #[arg(long, default_value_t = 1.0)]
     pub magnification: f64,
+    /// The most memory (MiB) the reconstruction may need, checked against its estimate
+    /// before it starts (0: no limit but the system's).
+    #[arg(long, default_value_t = 0)]
+    pub memory_limit_mib: u64,
     /// Phase integration: frankot-chellappa or least-squares.
     #[arg(long, default_value_t = Method::default())]
     pub integration: Method,
@@ -159,6 +163,17 @@ impl ReconstructArgs {
             _ => None,
         };
         o.integration = self.integration;
+        // Through the library's names, so that its bounds apply to the command line too.
+        for (key, value) in [
+            ("window", self.window as u64),
+            ("max_shift", self.max_shift as u64),
+            ("tile", self.network.tile as u64),
+            ("batch", self.network.batch as u64),
+            ("threads", self.network.threads as u64),
+            ("memory_limit_mib", self.memory_limit_mib),
+        ] {
+            o.set(key, &value.to_string())?;
+        }
         Ok(o)
     }
 }
