@@ -1,5 +1,5 @@
 # The two commands of the README. Both run their own set-up first (idempotent).
-.PHONY: setup demo test bench imagej tango
+.PHONY: setup demo test bench imagej tango fuzz
 
 CARGO ?= cargo
 
@@ -13,7 +13,7 @@ demo: setup
 ## test: the whole test suite: Rust unit and integration tests (with the C++ API), format
 ## cross-checks, the C and C++ consumers against the installed CMake package, the Python
 ## package from its wheel in a fresh environment, the ImageJ plugin in a real ImageJ, then
-## the Tango device server against PyTango
+## the Tango device server against PyTango, and 30 s of fuzzing per target from the corpora
 test: setup
 	$(CARGO) build --release --features cpp,test-hooks
 	$(CARGO) test --release --features cpp,test-hooks
@@ -22,6 +22,7 @@ test: setup
 	./scripts/python-tests.sh
 	./scripts/imagej-tests.sh
 	./scripts/tango-tests.sh
+	./scripts/fuzz.sh 30
 
 ## bench: simulator and phase-integration benchmarks
 bench: setup
@@ -34,3 +35,7 @@ imagej: setup
 ## tango: the Tango device server, target/tango/EspinnetDS (installs cppTango if missing)
 tango: setup
 	./scripts/tango-build.sh
+
+## fuzz: each fuzz target for FUZZ_SECONDS (default 600), from the committed corpora
+fuzz: setup
+	./scripts/fuzz.sh $(or $(FUZZ_SECONDS),600)

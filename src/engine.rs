@@ -230,6 +230,14 @@ impl Options {
     }
 }
 
+/// Below this median share of the sample's variation explained by the model
+/// ([`model::explained_share`]), the sample holds no trace of the reference's pattern.
+/// Simulated scans (four presets, N = 3 to 20, down to 100 photons per pixel) gave 0.85 to
+/// 0.997 with either engine; independent noise 0.01 to 0.04 (tracker, N = 3 to 20) and
+/// below 0 (network); the sample of another scan (sandpaper against a mask) 0.38, the
+/// tracker's search fitting what it can.
+const MIN_EXPLAINED_SHARE: f32 = 0.5;
+
 enum Kind {
     Tracking(Params),
     Network(Box<Network>),
@@ -522,7 +530,20 @@ impl Engine {
                 (o.dx, o.dy, o.transmission, o.darkfield, None)
             }
         };
-        // The one step that can still fail comes before any write to the caller's maps.
+        // A sample that does not hold the reference's pattern gives shifts made of noise,
+        // which no map would tell from a measurement.
+        let contrasts = Contrasts::new(&dx, &dy, &transmission, &darkfield);
+        let explained = model::explained_share(reference, sample, &contrasts, 4096);
+        if explained < MIN_EXPLAINED_SHARE {
+            return Err(Error::invalid(format!(
+                "the sample stack does not follow the reference stack's pattern: the model \
+                 explains a median {:.0} % of its variation over the scan (scans of a pattern: \
+                 over 85 %), so no displacement can be measured. Are both stacks of the same \
+                 scan, with the modulator in the beam?",
+                100.0 * explained.max(-1.0)
+            )));
+        }
+        // The steps that can still fail come before any write to the caller's maps.
         let phase = match (geometry, out.phase.is_some()) {
             (Some(g), true) => Some(phase_from_displacement(
                 dx.view(),
@@ -549,7 +570,6 @@ impl Engine {
             }
         }
         if let Some(q) = out.quality.take() {
-            let contrasts = Contrasts::new(&dx, &dy, &transmission, &darkfield);
             model::residual_into(reference, sample, &contrasts, q);
         }
         if let Some(mut dst) = out.status.take() {

@@ -7,6 +7,8 @@
 
 use ndarray::{Array2, ArrayView2, ArrayView3, ArrayViewMut2, Axis, Zip};
 
+use rayon::prelude::*;
+
 use crate::interpolate::bicubic;
 
 /// Half-width (px) of the box over which M is estimated: several cells of the usual
@@ -127,37 +129,120 @@ pub fn residual_into(
     e: &Contrasts,
     mut out: ArrayViewMut2<f32>,
 ) {
-    let (n, h, w) = reference.dim();
-    let reference = reference.as_standard_layout();
-    let raw = reference.as_slice().expect("standard layout");
-    let mean = crate::stack::mean_intensity(reference.view()) as f32;
-    let scale = if mean.abs() > 0.0 { 1.0 / mean } else { 1.0 };
-    let m = local_mean(raw, scale, (n, h, w), MEAN_WINDOW_PX);
+    let fit = Fit::new(reference, sample, *e);
     Zip::indexed(out.axis_iter_mut(Axis(0))).par_for_each(|y, mut row| {
         for (x, q) in row.iter_mut().enumerate() {
-            let (dx, dy) = (e.dx[[y, x]], e.dy[[y, x]]);
-            let (t, d) = (e.transmission[[y, x]], e.darkfield[[y, x]]);
-            if !(dx.is_finite() && dy.is_finite() && t.is_finite() && d.is_finite()) {
-                *q = f32::NAN;
-                continue;
-            }
-            let (sy, sx) = (y as f64 - dy as f64, x as f64 - dx as f64);
-            let (my, mx) = (
-                (sy.round().max(0.0) as usize).min(h - 1),
-                (sx.round().max(0.0) as usize).min(w - 1),
-            );
-            let mk = m[my * w + mx] * mean;
-            let (mut se, mut ms) = (0.0f64, 0.0f64);
-            for k in 0..n {
-                let r = bicubic(&raw[k * h * w..(k + 1) * h * w], h, w, sy, sx);
-                let s = sample[[k, y, x]];
-                se += ((s - predict(t, d, mk, r)) as f64).powi(2);
-                ms += s as f64;
-            }
-            ms /= n as f64;
-            *q = ((se / n as f64).sqrt() / ms.abs().max(f64::MIN_POSITIVE)) as f32;
+            *q = fit.at(y, x).map_or(f32::NAN, |f| {
+                ((f.squared_error / f.n).sqrt() / f.mean.abs().max(f64::MIN_POSITIVE)) as f32
+            });
         }
     });
+}
+
+/// The share of the sample's variation over the scan that the estimate explains
+/// (`1 − Σ residual² / Σ (S − mean S)²` per pixel), its median over a grid of about
+/// `pixels` pixels; NaN if no pixel has a finite estimate and varies over the scan.
+/// Simulated scans give 0.85–0.997; a sample that does not hold the reference's pattern,
+/// about 0 or less.
+pub fn explained_share(
+    reference: ArrayView3<f32>,
+    sample: ArrayView3<f32>,
+    e: &Contrasts,
+    pixels: usize,
+) -> f32 {
+    let (_, h, w) = reference.dim();
+    let step = ((h * w / pixels.max(1)) as f64).sqrt().max(1.0) as usize;
+    let fit = Fit::new(reference, sample, *e);
+    let mut shares: Vec<f32> = (0..h)
+        .step_by(step)
+        .flat_map(|y| (0..w).step_by(step).map(move |x| (y, x)))
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .filter_map(|(y, x)| {
+            let f = fit.at(y, x)?;
+            let variation = f.sum_of_squares - f.n * f.mean * f.mean;
+            (variation > 0.0).then(|| (1.0 - f.squared_error / variation) as f32)
+        })
+        .collect();
+    if shares.is_empty() {
+        return f32::NAN;
+    }
+    let mid = shares.len() / 2;
+    *shares.select_nth_unstable_by(mid, f32::total_cmp).1
+}
+
+/// The model at one pixel over the scan.
+struct PixelFit {
+    n: f64,
+    /// Σ (S − prediction)², Σ S², and the mean of S.
+    squared_error: f64,
+    sum_of_squares: f64,
+    mean: f64,
+}
+
+/// What [`residual`] and [`explained_share`] share: the reference in standard layout,
+/// its mean and local mean.
+struct Fit<'a, 'c> {
+    raw: ndarray::CowArray<'a, f32, ndarray::Ix3>,
+    sample: ArrayView3<'a, f32>,
+    e: Contrasts<'c>,
+    mean: f32,
+    m: Vec<f32>,
+}
+
+impl<'a, 'c> Fit<'a, 'c> {
+    fn new(reference: ArrayView3<'a, f32>, sample: ArrayView3<'a, f32>, e: Contrasts<'c>) -> Self {
+        let raw = match reference.is_standard_layout() {
+            true => ndarray::CowArray::from(reference),
+            false => ndarray::CowArray::from(reference.as_standard_layout().into_owned()),
+        };
+        let mean = crate::stack::mean_intensity(raw.view()) as f32;
+        let scale = if mean.abs() > 0.0 { 1.0 / mean } else { 1.0 };
+        let m = local_mean(
+            raw.as_slice().expect("standard layout"),
+            scale,
+            raw.dim(),
+            MEAN_WINDOW_PX,
+        );
+        Fit {
+            raw,
+            sample,
+            e,
+            mean,
+            m,
+        }
+    }
+
+    fn at(&self, y: usize, x: usize) -> Option<PixelFit> {
+        let (n, h, w) = self.raw.dim();
+        let e = &self.e;
+        let (dx, dy) = (e.dx[[y, x]], e.dy[[y, x]]);
+        let (t, d) = (e.transmission[[y, x]], e.darkfield[[y, x]]);
+        if !(dx.is_finite() && dy.is_finite() && t.is_finite() && d.is_finite()) {
+            return None;
+        }
+        let raw = self.raw.as_slice().expect("standard layout");
+        let (sy, sx) = (y as f64 - dy as f64, x as f64 - dx as f64);
+        let (my, mx) = (
+            (sy.round().max(0.0) as usize).min(h - 1),
+            (sx.round().max(0.0) as usize).min(w - 1),
+        );
+        let mk = self.m[my * w + mx] * self.mean;
+        let (mut se, mut ss, mut ms) = (0.0f64, 0.0f64, 0.0f64);
+        for k in 0..n {
+            let r = bicubic(&raw[k * h * w..(k + 1) * h * w], h, w, sy, sx);
+            let s = self.sample[[k, y, x]];
+            se += ((s - predict(t, d, mk, r)) as f64).powi(2);
+            ss += (s as f64).powi(2);
+            ms += s as f64;
+        }
+        Some(PixelFit {
+            n: n as f64,
+            squared_error: se,
+            sum_of_squares: ss,
+            mean: ms / n as f64,
+        })
+    }
 }
 
 #[cfg(test)]

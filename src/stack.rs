@@ -99,7 +99,8 @@ pub fn validate_pair(reference: ArrayView3<f32>, sample: ArrayView3<f32>) -> Res
             })
             .reduce(|| empty, |a, b| (a.0.min(b.0), a.1.max(b.1), a.2 + b.2));
         let mean = sum / stack.len() as f64;
-        if mean.abs() < 1e-20 {
+        // Below this, 1/mean and the normalised sums leave the range of f32.
+        if mean.abs() < 1e-30 {
             return Err(Error::invalid(format!(
                 "the {name}'s mean intensity is {mean:e}: all zero or denormal, nothing to measure"
             )));

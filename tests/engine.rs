@@ -269,3 +269,69 @@ fn inputs_with_nothing_to_measure_are_errors_not_nan_maps() {
         }
     }
 }
+
+/// The signal model is linear in intensity: counts scaled by 1e30 or 1e-30 (a detector
+/// in other units) give the same displacements, T and D, and a finite quality map.
+#[test]
+fn results_do_not_depend_on_the_intensity_scale() {
+    let case = lens_case();
+    for engine in [EngineKind::Tracking, EngineKind::Network] {
+        let e = Engine::new(&options(engine, &case)).unwrap();
+        let base = e
+            .reconstruct(case.reference.view(), case.sample.view())
+            .unwrap();
+        for scale in [1e30f32, 1e-30] {
+            let (r, s) = (&case.reference * scale, &case.sample * scale);
+            let m = e.reconstruct(r.view(), s.view()).unwrap();
+            for (name, a, b) in [
+                ("dx", &m.dx, &base.dx),
+                ("dy", &m.dy, &base.dy),
+                ("transmission", &m.transmission, &base.transmission),
+                ("darkfield", &m.darkfield, &base.darkfield),
+                ("quality", &m.quality, &base.quality),
+            ] {
+                let worst = a
+                    .iter()
+                    .zip(b)
+                    .filter(|(_, b)| b.is_finite())
+                    .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+                    .fold(
+                        0f32,
+                        |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) },
+                    );
+                assert!(worst < 1e-3, "{engine:?} x{scale:e} {name}: {worst}");
+            }
+        }
+    }
+}
+
+/// A sample stack that holds no trace of the reference's pattern (independent noise, or
+/// the sample of another scan) gives no displacement at all: both engines would make one
+/// up from noise.
+#[test]
+fn a_sample_without_the_reference_pattern_is_refused() {
+    let case = lens_case();
+    let other = simulate(&Preset::SandpaperRandom.config(128, 10, 9)).unwrap();
+    let mut seed = 7u64;
+    let mut noise = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        1000.0 + 60.0 * ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5)
+    };
+    let flat = ndarray::Array3::from_shape_simple_fn(case.reference.dim(), &mut noise);
+    let flat2 = ndarray::Array3::from_shape_simple_fn(case.reference.dim(), &mut noise);
+    for engine in [EngineKind::Tracking, EngineKind::Network] {
+        let e = Engine::new(&options(engine, &case)).unwrap();
+        for (what, r, s) in [
+            ("noise", flat.view(), flat2.view()),
+            ("another scan", case.reference.view(), other.sample.view()),
+        ] {
+            let err = e.reconstruct(r, s).unwrap_err().to_string();
+            assert!(
+                err.contains("does not follow the reference stack's pattern"),
+                "{engine:?}, {what}: {err}"
+            );
+        }
+    }
+}
