@@ -239,3 +239,34 @@ fn an_hdf5_dataspace_larger_than_its_storage_is_refused() {
         .to_string();
     assert!(e.contains("0 bytes stored would decompress"), "{e}");
 }
+
+/// libhdf5 dies of SIGSEGV on this damaged file (found by fuzzing): read in a child
+/// process, it is an error for the caller, whose process goes on reading other files.
+#[cfg(unix)]
+#[test]
+fn a_file_that_crashes_libhdf5_is_an_error_not_a_crash() {
+    let dir = tempdir().unwrap();
+    let found = std::fs::read(format!(
+        "{}/tests/fuzz/known-crashes/libhdf5-segfault-in-H5F__accum_read.bin",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let bad = dir.path().join("bad.h5");
+    std::fs::write(&bad, &found[1..]).unwrap(); // the first byte chose the format
+    let e = read_stack(&format!("{}:/data", bad.display())).unwrap_err();
+    assert!(
+        e.to_string().contains("the HDF5 reader died of signal 11"),
+        "{e}"
+    );
+    // After it, and from several threads at once, good files read as before.
+    let good = spec(&dir, "good.h5:/entry/data");
+    write_stack(&good, stack().view()).unwrap();
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| assert_eq!(read_stack(&good).unwrap(), stack()));
+        }
+    });
+    // A missing dataset keeps its own message through the child.
+    let e = read_stack(&spec(&dir, "good.h5:/nope")).unwrap_err();
+    assert!(e.to_string().contains("no dataset '/nope'"), "{e}");
+}

@@ -1,11 +1,13 @@
 """Writes the fuzz targets' seed corpora into corpus/<target>/ (committed; rerun to
-regenerate): small stacks in every format and dtype the readers take, as numpy and tifffile
-write them, the hostile files of tests/data/readers, option lines, pixel values
-and gradients. Each reader seed starts with the byte that picks its format (even: TIFF,
-odd: NPY). Needs numpy and tifffile (the set-up's .venv)."""
+regenerate): small stacks in every format and dtype the readers take, as numpy, tifffile
+and h5py write them, the hostile files of tests/data/readers, option lines, pixel values
+and gradients. Each reader seed starts with the byte that picks its format (0 TIFF,
+1 NPY, 2 HDF5). Needs numpy, tifffile and h5py (the set-up's .venv)."""
 import io
+import tempfile
 from pathlib import Path
 
+import h5py
 import numpy as np
 import tifffile
 
@@ -34,6 +36,10 @@ for dtype in [np.float32, np.float64, np.uint16, np.uint8, np.int16, np.int32]:
     b = io.BytesIO()
     np.save(b, a)
     put("read_stack", f"npy-{name}", b"\1" + b.getvalue())
+    with tempfile.NamedTemporaryFile(suffix=".h5") as f:
+        with h5py.File(f.name, "w") as h5:
+            h5["data"] = a
+        put("read_stack", f"h5-{name}", b"\2" + Path(f.name).read_bytes())
 for extra, kwargs in [("zlib", {"compression": "zlib"}), ("tiled", {"tile": (16, 16)}),
                       ("planar", {}), ("big", {"bigtiff": True})]:
     b = io.BytesIO()
