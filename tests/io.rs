@@ -270,3 +270,49 @@ fn a_file_that_crashes_libhdf5_is_an_error_not_a_crash() {
     let e = read_stack(&spec(&dir, "good.h5:/nope")).unwrap_err();
     assert!(e.to_string().contains("no dataset '/nope'"), "{e}");
 }
+
+/// Pages sharing one strip: each page claims its full size, so 40 000 pages of a 4 KiB
+/// strip claim 160 MB of a 4.6 MB file and are refused at the page that crosses the file's
+/// size, before the rest are decoded.
+#[test]
+fn many_pages_sharing_one_strip_are_refused() {
+    let (side, pages) = (64u32, 40_000u32);
+    let strip_at = 8u32;
+    let mut file = b"II*\0".to_vec();
+    let first_ifd = strip_at + side * side;
+    file.extend(first_ifd.to_le_bytes());
+    file.extend(std::iter::repeat_n(7u8, (side * side) as usize));
+    let entries: [(u16, u16, u32); 9] = [
+        (256, 4, side),
+        (257, 4, side),
+        (258, 3, 8),
+        (259, 3, 1),
+        (262, 3, 1),
+        (273, 4, strip_at),
+        (277, 3, 1),
+        (278, 4, side),
+        (279, 4, side * side),
+    ];
+    let ifd_len = 2 + 12 * entries.len() as u32 + 4;
+    for page in 0..pages {
+        file.extend((entries.len() as u16).to_le_bytes());
+        for (tag, kind, value) in entries {
+            file.extend(tag.to_le_bytes());
+            file.extend(kind.to_le_bytes());
+            file.extend(1u32.to_le_bytes());
+            file.extend(value.to_le_bytes());
+        }
+        let next = if page + 1 < pages {
+            first_ifd + (page + 1) * ifd_len
+        } else {
+            0
+        };
+        file.extend(next.to_le_bytes());
+    }
+    let dir = tempdir().unwrap();
+    let path = dir.path().join("shared-strip.tif");
+    std::fs::write(&path, &file).unwrap();
+    let e = read_stack(path.to_str().unwrap()).unwrap_err().to_string();
+    assert!(e.contains("more than the file holds"), "{e}");
+    assert!(!e.contains('\n'), "{e}");
+}
