@@ -139,12 +139,16 @@ impl Params {
         // its summed-area table (3), window sums for two windows with their scratch (11),
         // the search's shifts, status and band results (6), the refinement's maps and rows
         // (13).
-        let image = product(&[n + 33 + if copies { 2 * n } else { 0 }, h, w, 4]);
+        let image = product(&[n, h, w, 4 * if copies { 3 } else { 1 }])
+            .saturating_add(product(&[33, h, w, 4]));
         // Per worker: a band's cost volume, its normalised rows of both stacks, products.
-        let (side, nw, m) = (2 * self.max_shift + 1, self.window, self.max_shift);
-        let rows = search::BAND + 2 * nw + 2 * m + 2;
+        // Saturating: the estimate may be asked before the shape check.
+        let side = self.max_shift.saturating_mul(2).saturating_add(1);
+        let rows = (self.window.saturating_add(self.max_shift).saturating_add(1))
+            .saturating_mul(2)
+            .saturating_add(search::BAND);
         let band = product(&[side, side, search::BAND, w, 4]).saturating_add(product(&[
-            2 * n + 3,
+            n.saturating_mul(2).saturating_add(3),
             rows,
             w,
             4,
