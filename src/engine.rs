@@ -231,7 +231,7 @@ impl Options {
 }
 
 /// Below this median share of the sample's variation explained by the model
-/// ([`model::explained_share`]), the sample holds no trace of the reference's pattern.
+/// ([`model::Fit::explained_share`]), the sample holds no trace of the reference's pattern.
 /// Simulated scans (four presets, N = 3 to 20, down to 100 photons per pixel) gave 0.85 to
 /// 0.997 with either engine; independent noise 0.01 to 0.04 (tracker, N = 3 to 20) and
 /// below 0 (network); the sample of another scan (sandpaper against a mask) 0.38, the
@@ -532,8 +532,12 @@ impl Engine {
         };
         // A sample that does not hold the reference's pattern gives shifts made of noise,
         // which no map would tell from a measurement.
-        let contrasts = Contrasts::new(&dx, &dy, &transmission, &darkfield);
-        let explained = model::explained_share(reference, sample, &contrasts, 4096);
+        let fit = model::Fit::new(
+            reference,
+            sample,
+            Contrasts::new(&dx, &dy, &transmission, &darkfield),
+        );
+        let explained = fit.explained_share(4096);
         if explained < MIN_EXPLAINED_SHARE {
             return Err(Error::invalid(format!(
                 "the sample stack does not follow the reference stack's pattern: the model \
@@ -570,7 +574,7 @@ impl Engine {
             }
         }
         if let Some(q) = out.quality.take() {
-            model::residual_into(reference, sample, &contrasts, q);
+            fit.residual_into(q);
         }
         if let Some(mut dst) = out.status.take() {
             match &status {

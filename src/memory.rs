@@ -32,7 +32,16 @@ pub(crate) fn ensure(bytes: u64, limit_bytes: Option<u64>, what: &str) -> Result
     if available(trial) {
         Ok(())
     } else {
-        Err(refuse("more than the system can provide now".into()))
+        Err(refused(what, bytes))
+    }
+}
+
+/// The system refused `bytes` for `what`.
+pub(crate) fn refused(what: &str, bytes: u64) -> Error {
+    Error::OutOfMemory {
+        what: what.to_string(),
+        need_mib: bytes.div_ceil(1 << 20),
+        available: "more than the system can provide now".into(),
     }
 }
 
@@ -69,13 +78,8 @@ fn available(bytes: usize) -> bool {
 /// A vector of `len` copies of `value`, or [`Error::OutOfMemory`] instead of an abort.
 pub(crate) fn try_vec<T: Clone>(len: usize, value: T, what: &str) -> Result<Vec<T>> {
     let mut v = Vec::new();
-    v.try_reserve_exact(len).map_err(|_| Error::OutOfMemory {
-        what: what.to_string(),
-        need_mib: (len as u64)
-            .saturating_mul(size_of::<T>() as u64)
-            .div_ceil(1 << 20),
-        available: "more than the system can provide now".into(),
-    })?;
+    v.try_reserve_exact(len)
+        .map_err(|_| refused(what, (len as u64).saturating_mul(size_of::<T>() as u64)))?;
     v.resize(len, value);
     Ok(v)
 }

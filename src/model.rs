@@ -127,48 +127,9 @@ pub fn residual_into(
     reference: ArrayView3<f32>,
     sample: ArrayView3<f32>,
     e: &Contrasts,
-    mut out: ArrayViewMut2<f32>,
+    out: ArrayViewMut2<f32>,
 ) {
-    let fit = Fit::new(reference, sample, *e);
-    Zip::indexed(out.axis_iter_mut(Axis(0))).par_for_each(|y, mut row| {
-        for (x, q) in row.iter_mut().enumerate() {
-            *q = fit.at(y, x).map_or(f32::NAN, |f| {
-                ((f.squared_error / f.n).sqrt() / f.mean.abs().max(f64::MIN_POSITIVE)) as f32
-            });
-        }
-    });
-}
-
-/// The share of the sample's variation over the scan that the estimate explains
-/// (`1 − Σ residual² / Σ (S − mean S)²` per pixel), its median over a grid of about
-/// `pixels` pixels; NaN if no pixel has a finite estimate and varies over the scan.
-/// Simulated scans give 0.85–0.997; a sample that does not hold the reference's pattern,
-/// about 0 or less.
-pub fn explained_share(
-    reference: ArrayView3<f32>,
-    sample: ArrayView3<f32>,
-    e: &Contrasts,
-    pixels: usize,
-) -> f32 {
-    let (_, h, w) = reference.dim();
-    let step = ((h * w / pixels.max(1)) as f64).sqrt().max(1.0) as usize;
-    let fit = Fit::new(reference, sample, *e);
-    let mut shares: Vec<f32> = (0..h)
-        .step_by(step)
-        .flat_map(|y| (0..w).step_by(step).map(move |x| (y, x)))
-        .collect::<Vec<_>>()
-        .into_par_iter()
-        .filter_map(|(y, x)| {
-            let f = fit.at(y, x)?;
-            let variation = f.sum_of_squares - f.n * f.mean * f.mean;
-            (variation > 0.0).then(|| (1.0 - f.squared_error / variation) as f32)
-        })
-        .collect();
-    if shares.is_empty() {
-        return f32::NAN;
-    }
-    let mid = shares.len() / 2;
-    *shares.select_nth_unstable_by(mid, f32::total_cmp).1
+    Fit::new(reference, sample, *e).residual_into(out);
 }
 
 /// The model at one pixel over the scan.
@@ -180,9 +141,9 @@ struct PixelFit {
     mean: f64,
 }
 
-/// What [`residual`] and [`explained_share`] share: the reference in standard layout,
-/// its mean and local mean.
-struct Fit<'a, 'c> {
+/// An estimate set against the data: the reference in standard layout, its mean and
+/// local mean, computed once for the quality map and the explained share.
+pub struct Fit<'a, 'c> {
     raw: ndarray::CowArray<'a, f32, ndarray::Ix3>,
     sample: ArrayView3<'a, f32>,
     e: Contrasts<'c>,
@@ -191,7 +152,12 @@ struct Fit<'a, 'c> {
 }
 
 impl<'a, 'c> Fit<'a, 'c> {
-    fn new(reference: ArrayView3<'a, f32>, sample: ArrayView3<'a, f32>, e: Contrasts<'c>) -> Self {
+    /// Stacks `[N, H, W]` as validated by [`crate::stack::validate_pair`].
+    pub fn new(
+        reference: ArrayView3<'a, f32>,
+        sample: ArrayView3<'a, f32>,
+        e: Contrasts<'c>,
+    ) -> Self {
         let raw = match reference.is_standard_layout() {
             true => ndarray::CowArray::from(reference),
             false => ndarray::CowArray::from(reference.as_standard_layout().into_owned()),
@@ -211,6 +177,43 @@ impl<'a, 'c> Fit<'a, 'c> {
             mean,
             m,
         }
+    }
+
+    /// [`residual`] into `out`.
+    pub fn residual_into(&self, mut out: ArrayViewMut2<f32>) {
+        Zip::indexed(out.axis_iter_mut(Axis(0))).par_for_each(|y, mut row| {
+            for (x, q) in row.iter_mut().enumerate() {
+                *q = self.at(y, x).map_or(f32::NAN, |f| {
+                    ((f.squared_error / f.n).sqrt() / f.mean.abs().max(f64::MIN_POSITIVE)) as f32
+                });
+            }
+        });
+    }
+
+    /// The share of the sample's variation over the scan that the estimate explains
+    /// (`1 − Σ residual² / Σ (S − mean S)²` per pixel), its median over a grid of about
+    /// `pixels` pixels; NaN if no pixel has a finite estimate and varies over the scan.
+    /// Simulated scans give 0.85–0.997; a sample that does not hold the reference's
+    /// pattern, about 0 or less.
+    pub fn explained_share(&self, pixels: usize) -> f32 {
+        let (_, h, w) = self.raw.dim();
+        let step = ((h * w / pixels.max(1)) as f64).sqrt().max(1.0) as usize;
+        let mut shares: Vec<f32> = (0..h)
+            .step_by(step)
+            .flat_map(|y| (0..w).step_by(step).map(move |x| (y, x)))
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .filter_map(|(y, x)| {
+                let f = self.at(y, x)?;
+                let variation = f.sum_of_squares - f.n * f.mean * f.mean;
+                (variation > 0.0).then(|| (1.0 - f.squared_error / variation) as f32)
+            })
+            .collect();
+        if shares.is_empty() {
+            return f32::NAN;
+        }
+        let mid = shares.len() / 2;
+        *shares.select_nth_unstable_by(mid, f32::total_cmp).1
     }
 
     fn at(&self, y: usize, x: usize) -> Option<PixelFit> {

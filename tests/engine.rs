@@ -299,7 +299,8 @@ fn results_do_not_depend_on_the_intensity_scale() {
                         0f32,
                         |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) },
                     );
-                assert!(worst < 1e-3, "{engine:?} x{scale:e} {name}: {worst}");
+                // f32 rounding of the scaled counts: measured up to 3e-6.
+                assert!(worst < 1e-4, "{engine:?} x{scale:e} {name}: {worst}");
             }
         }
     }

@@ -201,11 +201,7 @@ mod isolated {
                 Some(b'I') => Error::io(path, std::io::Error::other(text)),
                 Some(b'M') => {
                     let (need, what) = text.split_once(' ').unwrap_or(("0", &text));
-                    Error::OutOfMemory {
-                        what: what.to_string(),
-                        need_mib: need.parse().unwrap_or(0),
-                        available: "more than the system can provide now".into(),
-                    }
+                    crate::memory::refused(what, need.parse::<u64>().unwrap_or(0) << 20)
                 }
                 _ => Error::format(path, text),
             });

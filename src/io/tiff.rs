@@ -82,10 +82,9 @@ pub(super) fn read(path: &Path) -> Result<Array3<f32>> {
         // The page as decoded, and as f32 at the end of the stack.
         let values = usize::try_from(frame * samples).unwrap_or(usize::MAX);
         crate::memory::ensure(bytes as u64, None, &format!("reading {}", path.display()))?;
-        data.try_reserve(values).map_err(|_| Error::OutOfMemory {
-            what: format!("reading {}", path.display()),
-            need_mib: (data.len() as u64 + frame * samples).saturating_mul(4) >> 20,
-            available: "more than the system can provide now".into(),
+        data.try_reserve(values).map_err(|_| {
+            let bytes = (data.len() as u64 + frame * samples).saturating_mul(4);
+            crate::memory::refused(&format!("reading {}", path.display()), bytes)
         })?;
         dec.read_image_to_buffer(&mut buffer).map_err(fmt)?;
         let before = data.len();
