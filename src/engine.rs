@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::geometry::Geometry;
 use crate::integrate::{Method, phase_from_displacement};
+use crate::memory;
 use crate::model::{self, Contrasts};
 use crate::network::{self, Network, Provider};
 use crate::progress::Progress;
@@ -351,6 +352,11 @@ impl Engine {
             EngineKind::Tracking => Kind::Tracking(options.tracking),
             EngineKind::Network => Kind::Network(Box::new(Network::new(&options.network)?)),
         };
+        // Rayon's threads (the global pool starts on first use): one with no room for its
+        // thread-local storage aborts the process.
+        let threads = options.network.resolved_threads();
+        let bytes = (threads as u64).saturating_mul(memory::THREAD_BYTES);
+        memory::ensure(bytes, None, &format!("starting {threads} threads"))?;
         let pool = match options.network.threads {
             0 => None,
             n => Some(

@@ -14,6 +14,13 @@ use crate::error::{Error, Result};
 /// the small buffers no estimate lists, and what the caller's process does meanwhile.
 const HEADROOM_BYTES: u64 = 128 << 20;
 
+/// Address space a thread takes (bytes): its stack (glibc's default, 8 MiB) and the malloc
+/// arena glibc reserves for it where there is room (64 MiB on 64-bit; an engine of 8
+/// threads grows the process by 508 MiB). Counting the stack alone is not enough: under
+/// `ulimit -v`, arenas taken by the first threads leave no room for the stacks of the
+/// next ones (measured: ONNX Runtime deadlocked, glibc aborted).
+pub(crate) const THREAD_BYTES: u64 = 72 << 20;
+
 /// Fails with [`Error::OutOfMemory`] unless `bytes` (what `what` needs at its peak) fit
 /// under `limit_bytes` and the system can provide them now, with headroom.
 pub(crate) fn ensure(bytes: u64, limit_bytes: Option<u64>, what: &str) -> Result<()> {

@@ -58,6 +58,16 @@ pub struct Options {
     pub batch: usize,
 }
 
+impl Options {
+    /// The number of threads `threads` asks for (0: one per core).
+    pub fn resolved_threads(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+}
+
 impl Default for Options {
     fn default() -> Self {
         Options {
@@ -103,6 +113,16 @@ impl Network {
             return Err(Error::model(path, "no such file"));
         }
         let (env, library) = runtime::environment(options.library.as_deref())?;
+        // ONNX Runtime never returns from a thread pool it failed to start (a deadlock seen
+        // under `ulimit -v`): make sure its threads and set-up have room first.
+        let model_bytes = match &options.model {
+            Some(path) => std::fs::metadata(path).map_or(0, |m| m.len()),
+            None => model::SHIPPED.len() as u64,
+        };
+        let setup = (options.resolved_threads() as u64)
+            .saturating_mul(crate::memory::THREAD_BYTES)
+            .saturating_add(model_bytes.saturating_mul(4));
+        crate::memory::ensure(setup, None, "starting ONNX Runtime")?;
         let source = options
             .model
             .clone()
@@ -110,12 +130,10 @@ impl Network {
         let ort_err = |e: ort::Error| Error::Runtime(e.to_string());
         let mut builder = Session::builder(&env).map_err(ort_err)?;
         let provider = provider::register(&mut builder, options.provider, &options.gpu)?;
-        let threads = match options.threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        };
+        let threads = options.resolved_threads();
         let mut builder = builder
             .with_intra_threads(threads)
+            .and_then(|b| b.with_log_level(runtime::session_log_level()))
             .map_err(|e| ort_err(e.into()))?;
         let session = match &options.model {
             None => builder.commit_from_memory(model::SHIPPED),
@@ -381,7 +399,7 @@ fn out_of_memory(e: &ort::Error, what: &str) -> Option<Error> {
     let arena = e
         .split("Failed to allocate memory for requested buffer of size ")
         .nth(1);
-    if arena.is_none() && !e.contains("Cannot allocate memory") {
+    if arena.is_none() && !e.contains("Cannot allocate memory") && !e.contains("std::bad_alloc") {
         return None;
     }
     let bytes = arena

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use ort::environment::Environment;
+use ort::logging::LogLevel;
 
 use crate::error::{Error, Result};
 
@@ -90,6 +91,7 @@ pub fn environment(explicit: Option<&Path>) -> Result<(Environment, PathBuf)> {
         ort::init_from(&path)
             .map_err(|e| e.to_string())?
             .with_name("espinnet")
+            .with_logger(std::sync::Arc::new(forward_log))
             .build()
             .map_err(|e| e.to_string())
     };
@@ -101,6 +103,33 @@ pub fn environment(explicit: Option<&Path>) -> Result<(Environment, PathBuf)> {
     log::info!("ONNX Runtime loaded from {} ({source})", path.display());
     *loaded = Some((path.clone(), env.clone()));
     Ok((env, path))
+}
+
+/// ONNX Runtime's messages go to `log` (target `onnxruntime`) rather than its own stderr
+/// writer, which would break a host's output and a one-line error.
+///
+/// Its errors are logged at info: ONNX Runtime also returns each one, and that returned
+/// error, in full, is what the caller gets. Its warnings are about performance.
+fn forward_log(level: LogLevel, _category: &str, _id: &str, location: &str, message: &str) {
+    log::log!(target: "onnxruntime", log_level(level), "{message} ({location})");
+}
+
+fn log_level(level: LogLevel) -> log::Level {
+    match level {
+        LogLevel::Verbose => log::Level::Trace,
+        LogLevel::Info => log::Level::Debug,
+        LogLevel::Warning | LogLevel::Error => log::Level::Info,
+        LogLevel::Fatal => log::Level::Error,
+    }
+}
+
+/// The least severe level a session should produce: ONNX Runtime formats every message at
+/// or above it, so messages nobody will see are not made.
+pub fn session_log_level() -> LogLevel {
+    [LogLevel::Verbose, LogLevel::Info, LogLevel::Warning]
+        .into_iter()
+        .find(|&l| log::log_enabled!(target: "onnxruntime", log_level(l)))
+        .unwrap_or(LogLevel::Fatal)
 }
 
 /// Checks that an ELF shared library's headers and loadable segments lie inside the file,
