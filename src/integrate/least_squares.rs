@@ -10,7 +10,10 @@ use rustdct::DctPlanner;
 
 use crate::transform2d::separable;
 
-pub(super) fn integrate(gx: &Array2<f64>, gy: &Array2<f64>) -> Array2<f64> {
+/// In f64: the Poisson solve divides the lowest modes by eigenvalues near (π/W)², which
+/// brings f32 rounding up to 1e-4 of a plane's range.
+pub(super) fn integrate(gx: &Array2<f32>, gy: &Array2<f32>) -> Array2<f32> {
+    let (gx, gy) = (gx.mapv(f64::from), gy.mapv(f64::from));
     let (h, w) = gx.dim();
     // Divergence of the half-pixel gradients; differences beyond the border do not exist.
     let half_x = |y: usize, x: usize| 0.5 * (gx[[y, x]] + gx[[y, x + 1]]);
@@ -43,6 +46,6 @@ pub(super) fn integrate(gx: &Array2<f64>, gy: &Array2<f64>) -> Array2<f64> {
     });
     separable(&mut rho, |r| row.process_dct3(r), |c| col.process_dct3(c));
     // DCT-III(DCT-II(x)) = x·N/2 per axis in rustdct's unnormalised convention.
-    rho.mapv_inplace(|v| v * 4.0 / (h * w) as f64);
-    rho
+    let scale = 4.0 / (h * w) as f64;
+    rho.mapv(|v| (v * scale) as f32)
 }

@@ -87,36 +87,39 @@ pub fn integrate(gx: ArrayView2<f32>, gy: ArrayView2<f32>, method: Method) -> Re
     let clean = |g: ArrayView2<f32>| {
         Zip::from(&g)
             .and(&valid)
-            .map_collect(|&v, &ok| if ok { v as f64 } else { 0.0 })
+            .par_map_collect(|&v, &ok| if ok { v } else { 0.0 })
     };
     let (gx, gy) = (clean(gx), clean(gy));
     let mut phi = match method {
-        Method::FrankotChellappa => frankot_chellappa::integrate(&gx, &gy),
+        Method::FrankotChellappa => frankot_chellappa::integrate(gx, gy),
         Method::LeastSquares => least_squares::integrate(&gx, &gy),
     };
-    let mean =
-        Zip::from(&phi).and(&valid).fold(
-            (0.0, 0usize),
-            |(s, n), &p, &ok| if ok { (s + p, n + 1) } else { (s, n) },
-        );
-    let mean = mean.0 / mean.1 as f64;
-    phi.mapv_inplace(|p| p - mean);
-    Ok(Zip::from(&phi)
+    let (sum, n) = Zip::from(&phi)
         .and(&valid)
-        .map_collect(|&p, &ok| if ok { p as f32 } else { f32::NAN }))
+        .fold((0.0, 0usize), |(s, n), &p, &ok| {
+            if ok {
+                (s + f64::from(p), n + 1)
+            } else {
+                (s, n)
+            }
+        });
+    let mean = (sum / n as f64) as f32;
+    Zip::from(&mut phi)
+        .and(&valid)
+        .par_for_each(|p, &ok| *p = if ok { *p - mean } else { f32::NAN });
+    Ok(phi)
 }
 
 /// Peak heap of [`integrate`] on `[h, w]` gradients (bytes, an upper bound).
 pub fn memory_bytes((h, w): (usize, usize), method: Method) -> u64 {
-    // Per pixel: the gradients in f64 with their mask (17 B) and result (12 B); then the
-    // transforms, whose separable passes hold up to three copies of one array: for
-    // Frankot–Chellappa two complex f64 arrays of the mirror extension (4 px each), for
-    // least squares one f64 array.
-    let per_px = 8
-        + 29
+    // Per pixel: the caller's scaled gradients (8 B), their mask (1 B) and the cleaned
+    // copies (8 B); then for Frankot–Chellappa two transient copies of one f32 array in a
+    // separable pass (8 B), for least squares the gradients in f64 (16 B) and its
+    // right-hand side with two transient copies (24 B).
+    let per_px = 17
         + match method {
-            Method::FrankotChellappa => 4 * 16 * 4,
-            Method::LeastSquares => 3 * 8,
+            Method::FrankotChellappa => 8,
+            Method::LeastSquares => 40,
         };
     crate::memory::product(&[per_px, h, w])
 }

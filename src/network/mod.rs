@@ -131,9 +131,11 @@ impl Network {
         let mut builder = Session::builder(&env).map_err(ort_err)?;
         let provider = provider::register(&mut builder, options.provider, &options.gpu)?;
         let threads = options.resolved_threads();
-        let mut builder = builder
+        let builder = builder
             .with_intra_threads(threads)
-            .and_then(|b| b.with_log_level(runtime::session_log_level()))
+            .map_err(|e| ort_err(e.into()))?;
+        let mut builder = builder
+            .with_log_level(runtime::session_log_level())
             .map_err(|e| ort_err(e.into()))?;
         let session = match &options.model {
             None => builder.commit_from_memory(model::SHIPPED),
