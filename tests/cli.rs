@@ -370,7 +370,13 @@ fn reconstruct_writes_every_contrast_and_recovers_the_truth() {
         serde_json::from_slice(&std::fs::read(rec.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["engine"], "tracking");
     assert_eq!(summary["tracking"]["parameters"]["max_shift"], 4);
-    assert!(summary["timings_s"]["engine"].as_f64().unwrap() > 0.0);
+    for stage in ["read", "setup", "engine", "write"] {
+        assert!(
+            summary["timings_s"][stage].as_f64().unwrap() > 0.0,
+            "{stage}"
+        );
+    }
+    assert!(summary["peak_rss_mib"].as_f64().unwrap() > 1.0);
     fails_with(&espinnet(&args), "already exists");
     // Geometry is all or nothing.
     let o = espinnet(&[
@@ -831,4 +837,45 @@ fn a_memory_limit_and_absurd_sizes_are_one_line_errors() {
         fails_with(&with([flag, value]), &format!("option '{option}'"));
     }
     assert!(!std::path::Path::new(out).exists());
+}
+
+/// The bench times whole `reconstruct` processes of both engines beside their engines, with
+/// each process's own peak memory and stages.
+#[test]
+fn bench_reports_whole_runs_with_their_stages() {
+    let o = espinnet(&[
+        "bench",
+        "--sizes",
+        "64",
+        "--scans",
+        "5",
+        "--windows",
+        "1",
+        "--repeat",
+        "1",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for engine in ["tracking", "network"] {
+        let case = format!("process {engine} 64²×5");
+        let row = lines
+            .iter()
+            .find(|l| l["case"] == case.as_str())
+            .expect(&case);
+        let seconds = row["seconds"].as_f64().unwrap();
+        let stages: f64 = ["read", "setup", "engine", "write"]
+            .iter()
+            .map(|k| row["stages_s"][k].as_f64().unwrap())
+            .sum();
+        assert!(
+            stages > 0.0 && stages < seconds,
+            "{case}: stages {stages} s of {seconds} s"
+        );
+        assert!(row["peak_mib"].as_f64().unwrap() > 1.0, "{case}");
+    }
 }

@@ -181,6 +181,46 @@ fn previews_are_pngs_of_the_right_size() {
     );
 }
 
+#[test]
+fn previews_of_large_maps_are_reduced_by_block_means() {
+    // 1100 x 600 px: blocks of 3 px bring the longest side under 512; the last row of
+    // blocks is partial (1100 = 366 * 3 + 2).
+    let mut a = Array2::from_shape_fn((1100, 600), |(y, _)| if y < 550 { 0.0 } else { 1.0 });
+    a.slice_mut(ndarray::s![0..3, 0..3]).fill(f32::NAN);
+    a[[3, 3]] = f32::NAN; // one NaN in a block of finite values is left out of its mean
+    let dir = tempdir().unwrap();
+    let p = dir.path().join("p.png");
+    preview::write_png(&p, &a, preview::Scale::Grey).unwrap();
+    let img = image::open(&p).unwrap().to_rgb8();
+    assert_eq!(img.dimensions(), (200, 367));
+    assert_eq!(
+        img.get_pixel(0, 0).0,
+        [0, 0, 0],
+        "an all-NaN block is black"
+    );
+    let (top, bottom) = (img.get_pixel(1, 1), img.get_pixel(1, 366));
+    assert_eq!(
+        top,
+        img.get_pixel(100, 100),
+        "the block with one NaN has the mean of the rest"
+    );
+    assert_ne!(top, bottom);
+    assert_ne!(
+        img.get_pixel(1, 183),
+        top,
+        "the block across the step is a mixture"
+    );
+    assert_ne!(img.get_pixel(1, 183), bottom);
+    let m = dir.path().join("m.png");
+    let panel = preview::Panel {
+        data: &a,
+        scale: preview::Scale::Sequential,
+        title: "t".into(),
+    };
+    preview::write_montage(&m, "caption", &[panel], 1, Some(1.0)).unwrap();
+    assert_eq!(image::open(&m).unwrap().width(), 200);
+}
+
 /// Files written by `tests/data/make_hostile_files.py` (tifffile, numpy and hand-made).
 fn hostile(name: &str) -> String {
     format!("{}/tests/data/readers/{name}", env!("CARGO_MANIFEST_DIR"))

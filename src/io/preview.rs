@@ -1,10 +1,12 @@
 //! PNG previews for people: robust (percentile) scaling, perceptual colormaps and, in
 //! montages, a title, a colour bar and its range under every panel.
 
+use std::borrow::Cow;
 use std::path::Path;
 
 use image::{Rgb, RgbImage};
-use ndarray::Array2;
+use ndarray::{Array2, s};
+use rayon::prelude::*;
 
 use super::atomic::write_atomically;
 use crate::error::{Error, Result};
@@ -18,6 +20,39 @@ pub enum Scale {
     Diverging,
     /// Grey between the 1st and 99th percentile: raw frames.
     Grey,
+}
+
+/// Longest side of a preview image (px). A preview is for looking at; the full-resolution
+/// maps are the files beside it. Larger images are reduced by an integer factor.
+pub const PREVIEW_PX: usize = 512;
+
+/// `data` reduced to at most [`PREVIEW_PX`] a side by means over square blocks (of their
+/// finite values; NaN where a block has none), and the block side (px).
+fn reduced(data: &Array2<f32>) -> (Cow<'_, Array2<f32>>, usize) {
+    let (h, w) = data.dim();
+    let f = h.max(w).div_ceil(PREVIEW_PX).max(1);
+    if f == 1 {
+        return (Cow::Borrowed(data), 1);
+    }
+    let (rh, rw) = (h.div_ceil(f), w.div_ceil(f));
+    let mut out = Array2::from_elem((rh, rw), f32::NAN);
+    out.axis_iter_mut(ndarray::Axis(0))
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(y, mut row)| {
+            for (x, v) in row.iter_mut().enumerate() {
+                let block =
+                    data.slice(s![y * f..((y + 1) * f).min(h), x * f..((x + 1) * f).min(w)]);
+                let (sum, n) = block
+                    .iter()
+                    .filter(|v| v.is_finite())
+                    .fold((0.0f64, 0usize), |(s, n), &v| (s + f64::from(v), n + 1));
+                if n > 0 {
+                    *v = (sum / n as f64) as f32;
+                }
+            }
+        });
+    (Cow::Owned(out), f)
 }
 
 /// The `q`-quantile (0..1) of the finite values, or `None` if there are none.
@@ -71,9 +106,9 @@ fn render_in(data: &Array2<f32>, scale: Scale, (lo, hi): (f32, f32)) -> RgbImage
     })
 }
 
-/// Writes one preview PNG.
+/// Writes one preview PNG, reduced to at most [`PREVIEW_PX`] a side.
 pub fn write_png(path: &Path, data: &Array2<f32>, scale: Scale) -> Result<()> {
-    save(path, &render(data, scale))
+    save(path, &render(&reduced(data).0, scale))
 }
 
 /// One panel of a montage: an image, its colouring, and its title (with units).
@@ -107,8 +142,8 @@ impl Layout {
     }
 }
 
-/// Writes a montage: `caption` on top, then the panels left to right, `columns` per row,
-/// each titled, with a colour bar and its range (non-finite pixels are black); with the
+/// Writes a montage: `caption` on top, then the panels (reduced to at most [`PREVIEW_PX`] a
+/// side) left to right, `columns` per row, each titled, with a colour bar and its range (non-finite pixels are black); with the
 /// pixel size at the sample (µm), a scale bar on the first panel.
 pub fn write_montage(
     path: &Path,
@@ -120,11 +155,14 @@ pub fn write_montage(
     let first = panels
         .first()
         .ok_or_else(|| Error::invalid("montage needs at least one panel"))?;
-    let (h, w) = first.data.dim();
-    if panels.iter().any(|p| p.data.dim() != (h, w)) {
+    if panels.iter().any(|p| p.data.dim() != first.data.dim()) {
         return Err(Error::invalid("montage panels must have one size"));
     }
+    let images: Vec<(Cow<Array2<f32>>, usize)> =
+        panels.par_iter().map(|p| reduced(p.data)).collect();
+    let (h, w) = images[0].0.dim();
     let (h, w) = (h as u32, w as u32);
+    let pixel_um = pixel_um.map(|p| p * images[0].1 as f64);
     let l = Layout::new(w);
     let cols = columns.clamp(1, panels.len()) as u32;
     let rows = (panels.len() as u32).div_ceil(cols);
@@ -137,14 +175,14 @@ pub fn write_montage(
     let width = canvas.width();
     let black = Rgb([0, 0, 0]);
     text(&mut canvas, caption, 0, 2, l.text, width, black);
-    for (i, p) in panels.iter().enumerate() {
+    for (i, (p, (data, _))) in panels.iter().zip(&images).enumerate() {
         let (ox, oy) = (
             (i as u32 % cols) * (w + l.gap),
             l.caption + (i as u32 / cols) * (cell + l.gap),
         );
         text(&mut canvas, &p.title, ox, oy, l.text, w, black);
-        let (lo, hi) = range(p.data, p.scale);
-        let tile = render_in(p.data, p.scale, (lo, hi));
+        let (lo, hi) = range(data, p.scale);
+        let tile = render_in(data, p.scale, (lo, hi));
         image::imageops::replace(&mut canvas, &tile, ox as i64, (oy + l.title) as i64);
         let bar_y = oy + l.title + h + 2;
         for x in 0..w {

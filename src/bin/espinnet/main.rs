@@ -170,3 +170,17 @@ fn simulate(a: SimulateArgs) -> espinnet::Result<()> {
     );
     Ok(())
 }
+
+/// The process's peak resident memory so far (MiB; Linux, else null).
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
+}

@@ -11,6 +11,7 @@ use espinnet::tracking::Params;
 use espinnet::{Engine, EngineKind, Error, Geometry, Options, Result, ScanScaling};
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::Array2;
+use rayon::prelude::*;
 use serde_json::{Value, json};
 
 use crate::inspect::Inputs;
@@ -144,6 +145,34 @@ impl NetworkArgs {
         o.tile_px = self.tile;
         o.batch = self.batch;
         o
+    }
+}
+
+impl NetworkArgs {
+    /// The flags that give these settings, for a child `espinnet` process.
+    pub fn to_flags(&self) -> Vec<String> {
+        let mut f = vec![
+            format!("--provider={}", self.provider),
+            format!("--scaling={}", self.scaling),
+            format!("--tile={}", self.tile),
+            format!("--batch={}", self.batch),
+            format!("--threads={}", self.threads),
+            format!("--device-id={}", self.device_id),
+        ];
+        let path = |flag: &str, p: &Option<PathBuf>| {
+            p.as_ref().map(|p| format!("--{flag}={}", p.display()))
+        };
+        f.extend(path("model", &self.model));
+        f.extend(path("ort-library", &self.ort_library));
+        f.extend(path("trt-cache", &self.trt_cache));
+        f.extend(
+            self.gpu_mem_limit_mib
+                .map(|m| format!("--gpu-mem-limit-mib={m}")),
+        );
+        if self.fp16 {
+            f.push("--fp16".into());
+        }
+        f
     }
 }
 
@@ -309,7 +338,9 @@ pub fn run(a: &ReconstructArgs) -> Result<()> {
     let (reference, sample) = a.inputs.read()?;
     let read_s = clock.elapsed().as_secs_f64();
 
+    let clock = Instant::now();
     let engine = Engine::new(&options)?;
+    let setup_s = clock.elapsed().as_secs_f64();
     let (n, h, w) = reference.dim();
     let name = options.engine.name();
     let bar = ProgressBar::new(1000)
@@ -329,8 +360,9 @@ pub fn run(a: &ReconstructArgs) -> Result<()> {
     let maps = result?;
     let engine_s = clock.elapsed().as_secs_f64();
 
+    let clock = Instant::now();
     let images = maps.named();
-    let summary = json!({
+    let mut summary = json!({
         "espinnet_version": env!("CARGO_PKG_VERSION"),
         "engine": name,
         "inputs": { "reference": a.inputs.reference, "sample": a.inputs.sample, "dark": a.inputs.dark, "flat": a.inputs.flat,
@@ -341,20 +373,20 @@ pub fn run(a: &ReconstructArgs) -> Result<()> {
                     (R Keys-interpolated, M the reference's local mean)",
         "geometry": options.geometry.as_ref().map(geometry_json),
         "integration": options.integration,
-        "timings_s": { "read": read_s, "engine": engine_s },
+        "timings_s": { "read": read_s, "setup": setup_s, "engine": engine_s },
         "preview_panels": images.iter().map(|((n, ..), _)| *n).collect::<Vec<_>>(),
     });
-    let summary = serde_json::to_string_pretty(&summary).expect("serialisable");
+    let text = |s: &Value| serde_json::to_string_pretty(s).expect("serialisable");
     match staged {
-        None => espinnet::io::nexus::write_result(&a.output, &maps, &summary)?,
+        None => espinnet::io::nexus::write_result(&a.output, &maps, &text(&summary))?,
         Some(staged) => {
             let path = |rel: &str| staged.path(rel).map(|p| p.to_string_lossy().into_owned());
-            for ((name, ..), data) in &images {
-                espinnet::io::write_image(&path(&format!("{name}.tif"))?, data)?;
-            }
-            if let Some(status) = &maps.status {
-                espinnet::io::write_image(&path("status.tif")?, &status.mapv(f32::from))?;
-            }
+            let status = maps.status.as_ref().map(|s| s.mapv(f32::from));
+            let files: Vec<(String, &Array2<f32>)> = images
+                .iter()
+                .map(|((name, ..), data)| (format!("{name}.tif"), *data))
+                .chain(status.as_ref().map(|s| ("status.tif".to_string(), s)))
+                .collect();
             let panels: Vec<Panel> = images
                 .iter()
                 .map(|&((name, units, _), data)| Panel {
@@ -373,9 +405,21 @@ pub fn run(a: &ReconstructArgs) -> Result<()> {
                 .collect();
             let caption = format!("{name} engine, N = {n}, {h}x{w} px");
             let pixel_um = options.geometry.map(|g| g.effective_pixel_m() * 1e6);
-            write_montage(&staged.path("preview.png")?, &caption, &panels, 4, pixel_um)?;
+            // The files and the preview in parallel: each is mostly encoding and writing.
+            let (written, preview) = rayon::join(
+                || {
+                    files
+                        .par_iter()
+                        .try_for_each(|(rel, data)| espinnet::io::write_image(&path(rel)?, data))
+                },
+                || write_montage(&staged.path("preview.png")?, &caption, &panels, 4, pixel_um),
+            );
+            written.and(preview)?;
+            // Written last, so that it can say what the writing took.
+            summary["timings_s"]["write"] = json!(clock.elapsed().as_secs_f64());
+            summary["peak_rss_mib"] = json!(crate::peak_rss_mib());
             let p = staged.path("summary.json")?;
-            std::fs::write(&p, summary).map_err(|e| Error::Io { path: p, source: e })?;
+            std::fs::write(&p, text(&summary)).map_err(|e| Error::Io { path: p, source: e })?;
             staged.commit()?;
         }
     }
