@@ -526,6 +526,8 @@ impl Engine {
                 });
             }
         }
+        let clock = std::time::Instant::now();
+        let lap = |step: &str| log::debug!("{step}: {:.3} s", clock.elapsed().as_secs_f64());
         let (dx, dy, transmission, darkfield, status) = match &self.kind {
             Kind::Tracking(params) => {
                 let o = tracking::track_with(reference, sample, params, progress)?;
@@ -536,6 +538,7 @@ impl Engine {
                 (o.dx, o.dy, o.transmission, o.darkfield, None)
             }
         };
+        lap("engine");
         // A sample that does not hold the reference's pattern gives shifts made of noise,
         // which no map would tell from a measurement.
         let fit = model::Fit::new(
@@ -544,6 +547,7 @@ impl Engine {
             Contrasts::new(&dx, &dy, &transmission, &darkfield),
         );
         let explained = fit.explained_share(4096);
+        lap("model fit and explained share");
         if explained < MIN_EXPLAINED_SHARE {
             return Err(Error::invalid(format!(
                 "the sample stack does not follow the reference stack's pattern: the model \
@@ -563,6 +567,7 @@ impl Engine {
             )?),
             _ => None,
         };
+        lap("phase");
         if let (Some(mut dst), Some(phase)) = (out.phase.take(), phase) {
             dst.assign(&phase);
         }
@@ -582,6 +587,7 @@ impl Engine {
         if let Some(q) = out.quality.take() {
             fit.residual_into(q);
         }
+        lap("quality map");
         if let Some(mut dst) = out.status.take() {
             match &status {
                 Some(s) => dst.assign(s),

@@ -99,19 +99,44 @@ fn prefilter(c: &mut [f64]) {
 
 /// Value of `img` (row-major, `w` columns, `h` rows) at (y, x); indices clamped at edges.
 pub(crate) fn bicubic(img: &[f32], h: usize, w: usize, y: f64, x: f64) -> f32 {
-    let (iy, ix) = (y.floor(), x.floor());
-    let (wy, wx) = (keys(y - iy), keys(x - ix));
-    let mut acc = 0.0f32;
-    for (j, wy) in wy.iter().enumerate() {
-        let yy = (iy as isize + j as isize - 1).clamp(0, h as isize - 1) as usize;
-        let row = &img[yy * w..(yy + 1) * w];
-        let mut r = 0.0f32;
-        for (i, wx) in wx.iter().enumerate() {
-            r += wx * row[(ix as isize + i as isize - 1).clamp(0, w as isize - 1) as usize];
+    Taps::new(h, w, y, x).apply(img)
+}
+
+/// The 4×4 Keys taps of one point: where they fall (clamped at the edges) and their
+/// weights, computed once for every frame of a stack sampled there.
+pub(crate) struct Taps {
+    offsets: [usize; 16],
+    weights: [f32; 16],
+}
+
+impl Taps {
+    pub(crate) fn new(h: usize, w: usize, y: f64, x: f64) -> Self {
+        let (iy, ix) = (y.floor(), x.floor());
+        let (wy, wx) = (keys(y - iy), keys(x - ix));
+        let clamp = |base: f64, k: usize, n: usize| {
+            (base as isize + k as isize - 1).clamp(0, n as isize - 1) as usize
+        };
+        let mut taps = Taps {
+            offsets: [0; 16],
+            weights: [0.0; 16],
+        };
+        for j in 0..4 {
+            for i in 0..4 {
+                taps.offsets[4 * j + i] = clamp(iy, j, h) * w + clamp(ix, i, w);
+                taps.weights[4 * j + i] = wy[j] * wx[i];
+            }
         }
-        acc += wy * r;
+        taps
     }
-    acc
+
+    /// The interpolated value in `img`, one frame of the size the taps were made for.
+    pub(crate) fn apply(&self, img: &[f32]) -> f32 {
+        self.offsets
+            .iter()
+            .zip(&self.weights)
+            .map(|(&o, &wt)| wt * img[o])
+            .sum()
+    }
 }
 
 #[cfg(test)]

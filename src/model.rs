@@ -9,7 +9,7 @@ use ndarray::{Array2, ArrayView2, ArrayView3, ArrayViewMut2, Axis, Zip};
 
 use rayon::prelude::*;
 
-use crate::interpolate::bicubic;
+use crate::interpolate::Taps;
 
 /// Half-width (px) of the box over which M is estimated: several cells of the usual
 /// patterns (a 3×3 window's mean is off by ~10 % on a 7.7 px coded mask).
@@ -39,28 +39,37 @@ pub(crate) fn local_mean(
     (n, h, w): (usize, usize, usize),
     half_width: usize,
 ) -> Vec<f32> {
-    // Summed-area table of the frame sum.
+    // The frame sum, frames added in turn (contiguous reads), rows in parallel; then its
+    // summed-area table.
+    let mut total = vec![0.0f64; h * w];
+    total.par_chunks_mut(w).enumerate().for_each(|(y, row)| {
+        for i in 0..n {
+            let frame = &raw[i * h * w + y * w..][..w];
+            for (t, &v) in row.iter_mut().zip(frame) {
+                *t += (v * scale - 1.0) as f64;
+            }
+        }
+    });
     let mut sat = vec![0.0f64; (h + 1) * (w + 1)];
     for y in 0..h {
         let mut row = 0.0;
         for x in 0..w {
-            row += (0..n)
-                .map(|i| (raw[i * h * w + y * w + x] * scale - 1.0) as f64)
-                .sum::<f64>();
+            row += total[y * w + x];
             sat[(y + 1) * (w + 1) + x + 1] = sat[y * (w + 1) + x + 1] + row;
         }
     }
+    drop(total);
     let r = half_width;
     let mut out = vec![0.0f32; h * w];
-    for y in 0..h {
+    out.par_chunks_mut(w).enumerate().for_each(|(y, out)| {
         let (y0, y1) = (y.saturating_sub(r), (y + r + 1).min(h));
-        for x in 0..w {
+        for (x, o) in out.iter_mut().enumerate() {
             let (x0, x1) = (x.saturating_sub(r), (x + r + 1).min(w));
             let sum = sat[y1 * (w + 1) + x1] - sat[y0 * (w + 1) + x1] - sat[y1 * (w + 1) + x0]
                 + sat[y0 * (w + 1) + x0];
-            out[y * w + x] = (1.0 + sum / (n * (y1 - y0) * (x1 - x0)) as f64) as f32;
+            *o = (1.0 + sum / (n * (y1 - y0) * (x1 - x0)) as f64) as f32;
         }
-    }
+    });
     out
 }
 
@@ -232,8 +241,9 @@ impl<'a, 'c> Fit<'a, 'c> {
         );
         let mk = self.m[my * w + mx] * self.mean;
         let (mut se, mut ss, mut ms) = (0.0f64, 0.0f64, 0.0f64);
+        let taps = Taps::new(h, w, sy, sx);
         for k in 0..n {
-            let r = bicubic(&raw[k * h * w..(k + 1) * h * w], h, w, sy, sx);
+            let r = taps.apply(&raw[k * h * w..(k + 1) * h * w]);
             let s = self.sample[[k, y, x]];
             se += ((s - predict(t, d, mk, r)) as f64).powi(2);
             ss += (s as f64).powi(2);

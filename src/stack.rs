@@ -42,6 +42,11 @@ impl std::str::FromStr for ScanScaling {
 /// Checks one stack: at least one frame, non-empty frames, a size that fits in memory
 /// arithmetic, only finite values. `name` is used in the error message.
 pub fn validate_stack(name: &str, stack: ArrayView3<f32>) -> Result<()> {
+    check_size(name, stack)?;
+    check_finite(name, stack)
+}
+
+fn check_size(name: &str, stack: ArrayView3<f32>) -> Result<()> {
     let (n, h, w) = stack.dim();
     if n == 0 || h == 0 || w == 0 {
         return Err(Error::invalid(format!(
@@ -53,12 +58,17 @@ pub fn validate_stack(name: &str, stack: ArrayView3<f32>) -> Result<()> {
         .and_then(|v| v.checked_mul(size_of::<f32>()))
         .filter(|&bytes| bytes <= isize::MAX as usize)
         .ok_or_else(|| Error::invalid(format!("{name} size {n}x{h}x{w} overflows")))?;
-    check_finite(name, stack)
+    Ok(())
 }
 
 /// Fails with [`Error::NonFinite`] naming the first offending index.
 pub fn check_finite(name: &str, stack: ArrayView3<f32>) -> Result<()> {
-    let count = stack.iter().filter(|v| !v.is_finite()).count();
+    use ndarray::parallel::prelude::*;
+    let count: usize = stack
+        .axis_iter(Axis(0))
+        .into_par_iter()
+        .map(|frame| frame.iter().filter(|v| !v.is_finite()).count())
+        .sum();
     if count == 0 {
         return Ok(());
     }
@@ -75,8 +85,16 @@ pub fn check_finite(name: &str, stack: ArrayView3<f32>) -> Result<()> {
 
 /// Checks both stacks and that they agree in N, H and W.
 pub fn validate_pair(reference: ArrayView3<f32>, sample: ArrayView3<f32>) -> Result<()> {
-    validate_stack("reference stack", reference)?;
-    validate_stack("sample stack", sample)?;
+    let names = ["reference stack", "sample stack"];
+    let mut summaries = Vec::with_capacity(2);
+    for (name, stack) in names.into_iter().zip([reference, sample]) {
+        check_size(name, stack)?;
+        let summary = Summary::of(stack);
+        if summary.non_finite > 0 {
+            return check_finite(name, stack);
+        }
+        summaries.push(summary);
+    }
     if reference.dim() != sample.dim() {
         let d = |a: ArrayView3<f32>| a.shape().to_vec();
         return Err(Error::ShapeMismatch {
@@ -86,19 +104,7 @@ pub fn validate_pair(reference: ArrayView3<f32>, sample: ArrayView3<f32>) -> Res
         });
     }
     // Nothing to measure: an OK full of NaN, or shifts invented from noise, would mislead.
-    for (name, stack) in [("reference stack", reference), ("sample stack", sample)] {
-        use ndarray::parallel::prelude::*;
-        let empty = (f32::INFINITY, f32::NEG_INFINITY, 0f64);
-        let (lo, hi, sum) = stack
-            .axis_iter(ndarray::Axis(0))
-            .into_par_iter()
-            .map(|frame| {
-                frame.fold(empty, |(lo, hi, s), &v| {
-                    (lo.min(v), hi.max(v), s + f64::from(v))
-                })
-            })
-            .reduce(|| empty, |a, b| (a.0.min(b.0), a.1.max(b.1), a.2 + b.2));
-        let mean = sum / stack.len() as f64;
+    for (name, Summary { lo, hi, mean, .. }) in names.into_iter().zip(summaries) {
         // Below this, 1/mean and the normalised sums leave the range of f32.
         if mean.abs() < 1e-30 {
             return Err(Error::invalid(format!(
@@ -114,11 +120,55 @@ pub fn validate_pair(reference: ArrayView3<f32>, sample: ArrayView3<f32>) -> Res
     Ok(())
 }
 
+/// What validation needs of a stack, in one pass (stacks are often most of the machine's
+/// memory): the count of non-finite values, and the range and mean of the others.
+struct Summary {
+    non_finite: usize,
+    lo: f32,
+    hi: f32,
+    mean: f64,
+}
+
+impl Summary {
+    fn of(stack: ArrayView3<f32>) -> Self {
+        use ndarray::parallel::prelude::*;
+        let empty = (0usize, f32::INFINITY, f32::NEG_INFINITY, 0f64);
+        let (non_finite, lo, hi, sum) = stack
+            .axis_iter(Axis(0))
+            .into_par_iter()
+            .map(|frame| {
+                frame.fold(empty, |(bad, lo, hi, s), &v| match v.is_finite() {
+                    true => (bad, lo.min(v), hi.max(v), s + f64::from(v)),
+                    false => (bad + 1, lo, hi, s),
+                })
+            })
+            .reduce(
+                || empty,
+                |a, b| (a.0 + b.0, a.1.min(b.1), a.2.max(b.2), a.3 + b.3),
+            );
+        Summary {
+            non_finite,
+            lo,
+            hi,
+            mean: sum / stack.len() as f64,
+        }
+    }
+}
+
 /// Mean intensity of a stack, accumulated in f64. Both engines divide their inputs by the
 /// reference's; an f32 sum over a few million pixels is already off by ~1e-3 (measured on
 /// 256²×25: 2005.33 against 2002.65).
+///
+/// Frames are summed in parallel and their sums added in order, so the result does not
+/// depend on the thread count.
 pub fn mean_intensity(stack: ArrayView3<f32>) -> f64 {
-    stack.iter().map(|&v| f64::from(v)).sum::<f64>() / stack.len().max(1) as f64
+    use ndarray::parallel::prelude::*;
+    let frames: Vec<f64> = stack
+        .axis_iter(Axis(0))
+        .into_par_iter()
+        .map(|frame| frame.iter().map(|&v| f64::from(v)).sum::<f64>())
+        .collect();
+    frames.iter().sum::<f64>() / stack.len().max(1) as f64
 }
 
 /// Dark subtraction and flat division in place: `I ← (I − dark) / (flat − dark)`.

@@ -222,6 +222,7 @@ impl Network {
             return Ok(Vec::new());
         };
         let (n, h, w) = first.dim();
+        let clock = std::time::Instant::now();
         let mut gains = Vec::with_capacity(pairs.len());
         for (i, &(reference, sample)) in pairs.iter().enumerate() {
             validate_pair(reference, sample)?;
@@ -258,7 +259,12 @@ impl Network {
             .iter()
             .flat_map(|&y| xs.iter().map(move |&x| (y, x)))
             .collect();
-        log::debug!("{} tile(s) of {th}x{tw} per {h}x{w} image", origins.len());
+        log::debug!(
+            "{} tile(s) of {th}x{tw} per {h}x{w} image; checks {:.3} s",
+            origins.len(),
+            clock.elapsed().as_secs_f64()
+        );
+        let (mut extract_s, mut blend_s) = (0.0, 0.0);
         let jobs: Vec<(usize, (usize, usize))> = (0..pairs.len())
             .flat_map(|p| origins.iter().map(move |&o| (p, o)))
             .collect();
@@ -272,6 +278,7 @@ impl Network {
         for chunk in jobs.chunks(self.options.batch) {
             units.check()?;
             let b = chunk.len();
+            let clock = std::time::Instant::now();
             let mut r = Array4::<f32>::zeros((b, nnet, th, tw));
             let mut smp = Array4::<f32>::zeros((b, nnet, th, tw));
             for (k, &(p, origin)) in chunk.iter().enumerate() {
@@ -291,13 +298,17 @@ impl Network {
                     smp.slice_mut(s![k, .., .., ..]),
                 );
             }
+            extract_s += clock.elapsed().as_secs_f64();
             let maps = self.run(&r, &smp)?;
+            let clock = std::time::Instant::now();
             for (k, &(p, origin)) in chunk.iter().enumerate() {
                 blends[p].add(maps.slice(s![k, .., .., ..]), origin);
             }
+            blend_s += clock.elapsed().as_secs_f64();
             units.finish_one();
         }
         units.check()?;
+        log::debug!("tile extraction {extract_s:.3} s, blending {blend_s:.3} s");
         let clip = |a: Array2<f32>| a.mapv(|v| v.clamp(0.0, TD_CLIP));
         Ok(blends
             .into_iter()
