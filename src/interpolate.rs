@@ -120,10 +120,10 @@ impl Taps {
             offsets: [0; 16],
             weights: [0.0; 16],
         };
-        for j in 0..4 {
-            for i in 0..4 {
+        for (j, wy) in wy.iter().enumerate() {
+            for (i, wx) in wx.iter().enumerate() {
                 taps.offsets[4 * j + i] = clamp(iy, j, h) * w + clamp(ix, i, w);
-                taps.weights[4 * j + i] = wy[j] * wx[i];
+                taps.weights[4 * j + i] = wy * wx;
             }
         }
         taps

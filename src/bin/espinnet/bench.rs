@@ -170,6 +170,9 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// Reports one whole run: engine, median seconds, peak RSS (MiB) and stages.
+type Report<'a> = dyn Fn(&str, f64, Option<f64>, &Value) + 'a;
+
 /// Times `espinnet reconstruct` processes of each engine on a simulated case (TIFF stacks,
 /// its geometry; every output written): the median seconds, and the last run's peak RSS
 /// and stages as its `summary.json` gives them.
@@ -178,7 +181,7 @@ fn whole_runs(
     dir: &Path,
     size: usize,
     n: usize,
-    report: &dyn Fn(&str, f64, Option<f64>, &Value),
+    report: &Report<'_>,
 ) -> Result<()> {
     let case = dir.join("case");
     let (size_s, n_s) = (size.to_string(), n.to_string());
