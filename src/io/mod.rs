@@ -121,7 +121,9 @@ pub fn read_pair(
     dark: Option<&str>,
     flat: Option<&str>,
 ) -> Result<(Array3<f32>, Array3<f32>)> {
-    let (mut r, mut s) = (read_stack(reference)?, read_stack(sample)?);
+    // Both at once: decoding is most of a read from the page cache.
+    let (r, s) = rayon::join(|| read_stack(reference), || read_stack(sample));
+    let (mut r, mut s) = (r?, s?);
     crate::stack::validate_pair(r.view(), s.view())?;
     let dark = dark.map(read_image).transpose()?;
     let flat = flat.map(read_image).transpose()?;
