@@ -119,7 +119,8 @@ impl Network {
             Some(path) => std::fs::metadata(path).map_or(0, |m| m.len()),
             None => model::SHIPPED.len() as u64,
         };
-        let setup = (options.resolved_threads() as u64)
+        let threads = options.resolved_threads();
+        let setup = (threads as u64)
             .saturating_mul(crate::memory::THREAD_BYTES)
             .saturating_add(model_bytes.saturating_mul(4));
         crate::memory::ensure(setup, None, "starting ONNX Runtime")?;
@@ -130,7 +131,6 @@ impl Network {
         let ort_err = |e: ort::Error| Error::Runtime(e.to_string());
         let mut builder = Session::builder(&env).map_err(ort_err)?;
         let provider = provider::register(&mut builder, options.provider, &options.gpu)?;
-        let threads = options.resolved_threads();
         let builder = builder
             .with_intra_threads(threads)
             .map_err(|e| ort_err(e.into()))?;
