@@ -219,6 +219,18 @@ fn hdf5_read(loc: &Location) -> Result<Array3<f32>> {
 }
 
 #[cfg(not(feature = "hdf5"))]
+pub fn write_hdf5(
+    path: &Path,
+    _: &[(&str, ndarray::ArrayViewD<f32>)],
+    _: &[(&str, &str)],
+) -> Result<()> {
+    Err(Error::format(
+        path,
+        "this build has no HDF5 support (feature 'hdf5')",
+    ))
+}
+
+#[cfg(not(feature = "hdf5"))]
 fn hdf5_write<D: ndarray::Dimension>(loc: &Location, _: ndarray::ArrayView<f32, D>) -> Result<()> {
     Err(Error::format(
         &loc.path,

@@ -137,6 +137,7 @@ impl Network {
         let mut builder = builder
             .with_log_level(runtime::session_log_level())
             .map_err(|e| ort_err(e.into()))?;
+        let clock = std::time::Instant::now();
         let session = match &options.model {
             None => builder.commit_from_memory(model::SHIPPED),
             Some(path) => builder.commit_from_file(path),
@@ -152,10 +153,12 @@ impl Network {
             )));
         }
         log::info!(
-            "network {} (variant {}, Nnet {}) on {provider} with {threads} thread(s)",
+            "network {} (variant {}, Nnet {}) on {provider} with {threads} thread(s); session \
+             made in {:.3} s",
             source.display(),
             info.variant,
-            info.nnet
+            info.nnet,
+            clock.elapsed().as_secs_f64()
         );
         Ok(Network {
             session: Mutex::new(session),

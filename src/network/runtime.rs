@@ -96,11 +96,16 @@ pub fn environment(explicit: Option<&Path>) -> Result<(Environment, PathBuf)> {
             .map_err(|e| e.to_string())
     };
     // `ort` asserts on some malformed libraries; keep that a clear error too.
+    let clock = std::time::Instant::now();
     let env = std::panic::catch_unwind(build)
         .map_err(|p| crate::error::panic_message(p.as_ref()))
         .and_then(|r| r)
         .map_err(|e| Error::Runtime(format!("{} (from {source}): {e}", path.display())))?;
-    log::info!("ONNX Runtime loaded from {} ({source})", path.display());
+    log::info!(
+        "ONNX Runtime loaded from {} ({source}) in {:.3} s",
+        path.display(),
+        clock.elapsed().as_secs_f64()
+    );
     *loaded = Some((path.clone(), env.clone()));
     Ok((env, path))
 }

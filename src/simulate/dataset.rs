@@ -155,7 +155,6 @@ pub struct ShardFormat {
 
 /// Writes simulated `cases` (equal shapes) as one shard at `path` (replaced atomically),
 /// with `about` (JSON) as its `dataset` attribute.
-#[cfg(feature = "hdf5")]
 pub fn write_shard(
     path: &std::path::Path,
     cases: &[super::Case],

@@ -176,13 +176,7 @@ type Report<'a> = dyn Fn(&str, f64, Option<f64>, &Value) + 'a;
 /// Times `espinnet reconstruct` processes of each engine on a simulated case (TIFF stacks,
 /// its geometry; every output written): the median seconds, and the last run's peak RSS
 /// and stages as its `summary.json` gives them.
-fn whole_runs(
-    a: &BenchArgs,
-    dir: &Path,
-    size: usize,
-    n: usize,
-    report: &Report<'_>,
-) -> Result<()> {
+fn whole_runs(a: &BenchArgs, dir: &Path, size: usize, n: usize, report: &Report<'_>) -> Result<()> {
     let case = dir.join("case");
     let (size_s, n_s) = (size.to_string(), n.to_string());
     let case_s = case.to_string_lossy();
