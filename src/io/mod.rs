@@ -9,6 +9,17 @@ mod atomic;
 mod hdf5;
 #[cfg(feature = "hdf5")]
 pub mod nexus;
+/// NeXus results need HDF5: without it, the same call is an error.
+#[cfg(not(feature = "hdf5"))]
+pub mod nexus {
+    use crate::error::{Error, Result};
+    pub fn write_result(path: &std::path::Path, _: &crate::Maps, _: &str) -> Result<()> {
+        Err(Error::format(
+            path,
+            "this build has no HDF5 support (feature 'hdf5')",
+        ))
+    }
+}
 mod npy;
 mod output_dir;
 pub mod preview;

@@ -378,14 +378,7 @@ pub fn run(a: &ReconstructArgs) -> Result<()> {
     });
     let text = |s: &Value| serde_json::to_string_pretty(s).expect("serialisable");
     match staged {
-        #[cfg(feature = "hdf5")]
         None => espinnet::io::nexus::write_result(&a.output, &maps, &text(&summary))?,
-        #[cfg(not(feature = "hdf5"))]
-        None => {
-            return Err(Error::InvalidArgument(
-                "this espinnet was built without HDF5: write a directory instead".into(),
-            ));
-        }
         Some(staged) => {
             let path = |rel: &str| staged.path(rel).map(|p| p.to_string_lossy().into_owned());
             let status = maps.status.as_ref().map(|s| s.mapv(f32::from));
