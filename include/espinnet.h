@@ -124,6 +124,17 @@ typedef struct esp_engine esp_engine;
 typedef struct esp_options esp_options;
 
 /**
+ * An opened scan (its reference stacks, dark frame and angles read and checked).
+ */
+typedef struct EspSeries EspSeries;
+
+/**
+ * A scan's description. Create with [`esp_series_spec_new`], free with
+ * [`esp_series_spec_free`].
+ */
+typedef struct EspSeriesSpec EspSeriesSpec;
+
+/**
  * A caller-owned stack of `n` frames of `height × width` float32 pixels.
  */
 typedef struct esp_stack {
@@ -197,6 +208,25 @@ typedef struct esp_outputs {
  * thread sets.
  */
 typedef int32_t (*esp_progress_fn)(double fraction_done, void *user_data);
+
+/**
+ * What [`esp_series_run`] did.
+ */
+typedef struct EspSeriesReport {
+  /**
+   * Projections in the scan.
+   */
+  uintptr_t projections;
+  /**
+   * Of those this call was to do, found already in the journal.
+   */
+  uintptr_t resumed;
+  uintptr_t computed;
+  /**
+   * 1 if the output file was written (the journal held every projection), else 0.
+   */
+  int32_t written;
+} EspSeriesReport;
 
 #ifdef __cplusplus
 extern "C" {
@@ -371,6 +401,87 @@ enum esp_status esp_integrate(const float *gx,
  * until the next call on the same thread.
  */
 const char *esp_last_error(void);
+
+/**
+ * A new, empty scan description; NULL only if memory ran out.
+ */
+struct EspSeriesSpec *esp_series_spec_new(void);
+
+/**
+ * Frees a scan description; NULL is accepted.
+ *
+ * # Safety
+ * `spec` is NULL or came from [`esp_series_spec_new`] and is not used afterwards.
+ */
+void esp_series_spec_free(struct EspSeriesSpec *spec);
+
+/**
+ * Sets a field of the scan's description by name ("" restores an optional one's default):
+ *
+ * - `projections`: `scan.h5:/exchange/data` (`[angles, N, H, W]`), or a directory of one
+ *   stack file per angle (`.tif`, `.tiff`, `.npy`, in name order);
+ * - `reference` (default `/exchange/data_white` of the projections' file), `reference_end`
+ *   (a second reference taken after the scan, interpolated by angle), `dark` (default
+ *   `/exchange/data_dark` when present): stacks as files or `file.h5:/dataset`;
+ * - `angles`: degrees, a dataset or file of one value per projection or `start:stop`
+ *   (default `/exchange/theta`);
+ * - `air_columns`: px at each side where each projection's phase is set to zero (default
+ *   a sixteenth of the width; 0: zero-mean phase).
+ *
+ * # Safety
+ * `spec` came from [`esp_series_spec_new`]; `key` and `value` are NUL-terminated strings.
+ */
+enum esp_status esp_series_spec_set(struct EspSeriesSpec *spec, const char *key, const char *value);
+
+/**
+ * Opens the scan `spec` describes into `*series` (set to NULL first): reads the reference
+ * stack(s), the dark frame and the angles, and checks the projections' shape against them.
+ *
+ * # Safety
+ * `spec` came from [`esp_series_spec_new`]; `series` points to writable storage.
+ */
+enum esp_status esp_series_open(const struct EspSeriesSpec *spec, struct EspSeries **series);
+
+/**
+ * The scan's dimensions into `dims`: angles, N, H, W.
+ *
+ * # Safety
+ * `series` came from [`esp_series_open`]; `dims` points to 4 writable `size_t`.
+ */
+enum esp_status esp_series_dims(const struct EspSeries *series, uintptr_t *dims);
+
+/**
+ * Frees an opened scan; NULL is accepted.
+ *
+ * # Safety
+ * `series` is NULL or came from [`esp_series_open`] and is no longer in use.
+ */
+void esp_series_free(struct EspSeries *series);
+
+/**
+ * Reconstructs projections `first .. first + count` (clamped to the scan; `count` =
+ * `SIZE_MAX` for all from `first`) with `engine` into the journal of the NeXus file
+ * `output` (`OUTPUT.journal/`), skipping those already there, then — unless
+ * `journal_only` — writes `output` if the journal holds every projection, and removes
+ * the journal. Interrupted (cancelled, killed), the same call resumes. An existing
+ * `output` with no journal beside it is `ESP_STATUS_IO` unless `overwrite`. `report`
+ * (may be NULL) receives what the call did.
+ *
+ * # Safety
+ * `series` came from [`esp_series_open`], `engine` from `esp_engine_new`; `output` is a
+ * NUL-terminated string; `progress`, if not NULL, is callable with `user_data` until this
+ * call returns; `report` is NULL or writable.
+ */
+enum esp_status esp_series_run(const struct EspSeries *series,
+                               const struct esp_engine *engine,
+                               const char *output,
+                               uintptr_t first,
+                               uintptr_t count,
+                               int32_t journal_only,
+                               int32_t overwrite,
+                               esp_progress_fn progress,
+                               void *user_data,
+                               struct EspSeriesReport *report);
 
 #ifdef __cplusplus
 }  // extern "C"

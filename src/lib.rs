@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod model;
 pub mod network;
 pub mod progress;
+pub mod series;
 pub mod stack;
 pub mod tracking;
 

@@ -17,6 +17,7 @@
 
 mod buffers;
 pub(crate) mod guard;
+mod series;
 
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::sync::OnceLock;
@@ -26,6 +27,7 @@ use crate::simulate::{Preset, simulate};
 use crate::{Engine, MapsMut, Options, network};
 use buffers::{checked_len, in_view, out_view, stack_view};
 pub use guard::esp_last_error;
+pub use series::*;
 use guard::{Failure, ffi};
 
 /// Status of a call. The numbers are part of the ABI and never change.
@@ -374,18 +376,8 @@ pub unsafe extern "C" fn esp_engine_reconstruct_with_progress(
         views.refraction_x = dst(out.refraction_x, "refraction_x")?;
         views.refraction_y = dst(out.refraction_y, "refraction_y")?;
         views.phase = dst(out.phase, "phase")?;
-        // The C callback is serialised and sees fractions that never decrease (units finish
-        // out of order on worker threads); the user data pointer travels as an address.
-        let callback = progress.map(|f| std::sync::Mutex::new((f, user_data as usize, 0.0)));
-        let report = |fraction: f64| match &callback {
-            None => true,
-            Some(m) => {
-                let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
-                g.2 = fraction.max(g.2);
-                // SAFETY: the callback is callable with user_data during the call.
-                (unsafe { (g.0)(g.2, g.1 as *mut c_void) }) == 0
-            }
-        };
+        let callback = Callback::new(progress, user_data);
+        let report = |fraction: f64| callback.report(fraction);
         Ok(engine.0.reconstruct_into(r, s, views, &report)?)
     })
 }
@@ -534,6 +526,29 @@ pub unsafe extern "C" fn esp_integrate(
         dst.assign(&integrate(gx, gy, method)?);
         Ok(())
     })
+}
+
+/// A C progress callback as a [`crate::progress::Progress`]: serialised, and fed fractions
+/// that never decrease (units finish out of order on worker threads); the user data
+/// pointer travels as an address.
+struct Callback(Option<std::sync::Mutex<(unsafe extern "C" fn(f64, *mut c_void) -> i32, usize, f64)>>);
+
+impl Callback {
+    fn new(progress: EspProgressFn, user_data: *mut c_void) -> Self {
+        Callback(progress.map(|f| std::sync::Mutex::new((f, user_data as usize, 0.0))))
+    }
+
+    /// Whether to go on.
+    fn report(&self, fraction: f64) -> bool {
+        let Some(m) = &self.0 else {
+            return true;
+        };
+        let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
+        g.2 = fraction.max(g.2);
+        // SAFETY: the callback is callable with user_data during the call (the caller's
+        // promise at every entry point that takes one).
+        (unsafe { (g.0)(g.2, g.1 as *mut c_void) }) == 0
+    }
 }
 
 fn null(name: &str) -> Failure {

@@ -19,11 +19,39 @@ fn h5err(path: &Path, what: &str) -> impl Fn(hdf5_metno::Error) -> Error {
     move |e| Error::format(&path, format!("{what}: {e}"))
 }
 
-pub(super) fn read(path: &Path, dataset: &str) -> Result<Array3<f32>> {
+/// Reads a dataset of rank 1 to 3 as `[N, H, W]` (leading dimensions of 1 added), or with
+/// `index` the `[N, H, W]` at that index of a rank-4 dataset (a CT scan's projection).
+pub(super) fn read(path: &Path, dataset: &str, index: Option<u64>) -> Result<Array3<f32>> {
+    match call(path, dataset, Query::Read(index))? {
+        Reply::Data(a) => Ok(a),
+        Reply::Shape(_) => unreachable!("a read is answered with data"),
+    }
+}
+
+/// The dataset's dimensions, `None` if the file has no such dataset.
+pub(super) fn shape(path: &Path, dataset: &str) -> Result<Option<Vec<u64>>> {
+    match call(path, dataset, Query::Shape)? {
+        Reply::Shape(s) => Ok(s),
+        Reply::Data(_) => unreachable!("a shape query is answered with a shape"),
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Query {
+    Read(Option<u64>),
+    Shape,
+}
+
+enum Reply {
+    Data(Array3<f32>),
+    Shape(Option<Vec<u64>>),
+}
+
+fn call(path: &Path, dataset: &str, query: Query) -> Result<Reply> {
     #[cfg(unix)]
-    return isolated::read(path, dataset);
+    return isolated::call(path, dataset, query);
     #[cfg(not(unix))]
-    hdf5_metno::sync::sync(|| raw::read(path, dataset))
+    hdf5_metno::sync::sync(|| raw::call(path, dataset, query))
 }
 
 /// Writes the named float32 datasets (parents created) and string attributes on the root
@@ -64,10 +92,11 @@ mod isolated {
 
     use ndarray::Array3;
 
+    use super::{Query, Reply};
     use crate::error::{Error, Result};
 
-    /// [`super::raw::read`] in a child process; its result comes back through a pipe.
-    pub(super) fn read(path: &Path, dataset: &str) -> Result<Array3<f32>> {
+    /// [`super::raw::call`] in a child process; its result comes back through a pipe.
+    pub(super) fn call(path: &Path, dataset: &str, query: Query) -> Result<Reply> {
         let io = |e: std::io::Error| Error::io(path, e);
         let mut fds = [0; 2];
         // SAFETY: a two-element array for the two ends.
@@ -85,7 +114,7 @@ mod isolated {
         let pid = hdf5_metno::sync::sync(|| {
             let pid = unsafe { libc::fork() };
             if pid == 0 {
-                child(path, dataset, &rx, &tx);
+                child(path, dataset, query, &rx, &tx);
             }
             pid
         });
@@ -115,17 +144,27 @@ mod isolated {
         result
     }
 
-    /// The child: reads, sends `O n h w data` or `E kind message`, and exits at once (no
-    /// destructors or exit handlers of the host's run in it).
-    fn child(path: &Path, dataset: &str, rx: &File, tx: &File) -> ! {
+    /// The child: reads, sends `O n h w data`, `S rank dims` (rank `u64::MAX`: no such
+    /// dataset) or `E kind message`, and exits at once (no destructors or exit handlers of
+    /// the host's run in it).
+    fn child(path: &Path, dataset: &str, query: Query, rx: &File, tx: &File) -> ! {
         // SAFETY: this process's copies; the parent keeps its own.
         unsafe { libc::close(rx.as_raw_fd()) };
         let mut tx = unsafe { File::from_raw_fd(tx.as_raw_fd()) };
         close_inherited(tx.as_raw_fd());
-        let result = std::panic::catch_unwind(|| super::raw::read(path, dataset));
+        let result = std::panic::catch_unwind(|| super::raw::call(path, dataset, query));
         let mut message = Vec::new();
         match result {
-            Ok(Ok(a)) => {
+            Ok(Ok(Reply::Shape(dims))) => {
+                message.push(b'S');
+                let dims = dims.unwrap_or_default();
+                let rank = if dims.is_empty() { u64::MAX } else { dims.len() as u64 };
+                for d in std::iter::once(rank).chain(dims) {
+                    message.extend(d.to_le_bytes());
+                }
+                let _ = tx.write_all(&message);
+            }
+            Ok(Ok(Reply::Data(a))) => {
                 let (n, h, w) = a.dim();
                 message.push(b'O');
                 for d in [n, h, w] {
@@ -183,7 +222,7 @@ mod isolated {
     }
 
     /// The parent's side of the pipe; a short message means the child died first.
-    fn receive(path: &Path, rx: &mut File) -> Result<Array3<f32>> {
+    fn receive(path: &Path, rx: &mut File) -> Result<Reply> {
         let io = |e: std::io::Error| Error::io(path, e);
         let mut tag = [0u8; 1];
         if rx.read(&mut tag).map_err(io)? == 0 {
@@ -206,6 +245,19 @@ mod isolated {
                 _ => Error::format(path, text),
             });
         }
+        let mut word = || -> Result<u64> {
+            let mut b = [0u8; 8];
+            rx.read_exact(&mut b).map_err(io)?;
+            Ok(u64::from_le_bytes(b))
+        };
+        if tag[0] == b'S' {
+            let rank = word()?;
+            if rank == u64::MAX {
+                return Ok(Reply::Shape(None));
+            }
+            let dims = (0..rank.min(32)).map(|_| word()).collect::<Result<_>>()?;
+            return Ok(Reply::Shape(Some(dims)));
+        }
         let mut dims = [0u8; 24];
         rx.read_exact(&mut dims).map_err(io)?;
         let dim = |i: usize| {
@@ -222,7 +274,9 @@ mod isolated {
             std::slice::from_raw_parts_mut(data.as_mut_ptr().cast::<u8>(), size_of_val(&data[..]))
         };
         rx.read_exact(bytes).map_err(io)?;
-        Ok(Array3::from_shape_vec((n, h, w), data).expect("length matches the shape"))
+        Ok(Reply::Data(
+            Array3::from_shape_vec((n, h, w), data).expect("length matches the shape"),
+        ))
     }
 }
 
@@ -235,6 +289,7 @@ mod raw {
     use hdf5_metno_sys::{h5, h5d, h5e, h5f, h5i::hid_t, h5p, h5s, h5t};
     use ndarray::Array3;
 
+    use super::{Query, Reply};
     use crate::error::{Error, Result};
 
     /// Closes an HDF5 identifier when dropped.
@@ -251,7 +306,7 @@ mod raw {
         (id >= 0).then_some(Id(id, close))
     }
 
-    pub(super) fn read(path: &Path, dataset: &str) -> Result<Array3<f32>> {
+    pub(super) fn call(path: &Path, dataset: &str, query: Query) -> Result<Reply> {
         let bad = |m: String| Error::format(path, m);
         let name = CString::new(path.as_os_str().as_encoded_bytes())
             .map_err(|_| bad("the path holds a NUL byte".into()))?;
@@ -271,22 +326,51 @@ mod raw {
                 h5f::H5Fclose,
             )
             .ok_or_else(|| bad("not a readable HDF5 file".into()))?;
-            let ds = open(
+            let ds = match open(
                 h5d::H5Dopen2(file.0, ds_name.as_ptr(), h5p::H5P_DEFAULT),
                 h5d::H5Dclose,
-            )
-            .ok_or_else(|| bad(format!("no dataset '{dataset}' in this file")))?;
+            ) {
+                Some(ds) => ds,
+                None if matches!(query, Query::Shape) => return Ok(Reply::Shape(None)),
+                None => return Err(bad(format!("no dataset '{dataset}' in this file"))),
+            };
             let space = open(h5d::H5Dget_space(ds.0), h5s::H5Sclose)
                 .ok_or_else(|| bad(format!("dataset '{dataset}' has no dataspace")))?;
             let rank = h5s::H5Sget_simple_extent_ndims(space.0);
-            if !(2..=3).contains(&rank) {
+            if !(1..=4).contains(&rank) {
                 return Err(bad(format!(
-                    "dataset '{dataset}' has rank {rank}, expected [N, H, W] or [H, W]"
+                    "dataset '{dataset}' has rank {rank}, expected 1 to 4"
                 )));
             }
-            let mut dims = [1u64; 3];
-            let at = 3 - rank as usize;
+            let mut dims = [1u64; 4];
+            let at = 4 - rank as usize;
             h5s::H5Sget_simple_extent_dims(space.0, dims[at..].as_mut_ptr(), std::ptr::null_mut());
+            let index = match query {
+                Query::Shape => return Ok(Reply::Shape(Some(dims[at..].to_vec()))),
+                Query::Read(index) => index,
+            };
+            // The selection: all of a rank-1 to 3 dataset, or `[index, ...]` of a rank-4 one.
+            let start = match (rank, index) {
+                (4, Some(i)) if i < dims[0] => i,
+                (4, Some(i)) => {
+                    return Err(bad(format!(
+                        "dataset '{dataset}' has {} entries along its first axis, asked for {i}",
+                        dims[0]
+                    )));
+                }
+                (4, None) => {
+                    return Err(bad(format!(
+                        "dataset '{dataset}' has rank 4 {:?}: read it one entry at a time",
+                        &dims
+                    )));
+                }
+                (_, Some(_)) => {
+                    return Err(bad(format!(
+                        "dataset '{dataset}' has rank {rank}, expected [angles, N, H, W]"
+                    )));
+                }
+                (_, None) => 0,
+            };
             let dtype = open(h5d::H5Dget_type(ds.0), h5t::H5Tclose)
                 .ok_or_else(|| bad(format!("dataset '{dataset}' has no type")))?;
             if !matches!(
@@ -297,12 +381,12 @@ mod raw {
             }
             // What the dataspace claims against what is stored, before allocating.
             let item = h5t::H5Tget_size(dtype.0) as u64;
-            let shape = &dims[at..];
+            let shape = &dims[1..];
             let claim = shape.iter().try_fold(item, |n, &d| n.checked_mul(d));
             let bytes = crate::io::Budget::new(path, h5d::H5Dget_storage_size(ds.0)).claim(
                 claim,
                 true,
-                &format!("dataset '{dataset}' of shape {shape:?}"),
+                &format!("dataset '{dataset}' of shape {:?}", &dims[at..]),
             )?;
             let values = bytes / item.max(1);
             crate::memory::ensure(
@@ -310,23 +394,196 @@ mod raw {
                 None,
                 &format!("reading '{dataset}' of {}", path.display()),
             )?;
-            let [n, h, w] = dims.map(|d| d as usize);
+            let [_, n, h, w] = dims.map(|d| d as usize);
             if n == 0 || h == 0 || w == 0 {
-                return Err(bad(format!("dataset '{dataset}' is empty: {shape:?}")));
+                return Err(bad(format!("dataset '{dataset}' is empty: {:?}", &dims[at..])));
             }
             let mut data = crate::memory::try_vec(n * h * w, 0f32, "reading HDF5")?;
+            // One entry of a rank-4 dataset: a hyperslab of the file's space, read into a
+            // memory space of its own shape.
+            let (file_space, memory) = if rank == 4 {
+                let offset = [start, 0, 0, 0];
+                let count = [1, dims[1], dims[2], dims[3]];
+                if h5s::H5Sselect_hyperslab(
+                    space.0,
+                    h5s::H5S_seloper_t::H5S_SELECT_SET,
+                    offset.as_ptr(),
+                    std::ptr::null(),
+                    count.as_ptr(),
+                    std::ptr::null(),
+                ) < 0
+                {
+                    return Err(bad(format!("cannot select entry {start} of '{dataset}'")));
+                }
+                let memory = open(
+                    h5s::H5Screate_simple(3, dims[1..].as_ptr(), std::ptr::null()),
+                    h5s::H5Sclose,
+                )
+                .ok_or_else(|| bad("cannot make a memory dataspace".into()))?;
+                (space.0, Some(memory))
+            } else {
+                (h5s::H5S_ALL, None)
+            };
             let status = h5d::H5Dread(
                 ds.0,
                 *h5t::H5T_NATIVE_FLOAT,
-                h5s::H5S_ALL,
-                h5s::H5S_ALL,
+                memory.as_ref().map_or(h5s::H5S_ALL, |m| m.0),
+                file_space,
                 h5p::H5P_DEFAULT,
                 data.as_mut_ptr().cast(),
             );
             if status < 0 {
                 return Err(bad(format!("cannot read '{dataset}' as numbers")));
             }
-            Ok(Array3::from_shape_vec((n, h, w), data).expect("length matches the shape"))
+            Ok(Reply::Data(
+                Array3::from_shape_vec((n, h, w), data).expect("length matches the shape"),
+            ))
         }
+    }
+}
+
+/// An HDF5 file written piece by piece: datasets made at their full shape, then filled one
+/// entry (`[i, ...]`) at a time, so that a series of any length is written in bounded
+/// memory. Made by [`write_streamed`].
+pub struct Streamed {
+    file: hdf5_metno::File,
+    path: std::path::PathBuf,
+}
+
+/// Calls `fill` on a new file and moves it onto `path` if `fill` succeeds (atomically; a
+/// failure leaves nothing).
+pub fn write_streamed(path: &Path, fill: impl FnOnce(&Streamed) -> Result<()>) -> Result<()> {
+    write_atomically(path, |tmp| {
+        let file = hdf5_metno::File::create(tmp).map_err(h5err(path, "cannot create HDF5 file"))?;
+        let w = Streamed {
+            file,
+            path: path.to_path_buf(),
+        };
+        fill(&w)?;
+        w.file.close().map_err(h5err(path, "cannot close HDF5 file"))
+    })
+}
+
+impl Streamed {
+    fn err(&self, what: &str) -> impl Fn(hdf5_metno::Error) -> Error {
+        h5err(&self.path, what)
+    }
+
+    fn location(&self, object: &str) -> Result<hdf5_metno::Location> {
+        if object == "/" {
+            return Ok((**self.file).clone());
+        }
+        match self.file.dataset(object) {
+            Ok(ds) => Ok((**ds).clone()),
+            Err(_) => self
+                .file
+                .group(object)
+                .map(|g| (*g).clone())
+                .map_err(self.err(&format!("no object '{object}'"))),
+        }
+    }
+
+    /// Makes a group (and its parents) with an `NX_class`.
+    pub fn group(&self, name: &str, nx_class: &str) -> Result<()> {
+        let g = self
+            .file
+            .create_group(name)
+            .map_err(self.err(&format!("cannot create group '{name}'")))?;
+        self.text(&g, "NX_class", nx_class)
+    }
+
+    /// Makes a float32 dataset of `shape`, chunked one entry (`[1, ...]`) per chunk.
+    pub fn dataset(&self, name: &str, shape: &[usize]) -> Result<()> {
+        let mut chunk = shape.to_vec();
+        if let Some(c) = chunk.first_mut() {
+            *c = 1;
+        }
+        self.file
+            .new_dataset::<f32>()
+            .shape(shape)
+            .chunk(chunk)
+            .create(name)
+            .map(drop)
+            .map_err(self.err(&format!("cannot create dataset '{name}'")))
+    }
+
+    /// Writes a whole float32 dataset.
+    pub fn write(&self, name: &str, data: ndarray::ArrayViewD<f32>) -> Result<()> {
+        self.file
+            .new_dataset_builder()
+            .with_data(&data.as_standard_layout())
+            .create(name)
+            .map(drop)
+            .map_err(self.err(&format!("cannot write dataset '{name}'")))
+    }
+
+    /// Writes a one-element string dataset (a NeXus text field).
+    pub fn write_text(&self, name: &str, value: &str) -> Result<()> {
+        let value: VarLenUnicode = value
+            .parse()
+            .map_err(|e| Error::format(&self.path, format!("'{name}': {e}")))?;
+        self.file
+            .new_dataset_builder()
+            .with_data(&[value])
+            .create(name)
+            .map(drop)
+            .map_err(self.err(&format!("cannot write '{name}'")))
+    }
+
+    /// Writes entry `index` (`[index, ...]`) of a dataset made by [`Streamed::dataset`].
+    pub fn write_entry(&self, name: &str, index: usize, data: ndarray::ArrayViewD<f32>) -> Result<()> {
+        use ndarray::s;
+        let ds = self
+            .file
+            .dataset(name)
+            .map_err(self.err(&format!("no dataset '{name}'")))?;
+        let data = data.as_standard_layout();
+        let written = match data.ndim() {
+            1 => ds.write_slice(&data, s![index, ..]),
+            2 => ds.write_slice(&data, s![index, .., ..]),
+            3 => ds.write_slice(&data, s![index, .., .., ..]),
+            n => {
+                return Err(Error::invalid(format!(
+                    "entries of rank {n} are not supported"
+                )));
+            }
+        };
+        written.map_err(self.err(&format!("cannot write entry {index} of '{name}'")))
+    }
+
+    /// A string attribute on an object (`/` is the root).
+    pub fn attr(&self, object: &str, name: &str, value: &str) -> Result<()> {
+        self.text(&self.location(object)?, name, value)
+    }
+
+    /// A string-array attribute (NeXus `auxiliary_signals`, `axes`).
+    pub fn attr_list(&self, object: &str, name: &str, values: &[&str]) -> Result<()> {
+        let values: Vec<VarLenUnicode> = values
+            .iter()
+            .map(|v| v.parse().map_err(|e| Error::format(&self.path, format!("{e}"))))
+            .collect::<Result<_>>()?;
+        self.location(object)?
+            .new_attr_builder()
+            .with_data(values.as_slice())
+            .create(name)
+            .map(drop)
+            .map_err(self.err(&format!("cannot write attribute '{name}'")))
+    }
+
+    /// A soft link `name` → `target`.
+    pub fn link(&self, target: &str, name: &str) -> Result<()> {
+        self.file
+            .link_soft(target, name)
+            .map_err(self.err(&format!("cannot link '{name}' to '{target}'")))
+    }
+
+    fn text(&self, loc: &hdf5_metno::Location, name: &str, value: &str) -> Result<()> {
+        let value: VarLenUnicode = value
+            .parse()
+            .map_err(|e| Error::format(&self.path, format!("attribute '{name}': {e}")))?;
+        loc.new_attr::<VarLenUnicode>()
+            .create(name)
+            .and_then(|a| a.write_scalar(&value))
+            .map_err(self.err(&format!("cannot write attribute '{name}'")))
     }
 }

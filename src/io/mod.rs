@@ -30,6 +30,68 @@ use std::path::{Path, PathBuf};
 use ndarray::{Array2, Array3, ArrayView3, Axis};
 
 pub use atomic::write_atomically;
+#[cfg(feature = "hdf5")]
+pub use hdf5::{Streamed, write_streamed};
+#[cfg(not(feature = "hdf5"))]
+pub use no_hdf5::{Streamed, hdf5_shape, read_entry, write_streamed};
+
+/// Without HDF5 the same calls are errors (the streamed writer cannot even be made).
+#[cfg(not(feature = "hdf5"))]
+mod no_hdf5 {
+    use std::path::Path;
+
+    use ndarray::{Array3, ArrayViewD};
+
+    use super::Location;
+    use crate::error::{Error, Result};
+
+    fn missing(path: &Path) -> Error {
+        Error::format(path, "this build has no HDF5 support (feature 'hdf5')")
+    }
+
+    pub fn read_entry(loc: &Location, _: usize) -> Result<Array3<f32>> {
+        Err(missing(&loc.path))
+    }
+
+    pub fn hdf5_shape(loc: &Location) -> Result<Option<Vec<u64>>> {
+        Err(missing(&loc.path))
+    }
+
+    pub fn write_streamed(path: &Path, _: impl FnOnce(&Streamed) -> Result<()>) -> Result<()> {
+        Err(missing(path))
+    }
+
+    /// Never made: its methods cannot be called.
+    pub enum Streamed {}
+
+    #[allow(clippy::missing_errors_doc)]
+    impl Streamed {
+        pub fn group(&self, _: &str, _: &str) -> Result<()> {
+            match *self {}
+        }
+        pub fn dataset(&self, _: &str, _: &[usize]) -> Result<()> {
+            match *self {}
+        }
+        pub fn write(&self, _: &str, _: ArrayViewD<f32>) -> Result<()> {
+            match *self {}
+        }
+        pub fn write_text(&self, _: &str, _: &str) -> Result<()> {
+            match *self {}
+        }
+        pub fn write_entry(&self, _: &str, _: usize, _: ArrayViewD<f32>) -> Result<()> {
+            match *self {}
+        }
+        pub fn attr(&self, _: &str, _: &str, _: &str) -> Result<()> {
+            match *self {}
+        }
+        pub fn attr_list(&self, _: &str, _: &str, _: &[&str]) -> Result<()> {
+            match *self {}
+        }
+        pub fn link(&self, _: &str, _: &str) -> Result<()> {
+            match *self {}
+        }
+    }
+}
 pub use output_dir::{MARKER, OutputDir};
 
 use crate::error::{Error, Result};
@@ -195,7 +257,29 @@ pub fn write_image(spec: &str, data: &Array2<f32>) -> Result<()> {
 
 #[cfg(feature = "hdf5")]
 fn hdf5_read(loc: &Location) -> Result<Array3<f32>> {
-    hdf5::read(&loc.path, loc.dataset.as_deref().unwrap_or_default())
+    hdf5::read(&loc.path, loc.dataset.as_deref().unwrap_or_default(), None)
+}
+
+/// Entry `index` (`[N, H, W]`) of a rank-4 HDF5 dataset `[angles, N, H, W]`.
+#[cfg(feature = "hdf5")]
+pub fn read_entry(loc: &Location, index: usize) -> Result<Array3<f32>> {
+    hdf5::read(
+        &loc.path,
+        loc.dataset.as_deref().unwrap_or_default(),
+        Some(index as u64),
+    )
+}
+
+/// An HDF5 dataset's dimensions; `None` if the file has no such dataset.
+#[cfg(feature = "hdf5")]
+pub fn hdf5_shape(loc: &Location) -> Result<Option<Vec<u64>>> {
+    if !loc.path.is_file() {
+        return Err(Error::io(
+            &loc.path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+        ));
+    }
+    hdf5::shape(&loc.path, loc.dataset.as_deref().unwrap_or_default())
 }
 
 #[cfg(feature = "hdf5")]

@@ -35,12 +35,20 @@ pub(crate) fn gaussian_clamped(a: &Array2<f64>, sigma: f64) -> Array2<f64> {
     if sigma <= 0.0 {
         return a.clone();
     }
+    let conv = gaussian_line(sigma);
+    let mut out = a.clone();
+    separable(&mut out, &conv, &conv);
+    out
+}
+
+/// Smooths one line in place by a Gaussian of `sigma` samples, edges clamped.
+pub(crate) fn gaussian_line(sigma: f64) -> impl Fn(&mut [f64]) + Sync {
     let r = (4.0 * sigma).ceil() as isize;
     let kernel: Vec<f64> = (-r..=r)
         .map(|i| (-(i * i) as f64 / (2.0 * sigma * sigma)).exp())
         .collect();
     let norm: f64 = kernel.iter().sum();
-    let conv = |line: &mut [f64]| {
+    move |line: &mut [f64]| {
         let src = line.to_vec();
         let n = src.len() as isize;
         for (i, out) in line.iter_mut().enumerate() {
@@ -51,8 +59,5 @@ pub(crate) fn gaussian_clamped(a: &Array2<f64>, sigma: f64) -> Array2<f64> {
                 .sum::<f64>()
                 / norm;
         }
-    };
-    let mut out = a.clone();
-    separable(&mut out, conv, conv);
-    out
+    }
 }

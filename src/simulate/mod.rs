@@ -10,6 +10,7 @@
 //! intensity. Then Poisson noise at `flux_photons` per pixel. The model is the parallel-beam
 //! one: all lengths are at the sample plane (effective pixel).
 
+pub mod ct;
 pub mod dataset;
 mod filter;
 mod forward;
@@ -225,6 +226,12 @@ impl Case {
 }
 
 impl Config {
+    /// The seed of random stream `k`: independent streams for independent choices, so
+    /// that changing one part keeps the others.
+    fn stream(&self, k: u64) -> u64 {
+        self.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(k)
+    }
+
     /// Checks every parameter; the error names the first bad one.
     pub fn validate(&self) -> Result<()> {
         if self.height < 2 || self.width < 2 || self.scans == 0 {
@@ -263,14 +270,7 @@ impl Config {
 pub fn simulate(config: &Config) -> Result<Case> {
     config.validate()?;
     let (h, w) = (config.height, config.width);
-    let pixel_um = config.geometry.effective_pixel_m() * 1e6;
-    // Independent streams for independent choices: changing one part keeps the others.
-    let stream = |k: u64| {
-        config
-            .seed
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            .wrapping_add(k)
-    };
+    let stream = |k: u64| config.stream(k);
     // Both stacks, and the sample's maps in f64 with their f32 copies.
     crate::memory::ensure(
         crate::memory::product(&[2 * config.scans * 4 + 8 * 8 + 5 * 4, h, w]),
@@ -286,33 +286,9 @@ pub fn simulate(config: &Config) -> Result<Case> {
     };
     let maps = config.sample.maps(h, w, &config.geometry, stream(1));
     lap("sample maps");
-    let positions_um = config.trajectory.positions_um(config.scans, stream(2));
-    let shifts: Vec<(f64, f64)> = positions_um
-        .iter()
-        .map(|&(y, x)| (y / pixel_um, x / pixel_um))
-        .collect();
     let dmax = |a: &Array2<f64>| a.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    let (dy_max, dx_max) = (dmax(&maps.dy), dmax(&maps.dx));
-    let (smin, smax) = shifts.iter().fold(
-        ((f64::MAX, f64::MAX), (f64::MIN, f64::MIN)),
-        |(lo, hi), &(y, x)| ((lo.0.min(y), lo.1.min(x)), (hi.0.max(y), hi.1.max(x))),
-    );
-    let optics = forward::Optics {
-        pixel_um,
-        wavelength_m: config.geometry.wavelength_m(),
-        propagation_m: config.modulator_distance_m,
-        blur_px: config.detector_blur_px,
-        oversampling: config.oversampling,
-    };
-    let pattern = forward::Pattern::new(
-        (-smax.0 - dy_max, -smax.1 - dx_max),
-        (
-            h as f64 - 1.0 - smin.0 + dy_max,
-            w as f64 - 1.0 - smin.1 + dx_max,
-        ),
-        &optics,
-        |fh, fw, sample_um| config.modulator.wavefield(fh, fw, sample_um, stream(3)),
-    )?;
+    let (pattern, shifts, positions_um) =
+        scan_pattern(config, (dmax(&maps.dy), dmax(&maps.dx)), stream(2), stream(3))?;
     lap("pattern");
     let noise = config.poisson_noise.then(|| stream(4));
     let (reference, sample) = forward::render(&pattern, &shifts, &maps, config.flux_photons, noise);
@@ -332,4 +308,44 @@ pub fn simulate(config: &Config) -> Result<Case> {
         },
         positions_um,
     })
+}
+
+/// The scan positions (µm, and px as shifts) and the detector pattern over the image, the
+/// scan and displacements up to `reach_px` (y, x).
+#[allow(clippy::type_complexity)]
+fn scan_pattern(
+    config: &Config,
+    reach_px: (f64, f64),
+    trajectory_seed: u64,
+    modulator_seed: u64,
+) -> Result<(forward::Pattern, Vec<(f64, f64)>, Vec<(f64, f64)>)> {
+    let (h, w) = (config.height, config.width);
+    let pixel_um = config.geometry.effective_pixel_m() * 1e6;
+    let positions_um = config.trajectory.positions_um(config.scans, trajectory_seed);
+    let shifts: Vec<(f64, f64)> = positions_um
+        .iter()
+        .map(|&(y, x)| (y / pixel_um, x / pixel_um))
+        .collect();
+    let (dy_max, dx_max) = reach_px;
+    let (smin, smax) = shifts.iter().fold(
+        ((f64::MAX, f64::MAX), (f64::MIN, f64::MIN)),
+        |(lo, hi), &(y, x)| ((lo.0.min(y), lo.1.min(x)), (hi.0.max(y), hi.1.max(x))),
+    );
+    let optics = forward::Optics {
+        pixel_um,
+        wavelength_m: config.geometry.wavelength_m(),
+        propagation_m: config.modulator_distance_m,
+        blur_px: config.detector_blur_px,
+        oversampling: config.oversampling,
+    };
+    let pattern = forward::Pattern::new(
+        (-smax.0 - dy_max, -smax.1 - dx_max),
+        (
+            h as f64 - 1.0 - smin.0 + dy_max,
+            w as f64 - 1.0 - smin.1 + dx_max,
+        ),
+        &optics,
+        |fh, fw, sample_um| config.modulator.wavefield(fh, fw, sample_um, modulator_seed),
+    )?;
+    Ok((pattern, shifts, positions_um))
 }

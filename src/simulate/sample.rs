@@ -303,7 +303,7 @@ fn minmax(a: &Array2<f64>) -> (f64, f64) {
 }
 
 /// Maps whose displacement is the numerical gradient of the phase.
-fn numeric(
+pub(crate) fn numeric(
     phase: Array2<f64>,
     transmission: Array2<f64>,
     darkfield: Array2<f64>,

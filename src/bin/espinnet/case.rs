@@ -147,17 +147,19 @@ pub fn demo(dir: &Path, force: bool) -> Result<()> {
                 flat: None,
             },
             output: out(engine),
-            engine,
-            network: crate::reconstruct::NetworkArgs::default(),
-            window: 1,
-            max_shift: 9,
-            no_darkfield: false,
-            energy_kev: Some(g.energy_ev / 1e3),
-            distance_m: Some(g.distance_m),
-            pixel_size_um: Some(g.detector_pixel_m * 1e6),
-            magnification: g.magnification,
-            memory_limit_mib: 0,
-            integration: espinnet::integrate::Method::FrankotChellappa,
+            settings: crate::reconstruct::EngineArgs {
+                engine,
+                network: crate::reconstruct::NetworkArgs::default(),
+                window: 1,
+                max_shift: 9,
+                no_darkfield: false,
+                energy_kev: Some(g.energy_ev / 1e3),
+                distance_m: Some(g.distance_m),
+                pixel_size_um: Some(g.detector_pixel_m * 1e6),
+                magnification: g.magnification,
+                memory_limit_mib: 0,
+                integration: espinnet::integrate::Method::FrankotChellappa,
+            },
             force,
         };
         crate::reconstruct::run(&a)?;
@@ -169,7 +171,7 @@ pub fn demo(dir: &Path, force: bool) -> Result<()> {
         config.scans,
     );
     // The tracker leaves a border NaN; both engines are scored on the pixels it estimates.
-    let border = args[1].options()?.tracking.border();
+    let border = args[1].settings.options()?.tracking.border();
     println!(
         "over the {0}x{0} interior (espinnet::metrics: RMSE, and the share of pixels over 1 px off):",
         512 - 2 * border

@@ -5,6 +5,7 @@ mod bench;
 mod case;
 mod inspect;
 mod reconstruct;
+mod series;
 mod validate;
 
 use std::path::PathBuf;
@@ -49,6 +50,10 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Both engines against simulated truth on a fixed case set (the model card's table).
     Validate(validate::ValidateArgs),
+    /// Reconstruct every projection of a CT scan into one NeXus file; resumable.
+    Series(Box<series::SeriesArgs>),
+    /// Simulate a CT scan of a phantom (DXchange file) with its true phase and δ volume.
+    SimulateCt(series::SimulateCtArgs),
 }
 
 #[derive(clap::Args)]
@@ -120,6 +125,8 @@ fn main() -> ExitCode {
         Command::Inspect(mut a) => a.apply_case().and_then(|_| inspect::run(&a)),
         Command::Bench(a) => bench::run(&a),
         Command::Validate(a) => validate::run(&a),
+            Command::Series(a) => series::run(*a),
+            Command::SimulateCt(a) => series::simulate_ct(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

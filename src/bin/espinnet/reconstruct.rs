@@ -32,6 +32,16 @@ pub struct ReconstructArgs {
     /// `result.h5` (.h5, .hdf5, .nxs) holding every map and the settings.
     #[arg(long)]
     pub output: PathBuf,
+    #[command(flatten)]
+    pub settings: EngineArgs,
+    /// Replace an earlier output directory (all of it).
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// The engine and its settings, as `reconstruct` and `series` take them.
+#[derive(clap::Args)]
+pub struct EngineArgs {
     /// Engine: network (ESPINNet through ONNX Runtime) or tracking (correlation).
     #[arg(long, default_value_t = EngineKind::default())]
     pub engine: EngineKind,
@@ -65,9 +75,6 @@ pub struct ReconstructArgs {
     /// Phase integration: frankot-chellappa or least-squares.
     #[arg(long, default_value_t = Method::default())]
     pub integration: Method,
-    /// Replace an earlier output directory (all of it).
-    #[arg(long)]
-    pub force: bool,
 }
 
 /// Network engine options (shared with `bench` and `validate`); defaults are the library's.
@@ -176,7 +183,7 @@ impl NetworkArgs {
     }
 }
 
-impl ReconstructArgs {
+impl EngineArgs {
     /// The library's options for these arguments.
     pub fn options(&self) -> Result<Options> {
         let mut o = Options::default();
@@ -281,12 +288,19 @@ impl ReconstructArgs {
         let Some(meta) = self.inputs.apply_case()? else {
             return Ok(());
         };
+        self.settings.geometry_from(&meta)
+    }
+}
+
+impl EngineArgs {
+    /// The geometry from a case's or scan's metadata, unless flags give one.
+    pub fn geometry_from(&mut self, meta: &Value) -> Result<()> {
         if self.energy_kev.is_some() {
             return Ok(());
         }
         let get = |key: &str| {
             meta[key].as_f64().ok_or_else(|| {
-                Error::InvalidArgument(format!("the case's meta.json has no number '{key}'"))
+                Error::InvalidArgument(format!("the metadata has no number '{key}'"))
             })
         };
         self.energy_kev = Some(get("energy_kev")?);
@@ -310,7 +324,7 @@ pub fn geometry_json(g: &espinnet::geometry::Geometry) -> Value {
 }
 
 pub fn run(a: &ReconstructArgs) -> Result<()> {
-    let options = a.options()?;
+    let options = a.settings.options()?;
     let inputs = a.inputs.paths();
     let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
     // `result.h5` (also .hdf5, .nxs): one NeXus file; anything else: a directory of TIFFs.

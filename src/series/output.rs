@@ -1,0 +1,76 @@
+//! The series' NeXus file, built from the journal one projection at a time:
+//! `/entry/result` (`NXdata`) holds the maps as `[angles, H, W]` float32 with `units` and
+//! `long_name`, the signal phase (or dx without a geometry), `theta` (degrees) as the
+//! first axis; `/entry/process/settings` the run's manifest as JSON; root-level links
+//! `/dx`, `/dy`, `/transmission`, `/darkfield`, `/quality`, `/phase` and `/theta` for
+//! scripts that expect DXchange-like flat paths.
+
+use std::path::Path;
+
+use ndarray::{Array1, Axis};
+
+use super::Series;
+use super::journal::Journal;
+use crate::engine::MAP_INFO;
+use crate::error::{Error, Result};
+
+/// The maps a series keeps, in journal order.
+pub(super) fn names(with_phase: bool) -> Vec<&'static str> {
+    let mut names = vec!["dx", "dy", "transmission", "darkfield", "quality"];
+    if with_phase {
+        names.push("phase");
+    }
+    names
+}
+
+pub(super) fn write(
+    path: &Path,
+    series: &Series,
+    journal: &Journal,
+    names: &[&str],
+    manifest: &str,
+) -> Result<()> {
+    let (k, _, h, w) = series.dims();
+    let theta = Array1::from_iter(series.angles_deg().iter().map(|&a| a as f32));
+    let signal = *names.last().filter(|n| **n == "phase").unwrap_or(&"dx");
+    crate::io::write_streamed(path, |f| {
+        f.attr("/", "default", "entry")?;
+        f.attr("/", "creator", concat!("espinnet ", env!("CARGO_PKG_VERSION")))?;
+        f.group("/entry", "NXentry")?;
+        f.attr("/entry", "default", "result")?;
+        f.group("/entry/result", "NXdata")?;
+        f.attr("/entry/result", "signal", signal)?;
+        let others: Vec<&str> = names.iter().copied().filter(|n| *n != signal).collect();
+        f.attr_list("/entry/result", "auxiliary_signals", &others)?;
+        f.attr_list("/entry/result", "axes", &["theta", ".", "."])?;
+        f.write("/entry/result/theta", theta.view().into_dyn())?;
+        f.attr("/entry/result/theta", "units", "degrees")?;
+        f.attr("/entry/result/theta", "long_name", "rotation angle")?;
+        for name in names {
+            let (_, units, long) = MAP_INFO
+                .iter()
+                .find(|(n, ..)| n == name)
+                .expect("every map is in MAP_INFO");
+            let ds = format!("/entry/result/{name}");
+            f.dataset(&ds, &[k, h, w])?;
+            f.attr(&ds, "units", units)?;
+            f.attr(&ds, "long_name", long)?;
+        }
+        for i in 0..k {
+            let maps = journal.read(i)?.ok_or_else(|| {
+                Error::Runtime(format!("projection {i} went missing from the journal"))
+            })?;
+            for (m, name) in maps.axis_iter(Axis(0)).zip(names) {
+                f.write_entry(&format!("/entry/result/{name}"), i, m.into_dyn())?;
+            }
+        }
+        f.group("/entry/process", "NXprocess")?;
+        f.group("/entry/process/settings", "NXnote")?;
+        f.write_text("/entry/process/settings/type", "application/json")?;
+        f.write_text("/entry/process/settings/data", manifest)?;
+        for name in names.iter().chain(&["theta"]) {
+            f.link(&format!("/entry/result/{name}"), &format!("/{name}"))?;
+        }
+        Ok(())
+    })
+}
