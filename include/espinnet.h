@@ -20,6 +20,15 @@
  *     esp_status s = esp_engine_reconstruct(engine, &ref, &smp, &out);
  *     if (s != ESP_STATUS_OK)
  *         fprintf(stderr, "espinnet: %s: %s\n", esp_status_str(s), esp_last_error());
+ *
+ *     // A CT scan (DXchange [angles, N, H, W]), resumable, into one NeXus file:
+ *     esp_series_spec *spec = esp_series_spec_new();
+ *     esp_series_spec_set(spec, "projections", "scan.h5:/exchange/data");
+ *     esp_series *scan = NULL;
+ *     if (esp_series_open(spec, &scan) == ESP_STATUS_OK)
+ *         s = esp_series_run(scan, engine, "out.h5", 0, SIZE_MAX, 0, 0, NULL, NULL, NULL);
+ *     esp_series_free(scan);
+ *     esp_series_spec_free(spec);
  *     esp_engine_free(engine);
  *
  * Conventions: dx along columns, dy along rows, in pixels; S(r) = T·(M + D·(R(r − d) − M)).
@@ -126,13 +135,13 @@ typedef struct esp_options esp_options;
 /**
  * An opened scan (its reference stacks, dark frame and angles read and checked).
  */
-typedef struct EspSeries EspSeries;
+typedef struct esp_series esp_series;
 
 /**
  * A scan's description. Create with [`esp_series_spec_new`], free with
  * [`esp_series_spec_free`].
  */
-typedef struct EspSeriesSpec EspSeriesSpec;
+typedef struct esp_series_spec esp_series_spec;
 
 /**
  * A caller-owned stack of `n` frames of `height × width` float32 pixels.
@@ -212,7 +221,7 @@ typedef int32_t (*esp_progress_fn)(double fraction_done, void *user_data);
 /**
  * What [`esp_series_run`] did.
  */
-typedef struct EspSeriesReport {
+typedef struct esp_series_report {
   /**
    * Projections in the scan.
    */
@@ -226,7 +235,7 @@ typedef struct EspSeriesReport {
    * 1 if the output file was written (the journal held every projection), else 0.
    */
   int32_t written;
-} EspSeriesReport;
+} esp_series_report;
 
 #ifdef __cplusplus
 extern "C" {
@@ -405,7 +414,7 @@ const char *esp_last_error(void);
 /**
  * A new, empty scan description; NULL only if memory ran out.
  */
-struct EspSeriesSpec *esp_series_spec_new(void);
+struct esp_series_spec *esp_series_spec_new(void);
 
 /**
  * Frees a scan description; NULL is accepted.
@@ -413,7 +422,7 @@ struct EspSeriesSpec *esp_series_spec_new(void);
  * # Safety
  * `spec` is NULL or came from [`esp_series_spec_new`] and is not used afterwards.
  */
-void esp_series_spec_free(struct EspSeriesSpec *spec);
+void esp_series_spec_free(struct esp_series_spec *spec);
 
 /**
  * Sets a field of the scan's description by name ("" restores an optional one's default):
@@ -431,7 +440,9 @@ void esp_series_spec_free(struct EspSeriesSpec *spec);
  * # Safety
  * `spec` came from [`esp_series_spec_new`]; `key` and `value` are NUL-terminated strings.
  */
-enum esp_status esp_series_spec_set(struct EspSeriesSpec *spec, const char *key, const char *value);
+enum esp_status esp_series_spec_set(struct esp_series_spec *spec,
+                                    const char *key,
+                                    const char *value);
 
 /**
  * Opens the scan `spec` describes into `*series` (set to NULL first): reads the reference
@@ -440,7 +451,7 @@ enum esp_status esp_series_spec_set(struct EspSeriesSpec *spec, const char *key,
  * # Safety
  * `spec` came from [`esp_series_spec_new`]; `series` points to writable storage.
  */
-enum esp_status esp_series_open(const struct EspSeriesSpec *spec, struct EspSeries **series);
+enum esp_status esp_series_open(const struct esp_series_spec *spec, struct esp_series **series);
 
 /**
  * The scan's dimensions into `dims`: angles, N, H, W.
@@ -448,7 +459,7 @@ enum esp_status esp_series_open(const struct EspSeriesSpec *spec, struct EspSeri
  * # Safety
  * `series` came from [`esp_series_open`]; `dims` points to 4 writable `size_t`.
  */
-enum esp_status esp_series_dims(const struct EspSeries *series, uintptr_t *dims);
+enum esp_status esp_series_dims(const struct esp_series *series, uintptr_t *dims);
 
 /**
  * Frees an opened scan; NULL is accepted.
@@ -456,7 +467,7 @@ enum esp_status esp_series_dims(const struct EspSeries *series, uintptr_t *dims)
  * # Safety
  * `series` is NULL or came from [`esp_series_open`] and is no longer in use.
  */
-void esp_series_free(struct EspSeries *series);
+void esp_series_free(struct esp_series *series);
 
 /**
  * Reconstructs projections `first .. first + count` (clamped to the scan; `count` =
@@ -472,7 +483,7 @@ void esp_series_free(struct EspSeries *series);
  * NUL-terminated string; `progress`, if not NULL, is callable with `user_data` until this
  * call returns; `report` is NULL or writable.
  */
-enum esp_status esp_series_run(const struct EspSeries *series,
+enum esp_status esp_series_run(const struct esp_series *series,
                                const struct esp_engine *engine,
                                const char *output,
                                uintptr_t first,
@@ -481,7 +492,7 @@ enum esp_status esp_series_run(const struct EspSeries *series,
                                int32_t overwrite,
                                esp_progress_fn progress,
                                void *user_data,
-                               struct EspSeriesReport *report);
+                               struct esp_series_report *report);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -45,7 +45,7 @@ impl CtConfig {
             base,
             angles,
             max_displacement_px: 3.0,
-            edge_px: 1.0,
+            edge_px: 2.0,
         }
     }
 

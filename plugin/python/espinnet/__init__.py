@@ -36,6 +36,7 @@ from .errors import (
     RuntimeLibraryError,
     ShapeError,
 )
+from .series import Series, read_series
 from .simulation import PRESET_GEOMETRY, Simulation, integrate, simulate
 
 #: The library's version (``esp_version()``), which is the package's.
@@ -43,6 +44,7 @@ __version__ = _native.version()
 
 __all__ = [
     "Engine", "Result", "retrieve", "simulate", "Simulation", "PRESET_GEOMETRY", "integrate",
+    "Series", "read_series",
     "available_providers", "__version__",
     "EspinnetError", "NullArgumentError", "InvalidArgumentError", "ShapeError",
     "NonFiniteError", "IoError", "FormatError", "ModelError", "RuntimeLibraryError",

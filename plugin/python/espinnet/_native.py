@@ -38,6 +38,13 @@ class Outputs(ctypes.Structure):
 PROGRESS_FN = ctypes.CFUNCTYPE(c_int32, c_double, c_void_p)
 
 
+class SeriesReport(ctypes.Structure):
+    """``esp_series_report``: what one ``esp_series_run`` did."""
+
+    _fields_ = [("projections", c_size_t), ("resumed", c_size_t), ("computed", c_size_t),
+                ("written", c_int32)]
+
+
 def _load():
     path = Path(os.environ.get("ESPINNET_LIBRARY") or Path(__file__).with_name(LIBRARY_NAME))
     if not path.is_file():
@@ -62,6 +69,15 @@ def _load():
         ("esp_simulate", status,
          [c_char_p, c_size_t, c_size_t, c_size_t, c_uint64, c_void_p, c_void_p, c_size_t, POINTER(Outputs)]),
         ("esp_available_providers", status, [c_char_p, POINTER(c_char_p)]),
+        ("esp_series_spec_new", c_void_p, []),
+        ("esp_series_spec_free", None, [c_void_p]),
+        ("esp_series_spec_set", status, [c_void_p, c_char_p, c_char_p]),
+        ("esp_series_open", status, [c_void_p, POINTER(c_void_p)]),
+        ("esp_series_dims", status, [c_void_p, POINTER(c_size_t)]),
+        ("esp_series_free", None, [c_void_p]),
+        ("esp_series_run", status,
+         [c_void_p, c_void_p, c_char_p, c_size_t, c_size_t, c_int32, c_int32, PROGRESS_FN,
+          c_void_p, POINTER(SeriesReport)]),
         ("esp_integrate", status,
          [c_void_p, c_void_p, c_size_t, c_size_t, c_size_t, c_char_p, c_void_p]),
     ]:

@@ -275,11 +275,16 @@ class Engine:
             arrays.setdefault(name, np.empty(shape, dtype=np.float32))
         outputs = _native.Outputs(len=shape[0] * shape[1],
                                   **{name: a.ctypes.data for name, a in arrays.items()})
-        self._call(ref, smp, outputs, progress, keep=(ref_array, smp_array, arrays))
+        self._call(
+            lambda handle, fn: _native.lib.esp_engine_reconstruct_with_progress(
+                handle, byref(ref), byref(smp), byref(outputs), fn, None),
+            progress, keep=(ref_array, smp_array, arrays))
         return Result(**arrays)
 
-    def _call(self, ref, smp, outputs, progress, keep):
-        """Runs the C call; ``keep`` holds the arrays behind the descriptors until it ends."""
+    def _call(self, invoke, progress, keep=None):
+        """Runs ``invoke(handle, progress_fn)``, a C call that returns a status, with Ctrl-C
+        and ``progress`` wired to its callback; ``keep`` holds the arrays behind its
+        descriptors until it ends."""
         with self._lock:
             handle = self._live()
             self._calls += 1
@@ -291,9 +296,7 @@ class Engine:
 
         def run(keep=keep):
             try:
-                result["status"] = _native.lib.esp_engine_reconstruct_with_progress(
-                    handle, byref(ref), byref(smp), byref(outputs),
-                    call.function if call else _native.PROGRESS_FN(), None)
+                result["status"] = invoke(handle, call.function if call else _native.PROGRESS_FN())
                 result["message"] = _native.last_error()
             finally:
                 with self._lock:

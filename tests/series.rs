@@ -1,0 +1,175 @@
+//! CT series (`espinnet series`, `espinnet simulate-ct`): the phantom's truth recovered,
+//! the NeXus layout, and the journal: a run killed at random moments (SIGKILL) and started
+//! again ends with the same file as an uninterrupted run, bit for bit.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use espinnet::io::read_stack;
+use ndarray::{Array3, s};
+use tempfile::tempdir;
+
+fn espinnet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_espinnet"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A phantom scan: `size`², `angles` projections of 3 frames, in `dir/ct`.
+fn phantom(dir: &Path, size: usize, angles: usize) -> PathBuf {
+    let ct = dir.join("ct");
+    let o = espinnet(&[
+        "simulate-ct",
+        "--output",
+        ct.to_str().unwrap(),
+        "--size",
+        &size.to_string(),
+        "--angles",
+        &angles.to_string(),
+        "--scans",
+        "3",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    ct
+}
+
+/// `series` arguments for the tracker on the phantom `ct`, writing `output`.
+fn series_args(ct: &Path, output: &Path) -> Vec<String> {
+    [
+        "series",
+        "--projections",
+        ct.join("scan.h5").to_str().unwrap(),
+        "--geometry-json",
+        ct.join("ct.json").to_str().unwrap(),
+        "--engine",
+        "tracking",
+        "--max-shift",
+        "5",
+        "--threads",
+        "1",
+        "--output",
+        output.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn dataset(file: &Path, name: &str) -> Array3<f32> {
+    read_stack(&format!("{}:{name}", file.display())).unwrap()
+}
+
+#[test]
+fn the_phantom_phase_is_recovered_and_laid_out_as_nexus() {
+    let dir = tempdir().unwrap();
+    let ct = phantom(dir.path(), 64, 12);
+    let out = dir.path().join("out.h5");
+    let args = series_args(&ct, &out);
+    let o = espinnet(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!out.with_file_name("out.h5.journal").exists(), "the journal is removed");
+    let truth = ct.join("truth.h5");
+    let (est, tru) = (dataset(&out, "/entry/result/phase"), dataset(&truth, "/phase"));
+    assert_eq!(est.dim(), (12, 64, 64));
+    // The root-level links name the same data.
+    let bits = |a: &Array3<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&dataset(&out, "/phase")), bits(&est));
+    // Scored inside the tracker's border (NaN).
+    let inner = |a: &Array3<f32>| a.slice(s![.., 8..56, 8..56]).to_owned();
+    let (est, tru) = (inner(&est), inner(&tru));
+    assert!(est.iter().all(|v| v.is_finite()));
+    let rms = |a: &Array3<f32>| (a.iter().map(|v| v * v).sum::<f32>() / a.len() as f32).sqrt();
+    let err = rms(&(&est - &tru));
+    println!("phase: RMS of the truth {:.3} rad, of the error {err:.4} rad", rms(&tru));
+    assert!(err < 0.15 * rms(&tru), "phase error {err} rad");
+    // Referenced to air: the error's mean over each projection is small, not a free offset.
+    for (i, (e, t)) in est.outer_iter().zip(tru.outer_iter()).enumerate() {
+        let offset = (&e - &t).mean().unwrap();
+        assert!(offset.abs() < 0.1 * rms(&tru), "projection {i}: offset {offset} rad");
+    }
+    let theta = read_stack(&format!("{}:/theta", out.display())).unwrap();
+    assert_eq!(theta.len(), 12);
+    assert_eq!(theta[[0, 0, 1]], 15.0);
+}
+
+#[test]
+fn a_run_killed_at_random_moments_resumes_to_the_same_file() {
+    let dir = tempdir().unwrap();
+    let ct = phantom(dir.path(), 48, 40);
+    let reference = dir.path().join("whole.h5");
+    let args = series_args(&ct, &reference);
+    let o = espinnet(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let out = dir.path().join("killed.h5");
+    let args = series_args(&ct, &out);
+    // Each run killed after 5 to 80 ms (a fixed pseudo-random sequence: mid-projection,
+    // while a journal entry or the output file is written), until one finishes.
+    let mut kills = 0;
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    for attempt in 0..300 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let delay = 5 + state % 76;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_espinnet"))
+            .args(&args)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay));
+        match child.try_wait().unwrap() {
+            Some(status) => {
+                assert!(status.success(), "run {attempt} failed: {status}");
+                break;
+            }
+            None => {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                kills += 1;
+                if out.exists() && !out.with_file_name("killed.h5.journal").exists() {
+                    break; // it had finished as the kill came
+                }
+            }
+        }
+    }
+    if !out.exists() {
+        let o = espinnet(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    println!("killed {kills} times");
+    assert!(kills >= 3, "the kills must land during the run ({kills})");
+    for name in ["dx", "dy", "transmission", "darkfield", "quality", "phase", "theta"] {
+        let (a, b) = (dataset(&reference, name), dataset(&out, name));
+        let same = a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits());
+        assert!(same, "{name} differs after the kills");
+    }
+    assert!(!out.with_file_name("killed.h5.journal").exists());
+}
+
+#[test]
+fn a_journal_of_another_run_and_an_existing_output_are_refused() {
+    let dir = tempdir().unwrap();
+    let ct = phantom(dir.path(), 32, 4);
+    let out = dir.path().join("out.h5");
+    let mut args = series_args(&ct, &out);
+    args[8] = "3".into(); // --max-shift 3: another run
+    std::fs::create_dir(dir.path().join("out.h5.journal")).unwrap();
+    let o = espinnet(&series_args(&ct, &out).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The output exists and has no journal: refused without --force.
+    let o = espinnet(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--force"), "{}", stderr(&o));
+    // A journal of a different run is never mixed in.
+    std::fs::create_dir(dir.path().join("out.h5.journal")).unwrap();
+    std::fs::write(dir.path().join("out.h5.journal/manifest.json"), "{}").unwrap();
+    let o = espinnet(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("different run"), "{}", stderr(&o));
+}
