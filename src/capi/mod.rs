@@ -27,8 +27,8 @@ use crate::simulate::{Preset, simulate};
 use crate::{Engine, MapsMut, Options, network};
 use buffers::{checked_len, in_view, out_view, stack_view};
 pub use guard::esp_last_error;
-pub use series::*;
 use guard::{Failure, ffi};
+pub use series::*;
 
 /// Status of a call. The numbers are part of the ABI and never change.
 #[repr(C)]
@@ -531,7 +531,9 @@ pub unsafe extern "C" fn esp_integrate(
 /// A C progress callback as a [`crate::progress::Progress`]: serialised, and fed fractions
 /// that never decrease (units finish out of order on worker threads); the user data
 /// pointer travels as an address.
-struct Callback(Option<std::sync::Mutex<(unsafe extern "C" fn(f64, *mut c_void) -> i32, usize, f64)>>);
+struct Callback(
+    Option<std::sync::Mutex<(unsafe extern "C" fn(f64, *mut c_void) -> i32, usize, f64)>>,
+);
 
 impl Callback {
     fn new(progress: EspProgressFn, user_data: *mut c_void) -> Self {

@@ -158,7 +158,11 @@ mod isolated {
             Ok(Ok(Reply::Shape(dims))) => {
                 message.push(b'S');
                 let dims = dims.unwrap_or_default();
-                let rank = if dims.is_empty() { u64::MAX } else { dims.len() as u64 };
+                let rank = if dims.is_empty() {
+                    u64::MAX
+                } else {
+                    dims.len() as u64
+                };
                 for d in std::iter::once(rank).chain(dims) {
                     message.extend(d.to_le_bytes());
                 }
@@ -396,7 +400,10 @@ mod raw {
             )?;
             let [_, n, h, w] = dims.map(|d| d as usize);
             if n == 0 || h == 0 || w == 0 {
-                return Err(bad(format!("dataset '{dataset}' is empty: {:?}", &dims[at..])));
+                return Err(bad(format!(
+                    "dataset '{dataset}' is empty: {:?}",
+                    &dims[at..]
+                )));
             }
             let mut data = crate::memory::try_vec(n * h * w, 0f32, "reading HDF5")?;
             // One entry of a rank-4 dataset: a hyperslab of the file's space, read into a
@@ -460,7 +467,9 @@ pub fn write_streamed(path: &Path, fill: impl FnOnce(&Streamed) -> Result<()>) -
             path: path.to_path_buf(),
         };
         fill(&w)?;
-        w.file.close().map_err(h5err(path, "cannot close HDF5 file"))
+        w.file
+            .close()
+            .map_err(h5err(path, "cannot close HDF5 file"))
     })
 }
 
@@ -531,7 +540,12 @@ impl Streamed {
     }
 
     /// Writes entry `index` (`[index, ...]`) of a dataset made by [`Streamed::dataset`].
-    pub fn write_entry(&self, name: &str, index: usize, data: ndarray::ArrayViewD<f32>) -> Result<()> {
+    pub fn write_entry(
+        &self,
+        name: &str,
+        index: usize,
+        data: ndarray::ArrayViewD<f32>,
+    ) -> Result<()> {
         use ndarray::s;
         let ds = self
             .file
@@ -560,7 +574,10 @@ impl Streamed {
     pub fn attr_list(&self, object: &str, name: &str, values: &[&str]) -> Result<()> {
         let values: Vec<VarLenUnicode> = values
             .iter()
-            .map(|v| v.parse().map_err(|e| Error::format(&self.path, format!("{e}"))))
+            .map(|v| {
+                v.parse()
+                    .map_err(|e| Error::format(&self.path, format!("{e}")))
+            })
             .collect::<Result<_>>()?;
         self.location(object)?
             .new_attr_builder()

@@ -83,7 +83,13 @@ mod tests {
     #[test]
     fn removes_a_plane_fitted_to_air_and_keeps_the_object() {
         let (h, w) = (20, 40);
-        let object = |y: usize, x: usize| if (15..25).contains(&x) && y > 5 { 2.0 } else { 0.0 };
+        let object = |y: usize, x: usize| {
+            if (15..25).contains(&x) && y > 5 {
+                2.0
+            } else {
+                0.0
+            }
+        };
         let mut phase = Array2::from_shape_fn((h, w), |(y, x)| {
             object(y, x) + 0.7 - 0.01 * x as f32 + 0.02 * y as f32
         });

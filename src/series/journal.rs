@@ -67,9 +67,12 @@ impl Journal {
         for e in std::fs::read_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))? {
             let e = e.map_err(|e| Error::io(&self.dir, e))?;
             let name = e.file_name();
-            let index = name
-                .to_str()
-                .and_then(|n| n.strip_prefix('p')?.strip_suffix(".npy")?.parse::<usize>().ok());
+            let index = name.to_str().and_then(|n| {
+                n.strip_prefix('p')?
+                    .strip_suffix(".npy")?
+                    .parse::<usize>()
+                    .ok()
+            });
             done.extend(index);
         }
         Ok(done)

@@ -205,13 +205,23 @@ pub fn run(
             let sample = sample?;
             let reference = series.reference_at(i);
             let report = |part: f64| progress.report(fraction(finished, part));
-            compute(engine, reference.view(), sample.view(), &mut maps, with_phase, &report)?;
+            compute(
+                engine,
+                reference.view(),
+                sample.view(),
+                &mut maps,
+                with_phase,
+                &report,
+            )?;
             if with_phase {
                 let phase = maps.index_axis_mut(Axis(0), names.len() - 1);
                 reference_to_air(phase, series.air_columns())?;
             }
             journal.write(i, maps.view())?;
-            log::debug!("series: projection {i} done at {:.2} s", clock.elapsed().as_secs_f64());
+            log::debug!(
+                "series: projection {i} done at {:.2} s",
+                clock.elapsed().as_secs_f64()
+            );
             if !progress.report(fraction(finished + 1, 0.0)) {
                 return Err(Error::Cancelled);
             }

@@ -35,7 +35,11 @@ pub(super) fn write(
     let signal = *names.last().filter(|n| **n == "phase").unwrap_or(&"dx");
     crate::io::write_streamed(path, |f| {
         f.attr("/", "default", "entry")?;
-        f.attr("/", "creator", concat!("espinnet ", env!("CARGO_PKG_VERSION")))?;
+        f.attr(
+            "/",
+            "creator",
+            concat!("espinnet ", env!("CARGO_PKG_VERSION")),
+        )?;
         f.group("/entry", "NXentry")?;
         f.attr("/entry", "default", "result")?;
         f.group("/entry/result", "NXdata")?;

@@ -243,9 +243,9 @@ fn stack_files(dir: &str) -> Result<Vec<PathBuf>> {
 
 /// `count` angles (degrees) from `start:stop` or a dataset/file of one value each.
 fn angles(spec: &str, count: usize) -> Result<Vec<f64>> {
-    let range = spec.split_once(':').and_then(|(a, b)| {
-        Some((a.trim().parse::<f64>().ok()?, b.trim().parse::<f64>().ok()?))
-    });
+    let range = spec
+        .split_once(':')
+        .and_then(|(a, b)| Some((a.trim().parse::<f64>().ok()?, b.trim().parse::<f64>().ok()?)));
     let values: Vec<f64> = match range {
         Some((start, stop)) if start.is_finite() && stop.is_finite() => (0..count)
             .map(|i| start + (stop - start) * i as f64 / count as f64)
@@ -259,7 +259,9 @@ fn angles(spec: &str, count: usize) -> Result<Vec<f64>> {
         )));
     }
     if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
-        return Err(Error::invalid(format!("angle {bad} in '{spec}' is not finite")));
+        return Err(Error::invalid(format!(
+            "angle {bad} in '{spec}' is not finite"
+        )));
     }
     Ok(values)
 }

@@ -108,7 +108,11 @@ impl Body {
                     c += q * q;
                 }
                 let disc = b * b - a * c;
-                if disc > 0.0 { 2.0 * disc.sqrt() / a } else { 0.0 }
+                if disc > 0.0 {
+                    2.0 * disc.sqrt() / a
+                } else {
+                    0.0
+                }
             }
             Shape::Fibre { axis, radius, rows } => {
                 let rho = axis[0] * cos - axis[1] * sin - s;

@@ -229,7 +229,9 @@ impl Config {
     /// The seed of random stream `k`: independent streams for independent choices, so
     /// that changing one part keeps the others.
     fn stream(&self, k: u64) -> u64 {
-        self.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(k)
+        self.seed
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(k)
     }
 
     /// Checks every parameter; the error names the first bad one.
@@ -287,8 +289,12 @@ pub fn simulate(config: &Config) -> Result<Case> {
     let maps = config.sample.maps(h, w, &config.geometry, stream(1));
     lap("sample maps");
     let dmax = |a: &Array2<f64>| a.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    let (pattern, shifts, positions_um) =
-        scan_pattern(config, (dmax(&maps.dy), dmax(&maps.dx)), stream(2), stream(3))?;
+    let (pattern, shifts, positions_um) = scan_pattern(
+        config,
+        (dmax(&maps.dy), dmax(&maps.dx)),
+        stream(2),
+        stream(3),
+    )?;
     lap("pattern");
     let noise = config.poisson_noise.then(|| stream(4));
     let (reference, sample) = forward::render(&pattern, &shifts, &maps, config.flux_photons, noise);
@@ -321,7 +327,9 @@ fn scan_pattern(
 ) -> Result<(forward::Pattern, Vec<(f64, f64)>, Vec<(f64, f64)>)> {
     let (h, w) = (config.height, config.width);
     let pixel_um = config.geometry.effective_pixel_m() * 1e6;
-    let positions_um = config.trajectory.positions_um(config.scans, trajectory_seed);
+    let positions_um = config
+        .trajectory
+        .positions_um(config.scans, trajectory_seed);
     let shifts: Vec<(f64, f64)> = positions_um
         .iter()
         .map(|&(y, x)| (y / pixel_um, x / pixel_um))
@@ -345,7 +353,11 @@ fn scan_pattern(
             w as f64 - 1.0 - smin.1 + dx_max,
         ),
         &optics,
-        |fh, fw, sample_um| config.modulator.wavefield(fh, fw, sample_um, modulator_seed),
+        |fh, fw, sample_um| {
+            config
+                .modulator
+                .wavefield(fh, fw, sample_um, modulator_seed)
+        },
     )?;
     Ok((pattern, shifts, positions_um))
 }

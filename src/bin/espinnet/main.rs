@@ -125,8 +125,8 @@ fn main() -> ExitCode {
         Command::Inspect(mut a) => a.apply_case().and_then(|_| inspect::run(&a)),
         Command::Bench(a) => bench::run(&a),
         Command::Validate(a) => validate::run(&a),
-            Command::Series(a) => series::run(*a),
-            Command::SimulateCt(a) => series::simulate_ct(&a),
+        Command::Series(a) => series::run(*a),
+        Command::SimulateCt(a) => series::simulate_ct(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

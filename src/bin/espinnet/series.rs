@@ -55,11 +55,10 @@ pub fn run(mut a: SeriesArgs) -> Result<()> {
             path: path.clone(),
             source,
         })?;
-        let meta: serde_json::Value =
-            serde_json::from_slice(&text).map_err(|e| Error::Format {
-                message: format!("not JSON: {e}"),
-                path: path.clone(),
-            })?;
+        let meta: serde_json::Value = serde_json::from_slice(&text).map_err(|e| Error::Format {
+            message: format!("not JSON: {e}"),
+            path: path.clone(),
+        })?;
         a.settings.geometry_from(&meta)?;
     }
     let mut projections = a.projections.clone();
