@@ -531,9 +531,9 @@ pub unsafe extern "C" fn esp_integrate(
 /// A C progress callback as a [`crate::progress::Progress`]: serialised, and fed fractions
 /// that never decrease (units finish out of order on worker threads); the user data
 /// pointer travels as an address.
-struct Callback(
-    Option<std::sync::Mutex<(unsafe extern "C" fn(f64, *mut c_void) -> i32, usize, f64)>>,
-);
+struct Callback(Option<std::sync::Mutex<(CallbackFn, usize, f64)>>);
+
+type CallbackFn = unsafe extern "C" fn(f64, *mut c_void) -> i32;
 
 impl Callback {
     fn new(progress: EspProgressFn, user_data: *mut c_void) -> Self {

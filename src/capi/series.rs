@@ -174,10 +174,11 @@ pub unsafe extern "C" fn esp_series_run(
         };
         let k = series.0.dims().0;
         let start = first.min(k);
-        let mut plan = Plan::default();
-        plan.only = Some(start..start.saturating_add(count).min(k));
-        plan.journal_only = journal_only != 0;
-        plan.overwrite = overwrite != 0;
+        let plan = Plan {
+            only: Some(start..start.saturating_add(count).min(k)),
+            journal_only: journal_only != 0,
+            overwrite: overwrite != 0,
+        };
         let callback = Callback::new(progress, user_data);
         let done = crate::series::run(
             &engine.0,

@@ -327,7 +327,8 @@ pub fn write(config: &CtConfig, dir: &Path, progress: &dyn Progress) -> Result<(
     let mut delta = phantom.volume(h, w);
     smooth_volume(&mut delta, config.edge_px);
     let delta = delta.mapv(|v| (v * delta_unit) as f32);
-    let fields: [(&str, fn(&Maps) -> &Array2<f64>); 5] = [
+    type Field = fn(&Maps) -> &Array2<f64>;
+    let fields: [(&str, Field); 5] = [
         ("phase", |m| &m.phase),
         ("transmission", |m| &m.transmission),
         ("darkfield", |m| &m.darkfield),

@@ -32,10 +32,7 @@ def phantom(tmp_path_factory):
 
 def delta_correlation(path, ct, geometry):
     result = espinnet.read_series(path)
-    delta = tomo.delta_from_phase(result["phase"], result["theta"],
-                                  energy_kev=geometry["energy_kev"],
-                                  pixel_size_um=geometry["pixel_size_um"],
-                                  magnification=geometry["magnification"])
+    delta = tomo.delta_from_phase(result["phase"], result["theta"], **geometry)
     with h5py.File(ct / "truth.h5") as f:
         truth = f["delta"][()]
     assert delta.shape == truth.shape == (96, 96, 96)

@@ -25,7 +25,8 @@ def find_center(sinogram):
 
 
 def delta_from_phase(phase, theta_deg, *, energy_kev, pixel_size_um, magnification=1.0,
-                     center=None, backend="algotom", filter_name="hann", ncore=None):
+                     distance_m=None, center=None, backend="algotom", filter_name="hann",
+                     ncore=None):
     """The refractive index decrement δ from phase projections.
 
     Parameters
@@ -38,6 +39,9 @@ def delta_from_phase(phase, theta_deg, *, energy_kev, pixel_size_um, magnificati
     energy_kev, pixel_size_um, magnification : float
         Photon energy (keV), detector pixel (µm) and magnification: the pixel at the sample
         is ``pixel_size_um / magnification``.
+    distance_m : float, optional
+        Not needed (the phase already holds it); accepted so that an engine's geometry can
+        be passed whole.
     center : float, optional
         Rotation centre (px); default found from the middle row's sinogram
         (:func:`find_center`).
