@@ -15,12 +15,14 @@ command -v valgrind >/dev/null 2>&1 || need_apt+=(valgrind)
 command -v cargo >/dev/null 2>&1 || { echo "setup: cargo not found: install Rust from https://rustup.rs" >&2; exit 1; }
 
 # Python side: reference readers for the format cross-checks, ONNX Runtime (whose library
-# the network engine loads) and pytest for the Python package's tests.
+# the network engine loads), pytest for the Python package's tests, and CMake 3.26+ for the
+# HDF5 sources built into the library by the feature hdf5-static (Debian's is 3.25).
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import numpy, tifffile, h5py, onnxruntime, pytest" >/dev/null 2>&1; then
+if ! .venv/bin/python -c "import numpy, tifffile, h5py, onnxruntime, pytest" >/dev/null 2>&1 \
+   || [ ! -x .venv/bin/cmake ]; then
   echo "setup: installing Python packages into .venv"
   .venv/bin/pip install -q -r scripts/requirements.txt
 fi

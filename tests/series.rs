@@ -250,3 +250,38 @@ fn ctrl_c_stops_after_a_projection_and_the_same_command_resumes() {
         stderr(&o)
     );
 }
+
+#[test]
+fn a_second_reference_is_interpolated_by_angle() {
+    // The source brightens by 20 % over the scan: the end reference is the first one
+    // ×1.2, the sample stacks are untouched. Through the interpolated reference the
+    // tracker's transmission falls as 1/(1 + 0.2·t), t the angle's fraction of the scan;
+    // against the first reference alone it would stay at the truth.
+    let dir = tempdir().unwrap();
+    let ct = phantom(dir.path(), 48, 5);
+    let scan = ct.join("scan.h5");
+    let start = read_stack(&format!("{}:/exchange/data_white", scan.display())).unwrap();
+    let end = ct.join("end.npy");
+    espinnet::io::write_stack(end.to_str().unwrap(), (&start * 1.2f32).view()).unwrap();
+    let out = dir.path().join("out.h5");
+    let mut args = series_args(&ct, &out);
+    args.extend(["--reference-end".into(), end.to_str().unwrap().into()]);
+    let o = espinnet(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (est, truth) = (
+        dataset(&out, "/transmission"),
+        dataset(&ct.join("truth.h5"), "/transmission"),
+    );
+    let theta = read_stack(&format!("{}:/theta", out.display())).unwrap();
+    let last = theta[[0, 0, 4]];
+    for i in 0..5 {
+        let t = theta[[0, 0, i]] / last;
+        let ratio = est.slice(s![i, 10..38, 10..38]).mean().unwrap()
+            / truth.slice(s![i, 10..38, 10..38]).mean().unwrap();
+        let expected = 1.0 / (1.0 + 0.2 * t);
+        assert!(
+            (ratio - expected).abs() < 0.01,
+            "angle {i}: T ratio {ratio}, expected {expected}"
+        );
+    }
+}

@@ -2,8 +2,10 @@
 binding: the package calls the C ABI through ctypes) and it is shipped as
 ``espinnet/libespinnet.so``, the shipped model inside it.
 
-Built without the command line's features (no HDF5), the library needs nothing beyond
-glibc; ONNX Runtime is loaded at run time from the ``onnxruntime`` package.
+Built without the command line's features, and with HDF5 and zlib compiled from their
+sources into it (feature ``hdf5-static``: CMake 3.26+ at build time, which the build
+requirements bring), the library needs nothing beyond glibc; ONNX Runtime is loaded at run
+time from the ``onnxruntime`` package.
 """
 
 import os
@@ -51,7 +53,7 @@ setup(
             "espinnet.libespinnet",
             path=str(ROOT / "Cargo.toml"),
             binding=Binding.NoBinding,
-            args=["--no-default-features"],
+            args=["--no-default-features", "--features", "hdf5-static"],
             strip=Strip.Debug,
             debug=False,  # editable installs too: the engines are unusable unoptimised
             env=env,

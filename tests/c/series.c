@@ -32,7 +32,7 @@ int main(void) {
     const size_t n = 3, h = 48, w = 48, angles = 6;
     char dir[] = "/tmp/espinnet-series-XXXXXX";
     CHECK(mkdtemp(dir) != NULL, "mkdtemp");
-    char path[512], projections[512], output[512];
+    char path[1024], projections[512], output[512];
     snprintf(projections, sizeof projections, "%s/projections", dir);
     CHECK(mkdir(projections, 0700) == 0, "mkdir");
     test_case c = case_new("lens", h, w, n, 7);
