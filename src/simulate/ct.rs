@@ -34,6 +34,8 @@ pub struct CtConfig {
     /// Edges softened by a Gaussian of this σ (px), in the projections and in the true δ
     /// volume alike (a real edge has an unbounded slope).
     pub edge_px: f64,
+    /// Write the true δ volume (`H·W²` values: leave it out for large benchmarks).
+    pub delta_volume: bool,
 }
 
 impl CtConfig {
@@ -46,6 +48,7 @@ impl CtConfig {
             angles,
             max_displacement_px: 3.0,
             edge_px: 2.0,
+            delta_volume: true,
         }
     }
 
@@ -259,8 +262,9 @@ fn smooth_volume(v: &mut Array3<f64>, sigma: f64) {
 ///   DXchange to N pattern images per angle), `/exchange/data_white` `[N, H, W]` (the
 ///   reference stack), `/exchange/theta` (degrees), photons per pixel;
 /// - `truth.h5`: `/phase` `[angles, H, W]` (rad, 0 in air), `/transmission`, `/darkfield`,
-///   `/dx`, `/dy` (px), `/theta` (degrees) and `/delta` `[H, W, W]` (the refractive index
-///   decrement on the voxel grid of a reconstruction: rows, then Z, then X; voxel = pixel);
+///   `/dx`, `/dy` (px), `/theta` (degrees) and, unless left out, `/delta` `[H, W, W]` (the
+///   refractive index decrement on the voxel grid of a reconstruction: rows, then Z, then
+///   X; voxel = pixel);
 /// - `ct.json`: the configuration and the geometry as `espinnet series` takes it.
 ///
 /// Each file appears whole or not at all.
@@ -268,8 +272,13 @@ pub fn write(config: &CtConfig, dir: &Path, progress: &dyn Progress) -> Result<(
     config.validate()?;
     let base = &config.base;
     let (h, w, n, k) = (base.height, base.width, base.scans, config.angles);
+    let volume_bytes = if config.delta_volume {
+        crate::memory::product(&[h, w, w, 12])
+    } else {
+        0
+    };
     crate::memory::ensure(
-        crate::memory::product(&[h, w, w, 8]).saturating_add(crate::memory::product(&[
+        volume_bytes.saturating_add(crate::memory::product(&[
             n * 8 + 16 * 8,
             h,
             w,
@@ -324,9 +333,11 @@ pub fn write(config: &CtConfig, dir: &Path, progress: &dyn Progress) -> Result<(
     let (reference, _) = forward::render(&pattern, &shifts, &flat, base.flux_photons, noise(0));
     let f32v = |a: &Array2<f64>| a.mapv(|v| v as f32).into_dyn();
     let theta = Array1::from(angles.iter().map(|&a| a as f32).collect::<Vec<_>>()).into_dyn();
-    let mut delta = phantom.volume(h, w);
-    smooth_volume(&mut delta, config.edge_px);
-    let delta = delta.mapv(|v| (v * delta_unit) as f32);
+    let delta = config.delta_volume.then(|| {
+        let mut delta = phantom.volume(h, w);
+        smooth_volume(&mut delta, config.edge_px);
+        delta.mapv(|v| (v * delta_unit) as f32)
+    });
     type Field = fn(&Maps) -> &Array2<f64>;
     let fields: [(&str, Field); 5] = [
         ("phase", |m| &m.phase),
@@ -338,7 +349,9 @@ pub fn write(config: &CtConfig, dir: &Path, progress: &dyn Progress) -> Result<(
     // Both files at once, one angle at a time: memory stays bounded.
     crate::io::write_streamed(&dir.join("truth.h5"), |truth| {
         truth.write("/theta", theta.view())?;
-        truth.write("/delta", delta.view().into_dyn())?;
+        if let Some(delta) = &delta {
+            truth.write("/delta", delta.view().into_dyn())?;
+        }
         for (name, _) in fields {
             truth.dataset(&format!("/{name}"), &[k, h, w])?;
         }

@@ -311,7 +311,7 @@ class Engine:
             # be: it can give up on KeyboardInterrupt), so no call outlives the interpreter.
             threading.Thread(target=run, name="espinnet-call").start()
             try:
-                while not done.wait(0.2):
+                while not done.wait(0.05):  # a signal another thread took is seen within 50 ms
                     pass
             except KeyboardInterrupt:
                 call.interrupted = True

@@ -141,6 +141,9 @@ pub struct SimulateCtArgs {
     pub max_displacement_px: f64,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Leave out the true δ volume (H·W² values), e.g. for 2048² benchmarks.
+    #[arg(long)]
+    pub no_delta: bool,
     /// Replace earlier files in the directory.
     #[arg(long)]
     pub force: bool,
@@ -149,6 +152,7 @@ pub struct SimulateCtArgs {
 pub fn simulate_ct(a: &SimulateCtArgs) -> Result<()> {
     let mut config = CtConfig::new(a.size, a.scans, a.angles, a.seed);
     config.max_displacement_px = a.max_displacement_px;
+    config.delta_volume = !a.no_delta;
     if !a.force {
         for name in ["scan.h5", "truth.h5", "ct.json"] {
             espinnet::io::refuse_existing(&a.output.join(name))?;
