@@ -192,6 +192,12 @@ fn a_journal_of_another_run_and_an_existing_output_are_refused() {
     let o = espinnet(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("--force"), "{}", stderr(&o));
+    // An input is never an output, --force or not.
+    let mut onto_input = series_args(&ct, &ct.join("scan.h5"));
+    onto_input.push("--force".into());
+    let o = espinnet(&onto_input.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("is an input"), "{}", stderr(&o));
     // A journal of a different run is never mixed in.
     std::fs::create_dir(dir.path().join("out.h5.journal")).unwrap();
     std::fs::write(dir.path().join("out.h5.journal/manifest.json"), "{}").unwrap();

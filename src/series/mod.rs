@@ -33,8 +33,9 @@ use journal::Journal;
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
 pub struct Spec {
-    /// `scan.h5:/exchange/data` (`[angles, N, H, W]`), or a directory of one stack file per
-    /// angle (`.tif`, `.tiff` or `.npy`, in name order).
+    /// `scan.h5:/exchange/data` (`[angles, N, H, W]`; a bare `scan.h5` means that
+    /// dataset), or a directory of one stack file per angle (`.tif`, `.tiff` or `.npy`, in
+    /// name order).
     pub projections: String,
     /// The reference stack `[N, H, W]`; default: `/exchange/data_white` of the projections'
     /// HDF5 file.
@@ -148,6 +149,16 @@ pub fn run(
     let clock = Instant::now();
     let (k, n, h, w) = series.dims();
     let journal_dir = Journal::path(output);
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if series.inputs().iter().any(|i| same(i, output)) {
+        return Err(Error::invalid(format!(
+            "{} is an input of this scan: choose another output",
+            output.display()
+        )));
+    }
     if output.exists() && !journal_dir.exists() && !plan.overwrite {
         crate::io::refuse_existing(output)?;
     }

@@ -32,7 +32,13 @@ impl Series {
     /// Opens a scan: reads the reference stack(s), dark frames and angles, and checks that
     /// the projections' shape agrees with them.
     pub fn open(spec: &Spec) -> Result<Self> {
-        let loc = Location::parse(&spec.projections);
+        // A bare HDF5 file is a DXchange one: its projections are /exchange/data.
+        let lower = spec.projections.to_ascii_lowercase();
+        let loc = if [".h5", ".hdf5", ".nxs"].iter().any(|e| lower.ends_with(e)) {
+            Location::parse(&format!("{}:/exchange/data", spec.projections))
+        } else {
+            Location::parse(&spec.projections)
+        };
         let (projections, count, h5file) = match loc {
             Ok(loc) if loc.format == Format::Hdf5 => {
                 let shape = crate::io::hdf5_shape(&loc)?.ok_or_else(|| {
@@ -204,6 +210,23 @@ impl Series {
             "projections": k, "scans": n, "height": h, "width": w,
             "angles_deg": self.angles_deg,
         })
+    }
+
+    /// The files the scan is read from.
+    pub fn inputs(&self) -> Vec<PathBuf> {
+        let file = |spec: &str| Location::parse(spec).ok().map(|l| l.path);
+        let mut files: Vec<PathBuf> = match &self.projections {
+            Projections::Hdf5(loc) => vec![loc.path.clone()],
+            Projections::Files(files) => files.clone(),
+        };
+        let s = &self.spec;
+        files.extend(
+            [&s.reference, &s.reference_end, &s.dark, &s.angles]
+                .into_iter()
+                .flatten()
+                .filter_map(|spec| file(spec)),
+        );
+        files
     }
 
     /// The reference stack (dark-corrected), for callers that check it.

@@ -51,8 +51,6 @@ class Series:
     def __init__(self, projections, *, reference=None, reference_end=None, dark=None,
                  angles=None, air_columns=None):
         projections = os.fspath(projections)
-        if projections.lower().endswith((".h5", ".hdf5", ".nxs")):
-            projections += ":/exchange/data"
         settings = dict(projections=projections, reference=reference,
                         reference_end=reference_end, dark=dark, angles=angles,
                         air_columns=air_columns)

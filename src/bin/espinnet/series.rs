@@ -61,12 +61,7 @@ pub fn run(mut a: SeriesArgs) -> Result<()> {
         })?;
         a.settings.geometry_from(&meta)?;
     }
-    let mut projections = a.projections.clone();
-    let lower = projections.to_ascii_lowercase();
-    if [".h5", ".hdf5", ".nxs"].iter().any(|e| lower.ends_with(e)) {
-        projections.push_str(":/exchange/data");
-    }
-    let mut spec = Spec::new(projections);
+    let mut spec = Spec::new(a.projections.clone());
     spec.reference = a.reference.clone();
     spec.reference_end = a.reference_end.clone();
     spec.dark = a.dark.clone();
