@@ -232,7 +232,8 @@ typedef struct esp_series_report {
   uintptr_t resumed;
   uintptr_t computed;
   /**
-   * 1 if the output file was written (the journal held every projection), else 0.
+   * 1 if the output file holds the whole scan (written by this call, or by an earlier
+   * run of the same scan and settings), else 0.
    */
   int32_t written;
 } esp_series_report;
@@ -474,8 +475,9 @@ void esp_series_free(struct esp_series *series);
  * `SIZE_MAX` for all from `first`) with `engine` into the journal of the NeXus file
  * `output` (`OUTPUT.journal/`), skipping those already there, then — unless
  * `journal_only` — writes `output` if the journal holds every projection, and removes
- * the journal. Interrupted (cancelled, killed), the same call resumes. An existing
- * `output` with no journal beside it is `ESP_STATUS_IO` unless `overwrite`. `report`
+ * the journal. Interrupted (cancelled, killed), the same call resumes; finished, the same
+ * call does nothing. Another existing `output` with no journal beside it is
+ * `ESP_STATUS_IO` unless `overwrite`. `report`
  * (may be NULL) receives what the call did.
  *
  * # Safety

@@ -145,9 +145,6 @@ fn a_run_killed_at_random_moments_resumes_to_the_same_file() {
                 child.kill().unwrap(); // SIGKILL
                 child.wait().unwrap();
                 kills += 1;
-                if out.exists() && !out.with_file_name("killed.h5.journal").exists() {
-                    break; // it had finished as the kill came
-                }
             }
         }
     }
@@ -174,7 +171,7 @@ fn a_run_killed_at_random_moments_resumes_to_the_same_file() {
 }
 
 #[test]
-fn a_journal_of_another_run_and_an_existing_output_are_refused() {
+fn a_finished_scan_is_not_redone_and_other_outputs_and_journals_are_refused() {
     let dir = tempdir().unwrap();
     let ct = phantom(dir.path(), 32, 4);
     let out = dir.path().join("out.h5");
@@ -188,7 +185,20 @@ fn a_journal_of_another_run_and_an_existing_output_are_refused() {
             .collect::<Vec<_>>(),
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    // The output exists and has no journal: refused without --force.
+    // The same command again: nothing to do.
+    let o = espinnet(
+        &series_args(&ct, &out)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("already holds this scan"),
+        "{}",
+        stderr(&o)
+    );
+    // Another run onto an output without a journal: refused without --force.
     let o = espinnet(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("--force"), "{}", stderr(&o));

@@ -24,7 +24,8 @@ pub struct EspSeriesReport {
     /// Of those this call was to do, found already in the journal.
     pub resumed: usize,
     pub computed: usize,
-    /// 1 if the output file was written (the journal held every projection), else 0.
+    /// 1 if the output file holds the whole scan (written by this call, or by an earlier
+    /// run of the same scan and settings), else 0.
     pub written: i32,
 }
 
@@ -141,8 +142,9 @@ pub unsafe extern "C" fn esp_series_free(series: *mut EspSeries) {
 /// `SIZE_MAX` for all from `first`) with `engine` into the journal of the NeXus file
 /// `output` (`OUTPUT.journal/`), skipping those already there, then — unless
 /// `journal_only` — writes `output` if the journal holds every projection, and removes
-/// the journal. Interrupted (cancelled, killed), the same call resumes. An existing
-/// `output` with no journal beside it is `ESP_STATUS_IO` unless `overwrite`. `report`
+/// the journal. Interrupted (cancelled, killed), the same call resumes; finished, the same
+/// call does nothing. Another existing `output` with no journal beside it is
+/// `ESP_STATUS_IO` unless `overwrite`. `report`
 /// (may be NULL) receives what the call did.
 ///
 /// # Safety

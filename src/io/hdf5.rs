@@ -24,7 +24,7 @@ fn h5err(path: &Path, what: &str) -> impl Fn(hdf5_metno::Error) -> Error {
 pub(super) fn read(path: &Path, dataset: &str, index: Option<u64>) -> Result<Array3<f32>> {
     match call(path, dataset, Query::Read(index))? {
         Reply::Data(a) => Ok(a),
-        Reply::Shape(_) => unreachable!("a read is answered with data"),
+        _ => unreachable!("a read is answered with data"),
     }
 }
 
@@ -32,7 +32,15 @@ pub(super) fn read(path: &Path, dataset: &str, index: Option<u64>) -> Result<Arr
 pub(super) fn shape(path: &Path, dataset: &str) -> Result<Option<Vec<u64>>> {
     match call(path, dataset, Query::Shape)? {
         Reply::Shape(s) => Ok(s),
-        Reply::Data(_) => unreachable!("a shape query is answered with a shape"),
+        _ => unreachable!("a shape query is answered with a shape"),
+    }
+}
+
+/// A one-element variable-length string dataset (a NeXus text field) as text.
+pub(super) fn text(path: &Path, dataset: &str) -> Result<String> {
+    match call(path, dataset, Query::Text)? {
+        Reply::Text(t) => Ok(t),
+        _ => unreachable!("a text query is answered with text"),
     }
 }
 
@@ -40,12 +48,17 @@ pub(super) fn shape(path: &Path, dataset: &str) -> Result<Option<Vec<u64>>> {
 enum Query {
     Read(Option<u64>),
     Shape,
+    Text,
 }
 
 enum Reply {
     Data(Array3<f32>),
     Shape(Option<Vec<u64>>),
+    Text(String),
 }
+
+/// The longest text field read (bytes).
+const MAX_TEXT: usize = 16 << 20;
 
 fn call(path: &Path, dataset: &str, query: Query) -> Result<Reply> {
     #[cfg(unix)]
@@ -168,6 +181,12 @@ mod isolated {
                 }
                 let _ = tx.write_all(&message);
             }
+            Ok(Ok(Reply::Text(t))) => {
+                message.push(b'T');
+                message.extend((t.len() as u64).to_le_bytes());
+                message.extend(t.as_bytes());
+                let _ = tx.write_all(&message);
+            }
             Ok(Ok(Reply::Data(a))) => {
                 let (n, h, w) = a.dim();
                 message.push(b'O');
@@ -254,6 +273,15 @@ mod isolated {
             rx.read_exact(&mut b).map_err(io)?;
             Ok(u64::from_le_bytes(b))
         };
+        if tag[0] == b'T' {
+            let len = usize::try_from(word()?).unwrap_or(usize::MAX);
+            if len > super::MAX_TEXT {
+                return Err(Error::format(path, "the HDF5 reader sent a bad text"));
+            }
+            let mut bytes = vec![0u8; len];
+            rx.read_exact(&mut bytes).map_err(io)?;
+            return Ok(Reply::Text(String::from_utf8_lossy(&bytes).into_owned()));
+        }
         if tag[0] == b'S' {
             let rank = word()?;
             if rank == u64::MAX {
@@ -351,6 +379,7 @@ mod raw {
             h5s::H5Sget_simple_extent_dims(space.0, dims[at..].as_mut_ptr(), std::ptr::null_mut());
             let index = match query {
                 Query::Shape => return Ok(Reply::Shape(Some(dims[at..].to_vec()))),
+                Query::Text => return text(ds.0, space.0, dataset).map_err(bad),
                 Query::Read(index) => index,
             };
             // The selection: all of a rank-1 to 3 dataset, or `[index, ...]` of a rank-4 one.
@@ -445,6 +474,47 @@ mod raw {
             Ok(Reply::Data(
                 Array3::from_shape_vec((n, h, w), data).expect("length matches the shape"),
             ))
+        }
+    }
+
+    /// The one variable-length string of dataset `ds` (UTF-8 or ASCII).
+    ///
+    /// # Safety
+    /// `ds` and `space` are open identifiers of the dataset and its dataspace.
+    unsafe fn text(ds: hid_t, space: hid_t, name: &str) -> std::result::Result<Reply, String> {
+        // SAFETY: libhdf5's C API on the caller's identifiers and one made here.
+        unsafe {
+            let stored = open(h5d::H5Dget_type(ds), h5t::H5Tclose)
+                .ok_or_else(|| format!("dataset '{name}' has no type"))?;
+            if h5t::H5Tis_variable_str(stored.0) <= 0
+                || h5s::H5Sget_simple_extent_npoints(space) != 1
+            {
+                return Err(format!(
+                    "dataset '{name}' is not one variable-length string"
+                ));
+            }
+            let memory = open(h5t::H5Tcopy(*h5t::H5T_C_S1), h5t::H5Tclose)
+                .ok_or_else(|| "cannot make a string type".to_string())?;
+            h5t::H5Tset_size(memory.0, h5t::H5T_VARIABLE);
+            h5t::H5Tset_cset(memory.0, h5t::H5T_cset_t::H5T_CSET_UTF8);
+            let mut pointer: *mut std::ffi::c_char = std::ptr::null_mut();
+            let status = h5d::H5Dread(
+                ds,
+                memory.0,
+                h5s::H5S_ALL,
+                h5s::H5S_ALL,
+                h5p::H5P_DEFAULT,
+                (&raw mut pointer).cast(),
+            );
+            if status < 0 || pointer.is_null() {
+                return Err(format!("cannot read '{name}' as text"));
+            }
+            let bytes = std::ffi::CStr::from_ptr(pointer).to_bytes();
+            let text = (bytes.len() <= super::MAX_TEXT)
+                .then(|| String::from_utf8_lossy(bytes).into_owned());
+            h5::H5free_memory(pointer.cast());
+            text.map(Reply::Text)
+                .ok_or_else(|| format!("'{name}' is longer than {} bytes", super::MAX_TEXT))
         }
     }
 }

@@ -33,7 +33,7 @@ pub use atomic::write_atomically;
 #[cfg(feature = "hdf5")]
 pub use hdf5::{Streamed, write_streamed};
 #[cfg(not(feature = "hdf5"))]
-pub use no_hdf5::{Streamed, hdf5_shape, read_entry, write_streamed};
+pub use no_hdf5::{Streamed, hdf5_shape, hdf5_text, read_entry, write_streamed};
 
 /// Without HDF5 the same calls are errors (the streamed writer cannot even be made).
 #[cfg(not(feature = "hdf5"))]
@@ -54,6 +54,10 @@ mod no_hdf5 {
     }
 
     pub fn hdf5_shape(loc: &Location) -> Result<Option<Vec<u64>>> {
+        Err(missing(&loc.path))
+    }
+
+    pub fn hdf5_text(loc: &Location) -> Result<String> {
         Err(missing(&loc.path))
     }
 
@@ -268,6 +272,12 @@ pub fn read_entry(loc: &Location, index: usize) -> Result<Array3<f32>> {
         loc.dataset.as_deref().unwrap_or_default(),
         Some(index as u64),
     )
+}
+
+/// A one-element string dataset of an HDF5 file (a NeXus text field).
+#[cfg(feature = "hdf5")]
+pub fn hdf5_text(loc: &Location) -> Result<String> {
+    hdf5::text(&loc.path, loc.dataset.as_deref().unwrap_or_default())
 }
 
 /// An HDF5 dataset's dimensions; `None` if the file has no such dataset.

@@ -126,8 +126,11 @@ pub struct Report {
     /// interrupted run, or another worker's).
     pub resumed: usize,
     pub computed: usize,
-    /// Whether the output file was written (the journal held every projection).
+    /// Whether the output file holds the whole scan: written by this call (the journal
+    /// held every projection), or found from an earlier run of the same scan and settings.
     pub written: bool,
+    /// The output already held this scan: the call did nothing.
+    pub unchanged: bool,
     /// Seconds of this call.
     pub seconds: f64,
 }
@@ -137,8 +140,9 @@ pub struct Report {
 /// Finished projections go to `OUTPUT.journal/` first; when all are there, `output` is
 /// written from it (atomically) and the journal removed. Interrupted — by an error, a
 /// cancelling `progress`, a crash or a kill — the same call again resumes where it
-/// stopped; the result is the same as an uninterrupted run's. An existing `output` with
-/// no journal beside it is refused unless `plan.overwrite`.
+/// stopped; the result is the same as an uninterrupted run's, and once it is written the
+/// same call again does nothing. Another existing `output` with no journal beside it is
+/// refused unless `plan.overwrite`.
 pub fn run(
     engine: &Engine,
     series: &Series,
@@ -159,9 +163,6 @@ pub fn run(
             output.display()
         )));
     }
-    if output.exists() && !journal_dir.exists() && !plan.overwrite {
-        crate::io::refuse_existing(output)?;
-    }
     let range = plan.only.clone().unwrap_or(0..k);
     if range.start > range.end || range.end > k {
         return Err(Error::invalid(format!(
@@ -177,6 +178,21 @@ pub fn run(
         "maps": names,
     }))
     .expect("serialisable");
+    if output.exists() && !journal_dir.exists() && !plan.overwrite {
+        // The same run again, after it finished: nothing to do.
+        if output::settings(output).is_some_and(|s| s == manifest) {
+            log::info!("series: {} already holds this scan", output.display());
+            return Ok(Report {
+                projections: k,
+                resumed: range.len(),
+                computed: 0,
+                written: true,
+                unchanged: true,
+                seconds: clock.elapsed().as_secs_f64(),
+            });
+        }
+        crate::io::refuse_existing(output)?;
+    }
     // The stacks being computed and read, the maps and the engine's own memory.
     crate::memory::ensure(
         crate::memory::product(&[2 * n + names.len() + 2, h, w, 4])
@@ -249,6 +265,7 @@ pub fn run(
         resumed,
         computed: todo.len(),
         written,
+        unchanged: false,
         seconds: clock.elapsed().as_secs_f64(),
     })
 }

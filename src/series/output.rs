@@ -23,6 +23,14 @@ pub(super) fn names(with_phase: bool) -> Vec<&'static str> {
     names
 }
 
+/// The settings (the run's manifest) a series file holds; `None` if it is not one.
+pub(super) fn settings(path: &Path) -> Option<String> {
+    let loc = crate::io::Location::parse(&format!("{}:{SETTINGS}", path.display())).ok()?;
+    crate::io::hdf5_text(&loc).ok()
+}
+
+const SETTINGS: &str = "/entry/process/settings/data";
+
 pub(super) fn write(
     path: &Path,
     series: &Series,
@@ -71,7 +79,7 @@ pub(super) fn write(
         f.group("/entry/process", "NXprocess")?;
         f.group("/entry/process/settings", "NXnote")?;
         f.write_text("/entry/process/settings/type", "application/json")?;
-        f.write_text("/entry/process/settings/data", manifest)?;
+        f.write_text(SETTINGS, manifest)?;
         for name in names.iter().chain(&["theta"]) {
             f.link(&format!("/entry/result/{name}"), &format!("/{name}"))?;
         }

@@ -278,11 +278,7 @@ pub fn write(config: &CtConfig, dir: &Path, progress: &dyn Progress) -> Result<(
         0
     };
     crate::memory::ensure(
-        volume_bytes.saturating_add(crate::memory::product(&[
-            n * 8 + 16 * 8,
-            h,
-            w,
-        ])),
+        volume_bytes.saturating_add(crate::memory::product(&[n * 8 + 16 * 8, h, w])),
         None,
         &format!("simulating a {k}-angle CT scan of {n}x{h}x{w}"),
     )?;

@@ -83,11 +83,18 @@ int main(void) {
     CHECK(access(output, F_OK) == 0, "the output is written");
     snprintf(path, sizeof path, "%s.journal", output);
     CHECK(access(path, F_OK) != 0, "the journal is removed");
-    /* A finished output is not replaced silently. */
-    CHECK_FAILS(esp_series_run(scan, engine, output, 0, SIZE_MAX, 0, 0, NULL, NULL, NULL),
+    /* The same run again finds its finished output: nothing to do. */
+    CHECK_OK(esp_series_run(scan, engine, output, 0, SIZE_MAX, 0, 0, NULL, NULL, &r));
+    CHECK(r.computed == 0 && r.resumed == angles && r.written == 1, "again: %zu %zu %d",
+          r.computed, r.resumed, r.written);
+    /* Another run's output is not replaced silently. */
+    const char *other_options[] = {"engine", "tracking", "max_shift", "4", NULL};
+    esp_engine *other = engine_new(other_options);
+    CHECK_FAILS(esp_series_run(scan, other, output, 0, SIZE_MAX, 0, 0, NULL, NULL, NULL),
                 ESP_STATUS_IO, "exists");
-    CHECK_OK(esp_series_run(scan, engine, output, 0, SIZE_MAX, 0, 1, NULL, NULL, &r));
+    CHECK_OK(esp_series_run(scan, other, output, 0, SIZE_MAX, 0, 1, NULL, NULL, &r));
     CHECK(r.computed == angles && r.written == 1, "overwrite");
+    esp_engine_free(other);
     CHECK_FAILS(esp_series_run(NULL, engine, output, 0, 1, 0, 0, NULL, NULL, NULL),
                 ESP_STATUS_NULL_ARGUMENT, "series");
 

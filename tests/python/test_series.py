@@ -78,7 +78,10 @@ def test_a_stopped_run_resumes_to_the_same_result(phantom, tmp_path):
         kept = len(list((tmp_path / "stopped.h5.journal").glob("p*.npy")))
         assert kept >= 27
         report = scan.reconstruct(e, stopped)
-    assert report["resumed"] == kept and report["computed"] == 90 - kept
+        assert report["resumed"] == kept and report["computed"] == 90 - kept
+        # Finished: the same call again does nothing.
+        again = scan.reconstruct(e, stopped)
+    assert again == {"projections": 90, "resumed": 90, "computed": 0, "written": True}
     a, b = espinnet.read_series(whole), espinnet.read_series(stopped)
     for name in a:
         assert np.array_equal(a[name], b[name], equal_nan=True), name

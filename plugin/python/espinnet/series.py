@@ -100,7 +100,9 @@ class Series:
         Returns
         -------
         dict
-            ``projections``, ``resumed`` (found in the journal), ``computed``, ``written``.
+            ``projections``, ``resumed`` (found in the journal), ``computed``, ``written``
+            (the output holds the whole scan). Run again once finished, the call does
+            nothing (``computed`` 0).
         """
         handle = self._live()
         report = _native.SeriesReport()

@@ -94,6 +94,13 @@ pub fn run(mut a: SeriesArgs) -> Result<()> {
     let result = espinnet::series::run(&engine, &series, &a.output, &plan, &report);
     bar.finish_and_clear();
     match result {
+        Ok(r) if r.unchanged => {
+            eprintln!(
+                "series: {} already holds this scan: nothing to do (--force computes it again)",
+                a.output.display()
+            );
+            Ok(())
+        }
         Ok(r) => {
             eprintln!(
                 "series: {} projections ({} resumed, {} computed) in {:.1} s ({:.2} s each); wrote {}",
