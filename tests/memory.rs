@@ -144,7 +144,7 @@ fn a_memory_limit_refuses_before_starting() {
         other => panic!("expected out of memory, got {other:?}"),
     }
     // Raised to what the estimate asks, the same call runs.
-    let mib = need.div_ceil(1 << 20) + 40 * 128 * 128 / (1 << 20) + 1;
+    let mib = need.div_ceil(1 << 20) + (40 * 128 * 128u64).div_ceil(1 << 20) + 1;
     o.set("memory_limit_mib", &mib.to_string()).unwrap();
     let e = Engine::new(&o).unwrap();
     e.reconstruct(case.reference.view(), case.sample.view())

@@ -99,7 +99,7 @@ proptest! {
         let mut o = Options::default();
         o.set("energy_kev", "20").unwrap();
         let before = format!("{o:?}");
-        if o.set(&key, &value).is_err() {
+        if o.set(key, &value).is_err() {
             prop_assert_eq!(format!("{o:?}"), before);
         }
     }

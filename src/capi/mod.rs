@@ -367,15 +367,17 @@ pub unsafe extern "C" fn esp_engine_reconstruct_with_progress(
         let out = unsafe { out.as_ref() }.ok_or_else(|| null("out"))?;
         let (_, h, w) = r.dim();
         let dst = |p: *mut f32, name: &str| unsafe { out_view(p, out.len, (h, w), name) };
-        let mut views = MapsMut::default();
-        views.dx = dst(out.dx, "dx")?;
-        views.dy = dst(out.dy, "dy")?;
-        views.transmission = dst(out.transmission, "transmission")?;
-        views.darkfield = dst(out.darkfield, "darkfield")?;
-        views.quality = dst(out.quality, "quality")?;
-        views.refraction_x = dst(out.refraction_x, "refraction_x")?;
-        views.refraction_y = dst(out.refraction_y, "refraction_y")?;
-        views.phase = dst(out.phase, "phase")?;
+        let views = MapsMut {
+            dx: dst(out.dx, "dx")?,
+            dy: dst(out.dy, "dy")?,
+            transmission: dst(out.transmission, "transmission")?,
+            darkfield: dst(out.darkfield, "darkfield")?,
+            quality: dst(out.quality, "quality")?,
+            refraction_x: dst(out.refraction_x, "refraction_x")?,
+            refraction_y: dst(out.refraction_y, "refraction_y")?,
+            phase: dst(out.phase, "phase")?,
+            ..MapsMut::default()
+        };
         let callback = Callback::new(progress, user_data);
         let report = |fraction: f64| callback.report(fraction);
         Ok(engine.0.reconstruct_into(r, s, views, &report)?)

@@ -306,10 +306,10 @@ fn window_sums(
                 f.sr += wq * sv * r;
                 if gradients {
                     let g = [scale * column(horiz, &dky), scale * column(horiz_dx, &ky)];
-                    for a in 0..2 {
-                        f.g[a] += wq * g[a];
-                        f.rg[a] += wq * r * g[a];
-                        f.sg[a] += wq * sv * g[a];
+                    for (a, &ga) in g.iter().enumerate() {
+                        f.g[a] += wq * ga;
+                        f.rg[a] += wq * r * ga;
+                        f.sg[a] += wq * sv * ga;
                     }
                     f.gg[0] += wq * g[0] * g[0];
                     f.gg[1] += wq * g[1] * g[1];
