@@ -105,10 +105,13 @@ def test_a_dask_cluster_resumes_a_stopped_run_to_the_serial_result(phantom, tmp_
             distributed.Client(cluster) as client:
         report = espinnet.dask.reconstruct_series(client, ct / "scan.h5", shared, chunk=8,
                                                   **options)
+        # Finished: the same call again does nothing.
+        again = espinnet.dask.reconstruct_series(client, ct / "scan.h5", shared, **options)
         # Each worker built its engine once and reused it.
         engines = client.run(lambda: len([k for k in espinnet.dask._CACHE if k[0] == "engine"]))
     assert kept >= 18
     assert report == {"projections": 90, "computed": 90 - kept, "resumed": kept, "written": True}
+    assert again == {"projections": 90, "computed": 0, "resumed": 90, "written": True}
     assert sorted(engines.values()) == [1, 1]
     a, b = espinnet.read_series(serial), espinnet.read_series(shared)
     for name in a:

@@ -81,8 +81,10 @@ def reconstruct_series(client, projections, output, *, chunk=4, reference=None,
     with Series(**series_options) as scan, Engine(**engine_options) as engine:
         count = scan.shape[0]
         if os.path.exists(output) and not os.path.exists(output + ".journal") and not overwrite:
-            # The same refusal the library makes, before any worker starts.
+            # Before any worker starts: another run's file is refused, this run's, finished,
+            # is left as it is.
             scan.reconstruct(engine, output, count=0)
+            return {"projections": count, "computed": 0, "resumed": count, "written": True}
         futures = [
             client.submit(_run_share, series_options, engine_options, output, first,
                           min(chunk, count - first), pure=False)
