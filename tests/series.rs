@@ -17,6 +17,11 @@ fn espinnet(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `espinnet` with arguments built as strings.
+fn run(args: &[String]) -> Output {
+    espinnet(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -70,7 +75,7 @@ fn the_phantom_phase_is_recovered_and_laid_out_as_nexus() {
     let ct = phantom(dir.path(), 96, 12);
     let out = dir.path().join("out.h5");
     let args = series_args(&ct, &out);
-    let o = espinnet(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let o = run(&args);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
         !out.with_file_name("out.h5.journal").exists(),
@@ -95,7 +100,8 @@ fn the_phantom_phase_is_recovered_and_laid_out_as_nexus() {
         "phase: RMS of the truth {:.3} rad, of the error {err:.4} rad",
         rms(&tru)
     );
-    // The tomography test in tests/python/test_series.py scores the whole path.
+    // Measured 0.157× at N = 3 (steep sphere edges): a guard on this path, not an accuracy
+    // target; tests/python/test_series.py holds the target on the δ volume.
     assert!(err < 0.2 * rms(&tru), "phase error {err} rad");
     // Referenced to air: the error's mean over each projection is small, not a free offset.
     for (i, (e, t)) in est.outer_iter().zip(tru.outer_iter()).enumerate() {
@@ -116,7 +122,7 @@ fn a_run_killed_at_random_moments_resumes_to_the_same_file() {
     let ct = phantom(dir.path(), 48, 40);
     let reference = dir.path().join("whole.h5");
     let args = series_args(&ct, &reference);
-    let o = espinnet(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let o = run(&args);
     assert!(o.status.success(), "{}", stderr(&o));
 
     let out = dir.path().join("killed.h5");
@@ -149,7 +155,7 @@ fn a_run_killed_at_random_moments_resumes_to_the_same_file() {
         }
     }
     if !out.exists() {
-        let o = espinnet(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let o = run(&args);
         assert!(o.status.success(), "{}", stderr(&o));
     }
     println!("killed {kills} times");
@@ -178,20 +184,10 @@ fn a_finished_scan_is_not_redone_and_other_outputs_and_journals_are_refused() {
     let mut args = series_args(&ct, &out);
     args[8] = "3".into(); // --max-shift 3: another run
     std::fs::create_dir(dir.path().join("out.h5.journal")).unwrap();
-    let o = espinnet(
-        &series_args(&ct, &out)
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    );
+    let o = run(&series_args(&ct, &out));
     assert!(o.status.success(), "{}", stderr(&o));
     // The same command again: nothing to do.
-    let o = espinnet(
-        &series_args(&ct, &out)
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    );
+    let o = run(&series_args(&ct, &out));
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("already holds this scan"),
@@ -199,19 +195,19 @@ fn a_finished_scan_is_not_redone_and_other_outputs_and_journals_are_refused() {
         stderr(&o)
     );
     // Another run onto an output without a journal: refused without --force.
-    let o = espinnet(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let o = run(&args);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("--force"), "{}", stderr(&o));
     // An input is never an output, --force or not.
     let mut onto_input = series_args(&ct, &ct.join("scan.h5"));
     onto_input.push("--force".into());
-    let o = espinnet(&onto_input.iter().map(String::as_str).collect::<Vec<_>>());
+    let o = run(&onto_input);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("is an input"), "{}", stderr(&o));
     // A journal of a different run is never mixed in.
     std::fs::create_dir(dir.path().join("out.h5.journal")).unwrap();
     std::fs::write(dir.path().join("out.h5.journal/manifest.json"), "{}").unwrap();
-    let o = espinnet(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let o = run(&args);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("different run"), "{}", stderr(&o));
 }
@@ -258,7 +254,7 @@ fn ctrl_c_stops_after_a_projection_and_the_same_command_resumes() {
     assert!(!out.exists());
     let kept = entries();
     assert!((3..200).contains(&kept), "{kept} projections kept");
-    let o = espinnet(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let o = run(&args);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
         stderr(&o).contains(&format!("({kept} resumed, {} computed)", 200 - kept)),
@@ -282,7 +278,7 @@ fn a_second_reference_is_interpolated_by_angle() {
     let out = dir.path().join("out.h5");
     let mut args = series_args(&ct, &out);
     args.extend(["--reference-end".into(), end.to_str().unwrap().into()]);
-    let o = espinnet(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let o = run(&args);
     assert!(o.status.success(), "{}", stderr(&o));
     let (est, truth) = (
         dataset(&out, "/transmission"),

@@ -39,15 +39,12 @@ impl Series {
         } else {
             Location::parse(&spec.projections)
         };
-        let (projections, count, h5file) = match loc {
+        let (projections, count, h5file, entry) = match loc {
             Ok(loc) if loc.format == Format::Hdf5 => {
                 let shape = crate::io::hdf5_shape(&loc)?.ok_or_else(|| {
                     Error::format(&loc.path, format!("no dataset '{}'", spec.projections))
                 })?;
-                let [k, ..] = shape[..] else {
-                    unreachable!("a dataset has a rank")
-                };
-                if shape.len() != 4 {
+                let [k, n, h, w] = shape[..] else {
                     return Err(Error::format(
                         &loc.path,
                         format!(
@@ -55,14 +52,15 @@ impl Series {
                              (N pattern images per angle)"
                         ),
                     ));
-                }
+                };
                 let file = loc.path.clone();
-                (Projections::Hdf5(loc), k as usize, Some(file))
+                let entry = [n, h, w].map(|d| d as usize);
+                (Projections::Hdf5(loc), k as usize, Some(file), Some(entry))
             }
             _ => {
                 let files = stack_files(&spec.projections)?;
                 let k = files.len();
-                (Projections::Files(files), k, None)
+                (Projections::Files(files), k, None, None)
             }
         };
         // Defaults from the projections' HDF5 file, DXchange names.
@@ -144,8 +142,13 @@ impl Series {
                 "{air} air columns on each side leave nothing of a {w} px wide field"
             )));
         }
-        // The first projection's shape (every one is checked again as it is read).
-        series.read(0)?;
+        // A dataset's entries are checked here from its shape; files, as each is read.
+        if let Some(entry) = entry.filter(|&[en, eh, ew]| (en, eh, ew) != (n, h, w)) {
+            return Err(Error::invalid(format!(
+                "the projections are {entry:?} per angle, the reference {:?}",
+                (n, h, w)
+            )));
+        }
         for stack in std::iter::once(&mut series.reference).chain(series.reference_end.as_mut()) {
             crate::stack::correct(stack, series.dark.as_ref().map(|d| d.view()), None)?;
         }

@@ -290,7 +290,8 @@ pub fn write(config: &CtConfig, dir: &Path, progress: &dyn Progress) -> Result<(
     let phantom = Phantom::new(h, w, base.stream(1));
     let angles = config.angles_deg();
     // The relative δ·t of every angle, smoothed, and the largest |∇(δ·t)| over the scan:
-    // the scale that gives the asked largest displacement.
+    // the scale that gives the asked largest displacement. Each angle is projected again
+    // when it is rendered (cheap next to rendering): memory stays one angle's.
     let path_maps = |i: usize| {
         phantom
             .project(h, w, angles[i].to_radians())
