@@ -144,6 +144,11 @@ typedef struct esp_series esp_series;
 typedef struct esp_series_spec esp_series_spec;
 
 /**
+ * What is in the beam.
+ */
+typedef struct Family Family;
+
+/**
  * A caller-owned stack of `n` frames of `height × width` float32 pixels.
  */
 typedef struct esp_stack {
@@ -219,6 +224,18 @@ typedef struct esp_outputs {
 typedef int32_t (*esp_progress_fn)(double fraction_done, void *user_data);
 
 /**
+ * What a reconstruction did beyond its maps.
+ */
+typedef struct esp_report {
+  /**
+   * Pixels of the network's estimate that its guard (option `guard`, off by default)
+   * solved again with the tracker because the signal model rejected them; 0 for the
+   * tracker.
+   */
+  uintptr_t resolved_pixels;
+} esp_report;
+
+/**
  * What [`esp_series_run`] did.
  */
 typedef struct esp_series_report {
@@ -278,7 +295,8 @@ void esp_options_free(struct esp_options *opts);
  *   (path to libonnxruntime; default `$ESPINNET_ORT_PATH`, `$ORT_DYLIB_PATH`, then the
  *   `onnxruntime` wheel of the active Python environment, `$VIRTUAL_ENV`), `provider`
  *   (`auto`, `cpu`, `cuda`, `tensorrt`), `scaling` (`nearest`, `linear`), `tile` (px),
- *   `overlap` (px), `batch`, `device_id`, `fp16`, `gpu_mem_limit_mib`, `trt_cache`
+ *   `overlap` (px), `batch`, `guard` (default false; true: pixels the signal model rejects
+ *   are solved again by the tracker), `device_id`, `fp16`, `gpu_mem_limit_mib`, `trt_cache`
  *   (directory).
  * - Tracking: `window` (px, half-width), `max_shift` (px), `mean_window` (px),
  *   `dark_field`, `hamming`, `reseed`, `adaptive`.
@@ -353,6 +371,22 @@ enum esp_status esp_engine_reconstruct_with_progress(const struct esp_engine *en
                                                      const struct esp_outputs *out,
                                                      esp_progress_fn progress,
                                                      void *user_data);
+
+/**
+ * [`esp_engine_reconstruct_with_progress`] that also fills `report` (may be NULL) when it
+ * succeeds.
+ *
+ * # Safety
+ * As [`esp_engine_reconstruct_with_progress`]; `report` is NULL or points to a writable
+ * `esp_report`.
+ */
+enum esp_status esp_engine_run(const struct esp_engine *engine,
+                               const struct esp_stack *reference,
+                               const struct esp_stack *sample,
+                               const struct esp_outputs *out,
+                               esp_progress_fn progress,
+                               void *user_data,
+                               struct esp_report *report);
 
 /**
  * Simulates a case with known truth, so that C programs and demos need no data files.

@@ -42,9 +42,12 @@ mod ffi {
         refraction_x: Vec<f32>,
         refraction_y: Vec<f32>,
         phase: Vec<f32>,
-        /// The tracker's per-pixel status (0 converged, 1 search edge, 2 ill-conditioned,
-        /// 3 border: not estimated); empty for the network.
+        /// Per-pixel status: the tracker's (0 converged, 1 search edge, 2 ill-conditioned,
+        /// 3 border: not estimated), or the guarded network's (0 kept, 4 solved again by
+        /// the tracker); empty for the network without its guard.
         status: Vec<u8>,
+        /// Pixels the network's guard solved again (its status 4); 0 for the tracker.
+        resolved_pixels: usize,
     }
 
     /// A stack of `n` frames of `height × width` floats, frame-major, row-major.
@@ -241,6 +244,7 @@ impl Engine {
                     .status
                     .map(|a| a.into_iter().collect())
                     .unwrap_or_default(),
+                resolved_pixels: m.report.resolved_pixels,
             })
         })
     }

@@ -98,7 +98,7 @@ pub struct Options {
 impl Options {
     /// The option names [`Options::set`] takes.
     pub const KEYS: &str = "engine, threads; network: model, ort_library, provider, scaling, \
-        tile, overlap, batch, device_id, fp16, gpu_mem_limit_mib, trt_cache; tracking: \
+        tile, overlap, batch, guard, device_id, fp16, gpu_mem_limit_mib, trt_cache; tracking: \
         window, max_shift, mean_window, dark_field, hamming, reseed, adaptive; geometry: \
         energy_kev, distance_m, pixel_size_um (detector pixel), magnification, integration; \
         memory_limit_mib";
@@ -111,8 +111,9 @@ impl Options {
     ///   included (0 = one per core).
     /// - Network: `model` (path to an ONNX export), `ort_library` (path to libonnxruntime),
     ///   `provider` (`auto`, `cpu`, `cuda`, `tensorrt`), `scaling` (`nearest`, `linear`),
-    ///   `tile` (px), `overlap` (px), `batch`, `device_id`, `fp16`, `gpu_mem_limit_mib`
-    ///   (MiB), `trt_cache` (directory).
+    ///   `tile` (px), `overlap` (px), `batch`, `guard` (pixels the signal model rejects
+    ///   solved again by the tracker; off by default), `device_id`, `fp16`,
+    ///   `gpu_mem_limit_mib` (MiB), `trt_cache` (directory).
     /// - Tracking: `window` (px, half-width), `max_shift` (px), `mean_window` (px),
     ///   `dark_field`, `hamming`, `reseed`, `adaptive`.
     /// - Geometry, for refraction and phase: `energy_kev` (keV), `distance_m` (sample to
@@ -167,6 +168,7 @@ impl Options {
             "tile" => n.tile_px = int()?,
             "overlap" => n.overlap_px = int()?,
             "batch" => n.batch = int()?,
+            "guard" => n.guard = flag()?,
             "threads" => {
                 let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
                 n.threads = at_most(64.max(4 * cores))?
@@ -273,6 +275,17 @@ pub struct Maps {
     pub refraction_y: Option<Array2<f32>>,
     /// Phase (rad, zero mean); with the geometry only.
     pub phase: Option<Array2<f32>>,
+    /// What else the run did.
+    pub report: Report,
+}
+
+/// What a reconstruction did beyond its maps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Report {
+    /// Pixels of the network's estimate that its guard solved again with the tracker (their
+    /// status is [`tracking::Status::Resolved`]); 0 for the tracker.
+    pub resolved_pixels: usize,
 }
 
 /// A map's name, units (NeXus spelling; "" for ratios) and what it is.
@@ -423,12 +436,16 @@ impl Engine {
             transmission: map()?,
             darkfield: map()?,
             quality: map()?,
-            status: matches!(self.kind, Kind::Tracking(_))
-                .then(|| zeros((h, w)))
-                .transpose()?,
+            status: match &self.kind {
+                Kind::Tracking(_) => true,
+                Kind::Network(_) => self.options.network.guard,
+            }
+            .then(|| zeros((h, w)))
+            .transpose()?,
             refraction_x: opt(derived)?,
             refraction_y: opt(derived)?,
             phase: opt(derived)?,
+            report: Report::default(),
         };
         let out = MapsMut {
             dx: Some(maps.dx.view_mut()),
@@ -441,7 +458,7 @@ impl Engine {
             refraction_y: maps.refraction_y.as_mut().map(|a| a.view_mut()),
             phase: maps.phase.as_mut().map(|a| a.view_mut()),
         };
-        self.reconstruct_into(reference, sample, out, progress)?;
+        maps.report = self.reconstruct_into(reference, sample, out, progress)?;
         Ok(maps)
     }
 
@@ -453,7 +470,7 @@ impl Engine {
         sample: ArrayView3<f32>,
         out: MapsMut,
         progress: &dyn Progress,
-    ) -> Result<()> {
+    ) -> Result<Report> {
         match &self.pool {
             Some(pool) => pool.install(|| self.run(reference, sample, out, progress)),
             None => self.run(reference, sample, out, progress),
@@ -486,7 +503,7 @@ impl Engine {
         sample: ArrayView3<f32>,
         mut out: MapsMut,
         progress: &dyn Progress,
-    ) -> Result<()> {
+    ) -> Result<Report> {
         let geometry = match (out.wants_derived(), &self.options.geometry) {
             (true, None) => {
                 return Err(Error::invalid(
@@ -528,17 +545,55 @@ impl Engine {
         }
         let clock = std::time::Instant::now();
         let lap = |step: &str| log::debug!("{step}: {:.3} s", clock.elapsed().as_secs_f64());
-        let (dx, dy, transmission, darkfield, status) = match &self.kind {
+        let (dx, dy, transmission, darkfield, status, residual): (
+            _,
+            _,
+            _,
+            _,
+            _,
+            Option<Array2<f32>>,
+        ) = match &self.kind {
             Kind::Tracking(params) => {
                 let o = tracking::track_with(reference, sample, params, progress)?;
-                (o.dx, o.dy, o.transmission, o.darkfield, Some(o.status))
+                (
+                    o.dx,
+                    o.dy,
+                    o.transmission,
+                    o.darkfield,
+                    Some(o.status),
+                    None,
+                )
             }
             Kind::Network(net) => {
-                let o = net.reconstruct_with(reference, sample, progress)?;
-                (o.dx, o.dy, o.transmission, o.darkfield, None)
+                let mut o = net.reconstruct_with(reference, sample, progress)?;
+                lap("network");
+                let (residual, status) = if self.options.network.guard {
+                    let (residual, changed) = crate::guard::guard(
+                        reference,
+                        sample,
+                        &self.options.tracking,
+                        [&mut o.dx, &mut o.dy, &mut o.transmission, &mut o.darkfield],
+                    );
+                    lap("guard");
+                    let mut status = Array2::from_elem((h, w), tracking::Status::Converged as u8);
+                    changed
+                        .iter()
+                        .for_each(|&at| status[at] = tracking::Status::Resolved as u8);
+                    (Some(residual), Some(status))
+                } else {
+                    (None, None)
+                };
+                (o.dx, o.dy, o.transmission, o.darkfield, status, residual)
             }
         };
         lap("engine");
+        let report = Report {
+            resolved_pixels: status.as_ref().map_or(0, |s| {
+                s.iter()
+                    .filter(|&&v| v == tracking::Status::Resolved as u8)
+                    .count()
+            }),
+        };
         // A sample that does not hold the reference's pattern gives shifts made of noise,
         // which no map would tell from a measurement.
         let fit = model::Fit::new(
@@ -584,8 +639,11 @@ impl Engine {
                 }
             }
         }
-        if let Some(q) = out.quality.take() {
-            fit.residual_into(q);
+        if let Some(mut q) = out.quality.take() {
+            match &residual {
+                Some(r) => q.assign(r),
+                None => fit.residual_into(q),
+            }
         }
         lap("quality map");
         if let Some(mut dst) = out.status.take() {
@@ -604,7 +662,7 @@ impl Engine {
                 dst.assign(src);
             }
         }
-        Ok(())
+        Ok(report)
     }
 }
 

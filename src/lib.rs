@@ -20,6 +20,7 @@ pub mod series;
 pub mod stack;
 pub mod tracking;
 
+mod guard;
 mod interpolate;
 mod memory;
 mod transform2d;

@@ -150,6 +150,12 @@ struct PixelFit {
     mean: f64,
 }
 
+impl PixelFit {
+    fn relative_rms(&self) -> f32 {
+        ((self.squared_error / self.n).sqrt() / self.mean.abs().max(f64::MIN_POSITIVE)) as f32
+    }
+}
+
 /// An estimate set against the data: the reference in standard layout, its mean and
 /// local mean, computed once for the quality map and the explained share.
 pub struct Fit<'a, 'c> {
@@ -192,9 +198,7 @@ impl<'a, 'c> Fit<'a, 'c> {
     pub fn residual_into(&self, mut out: ArrayViewMut2<f32>) {
         Zip::indexed(out.axis_iter_mut(Axis(0))).par_for_each(|y, mut row| {
             for (x, q) in row.iter_mut().enumerate() {
-                *q = self.at(y, x).map_or(f32::NAN, |f| {
-                    ((f.squared_error / f.n).sqrt() / f.mean.abs().max(f64::MIN_POSITIVE)) as f32
-                });
+                *q = self.at(y, x).map_or(f32::NAN, |f| f.relative_rms());
             }
         });
     }
@@ -225,11 +229,29 @@ impl<'a, 'c> Fit<'a, 'c> {
         *shares.select_nth_unstable_by(mid, f32::total_cmp).1
     }
 
+    /// The residual ([`residual`]'s value) at pixel (y, x) of another estimate
+    /// `[dx, dy, T, D]` there.
+    pub fn residual_at(&self, y: usize, x: usize, estimate: [f32; 4]) -> f32 {
+        self.fit(y, x, estimate)
+            .map_or(f32::NAN, |f| f.relative_rms())
+    }
+
     fn at(&self, y: usize, x: usize) -> Option<PixelFit> {
-        let (n, h, w) = self.raw.dim();
         let e = &self.e;
-        let (dx, dy) = (e.dx[[y, x]], e.dy[[y, x]]);
-        let (t, d) = (e.transmission[[y, x]], e.darkfield[[y, x]]);
+        self.fit(
+            y,
+            x,
+            [
+                e.dx[[y, x]],
+                e.dy[[y, x]],
+                e.transmission[[y, x]],
+                e.darkfield[[y, x]],
+            ],
+        )
+    }
+
+    fn fit(&self, y: usize, x: usize, [dx, dy, t, d]: [f32; 4]) -> Option<PixelFit> {
+        let (n, h, w) = self.raw.dim();
         if !(dx.is_finite() && dy.is_finite() && t.is_finite() && d.is_finite()) {
             return None;
         }

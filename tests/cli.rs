@@ -411,7 +411,7 @@ fn reconstruct_with_the_network_by_default_and_clear_errors_for_its_inputs() {
     };
 
     let rec = out("net");
-    let o = with(&["--output", &rec]);
+    let o = with(&["--output", &rec, "--guard"]);
     assert!(o.status.success(), "{}", stderr(&o));
     for n in ["dx", "dy", "transmission", "darkfield", "quality"] {
         let a = espinnet::io::read_image(&format!("{rec}/{n}.tif")).unwrap();
@@ -425,12 +425,25 @@ fn reconstruct_with_the_network_by_default_and_clear_errors_for_its_inputs() {
             "{n}: the network estimates every pixel"
         );
     }
-    assert!(!std::path::Path::new(&format!("{rec}/status.tif")).exists());
+    // The guard's status map: 0 kept, 4 solved again by the tracker; as many 4s as the
+    // summary counts.
+    let status = espinnet::io::read_image(&format!("{rec}/status.tif")).unwrap();
+    assert!(status.iter().all(|&v| v == 0.0 || v == 4.0));
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(format!("{rec}/summary.json")).unwrap()).unwrap();
     assert_eq!(summary["engine"], "network");
     assert_eq!(summary["network"]["provider"], "cpu");
     assert_eq!(summary["network"]["model"]["nnet"], 20);
+    assert_eq!(
+        summary["network"]["guard"]["resolved_pixels"]
+            .as_u64()
+            .unwrap() as usize,
+        status.iter().filter(|&&v| v == 4.0).count()
+    );
+    let unguarded = out("raw");
+    let o = with(&["--output", &unguarded]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!std::path::Path::new(&format!("{unguarded}/status.tif")).exists());
 
     fails_with(
         &with(&["--output", &out("a"), "--model", &out("missing.onnx")]),
@@ -841,6 +854,45 @@ fn a_memory_limit_and_absurd_sizes_are_one_line_errors() {
 
 /// The bench times whole `reconstruct` processes of both engines beside their engines, with
 /// each process's own peak memory and stages.
+#[test]
+fn validate_scores_the_stress_suite_for_every_engine() {
+    let o = espinnet(&[
+        "validate",
+        "--mix",
+        "stress",
+        "--size",
+        "64",
+        "--windows",
+        "1",
+        "--max-shift",
+        "6",
+        "--only",
+        "spheres",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 7, "one row per set-up");
+    for l in &lines {
+        assert!(l["case"].as_str().unwrap().starts_with("spheres"));
+        for errors in [
+            &l["network"],
+            &l["guarded"]["errors"],
+            &l["tracking"]["errors"],
+        ] {
+            let phase = errors["phase_rms_waves"].as_f64().unwrap();
+            let inlier = errors["inlier_rmse_px"].as_f64().unwrap();
+            assert!(phase.is_finite() && inlier <= errors["rmse_px"].as_f64().unwrap());
+        }
+        let share = l["guarded"]["resolved_share"].as_f64().unwrap();
+        assert!((0.0..1.0).contains(&share));
+    }
+}
+
 #[test]
 fn bench_reports_whole_runs_with_their_stages() {
     let o = espinnet(&[

@@ -171,7 +171,8 @@ pub unsafe extern "C" fn esp_options_free(opts: *mut EspOptions) {
 ///   (path to libonnxruntime; default `$ESPINNET_ORT_PATH`, `$ORT_DYLIB_PATH`, then the
 ///   `onnxruntime` wheel of the active Python environment, `$VIRTUAL_ENV`), `provider`
 ///   (`auto`, `cpu`, `cuda`, `tensorrt`), `scaling` (`nearest`, `linear`), `tile` (px),
-///   `overlap` (px), `batch`, `device_id`, `fp16`, `gpu_mem_limit_mib`, `trt_cache`
+///   `overlap` (px), `batch`, `guard` (default false; true: pixels the signal model rejects
+///   are solved again by the tracker), `device_id`, `fp16`, `gpu_mem_limit_mib`, `trt_cache`
 ///   (directory).
 /// - Tracking: `window` (px, half-width), `max_shift` (px), `mean_window` (px),
 ///   `dark_field`, `hamming`, `reseed`, `adaptive`.
@@ -358,6 +359,46 @@ pub unsafe extern "C" fn esp_engine_reconstruct_with_progress(
     progress: EspProgressFn,
     user_data: *mut c_void,
 ) -> EspStatus {
+    // SAFETY: the same contract, with no report.
+    unsafe {
+        esp_engine_run(
+            engine,
+            reference,
+            sample,
+            out,
+            progress,
+            user_data,
+            std::ptr::null_mut(),
+        )
+    }
+}
+
+/// What a reconstruction did beyond its maps.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct EspReport {
+    /// Pixels of the network's estimate that its guard (option `guard`, off by default)
+    /// solved again with the tracker because the signal model rejected them; 0 for the
+    /// tracker.
+    pub resolved_pixels: usize,
+}
+
+/// [`esp_engine_reconstruct_with_progress`] that also fills `report` (may be NULL) when it
+/// succeeds.
+///
+/// # Safety
+/// As [`esp_engine_reconstruct_with_progress`]; `report` is NULL or points to a writable
+/// `esp_report`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn esp_engine_run(
+    engine: *const EspEngine,
+    reference: *const EspStack,
+    sample: *const EspStack,
+    out: *const EspOutputs,
+    progress: EspProgressFn,
+    user_data: *mut c_void,
+    report: *mut EspReport,
+) -> EspStatus {
     ffi(|| {
         // SAFETY: every pointer is NULL or valid as the caller promises; the views check
         // NULL, alignment and lengths before they are made.
@@ -379,8 +420,13 @@ pub unsafe extern "C" fn esp_engine_reconstruct_with_progress(
             ..MapsMut::default()
         };
         let callback = Callback::new(progress, user_data);
-        let report = |fraction: f64| callback.report(fraction);
-        Ok(engine.0.reconstruct_into(r, s, views, &report)?)
+        let progress = |fraction: f64| callback.report(fraction);
+        let done = engine.0.reconstruct_into(r, s, views, &progress)?;
+        // SAFETY: NULL or writable, as the caller promises.
+        if let Some(report) = unsafe { report.as_mut() } {
+            report.resolved_pixels = done.resolved_pixels;
+        }
+        Ok(())
     })
 }
 

@@ -9,8 +9,10 @@
 //!   to fields that are not smooth.
 //!
 //! Gradients are in units of φ per pixel (e.g. rad/px); the result is in units of φ with
-//! zero mean (the piston is not measurable). Non-finite gradient pixels are treated as zero
-//! slope and come back as NaN in the result.
+//! zero mean (the piston is not measurable). Only the smallest rectangle holding every
+//! finite gradient pixel is integrated (the tracker's NaN border would otherwise act as a
+//! frame of zero slope and bend a field whose slope is not zero there); non-finite pixels
+//! inside it are treated as zero slope, and every non-finite pixel comes back as NaN.
 
 mod frankot_chellappa;
 mod least_squares;
@@ -84,15 +86,43 @@ pub fn integrate(gx: ArrayView2<f32>, gy: ArrayView2<f32>, method: Method) -> Re
     if invalid > 0 {
         log::info!("integrate: {invalid} non-finite gradient pixel(s) taken as zero slope");
     }
+    // The bounding box of the finite pixels.
+    let rows: Vec<usize> = (0..h)
+        .filter(|&y| valid.row(y).iter().any(|&v| v))
+        .collect();
+    let cols: Vec<usize> = (0..w)
+        .filter(|&x| valid.column(x).iter().any(|&v| v))
+        .collect();
+    let (y0, y1, x0, x1) = (
+        rows[0],
+        rows[rows.len() - 1] + 1,
+        cols[0],
+        cols[cols.len() - 1] + 1,
+    );
+    if y1 - y0 < 2 || x1 - x0 < 2 {
+        return Err(Error::invalid(format!(
+            "the finite gradient pixels span {}x{}: at least 2x2 are needed",
+            y1 - y0,
+            x1 - x0
+        )));
+    }
+    let inner = ndarray::s![y0..y1, x0..x1];
     let clean = |g: ArrayView2<f32>| {
-        Zip::from(&g)
-            .and(&valid)
+        Zip::from(g.slice(inner))
+            .and(valid.slice(inner))
             .par_map_collect(|&v, &ok| if ok { v } else { 0.0 })
     };
     let (gx, gy) = (clean(gx), clean(gy));
-    let mut phi = match method {
+    let inside = match method {
         Method::FrankotChellappa => frankot_chellappa::integrate(gx, gy),
         Method::LeastSquares => least_squares::integrate(&gx, &gy),
+    };
+    let mut phi = if (y1 - y0, x1 - x0) == (h, w) {
+        inside
+    } else {
+        let mut full = Array2::from_elem((h, w), f32::NAN);
+        full.slice_mut(inner).assign(&inside);
+        full
     };
     let (sum, n) = Zip::from(&phi)
         .and(&valid)
@@ -112,11 +142,11 @@ pub fn integrate(gx: ArrayView2<f32>, gy: ArrayView2<f32>, method: Method) -> Re
 
 /// Peak heap of [`integrate`] on `[h, w]` gradients (bytes, an upper bound).
 pub fn memory_bytes((h, w): (usize, usize), method: Method) -> u64 {
-    // Per pixel: the caller's scaled gradients (8 B), their mask (1 B) and the cleaned
-    // copies (8 B); then for Frankot–Chellappa two transient copies of one f32 array in a
+    // Per pixel: the caller's scaled gradients (8 B), their mask (1 B), the cleaned
+    // copies (8 B) and the result embedded in the full frame when it was cropped (4 B); then for Frankot–Chellappa two transient copies of one f32 array in a
     // separable pass (8 B), for least squares the gradients in f64 (16 B) and its
     // right-hand side with two transient copies (24 B).
-    let per_px = 17
+    let per_px = 21
         + match method {
             Method::FrankotChellappa => 8,
             Method::LeastSquares => 40,

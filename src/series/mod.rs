@@ -290,7 +290,8 @@ fn compute(
         phase: if with_phase { next() } else { None },
         ..MapsMut::default()
     };
-    engine.reconstruct_into(reference, sample, out, progress)
+    engine.reconstruct_into(reference, sample, out, progress)?;
+    Ok(())
 }
 
 /// Where the journal of a run writing `output` lives.

@@ -27,6 +27,11 @@ pub enum Mix {
     /// to 20, displacements up to 10 px (a quarter period for checkerboards, beyond which
     /// the match is ambiguous), T and D down to 0.5, flux 300–10 000 photons.
     Broad,
+    /// The broad mix's modulators, scans and flux with the stress families
+    /// ([`super::stress`]): lenses, spheres, fibres, wedges, smooth fields, soft-edged,
+    /// strongly absorbing and scattering objects, max |d| up to 12 px, large-step scans.
+    /// For validation, `espinnet validate --mix stress` runs the fixed [`super::stress::suite`].
+    Stress,
 }
 
 impl std::str::FromStr for Mix {
@@ -35,8 +40,9 @@ impl std::str::FromStr for Mix {
         match s {
             "paper" => Ok(Mix::Paper),
             "broad" => Ok(Mix::Broad),
+            "stress" => Ok(Mix::Stress),
             _ => Err(Error::invalid(format!(
-                "dataset mix must be 'paper' or 'broad', got '{s}'"
+                "dataset mix must be 'paper', 'broad' or 'stress', got '{s}'"
             ))),
         }
     }
@@ -59,7 +65,7 @@ pub fn config(mix: Mix, patch: usize, seed: u64, index: u64) -> Config {
     };
     match mix {
         Mix::Paper => c.sample = blobs(&mut rng, 8.0, 0.6, 0.6),
-        Mix::Broad => {
+        Mix::Broad | Mix::Stress => {
             c.scans = rng.random_range(2..=MAX_SCANS);
             c.modulator = match rng.random_range(0..10) {
                 0..=4 => Modulator::CodedMask {
@@ -91,18 +97,13 @@ pub fn config(mix: Mix, patch: usize, seed: u64, index: u64) -> Config {
                     extent_um: rng.random_range(10.0..=40.0),
                 },
             };
-            // A periodic pattern repeats under shifts of a period (a checkerboard also under
-            // half a period along the diagonal): larger displacements are ambiguous for
-            // any matcher, so they are kept within a quarter period.
-            let max_d = match c.modulator {
-                Modulator::Checkerboard { period_um, .. } => {
-                    (0.25 * period_um * 1e-6 / c.geometry.effective_pixel_m()).min(10.0)
-                }
-                _ => 10.0,
-            };
+            let max_d = super::stress::unambiguous_px(&c).min(10.0);
             c.sample = blobs(&mut rng, max_d, 0.5, 0.5);
             c.flux_photons = (rng.random_range(300f64.ln()..=10_000f64.ln())).exp();
             c.detector_blur_px = rng.random_range(0.5..=1.0);
+            if mix == Mix::Stress {
+                return super::stress::draw(c, &mut rng);
+            }
         }
     }
     c

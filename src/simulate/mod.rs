@@ -16,6 +16,7 @@ mod filter;
 mod forward;
 mod modulator;
 mod sample;
+pub mod stress;
 mod trajectory;
 
 use ndarray::{Array2, Array3};
@@ -232,6 +233,22 @@ impl Config {
         self.seed
             .wrapping_mul(0x9E37_79B9_7F4A_7C15)
             .wrapping_add(k)
+    }
+
+    /// The config with its sample scaled (δ, or the displacement) so that the largest
+    /// displacement magnitude over the image is `max_px`; a sample that displaces nothing
+    /// is returned as it is.
+    pub fn with_max_displacement(mut self, max_px: f64) -> Config {
+        let m = self
+            .sample
+            .maps(self.height, self.width, &self.geometry, self.stream(1));
+        let now = ndarray::Zip::from(&m.dx)
+            .and(&m.dy)
+            .fold(0.0f64, |a, &x, &y| a.max(x.hypot(y)));
+        if now > 0.0 {
+            self.sample = self.sample.scaled(max_px / now);
+        }
+        self
     }
 
     /// Checks every parameter; the error names the first bad one.

@@ -46,6 +46,26 @@ pub enum Sample {
         darkfield_min: f64,
         edge_px: f64,
     },
+    /// `count` cylinders (fibres) across the field at random angles and offsets, radius in
+    /// `radius_um`; the material as for spheres.
+    Cylinders {
+        count: usize,
+        radius_um: (f64, f64),
+        delta: f64,
+        beta: f64,
+        darkfield_min: f64,
+        edge_px: f64,
+    },
+    /// A smooth random phase over the whole field (no edges): Gaussian-filtered noise of
+    /// correlation length `correlation_px`, scaled so that the largest |d| is
+    /// `max_displacement_px`; T and D from independent fields of the same length, down to
+    /// `transmission_min` and `darkfield_min`.
+    Smooth {
+        correlation_px: f64,
+        max_displacement_px: f64,
+        transmission_min: f64,
+        darkfield_min: f64,
+    },
     /// Bi-concave parabolic refractive lens centred in the field: thickness
     /// `min(ρ², a²)/R` (m) with apex radius R = `apex_radius_um` and aperture radius
     /// a = `aperture_um`. Focal length R/(2δ): the displacement is linear, `d = −2zδ·r/R`.
@@ -116,6 +136,12 @@ impl Sample {
                 delta,
                 darkfield_min,
                 ..
+            }
+            | Sample::Cylinders {
+                radius_um,
+                delta,
+                darkfield_min,
+                ..
             } => {
                 require_positive("sphere radius (µm)", radius_um.0)?;
                 if radius_um.1 < radius_um.0 || !radius_um.1.is_finite() {
@@ -124,6 +150,19 @@ impl Sample {
                     )));
                 }
                 require_positive("delta", delta)?;
+                in_unit("darkfield_min", darkfield_min)
+            }
+            Sample::Smooth {
+                correlation_px,
+                max_displacement_px,
+                transmission_min,
+                darkfield_min,
+            } => {
+                require_positive("correlation length (px)", correlation_px)?;
+                if !(max_displacement_px >= 0.0 && max_displacement_px.is_finite()) {
+                    return Err(Error::invalid("max displacement must be finite and >= 0"));
+                }
+                in_unit("transmission_min", transmission_min)?;
                 in_unit("darkfield_min", darkfield_min)
             }
             Sample::Lens {
@@ -137,6 +176,31 @@ impl Sample {
                 require_positive("delta", delta)
             }
         }
+    }
+
+    /// The same sample with its displacement (and phase) multiplied by `factor` > 0:
+    /// δ for the physical samples, the displacement for the others; T and D unchanged.
+    pub fn scaled(&self, factor: f64) -> Sample {
+        let mut s = self.clone();
+        match &mut s {
+            Sample::Empty => {}
+            Sample::Uniform { dx_px, dy_px, .. } => {
+                *dx_px *= factor;
+                *dy_px *= factor;
+            }
+            Sample::Blobs {
+                max_displacement_px,
+                ..
+            }
+            | Sample::Smooth {
+                max_displacement_px,
+                ..
+            } => *max_displacement_px *= factor,
+            Sample::Spheres { delta, .. }
+            | Sample::Cylinders { delta, .. }
+            | Sample::Lens { delta, .. } => *delta *= factor,
+        }
+        s
     }
 
     /// The maps on an `h`×`w` grid for `geometry`.
@@ -225,13 +289,78 @@ impl Sample {
                             }
                         });
                 }
-                let thick = gaussian_clamped(&thick, edge_px);
-                let rel = gaussian_clamped(&rel, edge_px);
-                let max_rel = rel.iter().cloned().fold(1.0, f64::max);
+                material(
+                    thick,
+                    rel,
+                    edge_px,
+                    (k, delta, beta, darkfield_min),
+                    d_per_grad,
+                )
+            }
+            Sample::Cylinders {
+                count,
+                radius_um,
+                delta,
+                beta,
+                darkfield_min,
+                edge_px,
+            } => {
+                let mut rng = Pcg64Mcg::seed_from_u64(seed);
+                let mut thick = Array2::<f64>::zeros((h, w));
+                let mut rel = Array2::<f64>::zeros((h, w));
+                for _ in 0..count {
+                    let r = rng.random_range(radius_um.0..=radius_um.1) * 1e-6 / p_m;
+                    let angle = rng.random_range(0.0..std::f64::consts::PI);
+                    let (sy, sx) = (
+                        rng.random_range(0.0..h as f64),
+                        rng.random_range(0.0..w as f64),
+                    );
+                    // Distance to the axis through (sy, sx) along (sin, cos).
+                    let (ny, nx) = (angle.cos(), -angle.sin());
+                    Zip::indexed(&mut thick)
+                        .and(&mut rel)
+                        .for_each(|(y, x), t, q| {
+                            let rho = (y as f64 - sy) * ny + (x as f64 - sx) * nx;
+                            if rho * rho < r * r {
+                                *t += 2.0 * (r * r - rho * rho).sqrt() * p_m;
+                                *q += (1.0 - rho * rho / (r * r)).sqrt();
+                            }
+                        });
+                }
+                material(
+                    thick,
+                    rel,
+                    edge_px,
+                    (k, delta, beta, darkfield_min),
+                    d_per_grad,
+                )
+            }
+            Sample::Smooth {
+                correlation_px,
+                max_displacement_px,
+                transmission_min,
+                darkfield_min,
+            } => {
+                let mut rng = Pcg64Mcg::seed_from_u64(seed);
+                let [phase, t, d] = [(); 3].map(|_| {
+                    let noise = Array2::from_shape_fn((h, w), |_| rng.random::<f32>() - 0.5);
+                    let f = gaussian_periodic(&noise, correlation_px).mapv(f64::from);
+                    let (lo, hi) = minmax(&f);
+                    f.mapv(|v| (v - lo) / (hi - lo).max(1e-30))
+                });
+                let grad_max = gradients(&phase)
+                    .iter()
+                    .map(|g| g.iter().fold(0.0f64, |m, v| m.max(v.abs())))
+                    .fold(0.0, f64::max);
+                let scale = if grad_max > 0.0 {
+                    max_displacement_px / d_per_grad / grad_max
+                } else {
+                    0.0
+                };
                 numeric(
-                    thick.mapv(|t| -k * delta * t),
-                    thick.mapv(|t| (-2.0 * k * beta * t).exp()),
-                    rel.mapv(|q| 1.0 - (1.0 - darkfield_min) * q / max_rel),
+                    phase * scale,
+                    t.mapv(|u| 1.0 - (1.0 - transmission_min) * u),
+                    d.mapv(|u| 1.0 - (1.0 - darkfield_min) * u),
                     d_per_grad,
                 )
             }
@@ -295,6 +424,27 @@ impl Sample {
             }
         }
     }
+}
+
+/// Maps of a material of index decrement `delta` and absorption index `beta` (at wave
+/// number `k`, rad/m) over `thick` (m), scattering down to `darkfield_min` where `rel` (a
+/// relative path length) peaks; both softened by `edge_px`.
+fn material(
+    thick: Array2<f64>,
+    rel: Array2<f64>,
+    edge_px: f64,
+    (k, delta, beta, darkfield_min): (f64, f64, f64, f64),
+    d_per_grad: f64,
+) -> Maps {
+    let thick = gaussian_clamped(&thick, edge_px);
+    let rel = gaussian_clamped(&rel, edge_px);
+    let max_rel = rel.iter().cloned().fold(1.0, f64::max);
+    numeric(
+        thick.mapv(|t| -k * delta * t),
+        thick.mapv(|t| (-2.0 * k * beta * t).exp()),
+        rel.mapv(|q| 1.0 - (1.0 - darkfield_min) * q / max_rel),
+        d_per_grad,
+    )
 }
 
 fn minmax(a: &Array2<f64>) -> (f64, f64) {

@@ -20,11 +20,14 @@
 
 mod adaptive;
 mod refine;
+mod resolve;
 mod search;
 mod window;
 
 use ndarray::{Array2, ArrayView3};
 use serde::{Deserialize, Serialize};
+
+pub use resolve::{Solved, resolve};
 
 use crate::error::{Error, Result};
 use crate::stack::validate_pair;
@@ -80,6 +83,9 @@ pub enum Status {
     IllConditioned = 2,
     /// Too close to the image border to search every shift: outputs are NaN.
     Border = 3,
+    /// The network's estimate, rejected by the signal model, solved again by the tracker
+    /// (the network engine's guard).
+    Resolved = 4,
 }
 
 /// Per-pixel results, `[H, W]` each.

@@ -322,7 +322,8 @@ fn cost_at(st: &Stacks, p: &Params, y: usize, x: usize, uy: isize, ux: isize) ->
 }
 
 /// The best integer shift within ±`reach` px of `centre` (each axis, clamped to the search
-/// range) at pixel (y, x), and its sub-pixel refinement when the quadratic fit has one.
+/// range and to shifts whose window stays in the image) at pixel (y, x), whose own window
+/// must lie in the image, and its sub-pixel refinement when the quadratic fit has one.
 /// Each cost of the grid is evaluated once; the fit's 3×3 may reach one step beyond.
 pub(super) fn local_search(
     st: &Stacks,
@@ -332,9 +333,16 @@ pub(super) fn local_search(
     centre: [isize; 2],
     reach: isize,
 ) -> ([isize; 2], Option<[f32; 2]>) {
-    let m = p.max_shift as isize;
+    let (m, nw) = (p.max_shift as isize, p.window as isize);
+    let (h, w) = (st.h as isize, st.w as isize);
+    // The windows at the pixel and at the reference position must lie in the image.
+    let inside = |c: isize, n: isize| c - nw >= 0 && c + nw < n;
     let cost = |uy: isize, ux: isize| {
-        if uy.abs() > m || ux.abs() > m {
+        if uy.abs() > m
+            || ux.abs() > m
+            || !inside(y as isize - uy, h)
+            || !inside(x as isize - ux, w)
+        {
             f32::INFINITY
         } else {
             cost_at(st, p, y, x, uy, ux)

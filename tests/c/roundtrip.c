@@ -32,7 +32,9 @@ static void accuracy(const test_case *c) {
     CHECK(strcmp(esp_engine_provider(engine), "tracking-cpu") == 0, "%s", esp_engine_provider(engine));
     test_maps m = maps_new(c->h, c->w);
     esp_outputs out = maps_outputs(&m, c->h * c->w);
-    CHECK_OK(esp_engine_reconstruct(engine, STACK(c->reference, c->n, c->h, c->w, 0), STACK(c->sample, c->n, c->h, c->w, 0), &out));
+    esp_report report = {(uintptr_t)-1};
+    CHECK_OK(esp_engine_run(engine, STACK(c->reference, c->n, c->h, c->w, 0), STACK(c->sample, c->n, c->h, c->w, 0), &out, NULL, NULL, &report));
+    CHECK(report.resolved_pixels == 0, "the tracker re-solves nothing: %zu", (size_t)report.resolved_pixels);
     /* The tracker leaves a border of max_shift + window + 2 px as NaN, and only that. */
     size_t border = 9 + 1 + 2;
     for (size_t y = 0; y < c->h; y++)
@@ -46,10 +48,14 @@ static void accuracy(const test_case *c) {
     esp_engine_free(engine);
 
     if (test_network()) {
-        static const char *const network[] = {"provider", "cpu", NULL};
+        static const char *const network[] = {"provider", "cpu", "guard", "true", NULL};
         engine = engine_new(network);
         CHECK(strcmp(esp_engine_provider(engine), "cpu") == 0, "%s", esp_engine_provider(engine));
-        CHECK_OK(esp_engine_reconstruct(engine, STACK(c->reference, c->n, c->h, c->w, 0), STACK(c->sample, c->n, c->h, c->w, 0), &out));
+        report.resolved_pixels = (uintptr_t)-1;
+        CHECK_OK(esp_engine_run(engine, STACK(c->reference, c->n, c->h, c->w, 0), STACK(c->sample, c->n, c->h, c->w, 0), &out, NULL, NULL, &report));
+        /* The guard re-solves a share of the pixels, never all of them. */
+        CHECK(report.resolved_pixels < c->h * c->w, "re-solved %zu", (size_t)report.resolved_pixels);
+        printf("network: the guard re-solved %zu pixel(s)\n", (size_t)report.resolved_pixels);
         for (size_t i = 0; i < c->h * c->w; i++)
             CHECK(isfinite(m.dx[i]) && isfinite(m.darkfield[i]), "network output %zu not finite", i);
         e = errors_of(&m, c, 10);

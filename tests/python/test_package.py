@@ -139,6 +139,19 @@ def test_accuracy_against_the_simulated_truth(case, engine, rmse_px, gross):
 
 
 @needs_ort
+def test_the_guard_reports_the_pixels_it_solved_again(small):
+    ref, smp, truth, _ = small
+    guarded = espinnet.retrieve(ref, smp, guard=True)
+    raw = espinnet.retrieve(ref, smp)
+    tracked = espinnet.retrieve(ref, smp, engine="tracking")
+    assert 0 <= guarded.resolved_pixels < guarded.dx.size
+    assert raw.resolved_pixels == 0 and tracked.resolved_pixels == 0
+    # Only the pixels it solved again differ.
+    changed = int(np.count_nonzero((guarded.dx != raw.dx) | (guarded.dy != raw.dy)))
+    assert changed <= guarded.resolved_pixels
+
+
+@needs_ort
 @pytest.mark.parametrize("engine", ["tracking", "network"])
 def test_equals_the_command_line_bit_for_bit(case, engine, tmp_path):
     cli = os.environ.get("ESPINNET_CLI")

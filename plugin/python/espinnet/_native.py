@@ -38,6 +38,12 @@ class Outputs(ctypes.Structure):
 PROGRESS_FN = ctypes.CFUNCTYPE(c_int32, c_double, c_void_p)
 
 
+class Report(ctypes.Structure):
+    """``esp_report``: what one ``esp_engine_run`` did beyond its maps."""
+
+    _fields_ = [("resolved_pixels", c_size_t)]
+
+
 class SeriesReport(ctypes.Structure):
     """``esp_series_report``: what one ``esp_series_run`` did."""
 
@@ -64,8 +70,9 @@ def _load():
         ("esp_engine_new", status, [c_void_p, POINTER(c_void_p)]),
         ("esp_engine_provider", c_char_p, [c_void_p]),
         ("esp_engine_free", None, [c_void_p]),
-        ("esp_engine_reconstruct_with_progress", status,
-         [c_void_p, POINTER(Stack), POINTER(Stack), POINTER(Outputs), PROGRESS_FN, c_void_p]),
+        ("esp_engine_run", status,
+         [c_void_p, POINTER(Stack), POINTER(Stack), POINTER(Outputs), PROGRESS_FN, c_void_p,
+          POINTER(Report)]),
         ("esp_simulate", status,
          [c_char_p, c_size_t, c_size_t, c_size_t, c_uint64, c_void_p, c_void_p, c_size_t, POINTER(Outputs)]),
         ("esp_available_providers", status, [c_char_p, POINTER(c_char_p)]),

@@ -45,6 +45,10 @@ class Result:
         z: sample–detector distance); with the geometry only.
     phase : ndarray
         Phase φ, rad, zero mean, integrated from ∇φ = (2π/λ)·α·p; with the geometry only.
+    resolved_pixels : int
+        Pixels of the network's estimate that its guard (option ``guard``, off by default)
+        solved again with the tracker because the signal model rejected them; 0 for the
+        tracker.
 
     Model: {sign}
     """
@@ -57,6 +61,7 @@ class Result:
     refraction_x: Optional[np.ndarray] = None
     refraction_y: Optional[np.ndarray] = None
     phase: Optional[np.ndarray] = None
+    resolved_pixels: int = 0
 
     def items(self):
         """(name, array) of the maps computed, in a fixed order."""
@@ -174,7 +179,8 @@ class Engine:
         CPU threads for every step; default one per core.
     **options
         Any other option of the C ABI by name (``esp_options_set``): ``scaling``, ``tile``,
-        ``overlap``, ``batch``, ``device_id``, ``fp16``, ``gpu_mem_limit_mib``, ``trt_cache``,
+        ``overlap``, ``batch``, ``guard`` (default false; true: pixels the signal model rejects
+        are solved again by the tracker), ``device_id``, ``fp16``, ``gpu_mem_limit_mib``, ``trt_cache``,
         ``mean_window``, ``dark_field``, ``hamming``, ``reseed``, ``adaptive``, ``integration``.
 
     Raises
@@ -275,11 +281,12 @@ class Engine:
             arrays.setdefault(name, np.empty(shape, dtype=np.float32))
         outputs = _native.Outputs(len=shape[0] * shape[1],
                                   **{name: a.ctypes.data for name, a in arrays.items()})
+        report = _native.Report()
         self._call(
-            lambda handle, fn: _native.lib.esp_engine_reconstruct_with_progress(
-                handle, byref(ref), byref(smp), byref(outputs), fn, None),
+            lambda handle, fn: _native.lib.esp_engine_run(
+                handle, byref(ref), byref(smp), byref(outputs), fn, None, byref(report)),
             progress, keep=(ref_array, smp_array, arrays))
-        return Result(**arrays)
+        return Result(**arrays, resolved_pixels=report.resolved_pixels)
 
     def _call(self, invoke, progress, keep=None):
         """Runs ``invoke(handle, progress_fn)``, a C call that returns a status, with Ctrl-C

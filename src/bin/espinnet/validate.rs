@@ -1,10 +1,11 @@
 //! `espinnet validate`: both engines against simulated truth on a fixed set of cases, the
-//! table of the model card. Cases are the dataset generator's (`--mix`), at the scan
-//! counts asked for; the tracker is run at each window and its best (lowest RMSE) reported.
+//! tables of the model card. Cases are the dataset generator's (`--mix paper|broad`), at
+//! the scan counts asked for, or the fixed stress suite (`--mix stress`), one row per case;
+//! the tracker is run at each window and its best (lowest RMSE) reported.
 
 use espinnet::metrics::{Accuracy, Errors};
 use espinnet::simulate::dataset::{Mix, config};
-use espinnet::simulate::simulate;
+use espinnet::simulate::{Case, Preset, simulate, stress};
 use espinnet::{Engine, EngineKind, Options, Result};
 use indicatif::ProgressBar;
 use serde_json::json;
@@ -20,7 +21,8 @@ pub struct ValidateArgs {
     /// Scan counts.
     #[arg(long, value_delimiter = ',', default_values_t = [3, 5, 10, 20])]
     scans: Vec<usize>,
-    /// Case distribution: paper or broad.
+    /// Case distribution: paper, broad, or the fixed stress suite (stress; --count and
+    /// --scans do not apply).
     #[arg(long, default_value = "paper")]
     mix: Mix,
     /// Seed of the case set (the training data uses others).
@@ -34,6 +36,9 @@ pub struct ValidateArgs {
     max_shift: usize,
     #[command(flatten)]
     network: crate::reconstruct::NetworkArgs,
+    /// Stress suite: only the cases whose name contains this text (e.g. "lens", "N 2").
+    #[arg(long)]
+    only: Option<String>,
     /// Print JSON lines instead of a table.
     #[arg(long)]
     json: bool,
@@ -42,6 +47,8 @@ pub struct ValidateArgs {
 pub fn run(a: &ValidateArgs) -> Result<()> {
     let mut options = Options::default();
     options.network = a.network.options();
+    // Every mix is imaged with the presets' geometry: the phase is scored too.
+    options.geometry = Some(Preset::MaskDiagonal.config(2, 1, 0).geometry);
     let network = Engine::new(&options)?;
     let net = network.network().expect("the network engine");
     let trackers = a
@@ -56,6 +63,16 @@ pub fn run(a: &ValidateArgs) -> Result<()> {
         })
         .collect::<Result<Vec<_>>>()?;
     let border = a.max_shift + a.windows.iter().max().copied().unwrap_or(1) + 2;
+    if a.mix == Mix::Stress {
+        // The network without and with its guard, whatever the flags say.
+        options.network.guard = !options.network.guard;
+        let other = Engine::new(&options)?;
+        let (raw, guarded) = match options.network.guard {
+            true => (&network, &other),
+            false => (&other, &network),
+        };
+        return run_stress(a, raw, guarded, &trackers, border);
+    }
     let bar = ProgressBar::new(a.count * a.scans.len() as u64);
     let mut rows = Vec::new();
     for &n in &a.scans {
@@ -64,15 +81,12 @@ pub fn run(a: &ValidateArgs) -> Result<()> {
         for i in 0..a.count {
             let mut c = config(a.mix, a.size, a.seed, i);
             c.scans = n;
-            let case = simulate(&c)?;
-            let truth = case.truth.contrasts();
-            let (r, s) = (case.reference.view(), case.sample.view());
-            for (acc, engine) in std::iter::once((&mut network_acc, &network))
-                .chain(tracking.iter_mut().zip(&trackers))
-            {
-                let maps = engine.reconstruct(r, s)?;
-                acc.add(&maps.contrasts(), &truth, border)?;
-            }
+            score(
+                &simulate(&c)?,
+                std::iter::once((&mut network_acc, &network))
+                    .chain(tracking.iter_mut().zip(&trackers)),
+                border,
+            )?;
             bar.inc(1);
         }
         let (best, tracked) = a
@@ -123,5 +137,149 @@ pub fn run(a: &ValidateArgs) -> Result<()> {
             cells(&tracking)
         );
     }
+    Ok(())
+}
+
+/// Adds `case`'s errors under each engine to its accumulator; returns the pixels each
+/// engine's guard solved again.
+fn score<'a>(
+    case: &Case,
+    engines: impl Iterator<Item = (&'a mut Accuracy, &'a Engine)>,
+    border: usize,
+) -> Result<Vec<usize>> {
+    let truth = case.truth.contrasts();
+    let (r, s) = (case.reference.view(), case.sample.view());
+    let mut resolved = Vec::new();
+    for (acc, engine) in engines {
+        let maps = engine.reconstruct(r, s)?;
+        acc.add(&maps.contrasts(), &truth, border)?;
+        if let Some(phase) = &maps.phase {
+            acc.add_phase(phase.view(), case.truth.phase.view(), border)?;
+        }
+        resolved.push(maps.report.resolved_pixels);
+    }
+    Ok(resolved)
+}
+
+/// One case of the stress table.
+struct StressRow<'a> {
+    case: &'a stress::StressCase,
+    network: Errors,
+    guarded: Errors,
+    /// Share of the pixels the guard solved again.
+    resolved_share: f64,
+    /// The tracker's best window, and its errors there.
+    window: usize,
+    tracking: Errors,
+}
+
+/// The stress suite's table: one row per case, the network without and with its guard, the
+/// tracker at its best window per case.
+fn run_stress(
+    a: &ValidateArgs,
+    network: &Engine,
+    guarded: &Engine,
+    trackers: &[Engine],
+    border: usize,
+) -> Result<()> {
+    let mut cases = stress::suite(a.size, a.seed);
+    if let Some(only) = &a.only {
+        cases.retain(|c| c.name.contains(only.as_str()));
+    }
+    let bar = ProgressBar::new(cases.len() as u64);
+    let mut rows = Vec::new();
+    for case in &cases {
+        let mut network_acc = Accuracy::default();
+        let mut guarded_acc = Accuracy::default();
+        let mut tracking = vec![Accuracy::default(); trackers.len()];
+        let resolved = score(
+            &simulate(&case.config)?,
+            [(&mut network_acc, network), (&mut guarded_acc, guarded)]
+                .into_iter()
+                .chain(tracking.iter_mut().zip(trackers)),
+            border,
+        )?;
+        let (window, tracking) = a
+            .windows
+            .iter()
+            .zip(&tracking)
+            .map(|(nw, acc)| (*nw, acc.errors()))
+            .min_by(|x, y| x.1.rmse_px.total_cmp(&y.1.rmse_px))
+            .expect("at least one window");
+        rows.push(StressRow {
+            case,
+            network: network_acc.errors(),
+            guarded: guarded_acc.errors(),
+            resolved_share: resolved[1] as f64 / (a.size * a.size) as f64,
+            window,
+            tracking,
+        });
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    if a.json {
+        for r in &rows {
+            println!(
+                "{}",
+                json!({ "case": r.case.name, "max_displacement_px": r.case.max_displacement_px,
+                        "network": r.network,
+                        "guarded": { "errors": r.guarded, "resolved_share": r.resolved_share },
+                        "tracking": { "window": r.window, "errors": r.tracking } })
+            );
+        }
+        return Ok(());
+    }
+    let model = network
+        .network()
+        .map_or("?".into(), |n| n.info().source.display().to_string());
+    println!(
+        "stress suite: {} cases of {}² (seed {}), scored over the interior (border {border} px); model {model}",
+        rows.len(),
+        a.size,
+        a.seed,
+    );
+    println!(
+        "| case | network >1 px % | inlier RMSE px | T | D | phase waves | guarded: re-solved % | >1 px % | inlier RMSE px | T | D | phase waves | tracker Nw | >1 px % | inlier RMSE px | T | D | phase waves |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let cells = |e: &Errors| {
+        format!(
+            "{:.2} | {:.3} | {:.4} | {:.4} | {:.4}",
+            100.0 * e.gross_fraction,
+            e.inlier_rmse_px,
+            e.rmse_transmission,
+            e.rmse_darkfield,
+            e.phase_rms_waves.unwrap_or(f64::NAN)
+        )
+    };
+    for r in &rows {
+        println!(
+            "| {} | {} | {:.2} | {} | {} | {} |",
+            r.case.name,
+            cells(&r.network),
+            100.0 * r.resolved_share,
+            cells(&r.guarded),
+            r.window,
+            cells(&r.tracking)
+        );
+    }
+    // The target of every engine: at most 0.5 % gross wherever max |d| <= 10 px.
+    let within: Vec<&StressRow> = rows
+        .iter()
+        .filter(|r| r.case.max_displacement_px <= 10.0)
+        .collect();
+    let failing = |errors: for<'r> fn(&'r StressRow<'_>) -> &'r Errors| {
+        within
+            .iter()
+            .filter(|r| errors(r).gross_fraction > 0.005)
+            .count()
+    };
+    println!(
+        "cases with max |d| <= 10 px over 0.5 % gross: network {} of {n}, guarded {} of {n}, tracker {} of {n}",
+        failing(|r| &r.network),
+        failing(|r| &r.guarded),
+        failing(|r| &r.tracking),
+        n = within.len(),
+    );
     Ok(())
 }

@@ -1,0 +1,76 @@
+//! The network's guard: where the signal model says the network's estimate is wrong, the
+//! tracker solves the pixel again ([`tracking::resolve`]).
+//!
+//! A pixel is suspect where its residual is over [`SUSPECT`]× the median residual: a good
+//! fit's residual is the local noise, which varies little across an image, while a fit a
+//! pixel or more off leaves the pattern unexplained (on the stress suite, gross errors sit
+//! at 2–20× the median, 90 % of them above 2.3×).
+
+use ndarray::{Array2, ArrayView3};
+
+use crate::model::{Contrasts, Fit};
+use crate::tracking::{self, Params};
+
+/// Residual over this many times the median marks a suspect pixel.
+pub const SUSPECT: f32 = 2.0;
+/// Shifts (px, per axis) the guard may reach: beyond the tracker's default search, as the
+/// network's estimate is its start.
+const MAX_SHIFT_PX: usize = 24;
+
+/// Re-solves the suspect pixels of `maps` (`[dx, dy, T, D]`) in place and returns their
+/// residual map and the pixels changed, `[y, x]`.
+pub(crate) fn guard(
+    reference: ArrayView3<f32>,
+    sample: ArrayView3<f32>,
+    tracking: &Params,
+    [dx, dy, t, d]: [&mut Array2<f32>; 4],
+) -> (Array2<f32>, Vec<[usize; 2]>) {
+    let mut residual = Array2::<f32>::zeros(dx.dim());
+    let clock = std::time::Instant::now();
+    let solved = {
+        let estimate = Contrasts::new(dx, dy, t, d);
+        let fit = Fit::new(reference, sample, estimate);
+        fit.residual_into(residual.view_mut());
+        log::debug!(
+            "guard: residual map at {:.2} s",
+            clock.elapsed().as_secs_f64()
+        );
+        let mut finite: Vec<f32> = residual.iter().copied().filter(|r| r.is_finite()).collect();
+        if finite.is_empty() {
+            return (residual, Vec::new());
+        }
+        let mid = finite.len() / 2;
+        let threshold = SUSPECT * *finite.select_nth_unstable_by(mid, f32::total_cmp).1;
+        let suspects: Vec<(usize, usize)> = residual
+            .indexed_iter()
+            .filter(|&(_, &r)| r.is_nan() || r > threshold)
+            .map(|(yx, _)| yx)
+            .collect();
+        // A window of at least 45 values (Nw = 1 from N = 5, 2 below), as the fit that
+        // judges the network's estimate and the new one needs enough of them.
+        let n = reference.dim().0;
+        let window = (1..)
+            .find(|&k| n * (2 * k + 1) * (2 * k + 1) >= 45)
+            .unwrap_or(1);
+        let params = Params {
+            max_shift: tracking.max_shift.max(MAX_SHIFT_PX),
+            window: tracking.window.max(window),
+            ..*tracking
+        };
+        let solved = tracking::resolve(reference, sample, &params, &fit, &estimate, &suspects);
+        log::debug!(
+            "guard: {} suspect pixel(s) over {threshold:.4}, {} solved again",
+            suspects.len(),
+            solved.len()
+        );
+        solved
+    };
+    let mut changed = Vec::with_capacity(solved.len());
+    for s in &solved {
+        let at = [s.y, s.x];
+        [dx[at], dy[at], t[at], d[at]] = s.estimate;
+        residual[at] = s.residual;
+        changed.push(at);
+    }
+    (residual, changed)
+}
