@@ -25,7 +25,8 @@ import espinnet
 from espinnet import tomo
 
 GEOMETRY = ("energy_kev", "distance_m", "pixel_size_um", "magnification")
-ENGINES = {"tracking": dict(window=1, max_shift=5), "network": {}}
+ENGINES = {"tracking": dict(window=1, max_shift=5), "network": {},
+           "network+guard": dict(guard=True)}
 
 
 def slices_png(path, panels, lo, hi):
@@ -67,19 +68,19 @@ def main():
     with h5py.File(a.output / "truth.h5") as f:
         truth = f["delta"][()]
     panels = [("truth (delta)", truth[a.size // 2])]
-    print(f"{'engine':10} {'s/projection':>12} {'corr(delta)':>12}")
+    print(f"{'engine':14} {'s/projection':>12} {'corr(delta)':>12}")
     for engine, options in ENGINES.items():
         out = a.output / f"{engine}.h5"
         out.unlink(missing_ok=True)
         with espinnet.Series(a.output / "scan.h5") as scan, \
-                espinnet.Engine(engine, **geometry, **options) as e:
+                espinnet.Engine(engine.split("+")[0], **geometry, **options) as e:
             start = time.perf_counter()
             scan.reconstruct(e, out)
             seconds = (time.perf_counter() - start) / scan.shape[0]
         result = espinnet.read_series(out)
         delta = tomo.delta_from_phase(result["phase"], result["theta"], **geometry)
         corr = tomo.correlation(delta, truth, margin=a.size // 12)
-        print(f"{engine:10} {seconds:12.3f} {corr:12.4f}")
+        print(f"{engine:14} {seconds:12.3f} {corr:12.4f}")
         panels.append((f"{engine} (r = {corr:.3f})", delta[a.size // 2]))
     slices_png(a.output / "slices.png", panels, 0.0, float(truth.max()))
     print(f"wrote {a.output / 'slices.png'}")
