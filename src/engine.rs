@@ -545,23 +545,18 @@ impl Engine {
         }
         let clock = std::time::Instant::now();
         let lap = |step: &str| log::debug!("{step}: {:.3} s", clock.elapsed().as_secs_f64());
-        let (dx, dy, transmission, darkfield, status, residual): (
-            _,
-            _,
-            _,
-            _,
-            _,
-            Option<Array2<f32>>,
-        ) = match &self.kind {
+        // The guarded network brings its residual map, which is the quality map.
+        let (dx, dy, transmission, darkfield, status, residual) = match &self.kind {
             Kind::Tracking(params) => {
                 let o = tracking::track_with(reference, sample, params, progress)?;
+                let none = None::<Array2<f32>>;
                 (
                     o.dx,
                     o.dy,
                     o.transmission,
                     o.darkfield,
                     Some(o.status),
-                    None,
+                    none,
                 )
             }
             Kind::Network(net) => {

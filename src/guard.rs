@@ -12,7 +12,7 @@ use crate::model::{Contrasts, Fit};
 use crate::tracking::{self, Params};
 
 /// Residual over this many times the median marks a suspect pixel.
-pub const SUSPECT: f32 = 2.0;
+const SUSPECT: f32 = 2.0;
 /// Shifts (px, per axis) the guard may reach: beyond the tracker's default search, as the
 /// network's estimate is its start.
 const MAX_SHIFT_PX: usize = 24;
@@ -46,8 +46,8 @@ pub(crate) fn guard(
             .filter(|&(_, &r)| r.is_nan() || r > threshold)
             .map(|(yx, _)| yx)
             .collect();
-        // A window of at least 45 values (Nw = 1 from N = 5, 2 below), as the fit that
-        // judges the network's estimate and the new one needs enough of them.
+        // A window of at least 45 values (Nw = 1 from N = 5, 2 below): the fit that judges
+        // the network's estimate and the new one needs enough of them.
         let n = reference.dim().0;
         let window = (1..)
             .find(|&k| n * (2 * k + 1) * (2 * k + 1) >= 45)

@@ -24,6 +24,14 @@ const GEOMETRY: [&str; 8] = [
     "10",
 ];
 
+/// Standard output as JSON lines.
+fn json_lines(o: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -871,11 +879,7 @@ fn validate_scores_the_stress_suite_for_every_engine() {
         "--json",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let lines: Vec<serde_json::Value> = String::from_utf8(o.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = json_lines(&o);
     assert_eq!(lines.len(), 7, "one row per set-up");
     for l in &lines {
         assert!(l["case"].as_str().unwrap().starts_with("spheres"));
@@ -908,11 +912,7 @@ fn bench_reports_whole_runs_with_their_stages() {
         "--json",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let lines: Vec<serde_json::Value> = String::from_utf8(o.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = json_lines(&o);
     for engine in ["tracking", "network"] {
         let case = format!("process {engine} 64²×5");
         let row = lines

@@ -269,35 +269,8 @@ impl Sample {
                 beta,
                 darkfield_min,
                 edge_px,
-            } => {
-                let mut rng = Pcg64Mcg::seed_from_u64(seed);
-                let mut thick = Array2::<f64>::zeros((h, w));
-                let mut rel = Array2::<f64>::zeros((h, w));
-                for _ in 0..count {
-                    let r = rng.random_range(radius_um.0..=radius_um.1) * 1e-6 / p_m;
-                    let (sy, sx) = (
-                        rng.random_range(0.0..h as f64),
-                        rng.random_range(0.0..w as f64),
-                    );
-                    Zip::indexed(&mut thick)
-                        .and(&mut rel)
-                        .for_each(|(y, x), t, q| {
-                            let rr = (y as f64 - sy).powi(2) + (x as f64 - sx).powi(2);
-                            if rr < r * r {
-                                *t += 2.0 * (r * r - rr).sqrt() * p_m;
-                                *q += (1.0 - rr / (r * r)).sqrt();
-                            }
-                        });
-                }
-                material(
-                    thick,
-                    rel,
-                    edge_px,
-                    (k, delta, beta, darkfield_min),
-                    d_per_grad,
-                )
             }
-            Sample::Cylinders {
+            | Sample::Cylinders {
                 count,
                 radius_um,
                 delta,
@@ -305,25 +278,32 @@ impl Sample {
                 darkfield_min,
                 edge_px,
             } => {
+                let fibres = matches!(self, Sample::Cylinders { .. });
                 let mut rng = Pcg64Mcg::seed_from_u64(seed);
                 let mut thick = Array2::<f64>::zeros((h, w));
                 let mut rel = Array2::<f64>::zeros((h, w));
                 for _ in 0..count {
                     let r = rng.random_range(radius_um.0..=radius_um.1) * 1e-6 / p_m;
-                    let angle = rng.random_range(0.0..std::f64::consts::PI);
+                    // A fibre's normal: the distance is to its axis, not to a centre.
+                    let normal = fibres.then(|| {
+                        let angle = rng.random_range(0.0..std::f64::consts::PI);
+                        (angle.cos(), -angle.sin())
+                    });
                     let (sy, sx) = (
                         rng.random_range(0.0..h as f64),
                         rng.random_range(0.0..w as f64),
                     );
-                    // Distance to the axis through (sy, sx) along (sin, cos).
-                    let (ny, nx) = (angle.cos(), -angle.sin());
                     Zip::indexed(&mut thick)
                         .and(&mut rel)
                         .for_each(|(y, x), t, q| {
-                            let rho = (y as f64 - sy) * ny + (x as f64 - sx) * nx;
-                            if rho * rho < r * r {
-                                *t += 2.0 * (r * r - rho * rho).sqrt() * p_m;
-                                *q += (1.0 - rho * rho / (r * r)).sqrt();
+                            let (u, v) = (y as f64 - sy, x as f64 - sx);
+                            let rr = match normal {
+                                Some((ny, nx)) => (u * ny + v * nx).powi(2),
+                                None => u * u + v * v,
+                            };
+                            if rr < r * r {
+                                *t += 2.0 * (r * r - rr).sqrt() * p_m;
+                                *q += (1.0 - rr / (r * r)).sqrt();
                             }
                         });
                 }
@@ -348,17 +328,8 @@ impl Sample {
                     let (lo, hi) = minmax(&f);
                     f.mapv(|v| (v - lo) / (hi - lo).max(1e-30))
                 });
-                let grad_max = gradients(&phase)
-                    .iter()
-                    .map(|g| g.iter().fold(0.0f64, |m, v| m.max(v.abs())))
-                    .fold(0.0, f64::max);
-                let scale = if grad_max > 0.0 {
-                    max_displacement_px / d_per_grad / grad_max
-                } else {
-                    0.0
-                };
                 numeric(
-                    phase * scale,
+                    with_max_gradient(phase, max_displacement_px / d_per_grad),
                     t.mapv(|u| 1.0 - (1.0 - transmission_min) * u),
                     d.mapv(|u| 1.0 - (1.0 - darkfield_min) * u),
                     d_per_grad,
@@ -405,24 +376,28 @@ impl Sample {
                     let hi = minmax(&f).1;
                     if hi > 0.0 { f / hi } else { f }
                 };
-                let phase_unit = unit(phase);
-                let grad_max = gradients(&phase_unit)
-                    .iter()
-                    .map(|g| g.iter().fold(0.0f64, |m, v| m.max(v.abs())))
-                    .fold(0.0, f64::max);
-                let scale = if grad_max > 0.0 {
-                    max_displacement_px / d_per_grad / grad_max
-                } else {
-                    0.0
-                };
                 numeric(
-                    phase_unit * scale,
+                    with_max_gradient(unit(phase), max_displacement_px / d_per_grad),
                     unit(t).mapv(|u| 1.0 - (1.0 - transmission_min) * u),
                     unit(d).mapv(|u| 1.0 - (1.0 - darkfield_min) * u),
                     d_per_grad,
                 )
             }
         }
+    }
+}
+
+/// `phase` scaled so that its largest gradient component is `max` (per px); a flat phase
+/// stays flat.
+fn with_max_gradient(phase: Array2<f64>, max: f64) -> Array2<f64> {
+    let now = gradients(&phase)
+        .iter()
+        .map(|g| g.iter().fold(0.0f64, |m, v| m.max(v.abs())))
+        .fold(0.0, f64::max);
+    if now > 0.0 {
+        phase * (max / now)
+    } else {
+        phase * 0.0
     }
 }
 

@@ -89,13 +89,7 @@ pub fn run(a: &ValidateArgs) -> Result<()> {
             )?;
             bar.inc(1);
         }
-        let (best, tracked) = a
-            .windows
-            .iter()
-            .zip(&tracking)
-            .map(|(nw, acc)| (*nw, acc.errors()))
-            .min_by(|x, y| x.1.rmse_px.total_cmp(&y.1.rmse_px))
-            .expect("at least one window");
+        let (best, tracked) = best_window(&a.windows, &tracking);
         rows.push((n, network_acc.errors(), best, tracked));
     }
     bar.finish_and_clear();
@@ -138,6 +132,16 @@ pub fn run(a: &ValidateArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The tracker's window with the lowest RMSE, and its errors.
+fn best_window(windows: &[usize], tracking: &[Accuracy]) -> (usize, Errors) {
+    windows
+        .iter()
+        .zip(tracking)
+        .map(|(nw, acc)| (*nw, acc.errors()))
+        .min_by(|x, y| x.1.rmse_px.total_cmp(&y.1.rmse_px))
+        .expect("at least one window")
 }
 
 /// Adds `case`'s errors under each engine to its accumulator; returns the pixels each
@@ -199,13 +203,7 @@ fn run_stress(
                 .chain(tracking.iter_mut().zip(trackers)),
             border,
         )?;
-        let (window, tracking) = a
-            .windows
-            .iter()
-            .zip(&tracking)
-            .map(|(nw, acc)| (*nw, acc.errors()))
-            .min_by(|x, y| x.1.rmse_px.total_cmp(&y.1.rmse_px))
-            .expect("at least one window");
+        let (window, tracking) = best_window(&a.windows, &tracking);
         rows.push(StressRow {
             case,
             network: network_acc.errors(),
