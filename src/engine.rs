@@ -545,6 +545,7 @@ impl Engine {
         }
         let clock = std::time::Instant::now();
         let lap = |step: &str| log::debug!("{step}: {:.3} s", clock.elapsed().as_secs_f64());
+        let mut report = Report::default();
         // The guarded network brings its residual map, which is the quality map.
         let (dx, dy, transmission, darkfield, status, residual) = match &self.kind {
             Kind::Tracking(params) => {
@@ -570,6 +571,7 @@ impl Engine {
                         [&mut o.dx, &mut o.dy, &mut o.transmission, &mut o.darkfield],
                     );
                     lap("guard");
+                    report.resolved_pixels = changed.len();
                     let mut status = Array2::from_elem((h, w), tracking::Status::Converged as u8);
                     changed
                         .iter()
@@ -582,13 +584,6 @@ impl Engine {
             }
         };
         lap("engine");
-        let report = Report {
-            resolved_pixels: status.as_ref().map_or(0, |s| {
-                s.iter()
-                    .filter(|&&v| v == tracking::Status::Resolved as u8)
-                    .count()
-            }),
-        };
         // A sample that does not hold the reference's pattern gives shifts made of noise,
         // which no map would tell from a measurement.
         let fit = model::Fit::new(

@@ -99,6 +99,14 @@ impl Sample {
                 Err(Error::invalid(format!("{n} must be in (0, 1], got {v}")))
             }
         };
+        // A field scaled to a largest displacement, with T and D down to their minima.
+        let scaled_field = |max_d: f64, t_min: f64, d_min: f64| {
+            if !(max_d >= 0.0 && max_d.is_finite()) {
+                return Err(Error::invalid("max displacement must be finite and >= 0"));
+            }
+            in_unit("transmission_min", t_min)?;
+            in_unit("darkfield_min", d_min)
+        };
         match *self {
             Sample::Empty => Ok(()),
             Sample::Uniform {
@@ -125,11 +133,7 @@ impl Sample {
                         "blob radius range {radius_frac:?} is empty"
                     )));
                 }
-                if !(max_displacement_px >= 0.0 && max_displacement_px.is_finite()) {
-                    return Err(Error::invalid("max displacement must be finite and >= 0"));
-                }
-                in_unit("transmission_min", transmission_min)?;
-                in_unit("darkfield_min", darkfield_min)
+                scaled_field(max_displacement_px, transmission_min, darkfield_min)
             }
             Sample::Spheres {
                 radius_um,
@@ -159,11 +163,7 @@ impl Sample {
                 darkfield_min,
             } => {
                 require_positive("correlation length (px)", correlation_px)?;
-                if !(max_displacement_px >= 0.0 && max_displacement_px.is_finite()) {
-                    return Err(Error::invalid("max displacement must be finite and >= 0"));
-                }
-                in_unit("transmission_min", transmission_min)?;
-                in_unit("darkfield_min", darkfield_min)
+                scaled_field(max_displacement_px, transmission_min, darkfield_min)
             }
             Sample::Lens {
                 apex_radius_um,
