@@ -547,9 +547,10 @@ impl Engine {
         let lap = |step: &str| log::debug!("{step}: {:.3} s", clock.elapsed().as_secs_f64());
         let mut report = Report::default();
         // The guarded network brings its residual map, which is the quality map.
-        let (dx, dy, transmission, darkfield, status, residual) = match &self.kind {
+        // Each engine may bring the reference's illumination, which the model fit shares.
+        let (dx, dy, transmission, darkfield, status, residual, light) = match &self.kind {
             Kind::Tracking(params) => {
-                let o = tracking::track_with(reference, sample, params, progress)?;
+                let (o, light) = tracking::track_lit(reference, sample, params, progress)?;
                 let none = None::<Array2<f32>>;
                 (
                     o.dx,
@@ -558,13 +559,14 @@ impl Engine {
                     o.darkfield,
                     Some(o.status),
                     none,
+                    Some(light),
                 )
             }
             Kind::Network(net) => {
                 let mut o = net.reconstruct_with(reference, sample, progress)?;
                 lap("network");
-                let (residual, status) = if self.options.network.guard {
-                    let (residual, changed) = crate::guard::guard(
+                let (residual, status, light) = if self.options.network.guard {
+                    let (residual, changed, light) = crate::guard::guard(
                         reference,
                         sample,
                         &self.options.tracking,
@@ -576,20 +578,21 @@ impl Engine {
                     changed
                         .iter()
                         .for_each(|&at| status[at] = tracking::Status::Resolved as u8);
-                    (Some(residual), Some(status))
+                    (Some(residual), Some(status), Some(light))
                 } else {
-                    (None, None)
+                    (None, None, None)
                 };
-                (o.dx, o.dy, o.transmission, o.darkfield, status, residual)
+                (o.dx, o.dy, o.transmission, o.darkfield, status, residual, light)
             }
         };
         lap("engine");
         // A sample that does not hold the reference's pattern gives shifts made of noise,
         // which no map would tell from a measurement.
-        let fit = model::Fit::new(
+        let fit = model::Fit::with_illumination(
             reference,
             sample,
             Contrasts::new(&dx, &dy, &transmission, &darkfield),
+            light.as_ref(),
         );
         let explained = fit.explained_share(4096);
         lap("model fit and explained share");

@@ -6,9 +6,9 @@
 //! pixel or more off leaves the pattern unexplained (on the stress suite, gross errors sit
 //! at 2–20× the median, 90 % of them above 2.3×).
 
-use ndarray::{Array2, ArrayView3};
+use ndarray::{Array2, ArrayView3, Zip};
 
-use crate::model::{Contrasts, Fit};
+use crate::model::{Contrasts, Fit, Illumination};
 use crate::tracking::{self, Params};
 
 /// Residual over this many times the median marks a suspect pixel.
@@ -18,34 +18,41 @@ const SUSPECT: f32 = 2.0;
 const MAX_SHIFT_PX: usize = 24;
 
 /// Re-solves the suspect pixels of `maps` (`[dx, dy, T, D]`) in place and returns their
-/// residual map and the pixels changed, `[y, x]`.
+/// residual map, the pixels changed, `[y, x]`, and the reference's illumination.
 pub(crate) fn guard(
     reference: ArrayView3<f32>,
     sample: ArrayView3<f32>,
     tracking: &Params,
     [dx, dy, t, d]: [&mut Array2<f32>; 4],
-) -> (Array2<f32>, Vec<[usize; 2]>) {
+) -> (Array2<f32>, Vec<[usize; 2]>, Illumination) {
     let mut residual = Array2::<f32>::zeros(dx.dim());
     let clock = std::time::Instant::now();
-    let solved = {
+    let (solved, light) = {
         let estimate = Contrasts::new(dx, dy, t, d);
         let fit = Fit::new(reference, sample, estimate);
-        fit.residual_into(residual.view_mut());
+        // The residual in units of the photon noise: relative noise grows as 1/√S where
+        // the sample absorbs, which alone put whole absorbing regions over the threshold.
+        let mut noise = Array2::<f32>::zeros(dx.dim());
+        fit.residual_and_mean_into(residual.view_mut(), noise.view_mut());
+        Zip::from(&mut noise)
+            .and(&residual)
+            .par_for_each(|s, &r| *s = r * s.max(0.0).sqrt());
         log::debug!(
             "guard: residual map at {:.2} s",
             clock.elapsed().as_secs_f64()
         );
-        let mut finite: Vec<f32> = residual.iter().copied().filter(|r| r.is_finite()).collect();
+        let mut finite: Vec<f32> = noise.iter().copied().filter(|r| r.is_finite()).collect();
         if finite.is_empty() {
-            return (residual, Vec::new());
+            return (residual, Vec::new(), fit.illumination().clone());
         }
         let mid = finite.len() / 2;
         let threshold = SUSPECT * *finite.select_nth_unstable_by(mid, f32::total_cmp).1;
-        let suspects: Vec<(usize, usize)> = residual
+        let suspects: Vec<(usize, usize)> = noise
             .indexed_iter()
             .filter(|&(_, &r)| r.is_nan() || r > threshold)
             .map(|(yx, _)| yx)
             .collect();
+        drop(noise);
         // A window of at least 45 values (Nw = 1 from N = 5, 2 below): the fit that judges
         // the network's estimate and the new one needs enough of them.
         let n = reference.dim().0;
@@ -63,7 +70,7 @@ pub(crate) fn guard(
             suspects.len(),
             solved.len()
         );
-        solved
+        (solved, fit.illumination().clone())
     };
     let mut changed = Vec::with_capacity(solved.len());
     for s in &solved {
@@ -72,5 +79,5 @@ pub(crate) fn guard(
         residual[at] = s.residual;
         changed.push(at);
     }
-    (residual, changed)
+    (residual, changed, light)
 }

@@ -38,29 +38,49 @@ pub(crate) fn bspline_derivative(t: f64) -> [f32; 4] {
     ]
 }
 
-/// Replaces the samples of each `h × w` frame of `frames` by their cubic B-spline
-/// coefficients (the recursive prefilter along rows, then columns; mirror boundaries).
-pub(crate) fn bspline_coefficients(frames: &mut [f32], h: usize, w: usize) {
+/// The cubic B-spline coefficients of each `h × w` frame of `frames` (the recursive
+/// prefilter along rows, then columns; mirror boundaries).
+pub(crate) fn bspline_coefficients(frames: &[f32], h: usize, w: usize) -> Vec<f32> {
     use rayon::prelude::*;
-    frames.par_chunks_exact_mut(h * w).for_each(|frame| {
-        let mut line = vec![0.0f64; h.max(w)];
-        for row in frame.chunks_exact_mut(w) {
-            line[..w]
-                .iter_mut()
-                .zip(row.iter())
-                .for_each(|(l, &v)| *l = v as f64);
-            prefilter(&mut line[..w]);
-            row.iter_mut()
-                .zip(&line[..w])
-                .for_each(|(v, &l)| *v = l as f32);
+    // Zeroed pages come from the system untouched, so the copy's page faults are taken by
+    // the threads that fill them (a serial copy first took as long as the filter).
+    let mut out = vec![0.0f32; frames.len()];
+    let frames = frames.par_chunks_exact(h * w);
+    out.par_chunks_exact_mut(h * w).zip(frames).for_each(|(frame, src)| {
+        // Lines filtered side by side, `LANES` at a time: one line's recursion is a chain
+        // of dependent steps, several lines' are vector operations.
+        let mut buf = vec![0.0f64; h.max(w) * LANES];
+        for y0 in (0..h).step_by(LANES) {
+            let lanes = LANES.min(h - y0);
+            let block = &mut buf[..w * lanes];
+            for (j, row) in src[y0 * w..].chunks_exact(w).take(lanes).enumerate() {
+                row.iter().enumerate().for_each(|(x, &v)| block[x * lanes + j] = v as f64);
+            }
+            prefilter(block, lanes);
+            for (j, row) in frame[y0 * w..].chunks_exact_mut(w).take(lanes).enumerate() {
+                row.iter_mut().enumerate().for_each(|(x, v)| *v = block[x * lanes + j] as f32);
+            }
         }
-        for x in 0..w {
-            (0..h).for_each(|y| line[y] = frame[y * w + x] as f64);
-            prefilter(&mut line[..h]);
-            (0..h).for_each(|y| frame[y * w + x] = line[y] as f32);
+        // Columns in strips, so that every access is a row segment.
+        for x0 in (0..w).step_by(LANES) {
+            let lanes = LANES.min(w - x0);
+            let strip = &mut buf[..h * lanes];
+            for (y, line) in strip.chunks_exact_mut(lanes).enumerate() {
+                let src = &frame[y * w + x0..][..lanes];
+                line.iter_mut().zip(src).for_each(|(l, &v)| *l = v as f64);
+            }
+            prefilter(strip, lanes);
+            for (y, line) in strip.chunks_exact(lanes).enumerate() {
+                let dst = &mut frame[y * w + x0..][..lanes];
+                dst.iter_mut().zip(line).for_each(|(v, &l)| *v = l as f32);
+            }
         }
     });
+    out
 }
+
+/// Lines of a frame prefiltered together.
+const LANES: usize = 32;
 
 /// Index `i` of a line of `n` samples extended by mirror symmetry (…, 1, 0, 1, …, n − 2,
 /// n − 1, n − 2, …), as the coefficients of [`bspline_coefficients`] assume.
@@ -71,28 +91,41 @@ pub(crate) fn mirror(i: isize, n: usize) -> usize {
     (if i < n { i } else { period - i }) as usize
 }
 
-/// The cubic B-spline prefilter of one line in place: a causal and an anti-causal
-/// first-order recursion with pole z = √3 − 2, mirror-symmetric ends.
-fn prefilter(c: &mut [f64]) {
-    let n = c.len();
+/// The cubic B-spline prefilter in place of `lanes` (≤ [`LANES`]) interleaved lines,
+/// sample k of line j at `c[k·lanes + j]`: a causal and an anti-causal first-order
+/// recursion with pole z = √3 − 2, mirror-symmetric ends.
+fn prefilter(c: &mut [f64], lanes: usize) {
+    let n = c.len() / lanes;
     if n < 2 {
         return;
     }
     let z = 3f64.sqrt() - 2.0;
     // Causal start: the mirrored sum Σ z^k c[k], truncated where z^k < 1e-10.
-    let horizon = n.min(18);
-    let (mut start, mut zk) = (0.0, 1.0);
-    for v in &c[..horizon] {
-        start += zk * v;
+    let (mut start, mut zk) = ([0.0f64; LANES], 1.0);
+    for line in c.chunks_exact(lanes).take(n.min(18)) {
+        start.iter_mut().zip(line).for_each(|(s, &v)| *s += zk * v);
         zk *= z;
     }
-    c[0] = start;
+    c[..lanes].copy_from_slice(&start[..lanes]);
     for k in 1..n {
-        c[k] += z * c[k - 1];
+        let (done, rest) = c.split_at_mut(k * lanes);
+        let previous = &done[(k - 1) * lanes..];
+        rest[..lanes]
+            .iter_mut()
+            .zip(previous)
+            .for_each(|(v, &p)| *v += z * p);
     }
-    c[n - 1] = z / (z * z - 1.0) * (c[n - 1] + z * c[n - 2]);
+    let (head, last) = c.split_at_mut((n - 1) * lanes);
+    let before = &head[(n - 2) * lanes..];
+    last.iter_mut()
+        .zip(before)
+        .for_each(|(v, &b)| *v = z / (z * z - 1.0) * (*v + z * b));
     for k in (0..n - 1).rev() {
-        c[k] = z * (c[k + 1] - c[k]);
+        let (head, tail) = c.split_at_mut((k + 1) * lanes);
+        head[k * lanes..]
+            .iter_mut()
+            .zip(&tail[..lanes])
+            .for_each(|(v, &next)| *v = z * (next - *v));
     }
     c.iter_mut().for_each(|v| *v *= 6.0);
 }
@@ -164,8 +197,7 @@ mod tests {
         let img: Vec<f32> = (0..h * w)
             .map(|k| ((k % w) as f32 * 0.7).sin() + 0.3 * (k / w) as f32)
             .collect();
-        let mut coef = img.clone();
-        bspline_coefficients(&mut coef, h, w);
+        let coef = bspline_coefficients(&img, h, w);
         let at = |y: f64, x: f64, dy: bool, dx: bool| {
             let (iy, ix) = (y.floor(), x.floor());
             let wy = if dy {

@@ -73,6 +73,39 @@ pub(crate) fn local_mean(
     out
 }
 
+/// The reference's mean intensity and M, its local mean over frames and a box of
+/// `half_width`, in units of that mean: computed once per run and shared by the quality
+/// map, the guard and the tracker (each pass reads the whole reference stack).
+#[derive(Clone)]
+pub(crate) struct Illumination {
+    pub mean: f32,
+    pub half_width: usize,
+    pub m: std::sync::Arc<Vec<f32>>,
+}
+
+impl Illumination {
+    /// `reference` `[N, H, W]` in standard layout.
+    pub fn new(reference: ArrayView3<f32>, half_width: usize) -> Self {
+        let mean = crate::stack::mean_intensity(reference) as f32;
+        let scale = if mean.abs() > 0.0 { 1.0 / mean } else { 1.0 };
+        let raw = reference.to_slice().expect("standard layout");
+        let m = local_mean(raw, scale, reference.dim(), half_width);
+        Illumination {
+            mean,
+            half_width,
+            m: std::sync::Arc::new(m),
+        }
+    }
+
+    /// `self` if it was computed over `half_width`, else M over that box.
+    pub fn over(&self, reference: ArrayView3<f32>, half_width: usize) -> Self {
+        match half_width == self.half_width {
+            true => self.clone(),
+            false => Illumination::new(reference, half_width),
+        }
+    }
+}
+
 /// The four contrasts, owned, `[H, W]` each.
 #[derive(Debug, Clone)]
 pub struct ContrastMaps {
@@ -156,14 +189,13 @@ impl PixelFit {
     }
 }
 
-/// An estimate set against the data: the reference in standard layout, its mean and
-/// local mean, computed once for the quality map and the explained share.
+/// An estimate set against the data: the reference in standard layout and its
+/// [`Illumination`], computed once for the quality map and the explained share.
 pub struct Fit<'a, 'c> {
     raw: ndarray::CowArray<'a, f32, ndarray::Ix3>,
     sample: ArrayView3<'a, f32>,
     e: Contrasts<'c>,
-    mean: f32,
-    m: Vec<f32>,
+    light: Illumination,
 }
 
 impl<'a, 'c> Fit<'a, 'c> {
@@ -173,25 +205,36 @@ impl<'a, 'c> Fit<'a, 'c> {
         sample: ArrayView3<'a, f32>,
         e: Contrasts<'c>,
     ) -> Self {
+        Self::with_illumination(reference, sample, e, None)
+    }
+
+    /// [`Fit::new`] with the reference's illumination when it is known already (over
+    /// [`MEAN_WINDOW_PX`]).
+    pub(crate) fn with_illumination(
+        reference: ArrayView3<'a, f32>,
+        sample: ArrayView3<'a, f32>,
+        e: Contrasts<'c>,
+        light: Option<&Illumination>,
+    ) -> Self {
         let raw = match reference.is_standard_layout() {
             true => ndarray::CowArray::from(reference),
             false => ndarray::CowArray::from(reference.as_standard_layout().into_owned()),
         };
-        let mean = crate::stack::mean_intensity(raw.view()) as f32;
-        let scale = if mean.abs() > 0.0 { 1.0 / mean } else { 1.0 };
-        let m = local_mean(
-            raw.as_slice().expect("standard layout"),
-            scale,
-            raw.dim(),
-            MEAN_WINDOW_PX,
-        );
+        let light = match light {
+            Some(l) => l.over(raw.view(), MEAN_WINDOW_PX),
+            None => Illumination::new(raw.view(), MEAN_WINDOW_PX),
+        };
         Fit {
             raw,
             sample,
             e,
-            mean,
-            m,
+            light,
         }
+    }
+
+    /// The reference's illumination this fit uses.
+    pub(crate) fn illumination(&self) -> &Illumination {
+        &self.light
     }
 
     /// [`residual`] into `out`.
@@ -201,6 +244,24 @@ impl<'a, 'c> Fit<'a, 'c> {
                 *q = self.at(y, x).map_or(f32::NAN, |f| f.relative_rms());
             }
         });
+    }
+
+    /// [`residual`] into `out`, and the sample's mean over the scan into `mean` (NaN where
+    /// the estimate is not finite).
+    pub(crate) fn residual_and_mean_into(
+        &self,
+        mut out: ArrayViewMut2<f32>,
+        mut mean: ArrayViewMut2<f32>,
+    ) {
+        Zip::indexed(out.axis_iter_mut(Axis(0)))
+            .and(mean.axis_iter_mut(Axis(0)))
+            .par_for_each(|y, mut row, mut means| {
+                for (x, (q, m)) in row.iter_mut().zip(means.iter_mut()).enumerate() {
+                    let f = self.at(y, x);
+                    *q = f.as_ref().map_or(f32::NAN, |f| f.relative_rms());
+                    *m = f.map_or(f32::NAN, |f| f.mean as f32);
+                }
+            });
     }
 
     /// The share of the sample's variation over the scan that the estimate explains
@@ -261,7 +322,7 @@ impl<'a, 'c> Fit<'a, 'c> {
             (sy.round().max(0.0) as usize).min(h - 1),
             (sx.round().max(0.0) as usize).min(w - 1),
         );
-        let mk = self.m[my * w + mx] * self.mean;
+        let mk = self.light.m[my * w + mx] * self.light.mean;
         let (mut se, mut ss, mut ms) = (0.0f64, 0.0f64, 0.0f64);
         let taps = Taps::new(h, w, sy, sx);
         for k in 0..n {

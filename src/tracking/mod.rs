@@ -179,6 +179,16 @@ pub fn track_with(
     params: &Params,
     progress: &dyn crate::progress::Progress,
 ) -> Result<Output> {
+    Ok(track_lit(reference, sample, params, progress)?.0)
+}
+
+/// [`track_with`], and the reference's illumination it computed, for the quality map.
+pub(crate) fn track_lit(
+    reference: ArrayView3<f32>,
+    sample: ArrayView3<f32>,
+    params: &Params,
+    progress: &dyn crate::progress::Progress,
+) -> Result<(Output, crate::model::Illumination)> {
     validate_pair(reference, sample)?;
     let (n, h, w) = reference.dim();
     params.check_shape((n, h, w))?;
@@ -192,7 +202,7 @@ pub fn track_with(
     let reference = reference.as_standard_layout();
     let sample = sample.as_standard_layout();
     let clock = std::time::Instant::now();
-    let stacks = search::Stacks::new(reference.view(), sample.view(), params);
+    let stacks = search::Stacks::new(reference.view(), sample.view(), params, None);
     let (mut shift, mut status) = search::exhaustive(&stacks, params, progress)?;
     if params.reseed {
         search::reseed_outliers(&stacks, params, &mut shift, &mut status);
@@ -209,5 +219,5 @@ pub fn track_with(
         (refined - searched).as_secs_f64(),
         (clock.elapsed() - refined).as_secs_f64()
     );
-    Ok(out)
+    Ok((out, stacks.light))
 }

@@ -156,7 +156,7 @@ pub(super) fn fit_at(
             (y as f32 - shift[0]).round().clamp(0.0, (h - 1) as f32) as usize,
             (x as f32 - shift[1]).round().clamp(0.0, (w - 1) as f32) as usize,
         );
-        let (t, d) = from_affine(a, k, st.m[my * w + mx] as f64);
+        let (t, d) = from_affine(a, k, st.light.m[my * w + mx] as f64);
         (t, d, var_s - cov * k)
     } else {
         let t = sums.sr / sums.rr;

@@ -50,9 +50,10 @@ pub fn resolve(
     let reference = reference.as_standard_layout();
     let sample = sample.as_standard_layout();
     let clock = std::time::Instant::now();
-    let st = Stacks::new(reference.view(), sample.view(), params);
+    let light = Some(fit.illumination());
+    let st = Stacks::without_sums(reference.view(), sample.view(), params, light);
     log::debug!(
-        "resolve: window sums and B-spline coefficients in {:.2} s",
+        "resolve: B-spline coefficients in {:.2} s",
         clock.elapsed().as_secs_f64()
     );
     let nw = params.window;
