@@ -228,7 +228,7 @@ typedef int32_t (*esp_progress_fn)(double fraction_done, void *user_data);
  */
 typedef struct esp_report {
   /**
-   * Pixels of the network's estimate that its guard (option `guard`, off by default)
+   * Pixels of the network's estimate that its guard (option `guard`, on by default)
    * solved again with the tracker because the signal model rejected them; 0 for the
    * tracker.
    */
@@ -295,8 +295,8 @@ void esp_options_free(struct esp_options *opts);
  *   (path to libonnxruntime; default `$ESPINNET_ORT_PATH`, `$ORT_DYLIB_PATH`, then the
  *   `onnxruntime` wheel of the active Python environment, `$VIRTUAL_ENV`), `provider`
  *   (`auto`, `cpu`, `cuda`, `tensorrt`), `scaling` (`nearest`, `linear`), `tile` (px),
- *   `overlap` (px), `batch`, `guard` (default false; true: pixels the signal model rejects
- *   are solved again by the tracker), `device_id`, `fp16`, `gpu_mem_limit_mib`, `trt_cache`
+ *   `overlap` (px), `batch`, `guard` (default true: pixels the signal model rejects are
+ *   solved again by the tracker), `device_id`, `fp16`, `gpu_mem_limit_mib`, `trt_cache`
  *   (directory).
  * - Tracking: `window` (px, half-width), `max_shift` (px), `mean_window` (px),
  *   `dark_field`, `hamming`, `reseed`, `adaptive`.

@@ -112,7 +112,7 @@ impl Options {
     /// - Network: `model` (path to an ONNX export), `ort_library` (path to libonnxruntime),
     ///   `provider` (`auto`, `cpu`, `cuda`, `tensorrt`), `scaling` (`nearest`, `linear`),
     ///   `tile` (px), `overlap` (px), `batch`, `guard` (pixels the signal model rejects
-    ///   solved again by the tracker; off by default), `device_id`, `fp16`,
+    ///   solved again by the tracker; on by default), `device_id`, `fp16`,
     ///   `gpu_mem_limit_mib` (MiB), `trt_cache` (directory).
     /// - Tracking: `window` (px, half-width), `max_shift` (px), `mean_window` (px),
     ///   `dark_field`, `hamming`, `reseed`, `adaptive`.
@@ -487,7 +487,15 @@ impl Engine {
         };
         let engine = match &self.kind {
             Kind::Tracking(params) => params.memory_bytes((n, h, w), threads, false),
-            Kind::Network(net) => net.memory_bytes(1, (h, w)),
+            Kind::Network(net) => {
+                // After inference, the guard's B-spline coefficients of the reference and
+                // its residual and noise maps.
+                let guard = match self.options.network.guard {
+                    true => crate::memory::product(&[n + 2, h, w, 4]),
+                    false => 0,
+                };
+                net.memory_bytes(1, (h, w)).max(guard)
+            }
         };
         let integration = match self.options.geometry {
             Some(_) => crate::integrate::memory_bytes((h, w), self.options.integration),
@@ -582,7 +590,15 @@ impl Engine {
                 } else {
                     (None, None, None)
                 };
-                (o.dx, o.dy, o.transmission, o.darkfield, status, residual, light)
+                (
+                    o.dx,
+                    o.dy,
+                    o.transmission,
+                    o.darkfield,
+                    status,
+                    residual,
+                    light,
+                )
             }
         };
         lap("engine");

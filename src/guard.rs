@@ -2,16 +2,18 @@
 //! tracker solves the pixel again ([`tracking::resolve`]).
 //!
 //! A pixel is suspect where its residual is over [`SUSPECT`]× the median residual: a good
-//! fit's residual is the local noise, which varies little across an image, while a fit a
-//! pixel or more off leaves the pattern unexplained (on the stress suite, gross errors sit
-//! at 2–20× the median, 90 % of them above 2.3×).
+//! fit's residual is the local noise, which varies little across an image once it is in
+//! units of the photon noise (the relative residual × √S̄), while a fit a pixel or more
+//! off leaves the pattern unexplained (on the stress suite, gross errors sit at 2–20× the
+//! median, 90 % of them above 2.3×).
 
 use ndarray::{Array2, ArrayView3, Zip};
 
 use crate::model::{Contrasts, Fit, Illumination};
 use crate::tracking::{self, Params};
 
-/// Residual over this many times the median marks a suspect pixel.
+/// Residual (in units of the photon noise) over this many times the median marks a suspect
+/// pixel.
 const SUSPECT: f32 = 2.0;
 /// Shifts (px, per axis) the guard may reach: beyond the tracker's default search, as the
 /// network's estimate is its start.

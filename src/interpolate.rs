@@ -46,36 +46,42 @@ pub(crate) fn bspline_coefficients(frames: &[f32], h: usize, w: usize) -> Vec<f3
     // the threads that fill them (a serial copy first took as long as the filter).
     let mut out = vec![0.0f32; frames.len()];
     let frames = frames.par_chunks_exact(h * w);
-    out.par_chunks_exact_mut(h * w).zip(frames).for_each(|(frame, src)| {
-        // Lines filtered side by side, `LANES` at a time: one line's recursion is a chain
-        // of dependent steps, several lines' are vector operations.
-        let mut buf = vec![0.0f64; h.max(w) * LANES];
-        for y0 in (0..h).step_by(LANES) {
-            let lanes = LANES.min(h - y0);
-            let block = &mut buf[..w * lanes];
-            for (j, row) in src[y0 * w..].chunks_exact(w).take(lanes).enumerate() {
-                row.iter().enumerate().for_each(|(x, &v)| block[x * lanes + j] = v as f64);
+    out.par_chunks_exact_mut(h * w)
+        .zip(frames)
+        .for_each(|(frame, src)| {
+            // Lines filtered side by side, `LANES` at a time: one line's recursion is a chain
+            // of dependent steps, several lines' are vector operations.
+            let mut buf = vec![0.0f64; h.max(w) * LANES];
+            for y0 in (0..h).step_by(LANES) {
+                let lanes = LANES.min(h - y0);
+                let block = &mut buf[..w * lanes];
+                for (j, row) in src[y0 * w..].chunks_exact(w).take(lanes).enumerate() {
+                    row.iter()
+                        .enumerate()
+                        .for_each(|(x, &v)| block[x * lanes + j] = v as f64);
+                }
+                prefilter(block, lanes);
+                for (j, row) in frame[y0 * w..].chunks_exact_mut(w).take(lanes).enumerate() {
+                    row.iter_mut()
+                        .enumerate()
+                        .for_each(|(x, v)| *v = block[x * lanes + j] as f32);
+                }
             }
-            prefilter(block, lanes);
-            for (j, row) in frame[y0 * w..].chunks_exact_mut(w).take(lanes).enumerate() {
-                row.iter_mut().enumerate().for_each(|(x, v)| *v = block[x * lanes + j] as f32);
+            // Columns in strips, so that every access is a row segment.
+            for x0 in (0..w).step_by(LANES) {
+                let lanes = LANES.min(w - x0);
+                let strip = &mut buf[..h * lanes];
+                for (y, line) in strip.chunks_exact_mut(lanes).enumerate() {
+                    let src = &frame[y * w + x0..][..lanes];
+                    line.iter_mut().zip(src).for_each(|(l, &v)| *l = v as f64);
+                }
+                prefilter(strip, lanes);
+                for (y, line) in strip.chunks_exact(lanes).enumerate() {
+                    let dst = &mut frame[y * w + x0..][..lanes];
+                    dst.iter_mut().zip(line).for_each(|(v, &l)| *v = l as f32);
+                }
             }
-        }
-        // Columns in strips, so that every access is a row segment.
-        for x0 in (0..w).step_by(LANES) {
-            let lanes = LANES.min(w - x0);
-            let strip = &mut buf[..h * lanes];
-            for (y, line) in strip.chunks_exact_mut(lanes).enumerate() {
-                let src = &frame[y * w + x0..][..lanes];
-                line.iter_mut().zip(src).for_each(|(l, &v)| *l = v as f64);
-            }
-            prefilter(strip, lanes);
-            for (y, line) in strip.chunks_exact(lanes).enumerate() {
-                let dst = &mut frame[y * w + x0..][..lanes];
-                dst.iter_mut().zip(line).for_each(|(v, &l)| *v = l as f32);
-            }
-        }
-    });
+        });
     out
 }
 

@@ -364,11 +364,12 @@ fn the_network_engine_through_the_abi() {
         unsafe { esp_engine_reconstruct(engine, &stack(r, n, h, w), &stack(smp, n, h, w), &out) };
     assert_eq!(st, EspStatus::Ok, "{}", last_error());
     unsafe { esp_engine_free(engine) };
-    // Exactly what the Rust API returns (whose accuracy tests/network.rs asserts).
-    let mut options = espinnet::network::Options::default();
-    options.provider = espinnet::network::Provider::Cpu;
-    let net = espinnet::network::Network::new(&options).unwrap();
-    let direct = net
+    // Exactly what the Rust API's Engine returns (whose accuracy tests/network.rs and
+    // tests/guard.rs assert).
+    let mut options = espinnet::Options::default();
+    options.set("provider", "cpu").unwrap();
+    let direct = espinnet::Engine::new(&options)
+        .unwrap()
         .reconstruct(case.reference.view(), case.sample.view())
         .unwrap();
     let max = dx

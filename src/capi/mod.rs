@@ -171,8 +171,8 @@ pub unsafe extern "C" fn esp_options_free(opts: *mut EspOptions) {
 ///   (path to libonnxruntime; default `$ESPINNET_ORT_PATH`, `$ORT_DYLIB_PATH`, then the
 ///   `onnxruntime` wheel of the active Python environment, `$VIRTUAL_ENV`), `provider`
 ///   (`auto`, `cpu`, `cuda`, `tensorrt`), `scaling` (`nearest`, `linear`), `tile` (px),
-///   `overlap` (px), `batch`, `guard` (default false; true: pixels the signal model rejects
-///   are solved again by the tracker), `device_id`, `fp16`, `gpu_mem_limit_mib`, `trt_cache`
+///   `overlap` (px), `batch`, `guard` (default true: pixels the signal model rejects are
+///   solved again by the tracker), `device_id`, `fp16`, `gpu_mem_limit_mib`, `trt_cache`
 ///   (directory).
 /// - Tracking: `window` (px, half-width), `max_shift` (px), `mean_window` (px),
 ///   `dark_field`, `hamming`, `reseed`, `adaptive`.
@@ -377,7 +377,7 @@ pub unsafe extern "C" fn esp_engine_reconstruct_with_progress(
 #[repr(C)]
 #[derive(Debug, Default)]
 pub struct EspReport {
-    /// Pixels of the network's estimate that its guard (option `guard`, off by default)
+    /// Pixels of the network's estimate that its guard (option `guard`, on by default)
     /// solved again with the tracker because the signal model rejected them; 0 for the
     /// tracker.
     pub resolved_pixels: usize,

@@ -69,7 +69,11 @@ impl<'a> Stacks<'a> {
             Some(l) => l.over(reference, p.mean_window),
             None => Illumination::new(reference, p.mean_window),
         };
-        let scale = if light.mean.abs() > 0.0 { 1.0 / light.mean } else { 1.0 };
+        let scale = if light.mean.abs() > 0.0 {
+            1.0 / light.mean
+        } else {
+            1.0
+        };
         let slice = |a: ArrayView3<'a, f32>| a.to_slice().expect("standard layout");
         let raw_r = slice(reference);
         let coefficients = crate::interpolate::bspline_coefficients(raw_r, h, w);
@@ -363,7 +367,10 @@ pub(super) fn local_search(
         }
         for k in 0..span * span {
             // Positions outwin the image belong to shifts refused below.
-            let (ry, rx) = ((oy + k / span).clamp(0, h - 1), (ox + k % span).clamp(0, w - 1));
+            let (ry, rx) = (
+                (oy + k / span).clamp(0, h - 1),
+                (ox + k % span).clamp(0, w - 1),
+            );
             r[k as usize * n + i] = st.r(frame + (ry * w + rx) as usize);
         }
     }
@@ -488,6 +495,25 @@ pub(super) fn reseed_outliers(
     }
 }
 
+/// Σ a·b in eight lanes (which the compiler vectorises; one running sum would not be).
+#[inline]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    let mut lanes = [0.0f32; 8];
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            lanes[k] += x[k] * y[k];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
 #[cfg(test)]
 mod tests {
     use super::quadratic_minimum;
@@ -506,18 +532,4 @@ mod tests {
         );
         assert!(quadratic_minimum(|dy, dx| -((dy * dy + dx * dx) as f32)).is_none());
     }
-}
-
-/// Σ a·b in eight lanes (which the compiler vectorises; one running sum would not be).
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
-    let mut lanes = [0.0f32; 8];
-    for (x, y) in ca.zip(cb) {
-        for k in 0..8 {
-            lanes[k] += x[k] * y[k];
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
 }

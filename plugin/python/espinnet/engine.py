@@ -46,7 +46,7 @@ class Result:
     phase : ndarray
         Phase φ, rad, zero mean, integrated from ∇φ = (2π/λ)·α·p; with the geometry only.
     resolved_pixels : int
-        Pixels of the network's estimate that its guard (option ``guard``, off by default)
+        Pixels of the network's estimate that its guard (option ``guard``, on by default)
         solved again with the tracker because the signal model rejected them; 0 for the
         tracker.
 
@@ -179,8 +179,8 @@ class Engine:
         CPU threads for every step; default one per core.
     **options
         Any other option of the C ABI by name (``esp_options_set``): ``scaling``, ``tile``,
-        ``overlap``, ``batch``, ``guard`` (default false; true: pixels the signal model rejects
-        are solved again by the tracker), ``device_id``, ``fp16``, ``gpu_mem_limit_mib``, ``trt_cache``,
+        ``overlap``, ``batch``, ``guard`` (default true: pixels the signal model rejects are
+        solved again by the tracker; false saves its time), ``device_id``, ``fp16``, ``gpu_mem_limit_mib``, ``trt_cache``,
         ``mean_window``, ``dark_field``, ``hamming``, ``reseed``, ``adaptive``, ``integration``.
 
     Raises

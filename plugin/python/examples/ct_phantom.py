@@ -25,8 +25,9 @@ import espinnet
 from espinnet import tomo
 
 GEOMETRY = ("energy_kev", "distance_m", "pixel_size_um", "magnification")
+# The network with its guard (the default), and without.
 ENGINES = {"tracking": dict(window=1, max_shift=5), "network": {},
-           "network+guard": dict(guard=True)}
+           "network-alone": dict(guard=False)}
 
 
 def slices_png(path, panels, lo, hi):
@@ -73,7 +74,7 @@ def main():
         out = a.output / f"{engine}.h5"
         out.unlink(missing_ok=True)
         with espinnet.Series(a.output / "scan.h5") as scan, \
-                espinnet.Engine(engine.split("+")[0], **geometry, **options) as e:
+                espinnet.Engine(engine.split("-")[0], **geometry, **options) as e:
             start = time.perf_counter()
             scan.reconstruct(e, out)
             seconds = (time.perf_counter() - start) / scan.shape[0]

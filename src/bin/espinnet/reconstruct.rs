@@ -117,8 +117,10 @@ pub struct NetworkArgs {
     pub trt_cache: Option<PathBuf>,
     /// The guard: pixels whose estimate the signal model rejects are solved again by the
     /// tracker, starting from the network's (status 4). Catches the network's gross errors
-    /// on lenses and wide smooth fields; adds about 80 % to the network's CPU time.
-    #[arg(long)]
+    /// on lenses and wide smooth fields; adds about a fifth to the network's CPU time.
+    /// `--guard=false` turns it off.
+    #[arg(long, default_value_t = net().guard, num_args = 0..=1, default_missing_value = "true",
+          action = clap::ArgAction::Set)]
     pub guard: bool,
 }
 
@@ -186,9 +188,7 @@ impl NetworkArgs {
         if self.fp16 {
             f.push("--fp16".into());
         }
-        if self.guard {
-            f.push("--guard".into());
-        }
+        f.push(format!("--guard={}", self.guard));
         f
     }
 }
