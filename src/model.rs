@@ -97,11 +97,11 @@ impl Illumination {
         }
     }
 
-    /// `self` if it was computed over `half_width`, else M over that box.
-    pub fn over(&self, reference: ArrayView3<f32>, half_width: usize) -> Self {
-        match half_width == self.half_width {
-            true => self.clone(),
-            false => Illumination::new(reference, half_width),
+    /// `known` where it was computed over `half_width`, else M over that box.
+    pub fn reuse(known: Option<&Self>, reference: ArrayView3<f32>, half_width: usize) -> Self {
+        match known {
+            Some(l) if l.half_width == half_width => l.clone(),
+            _ => Illumination::new(reference, half_width),
         }
     }
 }
@@ -220,10 +220,7 @@ impl<'a, 'c> Fit<'a, 'c> {
             true => ndarray::CowArray::from(reference),
             false => ndarray::CowArray::from(reference.as_standard_layout().into_owned()),
         };
-        let light = match light {
-            Some(l) => l.over(raw.view(), MEAN_WINDOW_PX),
-            None => Illumination::new(raw.view(), MEAN_WINDOW_PX),
-        };
+        let light = Illumination::reuse(light, raw.view(), MEAN_WINDOW_PX);
         Fit {
             raw,
             sample,
@@ -325,9 +322,9 @@ impl<'a, 'c> Fit<'a, 'c> {
         let mk = self.light.m[my * w + mx] * self.light.mean;
         let (mut se, mut ss, mut ms) = (0.0f64, 0.0f64, 0.0f64);
         let taps = Taps::new(h, w, sy, sx);
-        for k in 0..n {
-            let r = taps.apply(&raw[k * h * w..(k + 1) * h * w]);
-            let s = self.sample[[k, y, x]];
+        let values = self.sample.slice(ndarray::s![.., y, x]);
+        for (frame, &s) in raw.chunks_exact(h * w).zip(values.iter()) {
+            let r = taps.apply(frame);
             se += ((s - predict(t, d, mk, r)) as f64).powi(2);
             ss += (s as f64).powi(2);
             ms += s as f64;

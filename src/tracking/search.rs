@@ -57,7 +57,7 @@ impl<'a> Stacks<'a> {
     }
 
     /// [`Stacks::new`] without the image-wide window sums, for work on a few pixels only
-    /// ([`local_search`] and the refinement make their own).
+    /// ([`local_search`] sums its own windows).
     pub fn without_sums(
         reference: ArrayView3<'a, f32>,
         sample: ArrayView3<'a, f32>,
@@ -65,10 +65,7 @@ impl<'a> Stacks<'a> {
         light: Option<&Illumination>,
     ) -> Self {
         let (n, h, w) = reference.dim();
-        let light = match light {
-            Some(l) => l.over(reference, p.mean_window),
-            None => Illumination::new(reference, p.mean_window),
-        };
+        let light = Illumination::reuse(light, reference, p.mean_window);
         let scale = if light.mean.abs() > 0.0 {
             1.0 / light.mean
         } else {
