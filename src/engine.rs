@@ -488,10 +488,10 @@ impl Engine {
         let engine = match &self.kind {
             Kind::Tracking(params) => params.memory_bytes((n, h, w), threads, false),
             Kind::Network(net) => {
-                // After inference, the guard's B-spline coefficients of the reference and
-                // its residual and noise maps.
+                // After inference, the guard's B-spline coefficients of the reference (two
+                // copies while they are reordered) and its residual and noise maps.
                 let guard = match self.options.network.guard {
-                    true => crate::memory::product(&[n + 2, h, w, 4]),
+                    true => crate::memory::product(&[2 * n + 2, h, w, 4]),
                     false => 0,
                 };
                 net.memory_bytes(1, (h, w)).max(guard)

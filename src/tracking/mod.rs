@@ -141,11 +141,12 @@ impl Params {
         copies: bool,
     ) -> u64 {
         use crate::memory::product;
-        // Per pixel, in f32: the reference's B-spline coefficients (n), the local mean and
+        // Per pixel, in f32: the reference's B-spline coefficients (n, and n more while they
+        // are reordered frames innermost), the local mean and
         // its summed-area table (3), window sums for two windows with their scratch (11),
         // the search's shifts, status and band results (6), the refinement's maps and rows
         // (13).
-        let image = product(&[n, h, w, 4 * if copies { 3 } else { 1 }])
+        let image = product(&[n, h, w, 4 * if copies { 4 } else { 2 }])
             .saturating_add(product(&[33, h, w, 4]));
         // Per worker: a band's cost volume, its normalised rows of both stacks, products.
         // Saturating: the estimate may be asked before the shape check.

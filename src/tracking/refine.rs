@@ -248,10 +248,11 @@ fn window_sums(
     let (n, h, w, nw) = (st.n, st.h, st.w, p.window as isize);
     let side = 2 * nw as usize + 1;
     let rows = side + 3;
-    scratch.resize(2 * rows * side, 0.0);
-    let (horiz, horiz_dx) = scratch.split_at_mut(rows * side);
+    scratch.clear();
+    scratch.resize(2 * rows * side * n, 0.0);
+    let (horiz, horiz_dx) = scratch.split_at_mut(rows * side * n);
     // The window shares one fractional shift: the weights once, then a separable 4-tap
-    // interpolation of each frame's coefficients (and of their x derivative).
+    // interpolation of the coefficients (and of their x derivative), every frame at once.
     let (fy, fx) = (y as f64 - dy as f64, x as f64 - dx as f64);
     let (iy, ix) = (fy.floor() as isize, fx.floor() as isize);
     let (ky, kx) = (bspline(fy - iy as f64), bspline(fx - ix as f64));
@@ -259,40 +260,38 @@ fn window_sums(
         bspline_derivative(fy - iy as f64),
         bspline_derivative(fx - ix as f64),
     );
-    let mut s = Sums::default();
-    for i in 0..n {
-        // Horizontal pass over the rows the vertical taps need, on the data as given (the
-        // sums are in f64, so no centring is needed).
-        let (frame, scale) = st.reference_coefficients(i);
-        for j in 0..rows {
-            let yy = mirror(iy - nw - 1 + j as isize, h);
-            let src = &frame[yy * w..(yy + 1) * w];
-            for q in 0..side {
-                let x0 = ix - nw - 1 + q as isize;
-                let taps: [f32; 4] = match src.get(x0.max(0) as usize..(x0 + 4).max(0) as usize) {
-                    Some(t) if x0 >= 0 => [t[0], t[1], t[2], t[3]],
-                    _ => std::array::from_fn(|k| src[mirror(x0 + k as isize, w)]),
-                };
-                let dot = |k: &[f32; 4]| {
-                    k[0] * taps[0] + k[1] * taps[1] + k[2] * taps[2] + k[3] * taps[3]
-                };
-                horiz[j * side + q] = dot(&kx);
+    // Horizontal pass over the rows the vertical taps need, on the data as given (the
+    // sums are in f64, so no centring is needed); frames innermost.
+    for j in 0..rows {
+        let yy = mirror(iy - nw - 1 + j as isize, h);
+        for q in 0..side {
+            let at = (j * side + q) * n;
+            let x0 = ix - nw - 1 + q as isize;
+            for t in 0..4 {
+                let c = st.coefficients_at(yy, mirror(x0 + t as isize, w));
+                let out = &mut horiz[at..at + n];
+                out.iter_mut().zip(c).for_each(|(o, &v)| *o += kx[t] * v);
                 if gradients {
-                    horiz_dx[j * side + q] = dot(&dkx);
+                    let out = &mut horiz_dx[at..at + n];
+                    out.iter_mut().zip(c).for_each(|(o, &v)| *o += dkx[t] * v);
                 }
             }
         }
+    }
+    let scale = st.scale();
+    let mut s = Sums::default();
+    for i in 0..n {
         // This frame's sums in f32 (a window of values near 1), added to the f64 totals.
         let mut f = Sums::<f32>::default();
         for qy in 0..side {
             let sy = y + qy - nw as usize;
             for qx in 0..side {
-                let base = qy * side + qx;
+                let base = (qy * side + qx) * n + i;
                 let column = |rows: &[f32], k: &[f32; 4]| {
                     k[0] * rows[base]
-                        + k[1] * rows[base + side]
-                        + k[2] * rows[base + 2 * side]
-                        + k[3] * rows[base + 3 * side]
+                        + k[1] * rows[base + side * n]
+                        + k[2] * rows[base + 2 * side * n]
+                        + k[3] * rows[base + 3 * side * n]
                 };
                 let r = scale * column(horiz, &ky);
                 let sx = x + qx - nw as usize;

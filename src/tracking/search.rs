@@ -33,7 +33,9 @@ pub(super) struct Stacks<'a> {
     pub light: Illumination,
     pub kernel: Vec<f32>,
     /// The reference frames' cubic B-spline coefficients (as given, not normalised), which
-    /// the sub-pixel refinement interpolates: one more copy of the reference in memory.
+    /// the sub-pixel refinement interpolates, frames innermost (each pixel's N values are
+    /// contiguous, so its taps serve every frame in one vector pass): one more copy of the
+    /// reference in memory.
     coefficients: Arc<Vec<f32>>,
     /// Σw over the window and all frames.
     pub sw: f32,
@@ -74,6 +76,7 @@ impl<'a> Stacks<'a> {
         let slice = |a: ArrayView3<'a, f32>| a.to_slice().expect("standard layout");
         let raw_r = slice(reference);
         let coefficients = crate::interpolate::bspline_coefficients(raw_r, h, w);
+        let coefficients = pixel_major(&coefficients, n, h * w);
         let kernel = weights(p.window, p.hamming);
         Stacks {
             n,
@@ -105,10 +108,15 @@ impl<'a> Stacks<'a> {
         self.raw_s[i] * self.scale - 1.0
     }
 
-    /// The B-spline coefficients of reference frame `i`, and the factor that normalises them.
-    pub fn reference_coefficients(&self, i: usize) -> (&[f32], f32) {
-        let len = self.h * self.w;
-        (&self.coefficients[i * len..(i + 1) * len], self.scale)
+    /// The B-spline coefficients of the reference at pixel (y, x), one per frame.
+    #[inline]
+    pub fn coefficients_at(&self, y: usize, x: usize) -> &[f32] {
+        &self.coefficients[(y * self.w + x) * self.n..][..self.n]
+    }
+
+    /// The factor that normalises the reference (1 / its mean).
+    pub fn scale(&self) -> f32 {
+        self.scale
     }
 
     /// The same data with the window sums of `p.window`.
@@ -490,6 +498,24 @@ pub(super) fn reseed_outliers(
         shift[[y, x]] = d;
         status[[y, x]] = s;
     }
+}
+
+/// `frames` (`n` frames of `len` values each) with the frames innermost: frame i's value
+/// of pixel p at p·n + i.
+fn pixel_major(frames: &[f32], n: usize, len: usize) -> Vec<f32> {
+    const PIXELS: usize = 4096;
+    let mut out = vec![0.0f32; frames.len()];
+    out.par_chunks_mut(n * PIXELS)
+        .enumerate()
+        .for_each(|(c, chunk)| {
+            for (k, values) in chunk.chunks_exact_mut(n).enumerate() {
+                let p = c * PIXELS + k;
+                for (i, v) in values.iter_mut().enumerate() {
+                    *v = frames[i * len + p];
+                }
+            }
+        });
+    out
 }
 
 /// Σ a·b in eight lanes (which the compiler vectorises; one running sum would not be).
