@@ -86,14 +86,22 @@ pub(crate) struct Illumination {
 impl Illumination {
     /// `reference` `[N, H, W]` in standard layout.
     pub fn new(reference: ArrayView3<f32>, half_width: usize) -> Self {
-        let mean = crate::stack::mean_intensity(reference) as f32;
-        let scale = if mean.abs() > 0.0 { 1.0 / mean } else { 1.0 };
-        let raw = reference.to_slice().expect("standard layout");
-        let m = local_mean(raw, scale, reference.dim(), half_width);
-        Illumination {
-            mean,
+        let mut light = Illumination {
+            mean: crate::stack::mean_intensity(reference) as f32,
             half_width,
-            m: std::sync::Arc::new(m),
+            m: Default::default(),
+        };
+        let raw = reference.to_slice().expect("standard layout");
+        light.m = std::sync::Arc::new(local_mean(raw, light.scale(), reference.dim(), half_width));
+        light
+    }
+
+    /// 1 / the mean, which normalises the reference (1 for a zero mean).
+    pub fn scale(&self) -> f32 {
+        if self.mean.abs() > 0.0 {
+            1.0 / self.mean
+        } else {
+            1.0
         }
     }
 

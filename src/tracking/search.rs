@@ -68,11 +68,7 @@ impl<'a> Stacks<'a> {
     ) -> Self {
         let (n, h, w) = reference.dim();
         let light = Illumination::reuse(light, reference, p.mean_window);
-        let scale = if light.mean.abs() > 0.0 {
-            1.0 / light.mean
-        } else {
-            1.0
-        };
+        let scale = light.scale();
         let slice = |a: ArrayView3<'a, f32>| a.to_slice().expect("standard layout");
         let raw_r = slice(reference);
         let coefficients = crate::interpolate::bspline_coefficients(raw_r, h, w);
