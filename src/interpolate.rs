@@ -38,6 +38,43 @@ pub(crate) fn bspline_derivative(t: f64) -> [f32; 4] {
     ]
 }
 
+/// The variance of white noise of unit variance after cubic B-spline interpolation (the
+/// prefilter, then [`bspline`]) at fraction `t` ∈ [0, 1) along one axis, and its
+/// derivative with respect to `t`: 1 at the samples, 0.756 halfway between. The noise of an
+/// interpolated image is lowest halfway, which pulls a fit against it towards half-pixel
+/// shifts unless the fit allows for it.
+pub(crate) fn bspline_noise_gain(t: f64) -> [f64; 2] {
+    const STEPS: usize = 256;
+    static TABLE: std::sync::OnceLock<Vec<[f64; 2]>> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        // The cardinal spline η = Σ_k √3·z^|k|·β₃(· − k) (the prefilter's impulse response
+        // through the B-spline), z = √3 − 2; V(t) = Σ_j η(t − j)², truncated where z^|k|
+        // < 1e-16.
+        let z = 3f64.sqrt() - 2.0;
+        let beta = |x: f64| match x.abs() {
+            a if a < 1.0 => 2.0 / 3.0 - a * a + a * a * a / 2.0,
+            a if a < 2.0 => (2.0 - a).powi(3) / 6.0,
+            _ => 0.0,
+        };
+        let eta = |x: f64| -> f64 {
+            (-28..=28i32)
+                .map(|k| 3f64.sqrt() * z.powi(k.abs()) * beta(x - k as f64))
+                .sum()
+        };
+        let v = |t: f64| -> f64 { (-30..=30).map(|j| eta(t - j as f64).powi(2)).sum() };
+        (0..=STEPS)
+            .map(|i| {
+                let (t, dt) = (i as f64 / STEPS as f64, 1e-5);
+                [v(t), (v(t + dt) - v(t - dt)) / (2.0 * dt)]
+            })
+            .collect()
+    });
+    let x = t.rem_euclid(1.0) * STEPS as f64;
+    let i = (x as usize).min(STEPS - 1);
+    let a = x - i as f64;
+    [0, 1].map(|k| table[i][k] * (1.0 - a) + table[i + 1][k] * a)
+}
+
 /// The cubic B-spline coefficients of each `h × w` frame of `frames` (the recursive
 /// prefilter along rows, then columns; mirror boundaries).
 pub(crate) fn bspline_coefficients(frames: &[f32], h: usize, w: usize) -> Vec<f32> {
@@ -195,6 +232,42 @@ mod tests {
             assert!((ramp - t as f32).abs() < 1e-6);
         }
         assert_eq!(keys(0.0), [0.0, 1.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn bspline_noise_gain_matches_interpolated_noise() {
+        let [v0, d0] = bspline_noise_gain(0.0);
+        assert!((v0 - 1.0).abs() < 1e-9 && d0.abs() < 1e-6, "{v0} {d0}");
+        let [v_half, d_half] = bspline_noise_gain(0.5);
+        assert!((v_half - 0.7561).abs() < 1e-3 && d_half.abs() < 1e-4);
+        let [v, dv] = bspline_noise_gain(0.3);
+        assert!((v - bspline_noise_gain(0.7)[0]).abs() < 1e-9 && dv < 0.0);
+        // White noise interpolated halfway along x: its variance over the unit input's.
+        let (h, w) = (200, 200);
+        let mut state = 7u64;
+        let img: Vec<f32> = (0..h * w)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+            })
+            .collect();
+        let coef = bspline_coefficients(&img, h, w);
+        let (wy, wx) = (bspline(0.0), bspline(0.5));
+        let (mut sum, mut sq, mut count) = (0.0f64, 0.0f64, 0.0f64);
+        for y in 10..h - 10 {
+            for x in 10..w - 10 {
+                let tap = |j: usize, i: usize| wy[j] * wx[i] * coef[(y + j - 1) * w + x + i - 1];
+                let v: f32 = (0..16).map(|k| tap(k / 4, k % 4)).sum();
+                sum += v as f64;
+                sq += (v as f64).powi(2);
+                count += 1.0;
+            }
+        }
+        let var = sq / count - (sum / count).powi(2);
+        let ratio = var * 12.0; // uniform noise on [−½, ½): variance 1/12
+        assert!((ratio - v_half).abs() < 0.02, "{ratio} vs {v_half}");
     }
 
     #[test]

@@ -203,11 +203,12 @@ pub(crate) fn track_lit(
     let reference = reference.as_standard_layout();
     let sample = sample.as_standard_layout();
     let clock = std::time::Instant::now();
-    let stacks = search::Stacks::new(reference.view(), sample.view(), params, None);
+    let mut stacks = search::Stacks::new(reference.view(), sample.view(), params, None);
     let (mut shift, mut status) = search::exhaustive(&stacks, params, progress)?;
     if params.reseed {
         search::reseed_outliers(&stacks, params, &mut shift, &mut status);
     }
+    stacks.noise = refine::noise_gain(&stacks, params, &shift, &status);
     let searched = clock.elapsed();
     let mut out = refine::refine(&stacks, params, &shift, status);
     let refined = clock.elapsed();

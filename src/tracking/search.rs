@@ -37,6 +37,10 @@ pub(super) struct Stacks<'a> {
     /// contiguous, so its taps serve every frame in one vector pass): one more copy of the
     /// reference in memory.
     coefficients: Arc<Vec<f32>>,
+    /// The reference's noise variance per unit of normalised intensity (σ² = noise·v for a
+    /// normalised value v, Poisson-like), which the sub-pixel refinement allows for; 0
+    /// until [`super::refine::noise_gain`] has estimated it.
+    pub noise: f64,
     /// Σw over the window and all frames.
     pub sw: f32,
     /// Window sums over frames of R, R², S, S² (valid where the window fits).
@@ -83,6 +87,7 @@ impl<'a> Stacks<'a> {
             scale,
             light,
             coefficients: Arc::new(coefficients),
+            noise: 0.0,
             sw: n as f32 * kernel.iter().sum::<f32>().powi(2),
             kernel,
             r1: Vec::new(),
