@@ -48,8 +48,8 @@ pub(crate) fn bspline_noise_gain(t: f64) -> [f64; 2] {
     static TABLE: std::sync::OnceLock<Vec<[f64; 2]>> = std::sync::OnceLock::new();
     let table = TABLE.get_or_init(|| {
         // The cardinal spline η = Σ_k √3·z^|k|·β₃(· − k) (the prefilter's impulse response
-        // through the B-spline), z = √3 − 2; V(t) = Σ_j η(t − j)², truncated where z^|k|
-        // < 1e-16.
+        // through the B-spline), z = √3 − 2; V(t) = Σ_j η(t − j)², both sums truncated
+        // where z^|k| < 1e-9.
         let z = 3f64.sqrt() - 2.0;
         let beta = |x: f64| match x.abs() {
             a if a < 1.0 => 2.0 / 3.0 - a * a + a * a * a / 2.0,
@@ -57,11 +57,11 @@ pub(crate) fn bspline_noise_gain(t: f64) -> [f64; 2] {
             _ => 0.0,
         };
         let eta = |x: f64| -> f64 {
-            (-28..=28i32)
+            (-16..=16i32)
                 .map(|k| 3f64.sqrt() * z.powi(k.abs()) * beta(x - k as f64))
                 .sum()
         };
-        let v = |t: f64| -> f64 { (-30..=30).map(|j| eta(t - j as f64).powi(2)).sum() };
+        let v = |t: f64| -> f64 { (-18..=18).map(|j| eta(t - j as f64).powi(2)).sum() };
         (0..=STEPS)
             .map(|i| {
                 let (t, dt) = (i as f64 / STEPS as f64, 1e-5);

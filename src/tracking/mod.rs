@@ -208,8 +208,8 @@ pub(crate) fn track_lit(
     if params.reseed {
         search::reseed_outliers(&stacks, params, &mut shift, &mut status);
     }
-    stacks.noise = refine::noise_gain(&stacks, params, &shift, &status);
     let searched = clock.elapsed();
+    stacks.noise = refine::noise_gain(&stacks, params, &shift, &status);
     let mut out = refine::refine(&stacks, params, &shift, status);
     let refined = clock.elapsed();
     if params.adaptive {

@@ -38,7 +38,7 @@ const MAX_CLAMPED_STEPS: usize = 6;
 /// How far (px, per axis) the clamped steps may lead from the parabola estimate.
 const MAX_DETOUR_PX: f32 = 1.5;
 /// Pixels whose fits estimate the noise level: a grid of about this many.
-const NOISE_SAMPLES: usize = 4096;
+const NOISE_SAMPLES: usize = 2048;
 
 pub(super) fn refine(
     st: &Stacks,
