@@ -51,6 +51,8 @@ pub fn resolve(
     let sample = sample.as_standard_layout();
     let clock = std::time::Instant::now();
     let light = Some(fit.illumination());
+    // Its noise level stays 0 (no noise correction): the few pixels solved here have no
+    // grid of converged fits to estimate it from, and their errors are gross, not biases.
     let st = Stacks::without_sums(reference.view(), sample.view(), params, light);
     log::debug!(
         "resolve: B-spline coefficients in {:.2} s",
