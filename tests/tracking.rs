@@ -118,7 +118,9 @@ fn n3_window3_keeps_gross_errors_under_half_a_percent() {
 
 #[test]
 fn constant_subpixel_shift_is_unbiased() {
-    // Where the model holds exactly (a wedge), only noise and the sub-pixel fit remain.
+    // Where the model holds exactly (a wedge), only noise and the sub-pixel fit remain:
+    // the mean error is 0.0013, 0.0018 px (0.0047, 0.0041 before the refinement allowed
+    // for the reference's interpolated noise).
     let wedge = Sample::Uniform {
         dx_px: 2.3,
         dy_px: -4.6,
@@ -128,7 +130,7 @@ fn constant_subpixel_shift_is_unbiased() {
     let e = errors(&case(160, 20, None, Some(wedge)), &params(1, 6));
     assert_eq!(e.gross_fraction, 0.0);
     assert!(
-        e.bias[0].abs() < 0.03 && e.bias[1].abs() < 0.03,
+        e.bias[0].abs() < 0.003 && e.bias[1].abs() < 0.003,
         "bias {:?}",
         e.bias
     );
