@@ -244,15 +244,9 @@ mod tests {
         assert!((v - bspline_noise_gain(0.7)[0]).abs() < 1e-9 && dv < 0.0);
         // White noise interpolated halfway along x: its variance over the unit input's.
         let (h, w) = (200, 200);
-        let mut state = 7u64;
-        let img: Vec<f32> = (0..h * w)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-            })
-            .collect();
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(7);
+        let img: Vec<f32> = (0..h * w).map(|_| rng.random::<f32>() - 0.5).collect();
         let coef = bspline_coefficients(&img, h, w);
         let (wy, wx) = (bspline(0.0), bspline(0.5));
         let (mut sum, mut sq, mut count) = (0.0f64, 0.0f64, 0.0f64);

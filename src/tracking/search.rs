@@ -27,6 +27,7 @@ pub(super) struct Stacks<'a> {
     pub w: usize,
     raw_r: &'a [f32],
     raw_s: &'a [f32],
+    /// `light.scale()`, kept for the hot loops that normalise as they read.
     scale: f32,
     /// The reference's mean and M, its local mean (normalised), frames and a `mean_window`
     /// box. Shared with the stacks of other windows ([`Stacks::with_window`]).
