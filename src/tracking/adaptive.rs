@@ -61,7 +61,7 @@ pub(super) fn refit_misfits(st: &Stacks, p: &Params, out: &mut Output) {
                 out.dx[[y, x]].round() as isize,
             ];
             let d = local_search(&st_small, &small, y, x, start, REACH).1?;
-            let fit = fit_at(&st_small, &small, y, x, d, true, &mut Vec::new());
+            let fit = fit_at(&st_small, &small, y, x, d, true, None, &mut Vec::new());
             (fit.residual < 0.5 * out.residual[[y, x]]).then_some((y, x, fit))
         })
         .collect();

@@ -204,6 +204,7 @@ pub(crate) fn track_lit(
     let sample = sample.as_standard_layout();
     let clock = std::time::Instant::now();
     let mut stacks = search::Stacks::new(reference.view(), sample.view(), params, None);
+    let prepared = clock.elapsed();
     let (mut shift, mut status) = search::exhaustive(&stacks, params, progress)?;
     if params.reseed {
         search::reseed_outliers(&stacks, params, &mut shift, &mut status);
@@ -216,8 +217,10 @@ pub(crate) fn track_lit(
         adaptive::refit_misfits(&stacks, params, &mut out);
     }
     log::debug!(
-        "tracking: integer search {:.2} s, sub-pixel refinement {:.2} s, refits {:.2} s",
-        searched.as_secs_f64(),
+        "tracking: window sums and B-spline coefficients {:.2} s, integer search {:.2} s, \
+         sub-pixel refinement {:.2} s, refits {:.2} s",
+        prepared.as_secs_f64(),
+        (searched - prepared).as_secs_f64(),
         (refined - searched).as_secs_f64(),
         (clock.elapsed() - refined).as_secs_f64()
     );

@@ -80,9 +80,9 @@ pub fn resolve(
             }
             let (base, fine) = found;
             let start = fine.unwrap_or([base[0] as f32, base[1] as f32]);
-            let f = fit_at(&st, params, y, x, start, fine.is_some(), scratch);
+            let f = fit_at(&st, params, y, x, start, fine.is_some(), None, scratch);
             let old = match known {
-                true => fit_at(&st, params, y, x, [dy, dx], false, scratch).residual,
+                true => fit_at(&st, params, y, x, [dy, dx], false, None, scratch).residual,
                 false => f32::NAN,
             };
             let new = [f.shift[1], f.shift[0], f.transmission, f.darkfield];

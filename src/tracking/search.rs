@@ -230,87 +230,223 @@ pub(super) fn exhaustive(
     Ok((shift, status))
 }
 
-/// Output rows [y0, y1), columns [b, w − b).
+/// Output rows [y0, y1), columns [b, w − b), in tiles of [`TILE`] columns.
 fn band(st: &Stacks, p: &Params, y0: usize, y1: usize) -> Vec<([f32; 2], u8)> {
-    let (n, h, w, nw, m) = (st.n, st.h, st.w, p.window, p.max_shift as isize);
     let b = p.border();
-    let cols = w - 2 * b;
-    // Product rows needed: the window around the output rows.
-    let (py0, py1) = (y0 - nw, y1 + nw);
-    let ph = py1 - py0;
-    let side = 2 * p.max_shift + 1;
-    let mut costs = vec![0.0f32; side * side * (y1 - y0) * cols];
-    let (mut prod, mut filt, mut tmp) = (vec![0.0f32; ph * w], vec![0.0f32; ph * w], Vec::new());
-    // The band's rows, normalised once: S on [py0, py1), R on [py0 − m, py1 + m).
-    let (ry0, rh) = (py0 - m as usize, ph + 2 * m as usize);
-    let rows = |raw: &[f32], y0: usize, rows: usize| {
-        let mut out = Vec::with_capacity(n * rows * w);
+    let cols = st.w - 2 * b;
+    let mut out = vec![([f32::NAN; 2], Status::IllConditioned as u8); (y1 - y0) * cols];
+    for c0 in (b..st.w - b).step_by(TILE) {
+        let c1 = (c0 + TILE).min(st.w - b);
+        let found = tile(st, p, y0..y1, c0..c1);
+        for (k, row) in found.chunks_exact(c1 - c0).enumerate() {
+            out[k * cols + c0 - b..][..c1 - c0].copy_from_slice(row);
+        }
+    }
+    out
+}
+
+/// Output pixels of one tile: [`BAND`] rows by this many columns, so that its rows of
+/// both stacks (about 320 kB at N = 20, ±8 px), read once per row of shifts, stay in L2.
+pub(super) const TILE: usize = 64;
+
+/// Output rows `ys`, columns `xs` (row-major). One row of shifts (uy) at a time: the
+/// products for all of its ux, register-blocked so that each frame's values are loaded
+/// once for several shifts; their costs; and, one row of shifts behind, each pixel's
+/// running minimum with the 3×3 of costs around it (three rows of costs kept, not the
+/// whole volume, which bound the search to memory). Compiled for AVX2 too, taken where
+/// the CPU has it; the same sums in the same order, so the same results.
+#[multiversion::multiversion(targets("x86_64+avx2+fma"))]
+fn tile(
+    st: &Stacks,
+    p: &Params,
+    ys: std::ops::Range<usize>,
+    xs: std::ops::Range<usize>,
+) -> Vec<([f32; 2], u8)> {
+    let (n, h, w, nw, m) = (st.n, st.h, st.w, p.window, p.max_shift);
+    let (rows, cols) = (ys.len(), xs.len());
+    let npix = rows * cols;
+    // Products on the window around the output pixels: rows [py0, py0 + ph), columns
+    // [px0, px0 + pw); the reference ±m beyond.
+    let (py0, px0) = (ys.start - nw, xs.start - nw);
+    let (ph, pw) = (rows + 2 * nw, cols + 2 * nw);
+    let (rh, rw) = (ph + 2 * m, pw + 2 * m);
+    let side = 2 * m + 1;
+    // The tile's values of each frame, normalised once.
+    let read = |raw: &[f32], y0: usize, x0: usize, rows: usize, cols: usize| {
+        let mut out = Vec::with_capacity(n * rows * cols);
         for frame in raw.chunks_exact(h * w) {
-            let band = &frame[y0 * w..(y0 + rows) * w];
-            out.extend(band.iter().map(|&v| v * st.scale - 1.0));
+            for y in y0..y0 + rows {
+                let row = &frame[y * w + x0..][..cols];
+                out.extend(row.iter().map(|&v| v * st.scale - 1.0));
+            }
         }
         out
     };
-    let sb = rows(st.raw_s, py0, ph);
-    let rb = rows(st.raw_r, ry0, rh);
-    for (k, (uy, ux)) in (-m..=m)
-        .flat_map(|uy| (-m..=m).map(move |ux| (uy, ux)))
-        .enumerate()
-    {
-        prod.iter_mut().for_each(|v| *v = 0.0);
-        // Columns where both S(x) and R(x − ux) exist and the window still fits.
-        let (x0, x1) = (b - nw, w - b + nw);
-        for i in 0..n {
-            let (sf, rf) = (
-                &sb[i * ph * w..(i + 1) * ph * w],
-                &rb[i * rh * w..(i + 1) * rh * w],
-            );
-            for py in 0..ph {
-                let ry = (py as isize + m - uy) as usize;
-                let srow = &sf[py * w + x0..py * w + x1];
-                let rrow =
-                    &rf[ry * w + (x0 as isize - ux) as usize..ry * w + (x1 as isize - ux) as usize];
-                let out = &mut prod[py * w + x0..py * w + x1];
-                for ((o, &a), &c) in out.iter_mut().zip(srow).zip(rrow) {
-                    *o += a * c;
+    let frames = Frames {
+        s: read(st.raw_s, py0, px0, ph, pw),
+        r: read(st.raw_r, py0 - m, px0 - m, rh, rw),
+        n,
+        ph,
+        pw,
+        rh,
+        rw,
+    };
+    let mut prod = vec![0.0f32; side * ph * pw];
+    let (mut filt, mut tmp) = (vec![0.0f32; ph * pw], Vec::new());
+    // Costs of three rows of shifts, row iy in slot iy % 3: plane ix holds shift (iy, ix).
+    let mut costs = vec![0.0f32; 3 * side * npix];
+    let slot = |iy: usize, ix: usize| ((iy % 3) * side + ix) * npix;
+    // Per pixel: the lowest cost so far and its index iy·side + ix (the first of equals),
+    // and the 3×3 of costs around it; the lowest of the current row of shifts.
+    let mut best = vec![(f32::INFINITY, 0usize); npix];
+    let mut around = vec![[0.0f32; 9]; npix];
+    let mut row_best = vec![0.0f32; npix];
+    for iy in 0..=side {
+        if iy < side {
+            let uy = iy as isize - m as isize;
+            products(&frames, m, iy, &mut prod);
+            for ix in 0..side {
+                let ux = ix as isize - m as isize;
+                let plane = &prod[ix * ph * pw..][..ph * pw];
+                filter(plane, ph, pw, &st.kernel, &mut filt, &mut tmp);
+                let out = &mut costs[slot(iy, ix)..][..npix];
+                for (k, y) in ys.clone().enumerate() {
+                    let filt = &filt[(k + nw) * pw + nw..][..cols];
+                    let out = &mut out[k * cols..][..cols];
+                    for ((o, x), &c) in out.iter_mut().zip(xs.clone()).zip(filt) {
+                        let pi = y * w + x;
+                        let qi = ((y as isize - uy) * w as isize + x as isize - ux) as usize;
+                        *o = st.cost(p.dark_field, pi, qi, c);
+                    }
                 }
             }
         }
-        filter(&prod, ph, w, &st.kernel, &mut filt, &mut tmp);
-        let plane = &mut costs[k * (y1 - y0) * cols..(k + 1) * (y1 - y0) * cols];
-        for y in y0..y1 {
-            for x in b..w - b {
-                let pi = y * w + x;
-                let qi = ((y as isize - uy) * w as isize + x as isize - ux) as usize;
-                plane[(y - y0) * cols + x - b] =
-                    st.cost(p.dark_field, pi, qi, filt[(y - py0) * w + x]);
+        // Row iy − 1 of shifts, now that the rows on both sides of it are done: its
+        // lowest cost per pixel (branch-free, over whole planes; `min` skips NaN), then,
+        // where that is lower than the running minimum, its first shift and the 3×3.
+        let Some(jy) = iy.checked_sub(1) else {
+            continue;
+        };
+        row_best.fill(f32::INFINITY);
+        for ix in 0..side {
+            let plane = &costs[slot(jy, ix)..][..npix];
+            row_best
+                .iter_mut()
+                .zip(plane)
+                .for_each(|(b, &c)| *b = b.min(c));
+        }
+        let inner = |i: usize| (1..side - 1).contains(&i);
+        for (pix, &lowest) in row_best.iter().enumerate() {
+            if lowest < best[pix].0 {
+                let cost = |ix: usize| costs[slot(jy, ix) + pix];
+                let ix = (0..side)
+                    .find(|&ix| cost(ix) == lowest)
+                    .expect("the lowest");
+                best[pix] = (lowest, jy * side + ix);
+                if inner(jy) && inner(ix) {
+                    around[pix] =
+                        std::array::from_fn(|j| costs[slot(jy + j / 3 - 1, ix + j % 3 - 1) + pix]);
+                }
             }
         }
     }
-    let npix = (y1 - y0) * cols;
-    (0..npix)
-        .map(|pix| {
-            let at = |k: usize| costs[k * npix + pix];
-            let (best, _) = (0..side * side).fold((0, f32::INFINITY), |(bk, bc), k| {
-                if at(k) < bc { (k, at(k)) } else { (bk, bc) }
-            });
-            if !at(best).is_finite() {
+    best.iter()
+        .zip(&around)
+        .map(|(&(c, k), around)| {
+            if !c.is_finite() {
                 return ([f32::NAN; 2], Status::IllConditioned as u8);
             }
-            let (iy, ix) = (best / side, best % side);
+            let (iy, ix) = (k / side, k % side);
             let int = [iy as f32 - m as f32, ix as f32 - m as f32];
             if iy == 0 || ix == 0 || iy == side - 1 || ix == side - 1 {
                 return (int, Status::SearchEdge as u8);
             }
-            let c = |dy: isize, dx: isize| {
-                at(((iy as isize + dy) as usize) * side + (ix as isize + dx) as usize)
-            };
+            let c = |dy: isize, dx: isize| around[((dy + 1) * 3 + dx + 1) as usize];
             match quadratic_minimum(c) {
                 Some([dy, dx]) => ([int[0] + dy, int[1] + dx], Status::Converged as u8),
                 None => (int, Status::IllConditioned as u8),
             }
         })
         .collect()
+}
+
+/// A tile's normalised values, frame after frame: S (`ph` × `pw`) and R (`rh` × `rw`, the
+/// same region ±m px).
+struct Frames {
+    s: Vec<f32>,
+    r: Vec<f32>,
+    n: usize,
+    ph: usize,
+    pw: usize,
+    rh: usize,
+    rw: usize,
+}
+
+/// Shifts whose products are summed side by side: one accumulator register each.
+const GROUP: usize = 8;
+/// Pixels per accumulator: one AVX2 register of f32.
+const LANES: usize = 8;
+
+/// `prod[ix]` (plane ix, `ph` × `pw`) = Σ over frames of S(y, x)·R(y − uy, x − ux) for
+/// uy = iy − m, ux = ix − m. Each pixel's sum runs in frame order, as a plain loop over
+/// frames would.
+#[inline(always)]
+fn products(f: &Frames, m: usize, iy: usize, prod: &mut [f32]) {
+    let side = 2 * m + 1;
+    // Pixels outermost: a chunk's values of every frame stay in L1 for all its shifts.
+    for py in 0..f.ph {
+        // R's row for S's row py: py − uy + m.
+        let ry = py + 2 * m - iy;
+        let mut x = 0;
+        while x + LANES <= f.pw {
+            let mut ix = 0;
+            while ix + GROUP <= side {
+                accumulate::<GROUP, LANES>(f, [py, ry], x, m, ix, prod);
+                ix += GROUP;
+            }
+            for ix in ix..side {
+                accumulate::<1, LANES>(f, [py, ry], x, m, ix, prod);
+            }
+            x += LANES;
+        }
+        for x in x..f.pw {
+            for ix in 0..side {
+                accumulate::<1, 1>(f, [py, ry], x, m, ix, prod);
+            }
+        }
+    }
+}
+
+/// [`products`] for the `L` pixels from (py, x) and the `G` shifts from plane `ix0`, in
+/// `G`·`L` accumulators (registers, when `G` and `L` are the constants above).
+#[inline(always)]
+fn accumulate<const G: usize, const L: usize>(
+    f: &Frames,
+    [py, ry]: [usize; 2],
+    x: usize,
+    m: usize,
+    ix0: usize,
+    prod: &mut [f32],
+) {
+    let (ph, pw) = (f.ph, f.pw);
+    let mut acc = [[0.0f32; L]; G];
+    // R's columns for S's column x and shifts ix0 + G − 1 down to ix0: x − ux + m.
+    let r0 = ry * f.rw + x + 2 * m - ix0 - (G - 1);
+    let frames = f.s.chunks_exact(ph * pw).zip(f.r.chunks_exact(f.rh * f.rw));
+    for (s, r) in frames.take(f.n) {
+        let s: &[f32; L] = s[py * pw + x..][..L].try_into().expect("L");
+        // One slice of known length for all G shifts: no bounds checks in the loop.
+        let r = &r[r0..][..G - 1 + L];
+        for (g, acc) in acc.iter_mut().enumerate() {
+            let r: &[f32; L] = r[G - 1 - g..][..L].try_into().expect("L");
+            for l in 0..L {
+                acc[l] += s[l] * r[l];
+            }
+        }
+    }
+    for (g, acc) in acc.iter().enumerate() {
+        prod[((ix0 + g) * ph + py) * pw + x..][..L].copy_from_slice(acc);
+    }
 }
 
 /// Vertex of the least-squares quadratic through the 3×3 costs `c(dy, dx)`, bounded to ±1.
