@@ -245,8 +245,8 @@ impl<'a, 'c> Fit<'a, 'c> {
     /// [`residual`] into `out`.
     pub fn residual_into(&self, mut out: ArrayViewMut2<f32>) {
         Zip::indexed(out.axis_iter_mut(Axis(0))).par_for_each(|y, mut row| {
-            for (x, q) in row.iter_mut().enumerate() {
-                *q = self.at(y, x).map_or(f32::NAN, |f| f.relative_rms());
+            for (q, f) in row.iter_mut().zip(self.row(y)) {
+                *q = f.map_or(f32::NAN, |f| f.relative_rms());
             }
         });
     }
@@ -261,8 +261,7 @@ impl<'a, 'c> Fit<'a, 'c> {
         Zip::indexed(out.axis_iter_mut(Axis(0)))
             .and(mean.axis_iter_mut(Axis(0)))
             .par_for_each(|y, mut row, mut means| {
-                for (x, (q, m)) in row.iter_mut().zip(means.iter_mut()).enumerate() {
-                    let f = self.at(y, x);
+                for ((q, m), f) in row.iter_mut().zip(means.iter_mut()).zip(self.row(y)) {
                     *q = f.as_ref().map_or(f32::NAN, |f| f.relative_rms());
                     *m = f.map_or(f32::NAN, |f| f.mean as f32);
                 }
@@ -316,33 +315,99 @@ impl<'a, 'c> Fit<'a, 'c> {
         )
     }
 
-    fn fit(&self, y: usize, x: usize, [dx, dy, t, d]: [f32; 4]) -> Option<PixelFit> {
+    fn fit(&self, y: usize, x: usize, estimate: [f32; 4]) -> Option<PixelFit> {
+        let model = self.model(y, x, estimate)?;
+        let raw = self.raw.as_slice().expect("standard layout");
         let (n, h, w) = self.raw.dim();
+        let mut sums = Sums::default();
+        let values = self.sample.slice(ndarray::s![.., y, x]);
+        for (frame, &s) in raw.chunks_exact(h * w).zip(values.iter()) {
+            sums.add(&model, frame, s);
+        }
+        Some(sums.fit(n))
+    }
+
+    /// The fits of row y's pixels, frame by frame (a frame's few rows stay in cache; a
+    /// pixel at a time reads N frames far apart), each pixel's sums in frame order as
+    /// [`Fit::fit`]'s.
+    fn row(&self, y: usize) -> Vec<Option<PixelFit>> {
+        let (n, h, w) = self.raw.dim();
+        let e = &self.e;
+        let models: Vec<Option<Model>> = (0..w)
+            .map(|x| {
+                let estimate = [e.dx, e.dy, e.transmission, e.darkfield].map(|m| m[[y, x]]);
+                self.model(y, x, estimate)
+            })
+            .collect();
+        let mut sums: Vec<Sums> = (0..w).map(|_| Sums::default()).collect();
+        let raw = self.raw.as_slice().expect("standard layout");
+        for (i, frame) in raw.chunks_exact(h * w).enumerate() {
+            let values = self.sample.slice(ndarray::s![i, y, ..]);
+            for ((sums, model), &s) in sums.iter_mut().zip(&models).zip(values) {
+                if let Some(model) = model {
+                    sums.add(model, frame, s);
+                }
+            }
+        }
+        models
+            .iter()
+            .zip(sums)
+            .map(|(model, sums)| model.as_ref().map(|_| sums.fit(n)))
+            .collect()
+    }
+
+    /// The model at pixel (y, x) for the estimate `[dx, dy, T, D]`: None where it is not
+    /// finite.
+    fn model(&self, y: usize, x: usize, [dx, dy, t, d]: [f32; 4]) -> Option<Model> {
+        let (_, h, w) = self.raw.dim();
         if !(dx.is_finite() && dy.is_finite() && t.is_finite() && d.is_finite()) {
             return None;
         }
-        let raw = self.raw.as_slice().expect("standard layout");
         let (sy, sx) = (y as f64 - dy as f64, x as f64 - dx as f64);
         let (my, mx) = (
             (sy.round().max(0.0) as usize).min(h - 1),
             (sx.round().max(0.0) as usize).min(w - 1),
         );
-        let mk = self.light.m[my * w + mx] * self.light.mean;
-        let (mut se, mut ss, mut ms) = (0.0f64, 0.0f64, 0.0f64);
-        let taps = Taps::new(h, w, sy, sx);
-        let values = self.sample.slice(ndarray::s![.., y, x]);
-        for (frame, &s) in raw.chunks_exact(h * w).zip(values.iter()) {
-            let r = taps.apply(frame);
-            se += ((s - predict(t, d, mk, r)) as f64).powi(2);
-            ss += (s as f64).powi(2);
-            ms += s as f64;
-        }
-        Some(PixelFit {
-            n: n as f64,
-            squared_error: se,
-            sum_of_squares: ss,
-            mean: ms / n as f64,
+        Some(Model {
+            taps: Taps::new(h, w, sy, sx),
+            t,
+            d,
+            mk: self.light.m[my * w + mx] * self.light.mean,
         })
+    }
+}
+
+/// The model at one pixel: the reference's taps at the displaced position, T, D and M.
+struct Model {
+    taps: Taps,
+    t: f32,
+    d: f32,
+    mk: f32,
+}
+
+/// A pixel's sums over the frames so far.
+#[derive(Default)]
+struct Sums {
+    squared_error: f64,
+    sum_of_squares: f64,
+    sum: f64,
+}
+
+impl Sums {
+    fn add(&mut self, m: &Model, frame: &[f32], s: f32) {
+        let r = m.taps.apply(frame);
+        self.squared_error += ((s - predict(m.t, m.d, m.mk, r)) as f64).powi(2);
+        self.sum_of_squares += (s as f64).powi(2);
+        self.sum += s as f64;
+    }
+
+    fn fit(&self, n: usize) -> PixelFit {
+        PixelFit {
+            n: n as f64,
+            squared_error: self.squared_error,
+            sum_of_squares: self.sum_of_squares,
+            mean: self.sum / n as f64,
+        }
     }
 }
 

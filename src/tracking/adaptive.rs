@@ -10,7 +10,7 @@
 
 use rayon::prelude::*;
 
-use super::refine::fit_at;
+use super::refine::{Workspace, fit_at};
 use super::search::{Stacks, local_search};
 use super::{Output, Params, Status};
 
@@ -61,7 +61,7 @@ pub(super) fn refit_misfits(st: &Stacks, p: &Params, out: &mut Output) {
                 out.dx[[y, x]].round() as isize,
             ];
             let d = local_search(&st_small, &small, y, x, start, REACH).1?;
-            let fit = fit_at(&st_small, &small, y, x, d, true, None, &mut Vec::new());
+            let fit = fit_at(&st_small, &small, y, x, d, true, &mut Workspace::default());
             (fit.residual < 0.5 * out.residual[[y, x]]).then_some((y, x, fit))
         })
         .collect();

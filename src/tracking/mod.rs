@@ -148,18 +148,28 @@ impl Params {
         // (13).
         let image = product(&[n, h, w, 4 * if copies { 4 } else { 2 }])
             .saturating_add(product(&[33, h, w, 4]));
-        // Per worker: a band's cost volume, its normalised rows of both stacks, products.
+        // Per worker, in f32: a search tile's normalised values of both stacks and the
+        // products of one row of shifts, three rows of costs and the running minima (12);
+        // the refinement's sample rows; a band's results (3).
         // Saturating: the estimate may be asked before the shape check.
         let side = self.max_shift.saturating_mul(2).saturating_add(1);
-        let rows = (self.window.saturating_add(self.max_shift).saturating_add(1))
-            .saturating_mul(2)
-            .saturating_add(search::BAND);
-        let band = product(&[side, side, search::BAND, w, 4]).saturating_add(product(&[
-            n.saturating_mul(2).saturating_add(3),
-            rows,
-            w,
+        let reach = self.window.saturating_add(self.max_shift).saturating_mul(2);
+        let tile = product(&[
+            n.saturating_mul(2).saturating_add(side),
+            reach.saturating_add(search::BAND),
+            reach.saturating_add(search::TILE),
+            4,
+        ])
+        .saturating_add(product(&[
+            side.saturating_mul(3).saturating_add(12),
+            search::BAND,
+            search::TILE,
             4,
         ]));
+        let rows = search::BAND.saturating_add(self.window.saturating_mul(2));
+        let band = tile
+            .saturating_add(product(&[n, rows, w, 4]))
+            .saturating_add(product(&[3, search::BAND, w, 4]));
         image.saturating_add(band.saturating_mul(threads.max(1) as u64))
     }
 }

@@ -24,7 +24,7 @@
 use ndarray::Array2;
 use rayon::prelude::*;
 
-use super::search::Stacks;
+use super::search::{BAND, Stacks};
 use super::{Output, Params, Status};
 use crate::interpolate::{bspline, bspline_derivative, bspline_noise_gain, mirror};
 use crate::model::from_affine;
@@ -63,8 +63,11 @@ pub(super) fn refine(
         .par_iter()
         .flat_map_iter(|&y0| {
             let y1 = (y0 + BAND).min(h);
-            let sample = SampleBand::new(st, y0.saturating_sub(p.window), (y1 + p.window).min(h));
-            let mut scratch = Vec::new();
+            let rows = y0.saturating_sub(p.window)..(y1 + p.window).min(h);
+            let mut ws = Workspace {
+                band: Some(SampleBand::new(st, rows)),
+                scratch: Vec::new(),
+            };
             (y0..y1)
                 .map(|y| {
                     (0..w)
@@ -74,7 +77,7 @@ pub(super) fn refine(
                             // start from.
                             let step = out.status[[y, x]] == Status::Converged as u8;
                             let d = shift[[y, x]];
-                            (x, fit_at(st, p, y, x, d, step, Some(&sample), &mut scratch))
+                            (x, fit_at(st, p, y, x, d, step, &mut ws))
                         })
                         .collect()
                 })
@@ -173,12 +176,11 @@ pub(super) fn fit_at(
     x: usize,
     d0: [f32; 2],
     step: bool,
-    sample: Option<&SampleBand>,
-    scratch: &mut Vec<f32>,
+    ws: &mut Workspace,
 ) -> Fit {
     let kernel = &st.kernel;
     let mut start = d0;
-    let mut sums = window_sums(st, kernel, y, x, start, step, sample, scratch);
+    let mut sums = window_sums(st, kernel, y, x, start, step, ws);
     let mut delta = None;
     if step {
         let step_at = |sums: &Sums, at: [f32; 2]| {
@@ -196,7 +198,7 @@ pub(super) fn fit_at(
                 if (0..2).any(|a| (at[a] - d0[a]).abs() > MAX_DETOUR_PX) {
                     break;
                 }
-                let here = window_sums(st, kernel, y, x, at, true, sample, scratch);
+                let here = window_sums(st, kernel, y, x, at, true, ws);
                 match step_at(&here, at) {
                     Some(d) if !long(&d) => {
                         (sums, start, delta) = (here, at, Some(d));
@@ -353,10 +355,10 @@ pub(super) fn noise_gain(
     let mut ratios: Vec<f64> = pixels
         .par_iter()
         .filter_map(|&(y, x)| {
-            let mut scratch = Vec::new();
-            let fit = fit_at(st, p, y, x, shift[[y, x]], true, None, &mut scratch);
-            let sums = window_sums(st, &st.kernel, y, x, fit.shift, true, None, &mut scratch);
-            let squares = window_sums(st, &squared, y, x, fit.shift, true, None, &mut scratch);
+            let mut ws = Workspace::default();
+            let fit = fit_at(st, p, y, x, shift[[y, x]], true, &mut ws);
+            let sums = window_sums(st, &st.kernel, y, x, fit.shift, true, &mut ws);
+            let squares = window_sums(st, &squared, y, x, fit.shift, true, &mut ws);
             let (k, _, res) = linear_fit(&sums, p.dark_field);
             let dof = sums.w - leverage(&sums, &squares, p.dark_field)?;
             let [vy, _] = bspline_noise_gain(y as f64 - fit.shift[0] as f64);
@@ -415,12 +417,17 @@ fn leverage(s: &Sums, s2: &Sums, dark_field: bool) -> Option<f64> {
     Some(m.iter().enumerate().map(|(i, r)| r[n + i] / r[i]).sum())
 }
 
-/// Output rows per task of [`refine`].
-const BAND: usize = 16;
+/// What a worker's fits reuse: where a band of the sample's rows is read, those rows
+/// (else [`window_sums`] gathers each window from the frames); scratch.
+#[derive(Default)]
+pub(super) struct Workspace {
+    band: Option<SampleBand>,
+    scratch: Vec<f32>,
+}
 
 /// The sample's rows [y0, y1) as [`window_sums`] reads them (1 + the normalised value,
 /// frames innermost).
-pub(super) struct SampleBand {
+struct SampleBand {
     y0: usize,
     w: usize,
     n: usize,
@@ -428,9 +435,9 @@ pub(super) struct SampleBand {
 }
 
 impl SampleBand {
-    fn new(st: &Stacks, y0: usize, y1: usize) -> Self {
-        let (n, h, w) = (st.n, st.h, st.w);
-        let mut values = vec![0.0f32; (y1 - y0) * w * n];
+    fn new(st: &Stacks, rows: std::ops::Range<usize>) -> Self {
+        let (n, h, w, y0) = (st.n, st.h, st.w, rows.start);
+        let mut values = vec![0.0f32; rows.len() * w * n];
         for i in 0..n {
             let rows = i * h * w + y0 * w;
             for (k, v) in values.iter_mut().skip(i).step_by(n).enumerate() {
@@ -446,58 +453,37 @@ impl SampleBand {
     }
 }
 
+/// `scale`·Σₜ c[t]·rows[at + t·stride + l] for the [`LANES`] frames l: the vertical taps
+/// of [`window_sums`]. A function, not a closure, so that it is compiled for AVX2 in
+/// [`window_sums`]'s AVX2 version.
+#[inline(always)]
+fn vertical(rows: &[f32], at: usize, stride: usize, c: &[f32; 4], scale: f32) -> [f32; LANES] {
+    let tap = |t: usize| -> &[f32; LANES] {
+        rows[at + t * stride..][..LANES].try_into().expect("a lane")
+    };
+    let (t0, t1, t2, t3) = (tap(0), tap(1), tap(2), tap(3));
+    std::array::from_fn(|l| scale * (c[0] * t0[l] + c[1] * t1[l] + c[2] * t2[l] + c[3] * t3[l]))
+}
+
 /// Frames summed side by side in [`window_sums`]: one AVX2 vector of f32.
 const LANES: usize = 8;
 
 /// The window sums at pixel (y, x) with the reference at `[dy, dx]`, weighted by `kernel`
 /// (the window's weights along one axis); the gradient sums only when `gradients`.
-/// Compiled twice: for AVX2 (8 frames per instruction), taken where the CPU has it, and
-/// for the baseline (4); the same operations in the same order, so the same results.
-#[allow(clippy::too_many_arguments)]
+/// Compiled for AVX2 too (eight frames per instruction), taken where the CPU has it; the
+/// same operations in the same order, so the same results.
+#[allow(clippy::needless_range_loop)] // lanes side by side read clearest by index
+#[multiversion::multiversion(targets("x86_64+avx2+fma"))]
 fn window_sums(
-    st: &Stacks,
-    kernel: &[f32],
-    y: usize,
-    x: usize,
-    shift: [f32; 2],
-    gradients: bool,
-    sample: Option<&SampleBand>,
-    scratch: &mut Vec<f32>,
-) -> Sums {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        #[target_feature(enable = "avx2")]
-        #[allow(clippy::too_many_arguments)]
-        fn avx2(
-            st: &Stacks,
-            kernel: &[f32],
-            y: usize,
-            x: usize,
-            shift: [f32; 2],
-            gradients: bool,
-            sample: Option<&SampleBand>,
-            scratch: &mut Vec<f32>,
-        ) -> Sums {
-            window_sums_inline(st, kernel, y, x, shift, gradients, sample, scratch)
-        }
-        // SAFETY: the CPU has AVX2, checked above.
-        return unsafe { avx2(st, kernel, y, x, shift, gradients, sample, scratch) };
-    }
-    window_sums_inline(st, kernel, y, x, shift, gradients, sample, scratch)
-}
-
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn window_sums_inline(
     st: &Stacks,
     kernel: &[f32],
     y: usize,
     x: usize,
     [dy, dx]: [f32; 2],
     gradients: bool,
-    sample: Option<&SampleBand>,
-    scratch: &mut Vec<f32>,
+    ws: &mut Workspace,
 ) -> Sums {
+    let Workspace { band, scratch } = ws;
     let (n, h, w) = (st.n, st.h, st.w);
     let side = kernel.len();
     let nw = (side / 2) as isize;
@@ -539,7 +525,7 @@ fn window_sums_inline(
     for (k, values) in window.chunks_exact_mut(np).enumerate() {
         let (sy, sx) = (y + k / side - nw as usize, x + k % side - nw as usize);
         let values = &mut values[..n];
-        match sample {
+        match band {
             Some(band) => values.copy_from_slice(band.at(sy, sx)),
             None => values
                 .iter_mut()
@@ -557,19 +543,9 @@ fn window_sums_inline(
         let mut f = Sums::<[f32; LANES]>::default();
         for k in 0..side * side {
             let wq = weight(k);
-            let (qy, qx) = (k / side, k % side);
-            let column = |rows: &[f32], c: &[f32; 4]| -> [f32; LANES] {
-                let at = (qy * side + qx) * np + lane0;
-                let tap = |t: usize| -> &[f32; LANES] {
-                    rows[at + t * side * np..][..LANES]
-                        .try_into()
-                        .expect("a lane")
-                };
-                let (t0, t1, t2, t3) = (tap(0), tap(1), tap(2), tap(3));
-                std::array::from_fn(|l| {
-                    scale * (c[0] * t0[l] + c[1] * t1[l] + c[2] * t2[l] + c[3] * t3[l])
-                })
-            };
+            // The vertical taps of window pixel k start at its row of the horizontal pass.
+            let at = k * np + lane0;
+            let column = |rows: &[f32], c: &[f32; 4]| vertical(rows, at, side * np, c, scale);
             let r = column(horiz, &ky);
             let sv: [f32; LANES] = window[k * np + lane0..][..LANES]
                 .try_into()

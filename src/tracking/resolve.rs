@@ -13,7 +13,7 @@
 use rayon::prelude::*;
 
 use super::Params;
-use super::refine::fit_at;
+use super::refine::{Workspace, fit_at};
 use super::search::{Stacks, local_search};
 use crate::model::Fit;
 
@@ -62,7 +62,7 @@ pub fn resolve(
     pixels
         .par_iter()
         .filter(|&&(y, x)| y >= nw && x >= nw && y + nw < h && x + nw < w)
-        .map_init(Vec::new, |scratch, &(y, x)| {
+        .map_init(Workspace::default, |ws, &(y, x)| {
             let (dx, dy) = (estimate.dx[[y, x]], estimate.dy[[y, x]]);
             let known = dx.is_finite() && dy.is_finite();
             let mut centre = match known {
@@ -80,9 +80,9 @@ pub fn resolve(
             }
             let (base, fine) = found;
             let start = fine.unwrap_or([base[0] as f32, base[1] as f32]);
-            let f = fit_at(&st, params, y, x, start, fine.is_some(), None, scratch);
+            let f = fit_at(&st, params, y, x, start, fine.is_some(), ws);
             let old = match known {
-                true => fit_at(&st, params, y, x, [dy, dx], false, None, scratch).residual,
+                true => fit_at(&st, params, y, x, [dy, dx], false, ws).residual,
                 false => f32::NAN,
             };
             let new = [f.shift[1], f.shift[0], f.transmission, f.darkfield];

@@ -1,5 +1,6 @@
-//! Exhaustive integer search over ±max_shift, shift-major, in bands of rows, then a
-//! quadratic fit of the 3×3 costs around each minimum.
+//! Exhaustive integer search over ±max_shift, in tiles of rows and columns small enough
+//! for L2, one row of shifts at a time, then a quadratic fit of the 3×3 costs around each
+//! minimum.
 //!
 //! Cost of shift u at pixel p, from weighted window sums over all frames (Σw = N·Σ window):
 //! `var_S − cov(S, R_u)² / var(R_u)` for the dark-field model (the residual of the best
@@ -16,7 +17,7 @@ use super::window::{filter, weights};
 use super::{Params, Status};
 use crate::model::Illumination;
 
-/// Rows of output per band: a band's cost volume is (2·max_shift+1)² × BAND × W floats.
+/// Rows of output per task (the search's and the refinement's): a unit of progress.
 pub(super) const BAND: usize = 16;
 
 /// The caller's stacks, read normalised and centred (value / mean(reference) − 1) on the
