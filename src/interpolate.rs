@@ -75,54 +75,67 @@ pub(crate) fn bspline_noise_gain(t: f64) -> [f64; 2] {
     [0, 1].map(|k| table[i][k] * (1.0 - a) + table[i + 1][k] * a)
 }
 
-/// The cubic B-spline coefficients of each `h × w` frame of `frames` (the recursive
-/// prefilter along rows, then columns; mirror boundaries).
-pub(crate) fn bspline_coefficients(frames: &[f32], h: usize, w: usize) -> Vec<f32> {
+/// The cubic B-spline coefficients of the `n` frames (`h × w` each) of `frames`, with the
+/// frames innermost: frame i's coefficient of pixel p at p·n + i, so that one pixel's taps
+/// serve every frame in one vector pass. The recursive prefilter along rows, then columns
+/// (mirror boundaries), in place on that layout: the frames are the lines filtered side
+/// by side, and no frame-major copy of the coefficients is ever made (at 2048² × 20 it
+/// was 335 MB more at the peak).
+pub(crate) fn bspline_coefficients(frames: &[f32], n: usize, h: usize, w: usize) -> Vec<f32> {
+    use ndarray::{ArrayViewMut3, Axis};
     use rayon::prelude::*;
+    let mut out = pixel_major(frames, n, h * w);
+    // Lines filtered side by side are vector operations; one line's recursion is a chain
+    // of dependent steps. Rows: sample x of frame i's row at x·n + i.
+    out.par_chunks_exact_mut(w * n)
+        .for_each_init(Vec::new, |buf: &mut Vec<f64>, row| {
+            buf.clear();
+            buf.extend(row.iter().map(|&v| v as f64));
+            prefilter(buf, n);
+            row.iter_mut()
+                .zip(buf.iter())
+                .for_each(|(v, &c)| *v = c as f32);
+        });
+    // Columns, in strips of columns whose every row is one contiguous segment.
+    let mut image = ArrayViewMut3::from_shape((h, w, n), &mut out).expect("n·h·w values");
+    image
+        .axis_chunks_iter_mut(Axis(1), (LANES / n).max(1))
+        .into_par_iter()
+        .for_each_init(Vec::new, |buf: &mut Vec<f64>, mut strip| {
+            let lanes = strip.len() / h;
+            buf.clear();
+            buf.extend(strip.iter().map(|&v| v as f64));
+            prefilter(buf, lanes);
+            strip
+                .iter_mut()
+                .zip(buf.iter())
+                .for_each(|(v, &c)| *v = c as f32);
+        });
+    out
+}
+
+/// `frames` (`n` frames of `len` values each) with the frames innermost: frame i's value
+/// of pixel p at p·n + i.
+fn pixel_major(frames: &[f32], n: usize, len: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    const PIXELS: usize = 4096;
     // Zeroed pages come from the system untouched, so the copy's page faults are taken by
-    // the threads that fill them (a serial copy first took as long as the filter).
+    // the threads that fill them.
     let mut out = vec![0.0f32; frames.len()];
-    let frames = frames.par_chunks_exact(h * w);
-    out.par_chunks_exact_mut(h * w)
-        .zip(frames)
-        .for_each(|(frame, src)| {
-            // Lines filtered side by side, `LANES` at a time: one line's recursion is a chain
-            // of dependent steps, several lines' are vector operations.
-            let mut buf = vec![0.0f64; h.max(w) * LANES];
-            for y0 in (0..h).step_by(LANES) {
-                let lanes = LANES.min(h - y0);
-                let block = &mut buf[..w * lanes];
-                for (j, row) in src[y0 * w..].chunks_exact(w).take(lanes).enumerate() {
-                    row.iter()
-                        .enumerate()
-                        .for_each(|(x, &v)| block[x * lanes + j] = v as f64);
-                }
-                prefilter(block, lanes);
-                for (j, row) in frame[y0 * w..].chunks_exact_mut(w).take(lanes).enumerate() {
-                    row.iter_mut()
-                        .enumerate()
-                        .for_each(|(x, v)| *v = block[x * lanes + j] as f32);
-                }
-            }
-            // Columns in strips, so that every access is a row segment.
-            for x0 in (0..w).step_by(LANES) {
-                let lanes = LANES.min(w - x0);
-                let strip = &mut buf[..h * lanes];
-                for (y, line) in strip.chunks_exact_mut(lanes).enumerate() {
-                    let src = &frame[y * w + x0..][..lanes];
-                    line.iter_mut().zip(src).for_each(|(l, &v)| *l = v as f64);
-                }
-                prefilter(strip, lanes);
-                for (y, line) in strip.chunks_exact(lanes).enumerate() {
-                    let dst = &mut frame[y * w + x0..][..lanes];
-                    dst.iter_mut().zip(line).for_each(|(v, &l)| *v = l as f32);
+    out.par_chunks_mut(n * PIXELS)
+        .enumerate()
+        .for_each(|(c, chunk)| {
+            for (k, values) in chunk.chunks_exact_mut(n).enumerate() {
+                let p = c * PIXELS + k;
+                for (i, v) in values.iter_mut().enumerate() {
+                    *v = frames[i * len + p];
                 }
             }
         });
     out
 }
 
-/// Lines of a frame prefiltered together.
+/// Lines prefiltered together in a strip of columns (at least one column's frames).
 const LANES: usize = 32;
 
 /// Index `i` of a line of `n` samples extended by mirror symmetry (…, 1, 0, 1, …, n − 2,
@@ -134,7 +147,7 @@ pub(crate) fn mirror(i: isize, n: usize) -> usize {
     (if i < n { i } else { period - i }) as usize
 }
 
-/// The cubic B-spline prefilter in place of `lanes` (≤ [`LANES`]) interleaved lines,
+/// The cubic B-spline prefilter in place of `lanes` interleaved lines,
 /// sample k of line j at `c[k·lanes + j]`: a causal and an anti-causal first-order
 /// recursion with pole z = √3 − 2, mirror-symmetric ends.
 fn prefilter(c: &mut [f64], lanes: usize) {
@@ -144,7 +157,7 @@ fn prefilter(c: &mut [f64], lanes: usize) {
     }
     let z = 3f64.sqrt() - 2.0;
     // Causal start: the mirrored sum Σ z^k c[k], truncated where z^k < 1e-10.
-    let (mut start, mut zk) = ([0.0f64; LANES], 1.0);
+    let (mut start, mut zk) = (vec![0.0f64; lanes], 1.0);
     for line in c.chunks_exact(lanes).take(n.min(18)) {
         start.iter_mut().zip(line).for_each(|(s, &v)| *s += zk * v);
         zk *= z;
@@ -247,7 +260,7 @@ mod tests {
         use rand::{RngExt, SeedableRng};
         let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(7);
         let img: Vec<f32> = (0..h * w).map(|_| rng.random::<f32>() - 0.5).collect();
-        let coef = bspline_coefficients(&img, h, w);
+        let coef = bspline_coefficients(&img, 1, h, w);
         let (wy, wx) = (bspline(0.0), bspline(0.5));
         let (mut sum, mut sq, mut count) = (0.0f64, 0.0f64, 0.0f64);
         for y in 10..h - 10 {
@@ -265,12 +278,31 @@ mod tests {
     }
 
     #[test]
+    fn coefficients_of_several_frames_are_each_frames_own() {
+        let (h, w) = (17, 23);
+        // Fewer frames than a strip's lanes, and more.
+        for n in [3, 40] {
+            let frames: Vec<f32> = (0..n * h * w)
+                .map(|k| ((k * 7919) % 101) as f32 * 0.1)
+                .collect();
+            let all = bspline_coefficients(&frames, n, h, w);
+            for (i, frame) in frames.chunks_exact(h * w).enumerate() {
+                let own = bspline_coefficients(frame, 1, h, w);
+                assert!(
+                    (0..h * w).all(|p| all[p * n + i] == own[p]),
+                    "n {n} frame {i}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn bspline_interpolation_is_exact_at_the_samples_and_on_a_ramp() {
         let (h, w) = (31, 40);
         let img: Vec<f32> = (0..h * w)
             .map(|k| ((k % w) as f32 * 0.7).sin() + 0.3 * (k / w) as f32)
             .collect();
-        let coef = bspline_coefficients(&img, h, w);
+        let coef = bspline_coefficients(&img, 1, h, w);
         let at = |y: f64, x: f64, dy: bool, dx: bool| {
             let (iy, ix) = (y.floor(), x.floor());
             let wy = if dy {

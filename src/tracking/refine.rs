@@ -21,7 +21,7 @@
 //! far from the continuous minimum; the step there is continued in clamped steps rather
 //! than refused (refused, the vertex stayed pixel-locked).
 
-use ndarray::Array2;
+use ndarray::{Array2, Axis};
 use rayon::prelude::*;
 
 use super::search::{BAND, Stacks};
@@ -48,51 +48,51 @@ pub(super) fn refine(
 ) -> Output {
     let (h, w) = (st.h, st.w);
     let nan = || Array2::<f32>::from_elem((h, w), f32::NAN);
-    let mut out = Output {
-        dx: nan(),
-        dy: nan(),
-        transmission: nan(),
-        darkfield: nan(),
-        residual: nan(),
-        status,
-    };
-    // Bands of rows, each with its sample rows read once with the frames innermost:
-    // gathered per pixel from N frames apart, they took a third of the refinement.
-    let bands: Vec<usize> = (0..h).step_by(BAND).collect();
-    let rows: Vec<Vec<(usize, Fit)>> = bands
-        .par_iter()
-        .flat_map_iter(|&y0| {
-            let y1 = (y0 + BAND).min(h);
-            let rows = y0.saturating_sub(p.window)..(y1 + p.window).min(h);
+    let (mut dx, mut dy, mut transmission, mut darkfield, mut residual) =
+        (nan(), nan(), nan(), nan(), nan());
+    // Bands of rows, each with its sample rows read once with the frames innermost
+    // (gathered per pixel from N frames apart, they took a third of the refinement), its
+    // fits written straight into the maps.
+    fn band(a: &mut Array2<f32>) -> ndarray::iter::AxisChunksIterMut<'_, f32, ndarray::Ix2> {
+        a.axis_chunks_iter_mut(Axis(0), BAND)
+    }
+    band(&mut dx)
+        .into_par_iter()
+        .zip(band(&mut dy))
+        .zip(band(&mut transmission))
+        .zip(band(&mut darkfield))
+        .zip(band(&mut residual))
+        .enumerate()
+        .for_each(|(b, ((((mut dx, mut dy), mut t), mut d), mut res))| {
+            let y0 = b * BAND;
+            let rows = y0.saturating_sub(p.window)..(y0 + dx.nrows() + p.window).min(h);
             let mut ws = Workspace {
                 band: Some(SampleBand::new(st, rows)),
                 scratch: Vec::new(),
             };
-            (y0..y1)
-                .map(|y| {
-                    (0..w)
-                        .filter(|&x| shift[[y, x]].iter().all(|v| v.is_finite()))
-                        .map(|x| {
-                            // Only a converged search has a parabola near the minimum to
-                            // start from.
-                            let step = out.status[[y, x]] == Status::Converged as u8;
-                            let d = shift[[y, x]];
-                            (x, fit_at(st, p, y, x, d, step, &mut ws))
-                        })
-                        .collect()
-                })
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    for (y, row) in rows.into_iter().enumerate() {
-        for (x, fit) in row {
-            [out.dy[[y, x]], out.dx[[y, x]]] = fit.shift;
-            out.transmission[[y, x]] = fit.transmission;
-            out.darkfield[[y, x]] = fit.darkfield;
-            out.residual[[y, x]] = fit.residual;
-        }
+            for ((k, x), dx) in dx.indexed_iter_mut() {
+                let y = y0 + k;
+                let start = shift[[y, x]];
+                if !start.iter().all(|v| v.is_finite()) {
+                    continue;
+                }
+                // Only a converged search has a parabola near the minimum to start from.
+                let step = status[[y, x]] == Status::Converged as u8;
+                let fit = fit_at(st, p, y, x, start, step, &mut ws);
+                [dy[[k, x]], *dx] = fit.shift;
+                t[[k, x]] = fit.transmission;
+                d[[k, x]] = fit.darkfield;
+                res[[k, x]] = fit.residual;
+            }
+        });
+    Output {
+        dx,
+        dy,
+        transmission,
+        darkfield,
+        residual,
+        status,
     }
-    out
 }
 
 /// The fit at one pixel.

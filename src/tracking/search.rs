@@ -77,8 +77,7 @@ impl<'a> Stacks<'a> {
         let scale = light.scale();
         let slice = |a: ArrayView3<'a, f32>| a.to_slice().expect("standard layout");
         let raw_r = slice(reference);
-        let coefficients = crate::interpolate::bspline_coefficients(raw_r, h, w);
-        let coefficients = pixel_major(&coefficients, n, h * w);
+        let coefficients = crate::interpolate::bspline_coefficients(raw_r, n, h, w);
         let kernel = weights(p.window, p.hamming);
         Stacks {
             n,
@@ -637,24 +636,6 @@ pub(super) fn reseed_outliers(
         shift[[y, x]] = d;
         status[[y, x]] = s;
     }
-}
-
-/// `frames` (`n` frames of `len` values each) with the frames innermost: frame i's value
-/// of pixel p at p·n + i.
-fn pixel_major(frames: &[f32], n: usize, len: usize) -> Vec<f32> {
-    const PIXELS: usize = 4096;
-    let mut out = vec![0.0f32; frames.len()];
-    out.par_chunks_mut(n * PIXELS)
-        .enumerate()
-        .for_each(|(c, chunk)| {
-            for (k, values) in chunk.chunks_exact_mut(n).enumerate() {
-                let p = c * PIXELS + k;
-                for (i, v) in values.iter_mut().enumerate() {
-                    *v = frames[i * len + p];
-                }
-            }
-        });
-    out
 }
 
 /// Σ a·b in eight lanes (which the compiler vectorises; one running sum would not be).
