@@ -103,13 +103,16 @@ pub(crate) fn bspline_coefficients(frames: &[f32], n: usize, h: usize, w: usize)
         .into_par_iter()
         .for_each_init(Vec::new, |buf: &mut Vec<f64>, mut strip| {
             let lanes = strip.len() / h;
-            buf.clear();
-            buf.extend(strip.iter().map(|&v| v as f64));
+            buf.resize(strip.len(), 0.0);
+            for (line, row) in buf.chunks_exact_mut(lanes).zip(strip.outer_iter()) {
+                let row = row.to_slice().expect("a row of a strip is contiguous");
+                line.iter_mut().zip(row).for_each(|(l, &v)| *l = v as f64);
+            }
             prefilter(buf, lanes);
-            strip
-                .iter_mut()
-                .zip(buf.iter())
-                .for_each(|(v, &c)| *v = c as f32);
+            for (line, mut row) in buf.chunks_exact(lanes).zip(strip.outer_iter_mut()) {
+                let row = row.as_slice_mut().expect("a row of a strip is contiguous");
+                row.iter_mut().zip(line).for_each(|(v, &c)| *v = c as f32);
+            }
         });
     out
 }

@@ -488,11 +488,15 @@ fn window_sums(
     let side = kernel.len();
     let nw = (side / 2) as isize;
     let rows = side + 3;
-    // Frames padded to whole lanes with zeros, which add nothing to any sum.
+    // Frames padded to whole lanes; the padding lanes' sums are dropped.
     let np = n.div_ceil(LANES) * LANES;
-    scratch.clear();
-    scratch.resize((2 * rows + side) * side * np, 0.0);
-    let (horiz, rest) = scratch.split_at_mut(rows * side * np);
+    // Not zeroed between calls: every value read is written first, except in the padding
+    // lanes, whose sums are never used.
+    let len = (2 * rows + side) * side * np;
+    if scratch.len() < len {
+        scratch.resize(len, 0.0);
+    }
+    let (horiz, rest) = scratch[..len].split_at_mut(rows * side * np);
     let (horiz_dx, window) = rest.split_at_mut(rows * side * np);
     // The window shares one fractional shift: the weights once, then a separable 4-tap
     // interpolation of the coefficients (and of their x derivative), every frame at once.
@@ -512,11 +516,13 @@ fn window_sums(
             let x0 = ix - nw - 1 + q as isize;
             for t in 0..4 {
                 let c = st.coefficients_at(yy, mirror(x0 + t as isize, w));
-                let out = &mut horiz[at..at + n];
-                out.iter_mut().zip(c).for_each(|(o, &v)| *o += kx[t] * v);
+                let tap = |out: &mut [f32], k: f32| match t {
+                    0 => out.iter_mut().zip(c).for_each(|(o, &v)| *o = k * v),
+                    _ => out.iter_mut().zip(c).for_each(|(o, &v)| *o += k * v),
+                };
+                tap(&mut horiz[at..at + n], kx[t]);
                 if gradients {
-                    let out = &mut horiz_dx[at..at + n];
-                    out.iter_mut().zip(c).for_each(|(o, &v)| *o += dkx[t] * v);
+                    tap(&mut horiz_dx[at..at + n], dkx[t]);
                 }
             }
         }
