@@ -704,7 +704,43 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 #[cfg(test)]
 mod tests {
-    use super::quadratic_minimum;
+    use super::*;
+
+    /// The AVX product block gives the portable one's sums, bit for bit (the search's
+    /// results must not depend on the CPU).
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn avx_products_are_the_portable_ones() {
+        if !std::is_x86_feature_detected!("avx") {
+            return;
+        }
+        let (n, m, ph, pw) = (5, 8, 3, 24);
+        let (rh, rw) = (ph + 2 * m, pw + 2 * m);
+        let value = |k: usize| ((k * 7919) % 211) as f32 / 211.0 - 0.5;
+        let f = Frames {
+            s: (0..n * ph * pw).map(value).collect(),
+            r: (0..n * rh * rw).map(|k| value(k + 13)).collect(),
+            n,
+            ph,
+            pw,
+            rh,
+            rw,
+        };
+        let side = 2 * m + 1;
+        let (mut portable, mut avx) = (vec![0.0; side * ph * pw], vec![0.0; side * ph * pw]);
+        for (py, ry, x, ix) in [(0, 0, 0, 0), (1, 9, 8, 4), (2, 18, 16, 9)] {
+            accumulate::<GROUP, LANES>(&f, [py, ry], x, m, ix, &mut portable);
+            // SAFETY: AVX checked above.
+            unsafe { accumulate_avx(&f, [py, ry], x, m, ix, &mut avx) };
+        }
+        assert!(portable.iter().any(|&v| v != 0.0));
+        assert!(
+            portable
+                .iter()
+                .zip(&avx)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+        );
+    }
 
     #[test]
     fn quadratic_vertex_is_found() {
