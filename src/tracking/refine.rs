@@ -439,9 +439,10 @@ impl SampleBand {
         let (n, h, w, y0) = (st.n, st.h, st.w, rows.start);
         let mut values = vec![0.0f32; rows.len() * w * n];
         for i in 0..n {
-            let rows = i * h * w + y0 * w;
+            // Frame i's first value of the band: its values follow row after row.
+            let first = i * h * w + y0 * w;
             for (k, v) in values.iter_mut().skip(i).step_by(n).enumerate() {
-                *v = 1.0 + st.s(rows + k);
+                *v = 1.0 + st.s(first + k);
             }
         }
         SampleBand { y0, w, n, values }
