@@ -141,12 +141,12 @@ impl Params {
         copies: bool,
     ) -> u64 {
         use crate::memory::product;
-        // Per pixel, in f32: the reference's B-spline coefficients (n, and n more while they
-        // are reordered frames innermost), the local mean and
+        // Per pixel, in f32: the reference's B-spline coefficients (n, computed in place
+        // frames innermost), the local mean and
         // its summed-area table (3), window sums for two windows with their scratch (11),
         // the search's shifts, status and band results (6), the refinement's maps and rows
         // (13).
-        let image = product(&[n, h, w, 4 * if copies { 4 } else { 2 }])
+        let image = product(&[n, h, w, 4 * if copies { 3 } else { 1 }])
             .saturating_add(product(&[33, h, w, 4]));
         // Per worker, in f32: a search tile's normalised values of both stacks and the
         // products of one row of shifts, three rows of costs and the running minima (12);
