@@ -294,10 +294,10 @@ void esp_options_free(struct esp_options *opts);
  * - Network: `model` (path to an ONNX export; default the shipped model), `ort_library`
  *   (path to libonnxruntime; default `$ESPINNET_ORT_PATH`, `$ORT_DYLIB_PATH`, then the
  *   `onnxruntime` wheel of the active Python environment, `$VIRTUAL_ENV`), `provider`
- *   (`auto`, `cpu`, `cuda`, `tensorrt`), `scaling` (`nearest`, `linear`), `tile` (px),
- *   `overlap` (px), `batch`, `guard` (default true: pixels the signal model rejects are
- *   solved again by the tracker), `device_id`, `fp16`, `gpu_mem_limit_mib`, `trt_cache`
- *   (directory).
+ *   (`auto`, `cpu`, `cuda`, `tensorrt`), `scaling` (`nearest`, `linear`), `tile` (px;
+ *   0 = 640 on the CPU, 1280 on a GPU, the default), `overlap` (px), `batch`, `guard`
+ *   (default true: pixels the signal model rejects are solved again by the tracker),
+ *   `device_id`, `fp16`, `gpu_mem_limit_mib`, `trt_cache` (directory).
  * - Tracking: `window` (px, half-width), `max_shift` (px), `mean_window` (px),
  *   `dark_field`, `hamming`, `reseed`, `adaptive`.
  * - Geometry, for refraction and phase: `energy_kev` (keV), `distance_m` (sample to

@@ -111,7 +111,7 @@ impl Options {
     ///   included (0 = one per core).
     /// - Network: `model` (path to an ONNX export), `ort_library` (path to libonnxruntime),
     ///   `provider` (`auto`, `cpu`, `cuda`, `tensorrt`), `scaling` (`nearest`, `linear`),
-    ///   `tile` (px), `overlap` (px), `batch`, `guard` (pixels the signal model rejects
+    ///   `tile` (px; 0 = 640 on the CPU, 1280 on a GPU), `overlap` (px), `batch`, `guard` (pixels the signal model rejects
     ///   solved again by the tracker; on by default), `device_id`, `fp16`,
     ///   `gpu_mem_limit_mib` (MiB), `trt_cache` (directory).
     /// - Tracking: `window` (px, half-width), `max_shift` (px), `mean_window` (px),
@@ -488,10 +488,8 @@ impl Engine {
         let engine = match &self.kind {
             Kind::Tracking(params) => params.memory_bytes((n, h, w), threads, false),
             Kind::Network(net) => {
-                // After inference, the guard's B-spline coefficients of the reference (two
-                // copies while they are reordered) and its residual and noise maps.
                 let guard = match self.options.network.guard {
-                    true => crate::memory::product(&[2 * n + 2, h, w, 4]),
+                    true => crate::guard::memory_bytes(&self.options.tracking, (n, h, w)),
                     false => 0,
                 };
                 net.memory_bytes(1, (h, w)).max(guard)

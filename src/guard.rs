@@ -19,6 +19,30 @@ const SUSPECT: f32 = 2.0;
 /// network's estimate is its start.
 const MAX_SHIFT_PX: usize = 24;
 
+/// The tracker's settings for the guard's fits on `n` frames: a window of at least 45
+/// values (Nw = 1 from N = 5, 2 below), as the fit that judges the network's estimate and
+/// the new one needs enough of them; and a reach beyond the tracker's default search, as
+/// the network's estimate is the start.
+fn params(tracking: &Params, n: usize) -> Params {
+    let window = (1..)
+        .find(|&k| n * (2 * k + 1) * (2 * k + 1) >= 45)
+        .unwrap_or(1);
+    Params {
+        max_shift: tracking.max_shift.max(MAX_SHIFT_PX),
+        window: tracking.window.max(window),
+        ..*tracking
+    }
+}
+
+/// Peak memory of [`guard`] on stacks `[n, h, w]` (bytes): its residual and noise maps and
+/// the tracker's re-solving.
+pub(crate) fn memory_bytes(tracking: &Params, (n, h, w): (usize, usize, usize)) -> u64 {
+    crate::memory::product(&[2, h, w, 4]).saturating_add(tracking::resolve_memory_bytes(
+        &params(tracking, n),
+        (n, h, w),
+    ))
+}
+
 /// Re-solves the suspect pixels of `maps` (`[dx, dy, T, D]`) in place and returns their
 /// residual map, the pixels changed, `[y, x]`, and the reference's illumination.
 pub(crate) fn guard(
@@ -55,17 +79,7 @@ pub(crate) fn guard(
             .map(|(yx, _)| yx)
             .collect();
         drop(noise);
-        // A window of at least 45 values (Nw = 1 from N = 5, 2 below): the fit that judges
-        // the network's estimate and the new one needs enough of them.
-        let n = reference.dim().0;
-        let window = (1..)
-            .find(|&k| n * (2 * k + 1) * (2 * k + 1) >= 45)
-            .unwrap_or(1);
-        let params = Params {
-            max_shift: tracking.max_shift.max(MAX_SHIFT_PX),
-            window: tracking.window.max(window),
-            ..*tracking
-        };
+        let params = params(tracking, reference.dim().0);
         let solved = tracking::resolve(reference, sample, &params, &fit, &estimate, &suspects);
         log::debug!(
             "guard: {} suspect pixel(s) over {threshold:.4}, {} solved again",

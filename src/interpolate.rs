@@ -75,16 +75,26 @@ pub(crate) fn bspline_noise_gain(t: f64) -> [f64; 2] {
     [0, 1].map(|k| table[i][k] * (1.0 - a) + table[i + 1][k] * a)
 }
 
-/// The cubic B-spline coefficients of the `n` frames (`h × w` each) of `frames`, with the
-/// frames innermost: frame i's coefficient of pixel p at p·n + i, so that one pixel's taps
-/// serve every frame in one vector pass. The recursive prefilter along rows, then columns
-/// (mirror boundaries), in place on that layout: the frames are the lines filtered side
-/// by side, and no frame-major copy of the coefficients is ever made (at 2048² × 20 it
-/// was 335 MB more at the peak).
-pub(crate) fn bspline_coefficients(frames: &[f32], n: usize, h: usize, w: usize) -> Vec<f32> {
+/// The cubic B-spline coefficients of the `rows` of the `n` frames (each `w` wide) of
+/// `frames`, with the frames innermost: frame i's coefficient of pixel p at p·n + i, so that
+/// one pixel's taps serve every frame in one vector pass. The recursive prefilter along
+/// rows, then columns (mirror boundaries), in place on that layout: the frames are the lines
+/// filtered side by side, and no frame-major copy of the coefficients is ever made (at
+/// 2048² × 20 it was 335 MB more at the peak).
+///
+/// A band of rows is prefiltered as if it were the whole image: rows d px inside a band
+/// edge that is not an image edge differ from the whole image's by about 0.27^d of the
+/// signal (under f32 precision from d = 12).
+pub(crate) fn bspline_coefficients(
+    frames: &[f32],
+    n: usize,
+    w: usize,
+    rows: std::ops::Range<usize>,
+) -> Vec<f32> {
     use ndarray::{ArrayViewMut3, Axis};
     use rayon::prelude::*;
-    let mut out = pixel_major(frames, n, h * w);
+    let h = rows.len();
+    let mut out = pixel_major(frames, n, (rows.start * w, h * w));
     // Lines filtered side by side are vector operations; one line's recursion is a chain
     // of dependent steps. Rows: sample x of frame i's row at x·n + i.
     out.par_chunks_exact_mut(w * n)
@@ -117,19 +127,20 @@ pub(crate) fn bspline_coefficients(frames: &[f32], n: usize, h: usize, w: usize)
     out
 }
 
-/// `frames` (`n` frames of `len` values each) with the frames innermost: frame i's value
-/// of pixel p at p·n + i.
-fn pixel_major(frames: &[f32], n: usize, len: usize) -> Vec<f32> {
+/// Values `start..start + count` of each of the `n` frames of `frames` with the frames
+/// innermost: frame i's value of pixel start + p at p·n + i.
+fn pixel_major(frames: &[f32], n: usize, (start, count): (usize, usize)) -> Vec<f32> {
     use rayon::prelude::*;
     const PIXELS: usize = 4096;
+    let len = frames.len() / n;
     // Zeroed pages come from the system untouched, so the copy's page faults are taken by
     // the threads that fill them.
-    let mut out = vec![0.0f32; frames.len()];
+    let mut out = vec![0.0f32; n * count];
     out.par_chunks_mut(n * PIXELS)
         .enumerate()
         .for_each(|(c, chunk)| {
             for (k, values) in chunk.chunks_exact_mut(n).enumerate() {
-                let p = c * PIXELS + k;
+                let p = start + c * PIXELS + k;
                 for (i, v) in values.iter_mut().enumerate() {
                     *v = frames[i * len + p];
                 }
@@ -263,7 +274,7 @@ mod tests {
         use rand::{RngExt, SeedableRng};
         let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(7);
         let img: Vec<f32> = (0..h * w).map(|_| rng.random::<f32>() - 0.5).collect();
-        let coef = bspline_coefficients(&img, 1, h, w);
+        let coef = bspline_coefficients(&img, 1, w, 0..h);
         let (wy, wx) = (bspline(0.0), bspline(0.5));
         let (mut sum, mut sq, mut count) = (0.0f64, 0.0f64, 0.0f64);
         for y in 10..h - 10 {
@@ -288,9 +299,9 @@ mod tests {
             let frames: Vec<f32> = (0..n * h * w)
                 .map(|k| ((k * 7919) % 101) as f32 * 0.1)
                 .collect();
-            let all = bspline_coefficients(&frames, n, h, w);
+            let all = bspline_coefficients(&frames, n, w, 0..h);
             for (i, frame) in frames.chunks_exact(h * w).enumerate() {
-                let own = bspline_coefficients(frame, 1, h, w);
+                let own = bspline_coefficients(frame, 1, w, 0..h);
                 assert!(
                     (0..h * w).all(|p| all[p * n + i] == own[p]),
                     "n {n} frame {i}"
@@ -300,12 +311,38 @@ mod tests {
     }
 
     #[test]
+    fn a_band_of_rows_has_the_whole_images_coefficients_12_rows_inside_its_edges() {
+        let (n, h, w) = (3, 90, 21);
+        let frames: Vec<f32> = (0..n * h * w)
+            .map(|k| ((k * 7919) % 101) as f32 * 0.1)
+            .collect();
+        let all = bspline_coefficients(&frames, n, w, 0..h);
+        // A band inside the image, and one that ends at its last row.
+        for rows in [30..70, 50..90] {
+            let band = bspline_coefficients(&frames, n, w, rows.clone());
+            let inner = rows.start + 12..if rows.end == h { h } else { rows.end - 12 };
+            for y in inner {
+                for k in 0..w * n {
+                    let (a, b) = (all[y * w * n + k], band[(y - rows.start) * w * n + k]);
+                    assert!(
+                        (a - b).abs() <= 1e-6 * a.abs().max(1.0),
+                        "{rows:?} row {y}: {a} {b}"
+                    );
+                }
+            }
+            // And the band's own edge rows are not (the test can fail).
+            let edge = rows.start;
+            assert!((0..w * n).any(|k| all[edge * w * n + k] != band[k]));
+        }
+    }
+
+    #[test]
     fn bspline_interpolation_is_exact_at_the_samples_and_on_a_ramp() {
         let (h, w) = (31, 40);
         let img: Vec<f32> = (0..h * w)
             .map(|k| ((k % w) as f32 * 0.7).sin() + 0.3 * (k / w) as f32)
             .collect();
-        let coef = bspline_coefficients(&img, 1, h, w);
+        let coef = bspline_coefficients(&img, 1, w, 0..h);
         let at = |y: f64, x: f64, dy: bool, dx: bool| {
             let (iy, ix) = (y.floor(), x.floor());
             let wy = if dy {

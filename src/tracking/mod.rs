@@ -27,6 +27,7 @@ mod window;
 use ndarray::{Array2, ArrayView3};
 use serde::{Deserialize, Serialize};
 
+pub(crate) use resolve::memory_bytes as resolve_memory_bytes;
 pub use resolve::{Solved, resolve};
 
 use crate::error::{Error, Result};

@@ -26,6 +26,23 @@ const MOVES: usize = 4;
 /// residual by construction, so a smaller margin would trade good estimates for the
 /// tracker's noise. A fit over a pixel away replaces it wherever its residual is lower.
 const BETTER: f32 = 1.25;
+/// Rows of pixels solved together, over one band of the reference's B-spline coefficients:
+/// memory follows the band, not the image.
+const BAND_ROWS: usize = 512;
+
+/// The rows a band's coefficients extend beyond its pixels: the shifts a fit may reach
+/// (the search's, and 2 px of sub-pixel steps beyond it), the window and the
+/// interpolation's taps, and 12 rows where the band's prefilter settles.
+fn margin(params: &Params) -> usize {
+    params.max_shift + 2 + params.window + 2 + 12
+}
+
+/// Peak memory of [`resolve`] on stacks `[n, h, w]` (bytes): one band of the reference's
+/// B-spline coefficients.
+pub(crate) fn memory_bytes(params: &Params, (n, h, w): (usize, usize, usize)) -> u64 {
+    let rows = h.min(BAND_ROWS.saturating_add(margin(params).saturating_mul(2)));
+    crate::memory::product(&[n, rows, w, 4])
+}
 
 /// A pixel solved again: where, its `[dx, dy, T, D]` and its residual ([`Fit::residual_at`]).
 pub struct Solved {
@@ -49,53 +66,69 @@ pub fn resolve(
     let (_, h, w) = reference.dim();
     let reference = reference.as_standard_layout();
     let sample = sample.as_standard_layout();
-    let clock = std::time::Instant::now();
     let light = Some(fit.illumination());
-    // Its noise level stays 0 (no noise correction): the few pixels solved here have no
-    // grid of converged fits to estimate it from, and their errors are gross, not biases.
-    let st = Stacks::without_sums(reference.view(), sample.view(), params, light);
-    log::debug!(
-        "resolve: B-spline coefficients in {:.2} s",
-        clock.elapsed().as_secs_f64()
-    );
     let nw = params.window;
-    pixels
-        .par_iter()
-        .filter(|&&(y, x)| y >= nw && x >= nw && y + nw < h && x + nw < w)
-        .map_init(Workspace::default, |ws, &(y, x)| {
-            let (dx, dy) = (estimate.dx[[y, x]], estimate.dy[[y, x]]);
-            let known = dx.is_finite() && dy.is_finite();
-            let mut centre = match known {
-                true => [dy.round() as isize, dx.round() as isize],
-                false => [0, 0],
-            };
-            let mut found = local_search(&st, params, y, x, centre, REACH);
-            for _ in 0..MOVES {
-                let [by, bx] = found.0;
-                if (by - centre[0]).abs() < REACH && (bx - centre[1]).abs() < REACH {
-                    break;
-                }
-                centre = found.0;
-                found = local_search(&st, params, y, x, centre, REACH);
-            }
-            let (base, fine) = found;
-            let start = fine.unwrap_or([base[0] as f32, base[1] as f32]);
-            let f = fit_at(&st, params, y, x, start, fine.is_some(), ws);
-            let old = match known {
-                true => fit_at(&st, params, y, x, [dy, dx], false, ws).residual,
-                false => f32::NAN,
-            };
-            let new = [f.shift[1], f.shift[0], f.transmission, f.darkfield];
-            let moved = (new[0] - dx).hypot(new[1] - dy) > 1.0;
-            let margin = if moved { 1.0 } else { BETTER };
-            let better = f.residual * margin < old || (old.is_nan() && f.residual.is_finite());
-            better.then(|| Solved {
-                y,
-                x,
-                estimate: new,
-                residual: fit.residual_at(y, x, new),
-            })
-        })
-        .flatten()
-        .collect()
+    let mut pixels: Vec<(usize, usize)> = pixels
+        .iter()
+        .copied()
+        .filter(|&(y, x)| y >= nw && x >= nw && y + nw < h && x + nw < w)
+        .collect();
+    pixels.sort_unstable();
+    // Shifts a fit may reach (the search's, and 2 px of sub-pixel steps beyond it).
+    let reach = params.max_shift + 2;
+    let margin = margin(params);
+    let (mut solved, mut coefficients_s) = (Vec::new(), 0.0);
+    for band in pixels.chunk_by(|a, b| a.0 / BAND_ROWS == b.0 / BAND_ROWS) {
+        let (first, last) = (band[0].0, band[band.len() - 1].0);
+        let rows = first.saturating_sub(margin)..(last + margin + 1).min(h);
+        let clock = std::time::Instant::now();
+        // Its noise level stays 0 (no noise correction): the few pixels solved here have
+        // no grid of converged fits to estimate it from, and their errors are gross, not
+        // biases.
+        let st = Stacks::without_sums(reference.view(), sample.view(), params, light, rows);
+        coefficients_s += clock.elapsed().as_secs_f64();
+        solved.par_extend(
+            band.par_iter()
+                .map_init(Workspace::default, |ws, &(y, x)| {
+                    let (dx, dy) = (estimate.dx[[y, x]], estimate.dy[[y, x]]);
+                    let known = dx.is_finite() && dy.is_finite();
+                    let mut centre = match known {
+                        true => [dy.round() as isize, dx.round() as isize],
+                        false => [0, 0],
+                    };
+                    let mut found = local_search(&st, params, y, x, centre, REACH);
+                    for _ in 0..MOVES {
+                        let [by, bx] = found.0;
+                        if (by - centre[0]).abs() < REACH && (bx - centre[1]).abs() < REACH {
+                            break;
+                        }
+                        centre = found.0;
+                        found = local_search(&st, params, y, x, centre, REACH);
+                    }
+                    let (base, fine) = found;
+                    let start = fine.unwrap_or([base[0] as f32, base[1] as f32]);
+                    let f = fit_at(&st, params, y, x, start, fine.is_some(), ws);
+                    // An estimate beyond the reach is not judged (its rows are not in the band):
+                    // any finite fit replaces it.
+                    let old = match known && dy.abs() <= reach as f32 {
+                        true => fit_at(&st, params, y, x, [dy, dx], false, ws).residual,
+                        false => f32::NAN,
+                    };
+                    let new = [f.shift[1], f.shift[0], f.transmission, f.darkfield];
+                    let moved = (new[0] - dx).hypot(new[1] - dy) > 1.0;
+                    let margin = if moved { 1.0 } else { BETTER };
+                    let better =
+                        f.residual * margin < old || (old.is_nan() && f.residual.is_finite());
+                    better.then(|| Solved {
+                        y,
+                        x,
+                        estimate: new,
+                        residual: fit.residual_at(y, x, new),
+                    })
+                })
+                .flatten(),
+        );
+    }
+    log::debug!("resolve: B-spline coefficients in {coefficients_s:.2} s");
+    solved
 }

@@ -39,6 +39,8 @@ pub(super) struct Stacks<'a> {
     /// contiguous, so its taps serve every frame in one vector pass): one more copy of the
     /// reference in memory.
     coefficients: Arc<Vec<f32>>,
+    /// The image row of the coefficients' first row.
+    first_row: usize,
     /// The reference's noise variance per unit of normalised intensity (σ² = noise·v for a
     /// normalised value v, Poisson-like), which the sub-pixel refinement allows for; 0
     /// until [`super::refine::noise_gain`] has estimated it.
@@ -61,28 +63,33 @@ impl<'a> Stacks<'a> {
         p: &Params,
         light: Option<&Illumination>,
     ) -> Self {
-        Self::without_sums(reference, sample, p, light).with_window(p)
+        let h = reference.dim().1;
+        Self::without_sums(reference, sample, p, light, 0..h).with_window(p)
     }
 
-    /// [`Stacks::new`] without the image-wide window sums, for work on a few pixels only
-    /// ([`local_search`] sums its own windows).
+    /// [`Stacks::new`] without the image-wide window sums and with the B-spline
+    /// coefficients of `rows` only, for work on a few pixels ([`local_search`] sums its own
+    /// windows; their sub-pixel fits must read only those rows).
     pub fn without_sums(
         reference: ArrayView3<'a, f32>,
         sample: ArrayView3<'a, f32>,
         p: &Params,
         light: Option<&Illumination>,
+        rows: std::ops::Range<usize>,
     ) -> Self {
         let (n, h, w) = reference.dim();
         let light = Illumination::reuse(light, reference, p.mean_window);
         let scale = light.scale();
         let slice = |a: ArrayView3<'a, f32>| a.to_slice().expect("standard layout");
         let raw_r = slice(reference);
-        let coefficients = crate::interpolate::bspline_coefficients(raw_r, n, h, w);
+        let first_row = rows.start;
+        let coefficients = crate::interpolate::bspline_coefficients(raw_r, n, w, rows);
         let kernel = weights(p.window, p.hamming);
         Stacks {
             n,
             h,
             w,
+            first_row,
             raw_r,
             raw_s: slice(sample),
             scale,
@@ -113,7 +120,7 @@ impl<'a> Stacks<'a> {
     /// The B-spline coefficients of the reference at pixel (y, x), one per frame.
     #[inline]
     pub fn coefficients_at(&self, y: usize, x: usize) -> &[f32] {
-        &self.coefficients[(y * self.w + x) * self.n..][..self.n]
+        &self.coefficients[((y - self.first_row) * self.w + x) * self.n..][..self.n]
     }
 
     /// The factor that normalises the reference (1 / its mean).

@@ -94,7 +94,8 @@ pub struct NetworkArgs {
     /// How N ≠ Nnet scans are brought to the network's Nnet: nearest or linear.
     #[arg(long, default_value_t = net().scaling)]
     pub scaling: ScanScaling,
-    /// Tile size (px): bounds memory; images up to this size run whole.
+    /// Tile size (px): bounds memory; images up to this size run whole (0: 640 on the CPU,
+    /// 1280 on a GPU).
     #[arg(long, default_value_t = net().tile_px)]
     pub tile: usize,
     /// Tiles per inference call.
@@ -234,11 +235,20 @@ fn statistics(maps: &espinnet::Maps) -> Value {
         if v.is_empty() {
             return json!({ "finite_share": 0.0 });
         }
-        let mut at = |q: f64| {
-            let i = ((v.len() - 1) as f64 * q).round() as usize;
-            *v.select_nth_unstable_by(i, f32::total_cmp).1
+        let rank = |q: f64| ((v.len() - 1) as f64 * q).round() as usize;
+        let (i1, i50, i99) = (rank(0.01), rank(0.5), rank(0.99));
+        let min = v.iter().copied().min_by(f32::total_cmp);
+        let max = v.iter().copied().max_by(f32::total_cmp);
+        // The median splits the values; the percentiles are then found in their halves.
+        let (low, &mut p50, high) = v.select_nth_unstable_by(i50, f32::total_cmp);
+        let p1 = match i1 < i50 {
+            true => *low.select_nth_unstable_by(i1, f32::total_cmp).1,
+            false => p50,
         };
-        let (p1, p50, p99, min, max) = (at(0.01), at(0.5), at(0.99), at(0.0), at(1.0));
+        let p99 = match i99 > i50 {
+            true => *high.select_nth_unstable_by(i99 - i50 - 1, f32::total_cmp).1,
+            false => p50,
+        };
         json!({ "finite_share": share, "min": min, "p1": p1, "median": p50, "p99": p99, "max": max })
     };
     let clipped = |a: &Array2<f32>| {
@@ -247,14 +257,22 @@ fn statistics(maps: &espinnet::Maps) -> Value {
             .count() as f64
             / a.len().max(1) as f64
     };
-    json!({
-        "dx_px": describe(&maps.dx),
-        "dy_px": describe(&maps.dy),
-        "transmission": describe(&maps.transmission),
-        "darkfield": describe(&maps.darkfield),
-        "quality": describe(&maps.quality),
-        "share_at_clip_bounds": { "transmission": clipped(&maps.transmission), "darkfield": clipped(&maps.darkfield) },
-    })
+    let described: Vec<(String, Value)> = [
+        ("dx_px", &maps.dx),
+        ("dy_px", &maps.dy),
+        ("transmission", &maps.transmission),
+        ("darkfield", &maps.darkfield),
+        ("quality", &maps.quality),
+    ]
+    .par_iter()
+    .map(|&(name, a)| (name.to_string(), describe(a)))
+    .collect();
+    let mut out: serde_json::Map<String, Value> = described.into_iter().collect();
+    out.insert(
+        "share_at_clip_bounds".into(),
+        json!({ "transmission": clipped(&maps.transmission), "darkfield": clipped(&maps.darkfield) }),
+    );
+    Value::Object(out)
 }
 
 /// What the engine was and did, for `summary.json`.
