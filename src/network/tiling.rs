@@ -6,7 +6,7 @@
 //! weights that are zero over the first quarter of an inner edge (where the network sees
 //! the tile border, not the image) and ramp up linearly over the next half.
 
-use ndarray::{Array2, ArrayView3, ArrayViewMut3, s};
+use ndarray::{Array2, ArrayView3, ArrayViewMut3, Zip, s};
 
 /// Tiles along one axis of padded length `len`: their starts and their common size, the
 /// smallest multiple of `multiple` that covers the axis in as few tiles of at most
@@ -83,6 +83,8 @@ pub(crate) fn extract(
         .axis_iter_mut(ndarray::Axis(0))
         .into_par_iter()
         .zip(weights.par_iter());
+    // Within the image's columns, rows are read as slices (vectorised); beyond, mirrored.
+    let inside = x0 + tw <= w;
     frames.for_each(|(mut frame, &(i0, i1, f))| {
         let (a, b) = (
             stack.index_axis(ndarray::Axis(0), i0),
@@ -91,8 +93,18 @@ pub(crate) fn extract(
         for (ty, mut row) in frame.outer_iter_mut().enumerate() {
             let y = mirror(y0 + ty, h);
             let (ra, rb) = (a.row(y), b.row(y));
-            for (o, &x) in row.iter_mut().zip(&cols) {
-                *o = gain * (ra[x] + f * (rb[x] - ra[x]));
+            match (inside, row.as_slice_mut(), ra.as_slice(), rb.as_slice()) {
+                (true, Some(row), Some(ra), Some(rb)) => {
+                    let (ra, rb) = (&ra[x0..x0 + tw], &rb[x0..x0 + tw]);
+                    for ((o, &va), &vb) in row.iter_mut().zip(ra).zip(rb) {
+                        *o = gain * (va + f * (vb - va));
+                    }
+                }
+                _ => {
+                    for (o, &x) in row.iter_mut().zip(&cols) {
+                        *o = gain * (ra[x] + f * (rb[x] - ra[x]));
+                    }
+                }
             }
         }
     });
@@ -134,20 +146,27 @@ impl Blend {
             .map(|i| weight(i, x0, tw, pw, self.overlap))
             .collect();
         let region = s![y0..y0 + ny, x0..x0 + nx];
-        for (sum, t) in self.sums.iter_mut().zip(tile.outer_iter()) {
-            let mut sum = sum.slice_mut(region);
-            for (i, (mut srow, trow)) in sum.outer_iter_mut().zip(t.outer_iter()).enumerate() {
-                for (j, (o, &v)) in srow.iter_mut().zip(trow.iter()).enumerate() {
-                    *o += wy[i] * wx[j] * v;
+        // The channels and the weight (the last plane) in parallel.
+        let wx = ndarray::ArrayView1::from(&wx);
+        let mut planes: Vec<_> = self
+            .sums
+            .iter_mut()
+            .chain([&mut self.weight])
+            .map(|p| p.slice_mut(region))
+            .collect();
+        let channels = tile.dim().0;
+        use rayon::prelude::*;
+        planes.par_iter_mut().enumerate().for_each(|(c, plane)| {
+            for (i, row) in plane.outer_iter_mut().enumerate() {
+                let row = Zip::from(row).and(wx);
+                match c < channels {
+                    true => row
+                        .and(tile.slice(s![c, i, ..nx]))
+                        .for_each(|o, &w, &v| *o += wy[i] * w * v),
+                    false => row.for_each(|o, &w| *o += wy[i] * w),
                 }
             }
-        }
-        let mut wsum = self.weight.slice_mut(region);
-        for (i, mut row) in wsum.outer_iter_mut().enumerate() {
-            for (j, o) in row.iter_mut().enumerate() {
-                *o += wy[i] * wx[j];
-            }
-        }
+        });
     }
 
     /// The blended maps, one per channel.
