@@ -120,6 +120,10 @@ impl<'a> Stacks<'a> {
     /// The B-spline coefficients of the reference at pixel (y, x), one per frame.
     #[inline]
     pub fn coefficients_at(&self, y: usize, x: usize) -> &[f32] {
+        debug_assert!(
+            y >= self.first_row,
+            "row {y} is before the coefficients' band"
+        );
         &self.coefficients[((y - self.first_row) * self.w + x) * self.n..][..self.n]
     }
 
