@@ -341,7 +341,7 @@ impl Network {
                 );
             }
             extract_s += clock.elapsed().as_secs_f64();
-            let maps = self.run(&r, &smp, k + 1 == batches)?;
+            let maps = self.run(&r, &smp, batches > 1 && k + 1 == batches)?;
             let clock = std::time::Instant::now();
             for (k, &(p, origin)) in chunk.iter().enumerate() {
                 blends[p].add(maps.slice(s![k, .., .., ..]), origin);
@@ -404,9 +404,10 @@ impl Network {
     }
 
     /// One inference call: `[B, Nnet, h, w]` twice in, `[B, 4, h, w]` (dx, dy, T, D) out.
-    /// After the `last` call of a reconstruction, ONNX Runtime's CPU arena gives back what
-    /// it can (at 560² tiles, about 70 of its 150 MiB), which the guard and the phase
-    /// integration then use; after every call it would cost 15 % of the inference time.
+    /// After the `last` call of a reconstruction in several, ONNX Runtime's CPU arena gives
+    /// back what it can (at 560² tiles, about 70 of its 150 MiB), which the guard and the
+    /// phase integration then use; after every call (an image in one tile: a series of
+    /// them) it would cost 15 % of the inference time.
     fn run(
         &self,
         reference: &Array4<f32>,
