@@ -55,26 +55,31 @@ fn reduced(data: &Array2<f32>) -> (Cow<'_, Array2<f32>>, usize) {
     (Cow::Owned(out), f)
 }
 
-/// The `q`-quantile (0..1) of the finite values, or `None` if there are none.
-fn quantile(sorted: &[f32], q: f64) -> Option<f32> {
-    (!sorted.is_empty()).then(|| sorted[((sorted.len() - 1) as f64 * q).round() as usize])
+/// The `q`-quantile (0..1) of `values` (finite), or `None` if there are none; reorders
+/// them.
+fn quantile(values: &mut [f32], q: f64) -> Option<f32> {
+    let i = ((values.len().checked_sub(1)?) as f64 * q).round() as usize;
+    Some(*values.select_nth_unstable_by(i, f32::total_cmp).1)
 }
 
 /// The value range a scale maps onto its colours: percentiles, symmetric for diverging.
 fn range(data: &Array2<f32>, scale: Scale) -> (f32, f32) {
-    let mut finite: Vec<f32> = data.iter().cloned().filter(|v| v.is_finite()).collect();
-    finite.sort_unstable_by(f32::total_cmp);
+    let finite = data.iter().copied().filter(|v| v.is_finite());
     match scale {
         Scale::Diverging => {
-            let mut abs: Vec<f32> = finite.iter().map(|v| v.abs()).collect();
-            abs.sort_unstable_by(f32::total_cmp);
-            let m = quantile(&abs, 0.99).unwrap_or(1.0).max(f32::MIN_POSITIVE);
+            let mut abs: Vec<f32> = finite.map(f32::abs).collect();
+            let m = quantile(&mut abs, 0.99)
+                .unwrap_or(1.0)
+                .max(f32::MIN_POSITIVE);
             (-m, m)
         }
-        _ => (
-            quantile(&finite, 0.01).unwrap_or(0.0),
-            quantile(&finite, 0.99).unwrap_or(1.0),
-        ),
+        _ => {
+            let mut finite: Vec<f32> = finite.collect();
+            (
+                quantile(&mut finite, 0.01).unwrap_or(0.0),
+                quantile(&mut finite, 0.99).unwrap_or(1.0),
+            )
+        }
     }
 }
 
@@ -175,15 +180,22 @@ pub fn write_montage(
     let width = canvas.width();
     let black = Rgb([0, 0, 0]);
     text(&mut canvas, caption, 0, 2, l.text, width, black);
-    for (i, (p, (data, _))) in panels.iter().zip(&images).enumerate() {
+    // Each panel's range and colours in parallel; then the canvas, in turn.
+    let tiles: Vec<((f32, f32), RgbImage)> = panels
+        .par_iter()
+        .zip(&images)
+        .map(|(p, (data, _))| {
+            let range = range(data, p.scale);
+            (range, render_in(data, p.scale, range))
+        })
+        .collect();
+    for (i, (p, ((lo, hi), tile))) in panels.iter().zip(&tiles).enumerate() {
         let (ox, oy) = (
             (i as u32 % cols) * (w + l.gap),
             l.caption + (i as u32 / cols) * (cell + l.gap),
         );
         text(&mut canvas, &p.title, ox, oy, l.text, w, black);
-        let (lo, hi) = range(data, p.scale);
-        let tile = render_in(data, p.scale, (lo, hi));
-        image::imageops::replace(&mut canvas, &tile, ox as i64, (oy + l.title) as i64);
+        image::imageops::replace(&mut canvas, tile, ox as i64, (oy + l.title) as i64);
         let bar_y = oy + l.title + h + 2;
         for x in 0..w {
             let c = colour(p.scale, f64::from(x) / f64::from(w.max(2) - 1));
@@ -194,7 +206,7 @@ pub fn write_montage(
         if let (0, Some(p)) = (i, pixel_um.filter(|p| p.is_finite() && *p > 0.0)) {
             scale_bar(&mut canvas, p, (ox, oy + l.title), (w, h), l.text);
         }
-        let (lo, hi) = (number(lo), number(hi));
+        let (lo, hi) = (number(*lo), number(*hi));
         text(&mut canvas, &lo, ox, bar_y + 10, l.text, w / 2, black);
         let right = (hi.len() as u32 * 8 * l.text).min(w / 2);
         text(
