@@ -111,9 +111,9 @@ impl Options {
     ///   included (0 = one per core).
     /// - Network: `model` (path to an ONNX export), `ort_library` (path to libonnxruntime),
     ///   `provider` (`auto`, `cpu`, `cuda`, `tensorrt`), `scaling` (`nearest`, `linear`),
-    ///   `tile` (px; 0 = 640 on the CPU, 1280 on a GPU), `overlap` (px), `batch`, `guard` (pixels the signal model rejects
-    ///   solved again by the tracker; on by default), `device_id`, `fp16`,
-    ///   `gpu_mem_limit_mib` (MiB), `trt_cache` (directory).
+    ///   `tile` (px; 0 = 640 on the CPU, 1280 on a GPU), `overlap` (px), `batch`, `guard`
+    ///   (pixels the signal model rejects solved again by the tracker; on by default),
+    ///   `device_id`, `fp16`, `gpu_mem_limit_mib` (MiB), `trt_cache` (directory).
     /// - Tracking: `window` (px, half-width), `max_shift` (px), `mean_window` (px),
     ///   `dark_field`, `hamming`, `reseed`, `adaptive`.
     /// - Geometry, for refraction and phase: `energy_kev` (keV), `distance_m` (sample to

@@ -136,12 +136,11 @@ impl Summary {
         let (non_finite, lo, hi, sum) = stack
             .axis_iter(Axis(0))
             .into_par_iter()
-            .map(|frame| match frame.as_slice() {
-                Some(values) => lanes(values),
-                None => frame.fold(empty, |(bad, lo, hi, s), &v| match v.is_finite() {
+            .map(|frame| {
+                frame.fold(empty, |(bad, lo, hi, s), &v| match v.is_finite() {
                     true => (bad, lo.min(v), hi.max(v), s + f64::from(v)),
                     false => (bad + 1, lo, hi, s),
-                }),
+                })
             })
             .reduce(
                 || empty,
@@ -154,44 +153,6 @@ impl Summary {
             mean: sum / stack.len() as f64,
         }
     }
-}
-
-/// [`Summary::of`] one contiguous frame: (non-finite count, min, max, sum), 8 lanes at a
-/// time so that the loop is vectorised (a single running sum is a chain of dependent adds).
-fn lanes(values: &[f32]) -> (usize, f32, f32, f64) {
-    const L: usize = 8;
-    let (mut bad, mut lo, mut hi, mut sum) = (
-        [0usize; L],
-        [f32::INFINITY; L],
-        [f32::NEG_INFINITY; L],
-        [0f64; L],
-    );
-    let chunks = values.chunks_exact(L);
-    let rest = chunks.remainder();
-    for chunk in chunks {
-        for k in 0..L {
-            let v = chunk[k];
-            let finite = v.is_finite();
-            bad[k] += usize::from(!finite);
-            let v = if finite { v } else { 0.0 };
-            lo[k] = if finite && v < lo[k] { v } else { lo[k] };
-            hi[k] = if finite && v > hi[k] { v } else { hi[k] };
-            sum[k] += f64::from(v);
-        }
-    }
-    let mut out = (
-        bad.iter().sum(),
-        lo.into_iter().fold(f32::INFINITY, f32::min),
-        hi.into_iter().fold(f32::NEG_INFINITY, f32::max),
-        sum.iter().sum(),
-    );
-    for &v in rest {
-        match v.is_finite() {
-            true => (out.1, out.2, out.3) = (out.1.min(v), out.2.max(v), out.3 + f64::from(v)),
-            false => out.0 += 1,
-        }
-    }
-    out
 }
 
 /// Mean intensity of a stack, accumulated in f64. Both engines divide their inputs by the

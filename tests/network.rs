@@ -298,6 +298,17 @@ fn the_stress_model_holds_where_the_shipped_one_fails() {
 }
 
 #[test]
+fn tile_zero_is_the_providers_default_and_an_explicit_tile_is_kept() {
+    assert_eq!(Options::default().tile_px, 0);
+    let net = network(Options::default());
+    let gpu = matches!(net.provider(), Provider::Cuda | Provider::TensorRt);
+    assert_eq!(net.tile_px(), if gpu { 1280 } else { 640 });
+    let mut o = Options::default();
+    o.tile_px = 1024;
+    assert_eq!(network(o).tile_px(), 1024);
+}
+
+#[test]
 fn tiled_run_matches_untiled_away_from_the_border() {
     let c = case(384, 20, 3);
     let whole = network({

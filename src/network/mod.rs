@@ -158,12 +158,12 @@ impl Network {
         let builder = builder
             .with_intra_threads(threads)
             .map_err(|e| ort_err(e.into()))?;
-        // Without the memory pattern (one block planned for every intermediate tensor of a
-        // tile shape) the CPU arena reuses freed blocks: measured at tiles of 560², 260 MiB
-        // at the peak instead of 360–400, and no slower. (Not measured on a GPU.)
         let builder = builder
             .with_log_level(runtime::session_log_level())
             .map_err(|e| ort_err(e.into()))?;
+        // Without the memory pattern (one block planned for every intermediate tensor of a
+        // tile shape) the CPU arena reuses freed blocks: measured at tiles of 560², 260 MiB
+        // at the peak instead of 360–400, and no slower. (Not measured on a GPU.)
         let mut builder = builder
             .with_memory_pattern(gpu)
             .map_err(|e| ort_err(e.into()))?;
@@ -206,6 +206,12 @@ impl Network {
     /// The execution provider in use (never `Auto`).
     pub fn provider(&self) -> Provider {
         self.provider
+    }
+
+    /// The largest tile (px) this network runs: `Options::tile_px`, or the provider's
+    /// default for 0.
+    pub fn tile_px(&self) -> usize {
+        self.options.tile_px
     }
 
     /// The ONNX Runtime library this process loaded.
@@ -315,7 +321,7 @@ impl Network {
             Array4::zeros((0, 0, 0, 0)),
         );
         let batches = jobs.len().div_ceil(self.options.batch);
-        for (k, chunk) in jobs.chunks(self.options.batch).enumerate() {
+        for (call, chunk) in jobs.chunks(self.options.batch).enumerate() {
             units.check()?;
             let b = chunk.len();
             let clock = std::time::Instant::now();
@@ -341,7 +347,7 @@ impl Network {
                 );
             }
             extract_s += clock.elapsed().as_secs_f64();
-            let maps = self.run(&r, &smp, batches > 1 && k + 1 == batches)?;
+            let maps = self.run(&r, &smp, batches > 1 && call + 1 == batches)?;
             let clock = std::time::Instant::now();
             for (k, &(p, origin)) in chunk.iter().enumerate() {
                 blends[p].add(maps.slice(s![k, .., .., ..]), origin);

@@ -284,6 +284,7 @@ fn engine_summary(engine: &Engine, maps: &Maps) -> Value {
             "provider": net.provider(),
             "ort_library": net.library(),
             "options": o.network,
+            "tile_px": net.tile_px(),
             "clipping": format!("transmission and darkfield clipped to [0, {}]", network::TD_CLIP),
             "guard": {
                 "resolved_pixels": maps.report.resolved_pixels,
