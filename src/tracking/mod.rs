@@ -221,6 +221,7 @@ pub(crate) fn track_lit(
         search::reseed_outliers(&stacks, params, &mut shift, &mut status);
     }
     let searched = clock.elapsed();
+    stacks.release_sums();
     stacks.noise = refine::noise_gain(&stacks, params, &shift, &status);
     let mut out = refine::refine(&stacks, params, &shift, status);
     let refined = clock.elapsed();

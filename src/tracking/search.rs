@@ -174,6 +174,14 @@ impl<'a> Stacks<'a> {
         }
     }
 
+    /// Frees the window sums, which only the integer search reads (67 MB at 2048²), so that
+    /// the refinement's maps take their place.
+    pub fn release_sums(&mut self) {
+        for sums in [&mut self.r1, &mut self.r2, &mut self.s1, &mut self.s2] {
+            *sums = Vec::new();
+        }
+    }
+
     /// Cost of the fit at pixel index `p` for reference pixel index `q = p − u`, given
     /// `c = Σw S·R_u`.
     #[inline]
