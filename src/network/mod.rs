@@ -140,7 +140,7 @@ impl Network {
         let ort_err = |e: ort::Error| Error::Runtime(e.to_string());
         let mut builder = Session::builder(&env).map_err(ort_err)?;
         let provider = provider::register(&mut builder, options.provider, &options.gpu)?;
-        let gpu = matches!(provider, Provider::Cuda | Provider::TensorRt);
+        let gpu = provider.is_gpu();
         let options = Options {
             tile_px: match options.tile_px {
                 0 if gpu => GPU_TILE_PX,
@@ -401,9 +401,9 @@ impl Network {
         // Runtime returns them and as copied (8), and its own activations.
         let pair = product(&[5, ph, pw, 4]).saturating_add(product(&[6, h, w, 4]));
         // On a GPU the activations live in device memory.
-        let runtime = match self.provider() {
-            Provider::Cuda | Provider::TensorRt => 0,
-            _ => ORT_BYTES_PER_TILE_PX,
+        let runtime = match self.provider.is_gpu() {
+            true => 0,
+            false => ORT_BYTES_PER_TILE_PX,
         };
         let batch = tiles.saturating_mul((2 * self.info.nnet as u64 + 8) * 4 + runtime);
         pair.saturating_mul(pairs as u64).saturating_add(batch)
@@ -429,7 +429,7 @@ impl Network {
         let mut session = self.session.lock().unwrap_or_else(|e| e.into_inner());
         let clock = std::time::Instant::now();
         let mut options = RunOptions::new().map_err(ort_err)?;
-        if last && !matches!(self.provider, Provider::Cuda | Provider::TensorRt) {
+        if last && !self.provider.is_gpu() {
             options
                 .set("memory.enable_memory_arena_shrinkage", "cpu:0")
                 .map_err(ort_err)?;

@@ -24,6 +24,13 @@ pub enum Provider {
     TensorRt,
 }
 
+impl Provider {
+    /// CUDA or TensorRT: tensors in device memory, where tiles can be larger.
+    pub fn is_gpu(self) -> bool {
+        matches!(self, Provider::Cuda | Provider::TensorRt)
+    }
+}
+
 impl std::str::FromStr for Provider {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {

@@ -30,11 +30,16 @@ const BETTER: f32 = 1.25;
 /// memory follows the band, not the image.
 const BAND_ROWS: usize = 512;
 
-/// The rows a band's coefficients extend beyond its pixels: the shifts a fit may reach
-/// (the search's, and 2 px of sub-pixel steps beyond it), the window and the
-/// interpolation's taps, and 12 rows where the band's prefilter settles.
+/// The rows a band's coefficients extend beyond its pixels: the [`reach`], the window and
+/// the interpolation's taps, and 12 rows where the band's prefilter settles.
 fn margin(params: &Params) -> usize {
-    params.max_shift + 2 + params.window + 2 + 12
+    reach(params) + params.window + 2 + 12
+}
+
+/// The shifts (px, per axis) a fit may reach: the search's, and 2 px of sub-pixel steps
+/// beyond it.
+fn reach(params: &Params) -> usize {
+    params.max_shift + 2
 }
 
 /// Peak memory of [`resolve`] on stacks `[n, h, w]` (bytes): one band of the reference's
@@ -74,8 +79,6 @@ pub fn resolve(
         .filter(|&(y, x)| y >= nw && x >= nw && y + nw < h && x + nw < w)
         .collect();
     pixels.sort_unstable();
-    // Shifts a fit may reach (the search's, and 2 px of sub-pixel steps beyond it).
-    let reach = params.max_shift + 2;
     let margin = margin(params);
     let (mut solved, mut coefficients_s) = (Vec::new(), 0.0);
     for band in pixels.chunk_by(|a, b| a.0 / BAND_ROWS == b.0 / BAND_ROWS) {
@@ -90,45 +93,57 @@ pub fn resolve(
         solved.par_extend(
             band.par_iter()
                 .map_init(Workspace::default, |ws, &(y, x)| {
-                    let (dx, dy) = (estimate.dx[[y, x]], estimate.dy[[y, x]]);
-                    let known = dx.is_finite() && dy.is_finite();
-                    let mut centre = match known {
-                        true => [dy.round() as isize, dx.round() as isize],
-                        false => [0, 0],
-                    };
-                    let mut found = local_search(&st, params, y, x, centre, REACH);
-                    for _ in 0..MOVES {
-                        let [by, bx] = found.0;
-                        if (by - centre[0]).abs() < REACH && (bx - centre[1]).abs() < REACH {
-                            break;
-                        }
-                        centre = found.0;
-                        found = local_search(&st, params, y, x, centre, REACH);
-                    }
-                    let (base, fine) = found;
-                    let start = fine.unwrap_or([base[0] as f32, base[1] as f32]);
-                    let f = fit_at(&st, params, y, x, start, fine.is_some(), ws);
-                    // An estimate beyond the reach is not judged (its rows are not in the band):
-                    // any finite fit replaces it.
-                    let old = match known && dy.abs() <= reach as f32 {
-                        true => fit_at(&st, params, y, x, [dy, dx], false, ws).residual,
-                        false => f32::NAN,
-                    };
-                    let new = [f.shift[1], f.shift[0], f.transmission, f.darkfield];
-                    let moved = (new[0] - dx).hypot(new[1] - dy) > 1.0;
-                    let margin = if moved { 1.0 } else { BETTER };
-                    let better =
-                        f.residual * margin < old || (old.is_nan() && f.residual.is_finite());
-                    better.then(|| Solved {
-                        y,
-                        x,
-                        estimate: new,
-                        residual: fit.residual_at(y, x, new),
-                    })
+                    solve(&st, params, fit, estimate, (y, x), ws)
                 })
                 .flatten(),
         );
     }
     log::debug!("resolve: B-spline coefficients in {coefficients_s:.2} s");
     solved
+}
+
+/// Pixel (y, x) solved again from its estimate: the new fit, where it explains the window
+/// better.
+fn solve(
+    st: &Stacks,
+    params: &Params,
+    fit: &Fit,
+    estimate: &crate::model::Contrasts,
+    (y, x): (usize, usize),
+    ws: &mut Workspace,
+) -> Option<Solved> {
+    let (dx, dy) = (estimate.dx[[y, x]], estimate.dy[[y, x]]);
+    let known = dx.is_finite() && dy.is_finite();
+    let mut centre = match known {
+        true => [dy.round() as isize, dx.round() as isize],
+        false => [0, 0],
+    };
+    let mut found = local_search(st, params, y, x, centre, REACH);
+    for _ in 0..MOVES {
+        let [by, bx] = found.0;
+        if (by - centre[0]).abs() < REACH && (bx - centre[1]).abs() < REACH {
+            break;
+        }
+        centre = found.0;
+        found = local_search(st, params, y, x, centre, REACH);
+    }
+    let (base, fine) = found;
+    let start = fine.unwrap_or([base[0] as f32, base[1] as f32]);
+    let f = fit_at(st, params, y, x, start, fine.is_some(), ws);
+    // An estimate beyond the reach is not judged (its rows are not in the band): any
+    // finite fit replaces it.
+    let old = match known && dy.abs() <= reach(params) as f32 {
+        true => fit_at(st, params, y, x, [dy, dx], false, ws).residual,
+        false => f32::NAN,
+    };
+    let new = [f.shift[1], f.shift[0], f.transmission, f.darkfield];
+    let moved = (new[0] - dx).hypot(new[1] - dy) > 1.0;
+    let factor = if moved { 1.0 } else { BETTER };
+    let better = f.residual * factor < old || (old.is_nan() && f.residual.is_finite());
+    better.then(|| Solved {
+        y,
+        x,
+        estimate: new,
+        residual: fit.residual_at(y, x, new),
+    })
 }
