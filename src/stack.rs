@@ -142,10 +142,13 @@ impl Summary {
                     false => (bad + 1, lo, hi, s),
                 })
             })
-            .reduce(
-                || empty,
-                |a, b| (a.0 + b.0, a.1.min(b.1), a.2.max(b.2), a.3 + b.3),
-            );
+            .collect::<Vec<_>>()
+            .into_iter()
+            // Frames added in order, as [`mean_intensity`] adds them: the mean checked here
+            // is then the one the engines divide by, even where large values cancel.
+            .fold(empty, |a, b| {
+                (a.0 + b.0, a.1.min(b.1), a.2.max(b.2), a.3 + b.3)
+            });
         Summary {
             non_finite,
             lo,
