@@ -116,6 +116,28 @@ fn n3_window3_keeps_gross_errors_under_half_a_percent() {
     );
 }
 
+/// Where the displacement jumps (a lens's aperture rim: 4–7 px to 0), a window across the
+/// jump fits neither side; the shifted windows on the pixel's own side must take over. The
+/// stress suite's cases at N = 3 and 5 (Nw = 1 and 3) had 0.91–1.69 % of their pixels more
+/// than 1 px off, all within 2 px of the rim; now 0.00–0.01 %.
+#[test]
+fn lens_rims_at_low_scan_counts_have_no_gross_errors() {
+    let suite = espinnet::simulate::stress::suite(256, 2026);
+    for (name, window) in [
+        ("lens 4.0 px, mask diagonal, N 5", 1),
+        ("lens 7.0 px, mask diagonal, N 5", 1),
+        ("lens 4.0 px, sandpaper random, N 3", 3),
+    ] {
+        let case = suite.iter().find(|c| c.name == name).expect(name);
+        let e = errors(&simulate(&case.config).unwrap(), &params(window, 9));
+        assert!(
+            e.gross_fraction <= 0.001,
+            "{name}, Nw {window}: {:.2} % of pixels > 1 px off",
+            100.0 * e.gross_fraction
+        );
+    }
+}
+
 #[test]
 fn constant_subpixel_shift_is_unbiased() {
     // Where the model holds exactly (a wedge), only noise and the sub-pixel fit remain:

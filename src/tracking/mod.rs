@@ -13,7 +13,8 @@
 //! at the refined shift. Optionally, isolated outliers are searched again around their
 //! neighbours' median shift (seeded search), which halves the RMSE at N ≤ 5; and pixels
 //! the model fits badly, at steep displacement gradients, are fitted again with a smaller
-//! window (`adaptive.rs`).
+//! window, or next to a displacement jump given a neighbour's window on their side
+//! (`adaptive.rs`).
 //!
 //! Pixels closer than `max_shift + Nw + 2` to the border cannot see every candidate shift:
 //! they come back NaN with status [`Status::Border`].
@@ -55,6 +56,9 @@ pub struct Params {
     /// Refit pixels whose residual is over 3× the median with a window of half the size
     /// (when that still pools ≥ 20 values), keeping the refit where it fits twice as well:
     /// steep displacement gradients at object edges stretch the pattern in the window.
+    /// Those still over it take the fit of a neighbour within the window (a window on
+    /// their side of a displacement jump) where that fits twice as well and explains their
+    /// own values better.
     pub adaptive: bool,
 }
 

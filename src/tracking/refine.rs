@@ -224,13 +224,7 @@ pub(super) fn fit_at(
     }
     let (k, a, res) = linear_fit(&sums, p.dark_field);
     let (t, d) = if p.dark_field {
-        // M at the reference position the pixel maps to.
-        let (h, w) = (st.h, st.w);
-        let (my, mx) = (
-            (y as f32 - shift[0]).round().clamp(0.0, (h - 1) as f32) as usize,
-            (x as f32 - shift[1]).round().clamp(0.0, (w - 1) as f32) as usize,
-        );
-        from_affine(a, k, st.light.m[my * w + mx] as f64)
+        from_affine(a, k, illumination_at(st, y, x, shift))
     } else {
         (k, f64::NAN)
     };
@@ -240,6 +234,40 @@ pub(super) fn fit_at(
         darkfield: d as f32,
         residual: ((res.max(0.0) / sums.w).sqrt() / (sums.s / sums.w)) as f32,
     }
+}
+
+/// M at the reference position that pixel (y, x) maps to under `[dy, dx]` (px).
+fn illumination_at(st: &Stacks, y: usize, x: usize, [dy, dx]: [f32; 2]) -> f64 {
+    let (h, w) = (st.h, st.w);
+    let (my, mx) = (
+        (y as f32 - dy).round().clamp(0.0, (h - 1) as f32) as usize,
+        (x as f32 - dx).round().clamp(0.0, (w - 1) as f32) as usize,
+    );
+    st.light.m[my * w + mx] as f64
+}
+
+/// How well the fit of pixel `at`'s window (`[dy, dx, T, D]`) explains pixel (y, x)'s own
+/// values: Σ over the frames of (S − a − k·R(· − d))², its model's a and k from T, D and
+/// the M that fit used, in units of the reference mean squared.
+pub(super) fn pixel_error(
+    st: &Stacks,
+    dark_field: bool,
+    (y, x): (usize, usize),
+    at: (usize, usize),
+    [dy, dx, t, d]: [f32; 4],
+    ws: &mut Workspace,
+) -> f64 {
+    let s = window_sums(st, &[1.0], y, x, [dy, dx], false, ws);
+    let (t, d) = (t as f64, d as f64);
+    let (a, k) = if dark_field {
+        (
+            t * (1.0 - d) * illumination_at(st, at.0, at.1, [dy, dx]),
+            t * d,
+        )
+    } else {
+        (0.0, t)
+    };
+    s.ss + a * a * s.w + k * k * s.rr - 2.0 * (a * s.s + k * s.sr - a * k * s.r)
 }
 
 /// The model's linear fit at the sums' shift: (k, a, the weighted residual sum) of the best

@@ -31,9 +31,11 @@ pub struct ValidateArgs {
     /// Tracker windows Nw to try.
     #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 3])]
     windows: Vec<usize>,
-    /// Tracker search range (px).
-    #[arg(long, default_value_t = 9)]
-    max_shift: usize,
+    /// Tracker search range (px) [default: 9; in the stress suite, each case's max |d| + 2
+    /// px, at most 12, as a user who knows the sample's strength sets it: its lenses reach
+    /// 12 px, and a range over half a grating's period finds the grating's repeats].
+    #[arg(long)]
+    max_shift: Option<usize>,
     #[command(flatten)]
     network: crate::reconstruct::NetworkArgs,
     /// Stress suite: only the cases whose name contains this text (e.g. "lens", "N 2").
@@ -51,18 +53,20 @@ pub fn run(a: &ValidateArgs) -> Result<()> {
     options.geometry = Some(Preset::MaskDiagonal.config(2, 1, 0).geometry);
     let network = Engine::new(&options)?;
     let net = network.network().expect("the network engine");
-    let trackers = a
-        .windows
-        .iter()
-        .map(|&nw| {
-            let mut o = options.clone();
-            o.engine = EngineKind::Tracking;
-            o.tracking.window = nw;
-            o.tracking.max_shift = a.max_shift;
-            Engine::new(&o)
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let border = a.max_shift + a.windows.iter().max().copied().unwrap_or(1) + 2;
+    let mut tracking = options.clone();
+    tracking.engine = EngineKind::Tracking;
+    let trackers = |max_shift: usize| {
+        a.windows
+            .iter()
+            .map(|&nw| {
+                let mut o = tracking.clone();
+                o.tracking.window = nw;
+                o.tracking.max_shift = max_shift;
+                Engine::new(&o)
+            })
+            .collect::<Result<Vec<_>>>()
+    };
+    let widest = a.windows.iter().max().copied().unwrap_or(1);
     if a.mix == Mix::Stress {
         // The network without and with its guard, whatever the flags say.
         options.network.guard = !options.network.guard;
@@ -71,8 +75,12 @@ pub fn run(a: &ValidateArgs) -> Result<()> {
             true => (&network, &other),
             false => (&other, &network),
         };
+        let border = a.max_shift.unwrap_or(STRESS_MAX_SHIFT_PX) + widest + 2;
         return run_stress(a, raw, guarded, &trackers, border);
     }
+    let max_shift = a.max_shift.unwrap_or(9);
+    let trackers = trackers(max_shift)?;
+    let border = max_shift + widest + 2;
     let bar = ProgressBar::new(a.count * a.scans.len() as u64);
     let mut rows = Vec::new();
     for &n in &a.scans {
@@ -177,13 +185,17 @@ struct StressRow<'a> {
     tracking: Errors,
 }
 
+/// The stress suite's widest tracker search (px).
+const STRESS_MAX_SHIFT_PX: usize = 12;
+
 /// The stress suite's table: one row per case, the network without and with its guard, the
-/// tracker at its best window per case.
+/// tracker at its best window per case; `trackers`: the tracker at each window for a search
+/// range (px).
 fn run_stress(
     a: &ValidateArgs,
     network: &Engine,
     guarded: &Engine,
-    trackers: &[Engine],
+    trackers: &dyn Fn(usize) -> Result<Vec<Engine>>,
     border: usize,
 ) -> Result<()> {
     let mut cases = stress::suite(a.size, a.seed);
@@ -195,12 +207,16 @@ fn run_stress(
     for case in &cases {
         let mut network_acc = Accuracy::default();
         let mut guarded_acc = Accuracy::default();
+        let max_shift = a
+            .max_shift
+            .unwrap_or((case.max_displacement_px.ceil() as usize + 2).min(STRESS_MAX_SHIFT_PX));
+        let trackers = trackers(max_shift)?;
         let mut tracking = vec![Accuracy::default(); trackers.len()];
         let resolved = score(
             &simulate(&case.config)?,
             [(&mut network_acc, network), (&mut guarded_acc, guarded)]
                 .into_iter()
-                .chain(tracking.iter_mut().zip(trackers)),
+                .chain(tracking.iter_mut().zip(&trackers)),
             border,
         )?;
         let (window, tracking) = best_window(&a.windows, &tracking);
