@@ -31,9 +31,8 @@ pub struct ValidateArgs {
     /// Tracker windows Nw to try.
     #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 3])]
     windows: Vec<usize>,
-    /// Tracker search range (px) [default: 9; in the stress suite, each case's max |d| + 2
-    /// px, at most 12, as a user who knows the sample's strength sets it: its lenses reach
-    /// 12 px, and a range over half a grating's period finds the grating's repeats].
+    /// Tracker search range (px) [default: 9; stress suite: each case's max |d| + 2, at
+    /// most 12].
     #[arg(long)]
     max_shift: Option<usize>,
     #[command(flatten)]
@@ -207,6 +206,8 @@ fn run_stress(
     for case in &cases {
         let mut network_acc = Accuracy::default();
         let mut guarded_acc = Accuracy::default();
+        // As a user who knows the sample's strength sets it: the lenses reach 12 px, and a
+        // range over half the checkerboard's period finds its repeats.
         let max_shift = a
             .max_shift
             .unwrap_or((case.max_displacement_px.ceil() as usize + 2).min(STRESS_MAX_SHIFT_PX));
