@@ -117,10 +117,8 @@ pub(crate) fn guard(
             "guard: residual map at {:.2} s",
             clock.elapsed().as_secs_f64()
         );
-        let mut finite: Vec<f32> = ndarray::Zip::from(&residual)
-            .and(&mean)
-            .map_collect(|&r, &m| units(r, m))
-            .into_iter()
+        let mut finite: Vec<f32> = (residual.iter().zip(&mean))
+            .map(|(&r, &m)| units(r, m))
             .filter(|r| r.is_finite())
             .collect();
         if finite.is_empty() {
