@@ -8,9 +8,11 @@
 //! median, 90 % of them above 2.3×).
 //!
 //! Where the network smoothed over a jump (a lens's rim), the tracker's window straddles
-//! the jump too and its fit may not explain the pixel either; such pixels then take the
-//! estimate of a neighbour that is explained and explains the pixel's own values
-//! ([`borrow`]).
+//! the jump too: a suspect takes the fit of a neighbour's window on its side where that
+//! window fits twice as well and explains the pixel's own values better
+//! (`tracking/resolve.rs`); from N = 5, pixels still unexplained then take the estimate of
+//! an explained neighbour that explains their own values, in passes that reach further
+//! into a smoothed band ([`borrow`]).
 
 use std::collections::HashMap;
 
@@ -54,10 +56,12 @@ pub(crate) fn memory_bytes(tracking: &Params, (n, h, w): (usize, usize, usize)) 
 /// Passes of [`borrow`] at most: each reaches one pixel further into a band the network
 /// smoothed across a jump.
 const PASSES: usize = 4;
-/// [`borrow`] judges by a pixel's own values, so only from this many frames: on the stress
-/// suite at N = 2 and 3 a neighbour's estimate explained a pixel's values by chance often
-/// enough to add gross errors (0.00 → 0.27 % on soft-edged blobs, sandpaper, N = 3), while
-/// from N = 5 it took none away from a case without a jump (within ±0.04 %).
+/// [`borrow`] judges by a pixel's own values alone, so only from this many frames: on the
+/// stress suite at N = 2 and 3 a neighbour's estimate explained a pixel's values by chance
+/// often enough to add gross errors (0.00 → 0.27 % on soft-edged blobs, sandpaper, N = 3),
+/// while from N = 5 it took none away from a case without a jump (within ±0.04 %). Below
+/// that, the shifted windows of `tracking::resolve`, which the window's fit judges too,
+/// serve alone.
 const BORROW_MIN_FRAMES: usize = 5;
 
 /// An estimate `[dx, dy, T, D]` and its residual.

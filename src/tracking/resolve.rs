@@ -9,11 +9,15 @@
 //! explains the data clearly better over the tracker's window (T and D fitted to both
 //! shifts alike):
 //! a single pixel's residual cannot judge, as at N = 2 its two values fit almost any shift.
+//! Where the window straddles a jump the network smoothed over (a lens's rim), a suspect
+//! then takes a neighbour's window on its side ([`shifted_windows`]).
+
+use std::collections::HashMap;
 
 use rayon::prelude::*;
 
 use super::Params;
-use super::refine::{Workspace, fit_at};
+use super::refine::{Workspace, fit_at, pixel_error};
 use super::search::{Stacks, local_search};
 use crate::model::Fit;
 
@@ -58,8 +62,9 @@ pub struct Solved {
 }
 
 /// Solves `pixels` (y, x) again from their `estimate`, keeping the fits that explain the
-/// window better than it. `params.max_shift` bounds the shifts searched; pixels within
-/// `params.window` of the border are left alone.
+/// window better than it, or a neighbour's window next to a jump ([`shifted_windows`]).
+/// `params.max_shift` bounds the shifts searched; pixels within `params.window` of the
+/// border are left alone. In no particular order.
 pub fn resolve(
     reference: ndarray::ArrayView3<f32>,
     sample: ndarray::ArrayView3<f32>,
@@ -90,13 +95,17 @@ pub fn resolve(
         // biases.
         let st = Stacks::without_sums(reference.view(), sample.view(), params, light, rows);
         coefficients_s += clock.elapsed().as_secs_f64();
-        solved.par_extend(
-            band.par_iter()
-                .map_init(Workspace::default, |ws, &(y, x)| {
-                    solve(&st, params, fit, estimate, (y, x), ws)
-                })
-                .flatten(),
-        );
+        let mut fits: HashMap<(usize, usize), Solved> = band
+            .par_iter()
+            .map_init(Workspace::default, |ws, &(y, x)| {
+                solve(&st, params, fit, estimate, (y, x), ws)
+            })
+            .flatten()
+            .map(|s| ((s.y, s.x), s))
+            .collect();
+        let shifted = shifted_windows(&st, params, fit, estimate, band, &fits);
+        fits.extend(shifted.into_iter().map(|s| ((s.y, s.x), s)));
+        solved.extend(fits.into_values());
     }
     log::debug!("resolve: B-spline coefficients in {coefficients_s:.2} s");
     solved
@@ -146,4 +155,76 @@ fn solve(
         estimate: new,
         residual: fit.residual_at(y, x, new),
     })
+}
+
+/// The suspects of `band` whose window straddles a displacement jump (a lens's rim, which
+/// the network smoothed over): each takes the fit of a neighbour's window, which contains
+/// it, where that window fits at least twice as well as the pixel's own at its estimate and
+/// the neighbour's model explains the pixel's own values better (the tracker's shiftable
+/// windows, `adaptive.rs`). The estimates are the network's, or `solved`'s where it has one.
+/// Without the window's evidence, a pixel's own two or three values at N = 2–3 preferred a
+/// neighbour's estimate by chance often enough to add gross errors.
+fn shifted_windows(
+    st: &Stacks,
+    params: &Params,
+    fit: &Fit,
+    estimate: &crate::model::Contrasts,
+    band: &[(usize, usize)],
+    solved: &HashMap<(usize, usize), Solved>,
+) -> Vec<Solved> {
+    let at = |q: (usize, usize)| {
+        solved.get(&q).map_or(
+            [
+                estimate.dx[q],
+                estimate.dy[q],
+                estimate.transmission[q],
+                estimate.darkfield[q],
+            ],
+            |s| s.estimate,
+        )
+    };
+    let (h, w, nw) = (st.h, st.w, params.window);
+    // Shifts whose rows lie in the band's coefficients (NaN is not).
+    let reach = reach(params) as f32;
+    let within = |e: &[f32; 4]| e[0].abs() <= reach && e[1].abs() <= reach;
+    band.par_iter()
+        .map_init(Workspace::default, |ws, &(y, x)| {
+            let own = at((y, x));
+            if !within(&own) {
+                return None;
+            }
+            let limit = 0.5 * fit_at(st, params, y, x, [own[1], own[0]], false, ws).residual;
+            let own_model = [own[1], own[0], own[2], own[3]];
+            let own_error = pixel_error(st, params.dark_field, (y, x), (y, x), own_model, ws);
+            // Neighbours whose window lies inside the image (as the pixels' do).
+            let (rows, columns) = (
+                (y - nw).max(nw)..(y + nw + 1).min(h - nw),
+                (x - nw).max(nw)..(x + nw + 1).min(w - nw),
+            );
+            let neighbours = rows.flat_map(|qy| columns.clone().map(move |qx| (qy, qx)));
+            let mut best: Option<(f64, [f32; 4])> = None;
+            for q in neighbours.filter(|&q| q != (y, x)) {
+                let e = at(q);
+                let moved = (e[0] - own[0]).abs() > 0.5 || (e[1] - own[1]).abs() > 0.5;
+                if !moved || !within(&e) {
+                    continue;
+                }
+                let f = fit_at(st, params, q.0, q.1, [e[1], e[0]], false, ws);
+                if f.residual < limit {
+                    let model = [e[1], e[0], f.transmission, f.darkfield];
+                    let error = pixel_error(st, params.dark_field, (y, x), q, model, ws);
+                    if error < own_error && best.is_none_or(|b| error < b.0) {
+                        best = Some((error, [e[0], e[1], f.transmission, f.darkfield]));
+                    }
+                }
+            }
+            best.map(|(_, new)| Solved {
+                y,
+                x,
+                estimate: new,
+                residual: fit.residual_at(y, x, new),
+            })
+        })
+        .flatten()
+        .collect()
 }
