@@ -193,15 +193,15 @@ fn shifted_windows(
             if !within(&own) {
                 return None;
             }
-            let limit = 0.5 * fit_at(st, params, y, x, [own[1], own[0]], false, ws).residual;
             let own_model = [own[1], own[0], own[2], own[3]];
             let own_error = pixel_error(st, params.dark_field, (y, x), (y, x), own_model, ws);
             // Neighbours whose window lies inside the image (as the pixels' do).
-            let (rows, columns) = (
-                (y - nw).max(nw)..(y + nw + 1).min(h - nw),
-                (x - nw).max(nw)..(x + nw + 1).min(w - nw),
-            );
+            let rows = (y - nw).max(nw)..(y + nw + 1).min(h - nw);
+            let columns = (x - nw).max(nw)..(x + nw + 1).min(w - nw);
             let neighbours = rows.flat_map(|qy| columns.clone().map(move |qx| (qy, qx)));
+            // The pixel's own values first (one pixel's sums), the windows' fits only for
+            // the neighbours that explain them better.
+            let mut limit = None;
             let mut best: Option<(f64, [f32; 4])> = None;
             for q in neighbours.filter(|&q| q != (y, x)) {
                 let e = at(q);
@@ -209,13 +209,17 @@ fn shifted_windows(
                 if !moved || !within(&e) {
                     continue;
                 }
+                let model = [e[1], e[0], e[2], e[3]];
+                let error = pixel_error(st, params.dark_field, (y, x), q, model, ws);
+                if !(error < own_error) || best.is_some_and(|b| b.0 <= error) {
+                    continue;
+                }
+                let limit = *limit.get_or_insert_with(|| {
+                    0.5 * fit_at(st, params, y, x, [own[1], own[0]], false, ws).residual
+                });
                 let f = fit_at(st, params, q.0, q.1, [e[1], e[0]], false, ws);
                 if f.residual < limit {
-                    let model = [e[1], e[0], f.transmission, f.darkfield];
-                    let error = pixel_error(st, params.dark_field, (y, x), q, model, ws);
-                    if error < own_error && best.is_none_or(|b| error < b.0) {
-                        best = Some((error, [e[0], e[1], f.transmission, f.darkfield]));
-                    }
+                    best = Some((error, [e[0], e[1], f.transmission, f.darkfield]));
                 }
             }
             best.map(|(_, new)| Solved {
