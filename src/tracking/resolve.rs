@@ -211,7 +211,8 @@ fn shifted_windows(
                 }
                 let model = [e[1], e[0], e[2], e[3]];
                 let error = pixel_error(st, params.dark_field, (y, x), q, model, ws);
-                if !(error < own_error) || best.is_some_and(|b| b.0 <= error) {
+                let better = error < own_error && best.is_none_or(|b| error < b.0);
+                if !better {
                     continue;
                 }
                 let limit = *limit.get_or_insert_with(|| {
