@@ -202,8 +202,7 @@ fn borrow(
             let own = maps.at((y, x)).0;
             let moved =
                 |e: &[f32; 4]| (0..2).any(|a| own[a].is_nan() || (e[a] - own[a]).abs() > 0.5);
-            let rows = y.saturating_sub(nw)..(y + nw + 1).min(h);
-            rows.flat_map(|qy| (x.saturating_sub(nw)..(x + nw + 1).min(w)).map(move |qx| (qy, qx)))
+            tracking::neighbours((y, x), nw, (h, w), 0)
                 .map(|q| (q, maps.at(q)))
                 .filter(|&(q, (e, r))| maps.explained(r, q) && moved(&e))
                 .map(|(_, (e, _))| (e, fit.residual_at(y, x, e)))

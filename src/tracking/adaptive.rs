@@ -20,6 +20,7 @@ use rayon::prelude::*;
 
 use super::refine::{Workspace, fit_at, pixel_error};
 use super::search::{Stacks, local_search};
+use super::window::neighbours;
 use super::{Output, Params, Status};
 
 /// A residual this many times the median marks a fit dominated by model error (a good
@@ -128,8 +129,7 @@ fn borrow_shifted_windows(st: &Stacks, p: &Params, out: &mut Output, threshold: 
                 pixel_error(st, p.dark_field, (y, x), q, [dy, dx, t, d], ws)
             };
             let own = error((y, x));
-            let rows = y.saturating_sub(nw)..(y + nw + 1).min(h);
-            rows.flat_map(|qy| (x.saturating_sub(nw)..(x + nw + 1).min(w)).map(move |qx| (qy, qx)))
+            neighbours((y, x), nw, (h, w), 0)
                 .filter(|&q| out.status[q] == converged && out.residual[q] < limit)
                 .map(|q| (error(q), q))
                 .filter(|&(e, _)| e < own)

@@ -19,6 +19,7 @@ use rayon::prelude::*;
 use super::Params;
 use super::refine::{Workspace, fit_at, pixel_error};
 use super::search::{Stacks, local_search};
+use super::window::neighbours;
 use crate::model::Fit;
 
 /// Half-width (px) of each local search.
@@ -196,14 +197,11 @@ fn shifted_windows(
             let own_model = [own[1], own[0], own[2], own[3]];
             let own_error = pixel_error(st, params.dark_field, (y, x), (y, x), own_model, ws);
             // Neighbours whose window lies inside the image (as the pixels' do).
-            let rows = (y - nw).max(nw)..(y + nw + 1).min(h - nw);
-            let columns = (x - nw).max(nw)..(x + nw + 1).min(w - nw);
-            let neighbours = rows.flat_map(|qy| columns.clone().map(move |qx| (qy, qx)));
             // The pixel's own values first (one pixel's sums), the windows' fits only for
             // the neighbours that explain them better.
             let mut limit = None;
             let mut best: Option<(f64, [f32; 4])> = None;
-            for q in neighbours.filter(|&q| q != (y, x)) {
+            for q in neighbours((y, x), nw, (h, w), nw).filter(|&q| q != (y, x)) {
                 let e = at(q);
                 let moved = (e[0] - own[0]).abs() > 0.5 || (e[1] - own[1]).abs() > 0.5;
                 if !moved || !within(&e) {

@@ -47,3 +47,16 @@ pub(crate) fn filter(
         }
     }
 }
+
+/// The pixels within `nw` px (Chebyshev) of (y, x), itself included, whose own window of
+/// half-width `inset` lies inside an `h`×`w` image: the windows that contain the pixel.
+pub(crate) fn neighbours(
+    (y, x): (usize, usize),
+    nw: usize,
+    (h, w): (usize, usize),
+    inset: usize,
+) -> impl Iterator<Item = (usize, usize)> {
+    let rows = y.saturating_sub(nw).max(inset)..(y + nw + 1).min(h.saturating_sub(inset));
+    let columns = x.saturating_sub(nw).max(inset)..(x + nw + 1).min(w.saturating_sub(inset));
+    rows.flat_map(move |qy| columns.clone().map(move |qx| (qy, qx)))
+}
