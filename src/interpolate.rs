@@ -94,6 +94,9 @@ pub(crate) fn bspline_coefficients(
     use ndarray::{ArrayViewMut3, Axis};
     use rayon::prelude::*;
     let h = rows.len();
+    if h == 0 {
+        return Vec::new();
+    }
     let mut out = pixel_major(frames, n, (rows.start * w, h * w));
     // Lines filtered side by side are vector operations; one line's recursion is a chain
     // of dependent steps. Rows: sample x of frame i's row at x·n + i.

@@ -363,3 +363,51 @@ fn pixel_locking_curve_and_weak_lens_slope() {
         }
     }
 }
+
+/// The refinement reads the reference's B-spline coefficients one band of 512 rows at a time
+/// (`tracking/bands.rs`): every band's estimates are as good as the first's, the rows next
+/// to the bands' edges as good as any, and no fit reads beyond its band (it would panic).
+#[test]
+fn band_edges_leave_no_trace() {
+    let mut c: Config = Preset::MaskDiagonal.config(64, 10, 7);
+    c.height = 1100;
+    let case = simulate(&c).unwrap();
+    let p = params(1, 9);
+    let o = track(case.reference.view(), case.sample.view(), &p).unwrap();
+    let b = p.border();
+    // Per row: Σ squared error (both axes) and the pixels over 1 px off.
+    let row_errors = |y: usize| {
+        (b..64 - b).fold((0.0f64, 0usize), |(sum, gross), x| {
+            let e = [
+                o.dx[[y, x]] - case.truth.dx[[y, x]],
+                o.dy[[y, x]] - case.truth.dy[[y, x]],
+            ];
+            let far = e.iter().any(|v| !(v.abs() <= 1.0));
+            (
+                sum + e.iter().map(|&v| (v as f64).powi(2)).sum::<f64>(),
+                gross + far as usize,
+            )
+        })
+    };
+    let rmse = |rows: &mut dyn Iterator<Item = usize>| {
+        let (mut sum, mut gross, mut count) = (0.0, 0, 0);
+        for y in rows {
+            let (s, g) = row_errors(y);
+            (sum, gross, count) = (sum + s, gross + g, count + 2 * (64 - 2 * b));
+        }
+        assert_eq!(gross, 0, "pixels over 1 px off");
+        (sum / count as f64).sqrt()
+    };
+    let first = rmse(&mut (b..512));
+    for (what, value) in [
+        ("second band", rmse(&mut (512..1024))),
+        ("third band", rmse(&mut (1024..1100 - b))),
+        ("next to the edges", rmse(&mut (504..520).chain(1016..1032))),
+    ] {
+        eprintln!("{what}: RMSE {value:.4} px, first band {first:.4} px");
+        assert!(
+            value <= 1.5 * first,
+            "{what}: RMSE {value:.4} px against {first:.4}"
+        );
+    }
+}

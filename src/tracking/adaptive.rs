@@ -16,6 +16,9 @@
 //!   At N = 5 with a 3×3 window this removes the gross errors at a 4 px lens rim (0.82 % of
 //!   the pixels more than 1 px off, all within 2 px of the rim).
 
+use std::ops::Range;
+
+use ndarray::s;
 use rayon::prelude::*;
 
 use super::refine::{Workspace, fit_at, pixel_error};
@@ -32,50 +35,119 @@ const MIN_VALUES: usize = 20;
 /// The second search covers ±this many px around the first estimate.
 const REACH: isize = 2;
 
-/// Refits the misfits of `out`, the fit of `st` with `p.window`.
-pub(super) fn refit_misfits(st: &Stacks, p: &Params, out: &mut Output) {
-    // A single pixel's fit has no window to shrink or shift.
-    if p.window == 0 {
-        return;
-    }
-    let mut residuals: Vec<f32> = out
-        .residual
-        .iter()
-        .copied()
-        .filter(|r| r.is_finite())
-        .collect();
-    if residuals.is_empty() {
-        return;
-    }
-    let mid = residuals.len() / 2;
-    let threshold = MISFIT * *residuals.select_nth_unstable_by(mid, f32::total_cmp).1;
-    refit_smaller(st, p, out, threshold);
-    borrow_shifted_windows(st, p, out, threshold);
+/// The misfits' second fits, one band of rows at a time ([`Refits::band`]): the image is
+/// refined and its misfits refitted over one band of the reference's coefficients.
+pub(super) struct Refits {
+    p: Params,
+    /// The smaller window's parameters, where it pools enough values.
+    small: Option<Params>,
+    threshold: f32,
+    /// The last rows of the band before, whose misfits take their neighbours' windows once
+    /// the next band is refitted (their neighbours within the window are then final).
+    deferred: Option<Range<usize>>,
+    /// Estimates borrowed, applied at the end so that none is borrowed twice.
+    borrowed: Vec<((usize, usize), [f32; 5])>,
+    misfits: usize,
+    refitted: usize,
 }
 
-/// The pixels whose residual is over `threshold`.
-fn misfits(out: &Output, threshold: f32) -> Vec<(usize, usize)> {
+impl Refits {
+    /// For the fit with `p` of `n` frames whose typical relative residual is
+    /// `median_residual`; `None` where a single pixel's fit has no window to shrink or shift.
+    pub(super) fn new(p: &Params, n: usize, median_residual: f32) -> Option<Self> {
+        let small = Params {
+            window: p.window / 2,
+            ..*p
+        };
+        (p.window > 0).then(|| Refits {
+            p: *p,
+            small: (n * (2 * small.window + 1).pow(2) >= MIN_VALUES).then_some(small),
+            threshold: MISFIT * median_residual,
+            deferred: None,
+            borrowed: Vec::new(),
+            misfits: 0,
+            refitted: 0,
+        })
+    }
+
+    /// Refits the misfits of `rows`, just refined over `st`'s coefficients, and gives them
+    /// their neighbours' windows, but for the last `window` rows before the image's end,
+    /// whose turn comes with the next band's.
+    pub(super) fn band(&mut self, st: &Stacks, rows: Range<usize>, out: &mut Output) {
+        let misfits = misfits(out, rows.clone(), self.threshold);
+        self.misfits += misfits.len();
+        if let Some(small) = &self.small {
+            self.refitted += refit_smaller(st, small, out, &misfits);
+        }
+        let first = self.deferred.take().map_or(rows.start, |d| d.start);
+        let last = match rows.end == st.h {
+            true => rows.end,
+            false => rows.end.saturating_sub(self.p.window).max(rows.start),
+        };
+        self.borrow(st, first..last, out);
+        self.deferred = (last < rows.end).then_some(last..rows.end);
+    }
+
+    /// Every borrowed estimate applied.
+    pub(super) fn finish(self, out: &mut Output) {
+        debug_assert!(
+            self.deferred.is_none(),
+            "the last band borrows all its rows"
+        );
+        for &(q, fit) in &self.borrowed {
+            let maps = [
+                &mut out.dx,
+                &mut out.dy,
+                &mut out.transmission,
+                &mut out.darkfield,
+                &mut out.residual,
+            ];
+            for (m, v) in maps.into_iter().zip(fit) {
+                m[q] = v;
+            }
+            out.status[q] = Status::Converged as u8;
+        }
+        if let Some(small) = &self.small {
+            log::debug!(
+                "tracking: {} of {} misfit pixel(s) refitted with window {}",
+                self.refitted,
+                self.misfits,
+                small.window
+            );
+        }
+        log::debug!(
+            "tracking: {} misfit pixel(s) given a neighbour's window",
+            self.borrowed.len()
+        );
+    }
+
+    fn borrow(&mut self, st: &Stacks, rows: Range<usize>, out: &Output) {
+        let misfits = misfits(out, rows, self.threshold);
+        let borrowed = borrow_shifted_windows(st, &self.p, out, &misfits);
+        self.borrowed.extend(borrowed);
+    }
+}
+
+/// The pixels of `rows` whose residual is over `threshold`.
+fn misfits(out: &Output, rows: Range<usize>, threshold: f32) -> Vec<(usize, usize)> {
+    let y0 = rows.start;
     out.residual
+        .slice(s![rows, ..])
         .indexed_iter()
         .filter(|&(_, &r)| r > threshold)
-        .map(|(yx, _)| yx)
+        .map(|((y, x), _)| (y0 + y, x))
         .collect()
 }
 
-/// Refits the misfits with a window of half the size.
-fn refit_smaller(st: &Stacks, p: &Params, out: &mut Output, threshold: f32) {
-    let small = Params {
-        window: p.window / 2,
-        ..*p
-    };
-    if st.n * (2 * small.window + 1).pow(2) < MIN_VALUES {
-        return;
-    }
-    let misfits = misfits(out, threshold);
-    if misfits.is_empty() {
-        return;
-    }
-    let st_small = st.with_window(&small);
+/// Refits `misfits` with the window of `small`, where that fits at least twice as well:
+/// how many.
+fn refit_smaller(
+    st: &Stacks,
+    small: &Params,
+    out: &mut Output,
+    misfits: &[(usize, usize)],
+) -> usize {
+    let st_small = st.with_kernel(small);
     let refits: Vec<_> = misfits
         .par_iter()
         .filter_map(|&(y, x)| {
@@ -83,8 +155,8 @@ fn refit_smaller(st: &Stacks, p: &Params, out: &mut Output, threshold: f32) {
                 out.dy[[y, x]].round() as isize,
                 out.dx[[y, x]].round() as isize,
             ];
-            let d = local_search(&st_small, &small, y, x, start, REACH).1?;
-            let fit = fit_at(&st_small, &small, y, x, d, true, &mut Workspace::default());
+            let d = local_search(&st_small, small, y, x, start, REACH).1?;
+            let fit = fit_at(&st_small, small, y, x, d, true, &mut Workspace::default());
             (fit.residual < 0.5 * out.residual[[y, x]]).then_some((y, x, fit))
         })
         .collect();
@@ -96,21 +168,19 @@ fn refit_smaller(st: &Stacks, p: &Params, out: &mut Output, threshold: f32) {
         out.residual[[y, x]] = fit.residual;
         out.status[[y, x]] = Status::Converged as u8;
     }
-    log::debug!(
-        "tracking: {} of {} misfit pixel(s) refitted with window {}",
-        refits.len(),
-        misfits.len(),
-        small.window
-    );
+    refits.len()
 }
 
-/// Gives each misfit the fit of a neighbour within `nw` px (Chebyshev) whose window fits
-/// at least twice as well and explains the pixel's own values best, where it explains them
-/// better than the pixel's own fit. All choices are made on the fits as they stand, so that
-/// no estimate is borrowed twice.
-fn borrow_shifted_windows(st: &Stacks, p: &Params, out: &mut Output, threshold: f32) {
+/// The fit of a neighbour within `nw` px (Chebyshev) for each of `misfits`, whose window
+/// fits at least twice as well and explains the pixel's own values best, where it explains
+/// them better than the pixel's own fit: `[dx, dy, T, D, residual]`.
+fn borrow_shifted_windows(
+    st: &Stacks,
+    p: &Params,
+    out: &Output,
+    misfits: &[(usize, usize)],
+) -> Vec<((usize, usize), [f32; 5])> {
     let (h, w, nw) = (st.h, st.w, p.window);
-    let misfits = misfits(out, threshold);
     let converged = Status::Converged as u8;
     let maps = [
         &out.dx,
@@ -119,8 +189,7 @@ fn borrow_shifted_windows(st: &Stacks, p: &Params, out: &mut Output, threshold: 
         &out.darkfield,
         &out.residual,
     ];
-    // All read before any is written.
-    let borrowed: Vec<((usize, usize), [f32; 5])> = misfits
+    misfits
         .par_iter()
         .map_init(Workspace::default, |ws, &(y, x)| {
             let limit = 0.5 * out.residual[[y, x]];
@@ -137,23 +206,5 @@ fn borrow_shifted_windows(st: &Stacks, p: &Params, out: &mut Output, threshold: 
                 .map(|(_, q)| ((y, x), maps.map(|m| m[q])))
         })
         .flatten()
-        .collect();
-    for &(p, fit) in &borrowed {
-        let maps = [
-            &mut out.dx,
-            &mut out.dy,
-            &mut out.transmission,
-            &mut out.darkfield,
-            &mut out.residual,
-        ];
-        for (m, v) in maps.into_iter().zip(fit) {
-            m[p] = v;
-        }
-        out.status[p] = converged;
-    }
-    log::debug!(
-        "tracking: {} of {} misfit pixel(s) given a neighbour's window",
-        borrowed.len(),
-        misfits.len()
-    );
+        .collect()
 }

@@ -20,6 +20,7 @@
 //! they come back NaN with status [`Status::Border`].
 
 mod adaptive;
+mod bands;
 mod refine;
 mod resolve;
 mod search;
@@ -147,13 +148,13 @@ impl Params {
         copies: bool,
     ) -> u64 {
         use crate::memory::product;
-        // Per pixel, in f32: the reference's B-spline coefficients (n, computed in place
-        // frames innermost), the local mean and
-        // its summed-area table (3), window sums for two windows with their scratch (11),
+        // Per pixel, in f32: the stacks' copies (2n) where they are not in standard layout,
+        // the local mean and its summed-area table (3), window sums with their scratch (8),
         // the search's shifts, status and band results (6), the refinement's maps and rows
-        // (13).
-        let image = product(&[n, h, w, 4 * if copies { 3 } else { 1 }])
-            .saturating_add(product(&[33, h, w, 4]));
+        // (13); and one band of the reference's B-spline coefficients.
+        let image = product(&[n, h, w, if copies { 8 } else { 0 }])
+            .saturating_add(product(&[30, h, w, 4]))
+            .saturating_add(bands::memory_bytes(self, (n, h, w)));
         // Per worker, in f32: a search tile's normalised values of both stacks and the
         // products of one row of shifts, three rows of costs and the running minima (12);
         // the refinement's sample rows; a band's results (3).
@@ -227,19 +228,30 @@ pub(crate) fn track_lit(
     }
     let searched = clock.elapsed();
     stacks.release_sums();
-    stacks.noise = refine::noise_gain(&stacks, params, &shift, &status);
-    let mut out = refine::refine(&stacks, params, &shift, status);
-    let refined = clock.elapsed();
-    if params.adaptive {
-        adaptive::refit_misfits(&stacks, params, &mut out);
+    let (noise, median_residual) = refine::noise_gain(&stacks, params, &shift, &status);
+    stacks.noise = noise;
+    let mut out = refine::unfitted(status);
+    let mut refits = median_residual
+        .filter(|_| params.adaptive)
+        .and_then(|r| adaptive::Refits::new(params, n, r));
+    // One band of the reference's B-spline coefficients at a time: memory follows the
+    // band, not the image.
+    for rows in bands::all(h) {
+        let band = stacks.with_rows(bands::coefficient_rows(rows.clone(), params, h));
+        refine::refine(&band, params, &shift, &mut out, rows.clone());
+        if let Some(refits) = refits.as_mut() {
+            refits.band(&band, rows, &mut out);
+        }
+    }
+    if let Some(refits) = refits {
+        refits.finish(&mut out);
     }
     log::debug!(
-        "tracking: window sums and B-spline coefficients {:.2} s, integer search {:.2} s, \
-         sub-pixel refinement {:.2} s, refits {:.2} s",
+        "tracking: window sums {:.2} s, integer search {:.2} s, sub-pixel refinement and \
+         refits {:.2} s",
         prepared.as_secs_f64(),
         (searched - prepared).as_secs_f64(),
-        (refined - searched).as_secs_f64(),
-        (clock.elapsed() - refined).as_secs_f64()
+        (clock.elapsed() - searched).as_secs_f64()
     );
     Ok((out, stacks.light))
 }

@@ -21,9 +21,13 @@
 //! far from the continuous minimum; the step there is continued in clamped steps rather
 //! than refused (refused, the vertex stayed pixel-locked).
 
-use ndarray::{Array2, Axis};
+use ndarray::iter::AxisChunksIterMut;
+use std::ops::Range;
+
+use ndarray::{Array2, ArrayViewMut2, Axis, Ix2, s};
 use rayon::prelude::*;
 
+use super::bands;
 use super::search::{BAND, Stacks};
 use super::{Output, Params, Status};
 use crate::interpolate::{bspline, bspline_derivative, bspline_noise_gain, mirror};
@@ -37,37 +41,63 @@ const MAX_STEP_PX: f64 = 0.5;
 const MAX_CLAMPED_STEPS: usize = 6;
 /// How far (px, per axis) the clamped steps may lead from the parabola estimate.
 const MAX_DETOUR_PX: f32 = 1.5;
-/// Pixels whose fits estimate the noise level: a grid of about this many.
+/// Pixels whose fits estimate the noise level: a grid of about this many, on
+/// [`NOISE_ROWS`] rows spread over the image, each of whose fits read a strip of the
+/// reference's coefficients (at 2048² a fifth of the image).
 const NOISE_SAMPLES: usize = 2048;
+const NOISE_ROWS: usize = 8;
 
+/// Maps of no fit yet (NaN), with the search's `status`.
+pub(super) fn unfitted(status: Array2<u8>) -> Output {
+    let nan = || Array2::<f32>::from_elem(status.dim(), f32::NAN);
+    Output {
+        dx: nan(),
+        dy: nan(),
+        transmission: nan(),
+        darkfield: nan(),
+        residual: nan(),
+        status,
+    }
+}
+
+/// Refines the pixels of `rows` into `out`, from the search's `shift`, with `st` holding the
+/// coefficients those rows need ([`bands::coefficient_rows`]).
 pub(super) fn refine(
     st: &Stacks,
     p: &Params,
     shift: &Array2<[f32; 2]>,
-    status: Array2<u8>,
-) -> Output {
-    let (h, w) = (st.h, st.w);
-    let nan = || Array2::<f32>::from_elem((h, w), f32::NAN);
-    let (mut dx, mut dy, mut transmission, mut darkfield, mut residual) =
-        (nan(), nan(), nan(), nan(), nan());
-    // Bands of rows, each with its sample rows read once with the frames innermost
+    out: &mut Output,
+    rows: Range<usize>,
+) {
+    // Tasks of BAND rows, each with its sample rows read once with the frames innermost
     // (gathered per pixel from N frames apart, they took a third of the refinement), its
     // fits written straight into the maps.
-    fn band(a: &mut Array2<f32>) -> ndarray::iter::AxisChunksIterMut<'_, f32, ndarray::Ix2> {
+    fn tasks<'a>(a: &'a mut ArrayViewMut2<'_, f32>) -> AxisChunksIterMut<'a, f32, Ix2> {
         a.axis_chunks_iter_mut(Axis(0), BAND)
     }
-    band(&mut dx)
+    let Output {
+        dx,
+        dy,
+        transmission,
+        darkfield,
+        residual,
+        status,
+    } = out;
+    let mut maps =
+        [dx, dy, transmission, darkfield, residual].map(|a| a.slice_mut(s![rows.clone(), ..]));
+    let [dx, dy, t, d, res] = &mut maps;
+    tasks(dx)
         .into_par_iter()
-        .zip(band(&mut dy))
-        .zip(band(&mut transmission))
-        .zip(band(&mut darkfield))
-        .zip(band(&mut residual))
+        .zip(tasks(dy))
+        .zip(tasks(t))
+        .zip(tasks(d))
+        .zip(tasks(res))
         .enumerate()
         .for_each(|(b, ((((mut dx, mut dy), mut t), mut d), mut res))| {
-            let y0 = b * BAND;
-            let rows = y0.saturating_sub(p.window)..(y0 + dx.nrows() + p.window).min(h);
+            let y0 = rows.start + b * BAND;
+            let sample_rows = y0.saturating_sub(p.window)..(y0 + dx.nrows() + p.window).min(st.h);
             let mut ws = Workspace {
-                band: Some(SampleBand::new(st, rows)),
+                band: Some(SampleBand::new(st, sample_rows)),
                 scratch: Vec::new(),
             };
             for ((k, x), dx) in dx.indexed_iter_mut() {
@@ -85,14 +115,6 @@ pub(super) fn refine(
                 res[[k, x]] = fit.residual;
             }
         });
-    Output {
-        dx,
-        dy,
-        transmission,
-        darkfield,
-        residual,
-        status,
-    }
 }
 
 /// The fit at one pixel.
@@ -365,38 +387,46 @@ fn noise_pull(noise: f64, s: &Sums, y: usize, x: usize, [dy, dx]: [f32; 2]) -> [
 /// degrees of freedom for the columns X = [1, R, Gy, Gx]). The median keeps misfits at
 /// object edges out; with few degrees of freedom it lies below the mean, which the window's
 /// many lightly weighted values keep small (within 2.4 % at N = 3, Nw = 1: the unit test).
-/// 0 where no pixel could tell.
+/// 0 where no pixel could tell. With it, the median relative residual of those fits (the
+/// image's typical residual, which marks misfits: [`super::adaptive`]), `None` where none
+/// has one.
 pub(super) fn noise_gain(
     st: &Stacks,
     p: &Params,
     shift: &Array2<[f32; 2]>,
     status: &Array2<u8>,
-) -> f64 {
+) -> (f64, Option<f32>) {
     let (h, w) = (st.h, st.w);
-    let stride = ((h * w) as f64 / NOISE_SAMPLES as f64).sqrt().max(1.0) as usize;
+    let border = p.border().min(h / 2);
+    let inner = h - 2 * border;
+    let rows = NOISE_ROWS.min(inner);
+    let step = (w * rows / NOISE_SAMPLES).max(1);
     let squared: Vec<f32> = st.kernel.iter().map(|k| k * k).collect();
-    let pixels: Vec<(usize, usize)> = (0..h)
-        .step_by(stride)
-        .flat_map(|y| (0..w).step_by(stride).map(move |x| (y, x)))
+    let pixels: Vec<(usize, usize)> = (0..rows)
+        .map(|j| border + (2 * j + 1) * inner / (2 * rows))
+        .flat_map(|y| (0..w).step_by(step).map(move |x| (y, x)))
         .filter(|&(y, x)| status[[y, x]] == Status::Converged as u8)
         .collect();
-    let mut ratios: Vec<f64> = pixels
-        .par_iter()
-        .filter_map(|&(y, x)| {
+    let mut fits: Vec<(f32, Option<f64>)> = Vec::with_capacity(pixels.len());
+    for run in bands::runs(&pixels, p) {
+        let st = st.with_rows(bands::coefficient_rows(bands::rows_of(run), p, h));
+        fits.par_extend(run.par_iter().map(|&(y, x)| {
             let mut ws = Workspace::default();
-            let fit = fit_at(st, p, y, x, shift[[y, x]], true, &mut ws);
-            let sums = window_sums(st, &st.kernel, y, x, fit.shift, true, &mut ws);
-            let squares = window_sums(st, &squared, y, x, fit.shift, true, &mut ws);
-            let (k, _, res) = linear_fit(&sums, p.dark_field);
-            let dof = sums.w - leverage(&sums, &squares, p.dark_field)?;
-            let [vy, _] = bspline_noise_gain(y as f64 - fit.shift[0] as f64);
-            let [vx, _] = bspline_noise_gain(x as f64 - fit.shift[1] as f64);
-            let unit = dof * (sums.s + k * k * vy * vx * sums.r) / sums.w;
-            (dof > 0.0 && unit > 0.0 && res.is_finite()).then_some(res / unit)
-        })
-        .collect();
+            let fit = fit_at(&st, p, y, x, shift[[y, x]], true, &mut ws);
+            (
+                fit.residual,
+                noise_ratio(&st, p, &squared, (y, x), &fit, &mut ws),
+            )
+        }));
+    }
+    let mut residuals: Vec<f32> = fits.iter().map(|f| f.0).filter(|r| r.is_finite()).collect();
+    let median_residual = (!residuals.is_empty()).then(|| {
+        let mid = residuals.len() / 2;
+        *residuals.select_nth_unstable_by(mid, f32::total_cmp).1
+    });
+    let mut ratios: Vec<f64> = fits.iter().filter_map(|f| f.1).collect();
     if ratios.is_empty() {
-        return 0.0;
+        return (0.0, median_residual);
     }
     let mid = ratios.len() / 2;
     let gain = *ratios.select_nth_unstable_by(mid, f64::total_cmp).1;
@@ -404,7 +434,27 @@ pub(super) fn noise_gain(
         "tracking: noise variance {gain:.3e} per unit intensity (normalised) from {} pixels",
         ratios.len()
     );
-    gain.max(0.0)
+    (gain.max(0.0), median_residual)
+}
+
+/// The residual sum of pixel (y, x)'s `fit` over what one unit of noise variance would
+/// give ([`noise_gain`]); `squared`: the window's weights squared.
+fn noise_ratio(
+    st: &Stacks,
+    p: &Params,
+    squared: &[f32],
+    (y, x): (usize, usize),
+    fit: &Fit,
+    ws: &mut Workspace,
+) -> Option<f64> {
+    let sums = window_sums(st, &st.kernel, y, x, fit.shift, true, ws);
+    let squares = window_sums(st, squared, y, x, fit.shift, true, ws);
+    let (k, _, res) = linear_fit(&sums, p.dark_field);
+    let dof = sums.w - leverage(&sums, &squares, p.dark_field)?;
+    let [vy, _] = bspline_noise_gain(y as f64 - fit.shift[0] as f64);
+    let [vx, _] = bspline_noise_gain(x as f64 - fit.shift[1] as f64);
+    let unit = dof * (sums.s + k * k * vy * vx * sums.r) / sums.w;
+    (dof > 0.0 && unit > 0.0 && res.is_finite()).then_some(res / unit)
 }
 
 /// tr((XᵀWX)⁻¹·XᵀW²X) for the columns [1, R, Gy, Gx] (without dark-field [R, Gy, Gx]),
@@ -655,7 +705,7 @@ mod tests {
             let st = Stacks::new(case.reference.view(), case.sample.view(), &p, None);
             let (shift, status) =
                 super::super::search::exhaustive(&st, &p, crate::progress::NONE).unwrap();
-            let gain = noise_gain(&st, &p, &shift, &status);
+            let (gain, _) = noise_gain(&st, &p, &shift, &status);
             let expected = st.scale() as f64;
             assert!(
                 (gain / expected - 1.0).abs() < 0.05,
@@ -669,7 +719,7 @@ mod tests {
         let st = Stacks::new(case.reference.view(), case.sample.view(), &p, None);
         let (shift, status) =
             super::super::search::exhaustive(&st, &p, crate::progress::NONE).unwrap();
-        let gain = noise_gain(&st, &p, &shift, &status);
+        let (gain, _) = noise_gain(&st, &p, &shift, &status);
         assert!(gain < 0.01 * st.scale() as f64, "noise-free: {gain:.3e}");
     }
 }

@@ -16,10 +16,10 @@ use std::collections::HashMap;
 
 use rayon::prelude::*;
 
-use super::Params;
 use super::refine::{Workspace, fit_at, pixel_error};
 use super::search::{Stacks, local_search};
 use super::window::neighbours;
+use super::{Params, bands};
 use crate::model::Fit;
 
 /// Half-width (px) of each local search.
@@ -31,27 +31,10 @@ const MOVES: usize = 4;
 /// residual by construction, so a smaller margin would trade good estimates for the
 /// tracker's noise. A fit over a pixel away replaces it wherever its residual is lower.
 const BETTER: f32 = 1.25;
-/// Rows of pixels solved together, over one band of the reference's B-spline coefficients:
-/// memory follows the band, not the image.
-const BAND_ROWS: usize = 512;
-
-/// The rows a band's coefficients extend beyond its pixels: the [`reach`], the window and
-/// the interpolation's taps, and 12 rows where the band's prefilter settles.
-fn margin(params: &Params) -> usize {
-    reach(params) + params.window + 2 + 12
-}
-
-/// The shifts (px, per axis) a fit may reach: the search's, and 2 px of sub-pixel steps
-/// beyond it.
-fn reach(params: &Params) -> usize {
-    params.max_shift + 2
-}
-
 /// Peak memory of [`resolve`] on stacks `[n, h, w]` (bytes): one band of the reference's
 /// B-spline coefficients.
 pub(crate) fn memory_bytes(params: &Params, (n, h, w): (usize, usize, usize)) -> u64 {
-    let rows = h.min(BAND_ROWS.saturating_add(margin(params).saturating_mul(2)));
-    crate::memory::product(&[n, rows, w, 4])
+    bands::memory_bytes(params, (n, h, w))
 }
 
 /// A pixel solved again: where, its `[dx, dy, T, D]` and its residual ([`Fit::residual_at`]).
@@ -85,11 +68,9 @@ pub fn resolve(
         .filter(|&(y, x)| y >= nw && x >= nw && y + nw < h && x + nw < w)
         .collect();
     pixels.sort_unstable();
-    let margin = margin(params);
     let (mut solved, mut coefficients_s) = (Vec::new(), 0.0);
-    for band in pixels.chunk_by(|a, b| a.0 / BAND_ROWS == b.0 / BAND_ROWS) {
-        let (first, last) = (band[0].0, band[band.len() - 1].0);
-        let rows = first.saturating_sub(margin)..(last + margin + 1).min(h);
+    for band in bands::runs(&pixels, params) {
+        let rows = bands::coefficient_rows(bands::rows_of(band), params, h);
         let clock = std::time::Instant::now();
         // Its noise level stays 0 (no noise correction): the few pixels solved here have
         // no grid of converged fits to estimate it from, and their errors are gross, not
@@ -142,7 +123,7 @@ fn solve(
     let f = fit_at(st, params, y, x, start, fine.is_some(), ws);
     // An estimate beyond the reach is not judged (its rows are not in the band): any
     // finite fit replaces it.
-    let old = match known && dy.abs() <= reach(params) as f32 {
+    let old = match known && dy.abs() <= bands::reach(params) as f32 {
         true => fit_at(st, params, y, x, [dy, dx], false, ws).residual,
         false => f32::NAN,
     };
@@ -186,7 +167,7 @@ fn shifted_windows(
     };
     let (h, w, nw) = (st.h, st.w, params.window);
     // Shifts whose rows lie in the band's coefficients (NaN is not).
-    let reach = reach(params) as f32;
+    let reach = bands::reach(params) as f32;
     let within = |e: &[f32; 4]| e[0].abs() <= reach && e[1].abs() <= reach;
     band.par_iter()
         .map_init(Workspace::default, |ws, &(y, x)| {

@@ -31,13 +31,13 @@ pub(super) struct Stacks<'a> {
     /// `light.scale()`, kept for the hot loops that normalise as they read.
     scale: f32,
     /// The reference's mean and M, its local mean (normalised), frames and a `mean_window`
-    /// box. Shared with the stacks of other windows ([`Stacks::with_window`]).
+    /// box. Shared with the stacks of other windows ([`Stacks::with_kernel`]).
     pub light: Illumination,
     pub kernel: Vec<f32>,
     /// The reference frames' cubic B-spline coefficients (as given, not normalised), which
     /// the sub-pixel refinement interpolates, frames innermost (each pixel's N values are
-    /// contiguous, so its taps serve every frame in one vector pass): one more copy of the
-    /// reference in memory.
+    /// contiguous, so its taps serve every frame in one vector pass), of one band of rows
+    /// ([`super::bands`]).
     coefficients: Arc<Vec<f32>>,
     /// The image row of the coefficients' first row.
     first_row: usize,
@@ -63,13 +63,13 @@ impl<'a> Stacks<'a> {
         p: &Params,
         light: Option<&Illumination>,
     ) -> Self {
-        let h = reference.dim().1;
-        Self::without_sums(reference, sample, p, light, 0..h).with_window(p)
+        Self::without_sums(reference, sample, p, light, 0..0).with_sums()
     }
 
-    /// [`Stacks::new`] without the image-wide window sums and with the B-spline
-    /// coefficients of `rows` only, for work on a few pixels ([`local_search`] sums its own
-    /// windows; their sub-pixel fits must read only those rows).
+    /// Stacks without the image-wide window sums and with the B-spline coefficients of
+    /// `rows` only ([`super::bands`]), for the fits of the pixels those rows serve
+    /// ([`local_search`] sums its own windows). [`Stacks::new`] has none: the integer
+    /// search reads the reference as given.
     pub fn without_sums(
         reference: ArrayView3<'a, f32>,
         sample: ArrayView3<'a, f32>,
@@ -132,11 +132,40 @@ impl<'a> Stacks<'a> {
         self.scale
     }
 
-    /// The same data with the window sums of `p.window`.
-    pub fn with_window(&self, p: &Params) -> Self {
-        let (n, h, w) = (self.n, self.h, self.w);
-        let kernel = weights(p.window, p.hamming);
-        let sw = n as f32 * kernel.iter().sum::<f32>().powi(2);
+    /// The same data with the B-spline coefficients of `rows` (and no window sums).
+    pub fn with_rows(&self, rows: std::ops::Range<usize>) -> Self {
+        let coefficients =
+            crate::interpolate::bspline_coefficients(self.raw_r, self.n, self.w, rows.clone());
+        Stacks {
+            first_row: rows.start,
+            coefficients: Arc::new(coefficients),
+            ..self.with_kernel_of(self.kernel.clone())
+        }
+    }
+
+    /// The same data with the window of `p.window`, without the image-wide window sums
+    /// (the work of [`local_search`] and the sub-pixel fits needs none).
+    pub fn with_kernel(&self, p: &Params) -> Self {
+        self.with_kernel_of(weights(p.window, p.hamming))
+    }
+
+    fn with_kernel_of(&self, kernel: Vec<f32>) -> Self {
+        Stacks {
+            sw: self.n as f32 * kernel.iter().sum::<f32>().powi(2),
+            kernel,
+            light: self.light.clone(),
+            coefficients: self.coefficients.clone(),
+            r1: Vec::new(),
+            r2: Vec::new(),
+            s1: Vec::new(),
+            s2: Vec::new(),
+            ..*self
+        }
+    }
+
+    /// The same data with the window sums that the integer search reads.
+    fn with_sums(self) -> Self {
+        let (h, w) = (self.h, self.w);
         // Frames added in turn for each row (contiguous reads), the four sums side by side.
         let frame_sum = |&(raw, sq): &(&[f32], bool)| {
             let mut acc = vec![0.0f32; h * w];
@@ -150,7 +179,7 @@ impl<'a> Stacks<'a> {
                 }
             });
             let (mut out, mut tmp) = (vec![0.0; h * w], Vec::new());
-            filter(&acc, h, w, &kernel, &mut out, &mut tmp);
+            filter(&acc, h, w, &self.kernel, &mut out, &mut tmp);
             out
         };
         let (r, s) = (self.raw_r, self.raw_s);
@@ -166,11 +195,7 @@ impl<'a> Stacks<'a> {
             r2,
             s1,
             s2,
-            light: self.light.clone(),
-            coefficients: self.coefficients.clone(),
-            kernel,
-            sw,
-            ..*self
+            ..self
         }
     }
 

@@ -1,0 +1,58 @@
+//! Bands of rows over which the reference's B-spline coefficients are computed, so that
+//! memory follows the band, not the image: at 2048² × 20 frames the whole reference's
+//! coefficients take 320 MiB (as much as the reference), one band's 92 MiB.
+
+use std::ops::Range;
+
+use super::Params;
+
+/// Rows of pixels fitted over one band of coefficients.
+pub(super) const ROWS: usize = 512;
+
+/// The shifts (px, per axis) a fit may reach: the search's, 1 px of the quadratic's vertex
+/// and 2 px of sub-pixel steps beyond it.
+pub(super) fn reach(params: &Params) -> usize {
+    params.max_shift.saturating_add(3)
+}
+
+/// Rows a band's coefficients extend beyond its pixels: the [`reach`], the window and the
+/// interpolation's taps, and 12 rows where the band's prefilter settles (its pole, 0.268,
+/// to the 12th power: 1.4·10⁻⁷).
+fn margin(params: &Params) -> usize {
+    reach(params)
+        .saturating_add(params.window)
+        .saturating_add(14)
+}
+
+/// The rows of coefficients that the fits of the pixels in rows `pixels` read.
+pub(super) fn coefficient_rows(pixels: Range<usize>, params: &Params, h: usize) -> Range<usize> {
+    let margin = margin(params);
+    pixels.start.saturating_sub(margin)..pixels.end.saturating_add(margin).min(h)
+}
+
+/// Bands of [`ROWS`] rows of an image `h` rows high.
+pub(super) fn all(h: usize) -> impl Iterator<Item = Range<usize>> {
+    (0..h).step_by(ROWS).map(move |y| y..(y + ROWS).min(h))
+}
+
+/// Pixels `(y, x)` sorted by row, in runs that one band of coefficients serves: within one
+/// band of [`ROWS`] rows, and split where rows lie so far apart that their coefficients
+/// would not overlap.
+pub(super) fn runs<'a>(
+    pixels: &'a [(usize, usize)],
+    params: &Params,
+) -> impl Iterator<Item = &'a [(usize, usize)]> {
+    let gap = margin(params).saturating_mul(2);
+    pixels.chunk_by(move |a, b| a.0 / ROWS == b.0 / ROWS && b.0 - a.0 <= gap)
+}
+
+/// The rows of the pixels of a run from [`runs`].
+pub(super) fn rows_of(run: &[(usize, usize)]) -> Range<usize> {
+    run.first().map_or(0, |p| p.0)..run.last().map_or(0, |p| p.0 + 1)
+}
+
+/// Bytes of one band's coefficients on stacks `[n, h, w]`.
+pub(super) fn memory_bytes(params: &Params, (n, h, w): (usize, usize, usize)) -> u64 {
+    let rows = h.min(ROWS.saturating_add(margin(params).saturating_mul(2)));
+    crate::memory::product(&[n, rows, w, 4])
+}
