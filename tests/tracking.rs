@@ -317,26 +317,30 @@ fn weak_lens_slopes(scans: usize, window: usize) -> [f64; 2] {
 }
 
 /// The sub-pixel estimate is unbiased: the pixel-locking curve (estimated minus true shift
-/// for offsets 0–1 px in steps of 0.05, on a uniform field) stays within 0.012 px, and on a
-/// weak smooth field (|d| < 0.3 px) the estimate's slope against the truth is within
-/// 1.5 % of 1 at N = 20, 2.5 % at N = 5 and 2 % at N = 3 with a 3×3 window (4 % with one
-/// pixel: 27 values per fit, of which the window's edge weighs 0.08). These bounds guard
-/// what the refinement reached (worst 0.0097 px, 0.007–0.011 before; slopes 1.004–1.010 at N = 20, 1.011–1.021
-/// at N = 5, 1.015–1.017 and 1.033 at N = 3) rather than follow from the noise, which over
-/// these 6 400 and 21 000 pixels averages to under 0.003 px. Before the refinement allowed
-/// for the reference's interpolated noise, the slopes were 1.024–1.040 (and the parabola
-/// through the integer costs before it 0.76–0.89); what remains is the B-spline's error on
-/// the aliased pattern (+1.2 % at N = 20 without noise) and, at low N, more than the noise
-/// correction's first order. The 1 % is met at N = 20 with a 3×3 window only.
+/// for offsets 0–1 px in steps of 0.05, on a uniform field) stays within 0.009 px, and on a
+/// weak smooth field (|d| < 0.3 px) the estimate's slope against the truth is within 1 % of
+/// 1 at N = 20 (the bound), 1.5 % at N = 5 and at N = 3 with a 3×3 window, and 3 %
+/// with one pixel (27 values per fit, of which the window's edge weighs 0.08). These bounds
+/// guard what the refinement reached (worst 0.0082 px; slopes 1.003–1.008 at N = 20,
+/// 1.008–1.012 at N = 5, 1.010–1.023 at N = 3) rather than follow from the noise, which over
+/// these 6 400 and 21 000 pixels averages to under 0.003 px. Before the Gauss–Newton step
+/// started from the per-axis parabolas (`search::quadratic_minimum`) they were 0.0096 px and
+/// 1.004–1.010, 1.011–1.021, 1.015–1.033; before the step allowed for the reference's
+/// interpolated noise 1.024–1.040, and with the parabola alone 0.76–0.89. What remains is
+/// the cubic B-spline's error on the pattern's content near the Nyquist frequency: without
+/// noise, on three seeds, the same slopes are 1.009–1.013 at N = 20, 1.010–1.023 at N = 5
+/// and 1.010–1.028 at N = 3. Its sign and size follow the pattern's spectrum (on a speckle model, a quintic
+/// spline did better on coarse patterns and worse on fine ones), so no interpolator removes
+/// it for every modulator.
 #[test]
 fn pixel_locking_curve_and_weak_lens_slope() {
     for (scans, window, slope_tolerance) in [
-        (20, 1, 0.015),
-        (20, 3, 0.015),
-        (5, 1, 0.025),
-        (5, 3, 0.025),
-        (3, 1, 0.04),
-        (3, 3, 0.02),
+        (20, 1, 0.01),
+        (20, 3, 0.01),
+        (5, 1, 0.015),
+        (5, 3, 0.015),
+        (3, 1, 0.03),
+        (3, 3, 0.015),
     ] {
         let mut worst = 0.0f64;
         let mut curve = String::new();
@@ -352,7 +356,7 @@ fn pixel_locking_curve_and_weak_lens_slope() {
             slopes[0], slopes[1]
         );
         assert!(
-            worst <= 0.012,
+            worst <= 0.009,
             "N = {scans}, Nw = {window}: pixel locking {worst:.4} px"
         );
         for slope in slopes {
