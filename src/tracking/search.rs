@@ -570,7 +570,7 @@ pub(super) fn quadratic_minimum(c: impl Fn(isize, isize) -> f32) -> Option<[f32;
 /// 0, bounded to ±1; `None` where it has none (or a cost is not finite).
 fn vertex([gy, gx]: [f64; 2], [hyy, hxx, hxy]: [f64; 3]) -> Option<[f32; 2]> {
     let det = hxx * hyy - hxy * hxy;
-    if !(hxx > 0.0 && det > 0.0) || !(gx.is_finite() && gy.is_finite()) {
+    if !(hxx > 0.0 && det > 0.0 && gx.is_finite() && gy.is_finite()) {
         return None;
     }
     let dx = -(hyy * gx - hxy * gy) / det;
