@@ -21,9 +21,9 @@
 //! far from the continuous minimum; the step there is continued in clamped steps rather
 //! than refused (refused, the vertex stayed pixel-locked).
 
-use ndarray::iter::AxisChunksIterMut;
 use std::ops::Range;
 
+use ndarray::iter::AxisChunksIterMut;
 use ndarray::{Array2, ArrayViewMut2, Axis, Ix2, s};
 use rayon::prelude::*;
 
