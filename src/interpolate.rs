@@ -211,7 +211,9 @@ pub(crate) fn bicubic(img: &[f32], h: usize, w: usize, y: f64, x: f64) -> f32 {
 /// The 4×4 Keys taps of one point: where they fall (clamped at the edges) and their
 /// weights, computed once for every frame of a stack sampled there.
 pub(crate) struct Taps {
-    offsets: [usize; 16],
+    /// The four rows' offsets and the first of the four columns (clamped to the image).
+    rows: [usize; 4],
+    columns: [usize; 4],
     weights: [f32; 16],
 }
 
@@ -222,26 +224,27 @@ impl Taps {
         let clamp = |base: f64, k: usize, n: usize| {
             (base as isize + k as isize - 1).clamp(0, n as isize - 1) as usize
         };
-        let mut taps = Taps {
-            offsets: [0; 16],
-            weights: [0.0; 16],
-        };
-        for (j, wy) in wy.iter().enumerate() {
-            for (i, wx) in wx.iter().enumerate() {
-                taps.offsets[4 * j + i] = clamp(iy, j, h) * w + clamp(ix, i, w);
-                taps.weights[4 * j + i] = wy * wx;
-            }
+        Taps {
+            rows: std::array::from_fn(|j| clamp(iy, j, h) * w),
+            columns: std::array::from_fn(|i| clamp(ix, i, w)),
+            weights: std::array::from_fn(|k| wy[k / 4] * wx[k % 4]),
         }
-        taps
     }
 
-    /// The interpolated value in `img`, one frame of the size the taps were made for.
+    /// The interpolated value in `img`, one frame of the size the taps were made for. Away
+    /// from the image's sides a row's four columns are one slice (one bounds check, not
+    /// four); the products are summed in the same order either way.
     pub(crate) fn apply(&self, img: &[f32]) -> f32 {
-        self.offsets
-            .iter()
-            .zip(&self.weights)
-            .map(|(&o, &wt)| wt * img[o])
-            .sum()
+        let c = self.columns;
+        let products: [f32; 16] = if c[3] == c[0] + 3 {
+            let rows = self
+                .rows
+                .map(|r| -> &[f32; 4] { img[r + c[0]..][..4].try_into().expect("four columns") });
+            std::array::from_fn(|k| self.weights[k] * rows[k / 4][k % 4])
+        } else {
+            std::array::from_fn(|k| self.weights[k] * img[self.rows[k / 4] + c[k % 4]])
+        };
+        products.iter().sum()
     }
 }
 

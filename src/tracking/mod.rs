@@ -150,10 +150,10 @@ impl Params {
         use crate::memory::product;
         // Per pixel, in f32: the stacks' copies (2n) where they are not in standard layout,
         // the local mean and its summed-area table (3), window sums with their scratch (8),
-        // the search's shifts, status and band results (6), the refinement's maps and rows
-        // (13); and one band of the reference's B-spline coefficients.
+        // the search's shifts, status and band results (6), the refinement's five maps and
+        // the misfits' lists (9); and one band of the reference's B-spline coefficients.
         let image = product(&[n, h, w, if copies { 8 } else { 0 }])
-            .saturating_add(product(&[30, h, w, 4]))
+            .saturating_add(product(&[26, h, w, 4]))
             .saturating_add(bands::memory_bytes(self, (n, h, w)));
         // Per worker, in f32: a search tile's normalised values of both stacks and the
         // products of one row of shifts, three rows of costs and the running minima (12);
