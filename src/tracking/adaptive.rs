@@ -95,17 +95,7 @@ impl Refits {
             "the last band borrows all its rows"
         );
         for &(q, fit) in &self.borrowed {
-            let maps = [
-                &mut out.dx,
-                &mut out.dy,
-                &mut out.transmission,
-                &mut out.darkfield,
-                &mut out.residual,
-            ];
-            for (m, v) in maps.into_iter().zip(fit) {
-                m[q] = v;
-            }
-            out.status[q] = Status::Converged as u8;
+            set(out, q, fit);
         }
         if let Some(small) = &self.small {
             log::debug!(
@@ -160,15 +150,30 @@ fn refit_smaller(
             (fit.residual < 0.5 * out.residual[[y, x]]).then_some((y, x, fit))
         })
         .collect();
-    for (y, x, fit) in &refits {
-        let (y, x) = (*y, *x);
-        [out.dy[[y, x]], out.dx[[y, x]]] = fit.shift;
-        out.transmission[[y, x]] = fit.transmission;
-        out.darkfield[[y, x]] = fit.darkfield;
-        out.residual[[y, x]] = fit.residual;
-        out.status[[y, x]] = Status::Converged as u8;
+    for &(y, x, ref f) in &refits {
+        let [dy, dx] = f.shift;
+        set(
+            out,
+            (y, x),
+            [dx, dy, f.transmission, f.darkfield, f.residual],
+        );
     }
     refits.len()
+}
+
+/// Pixel `q`'s `[dx, dy, T, D, residual]`, a fit that converged.
+fn set(out: &mut Output, q: (usize, usize), fit: [f32; 5]) {
+    let maps = [
+        &mut out.dx,
+        &mut out.dy,
+        &mut out.transmission,
+        &mut out.darkfield,
+        &mut out.residual,
+    ];
+    for (m, v) in maps.into_iter().zip(fit) {
+        m[q] = v;
+    }
+    out.status[q] = Status::Converged as u8;
 }
 
 /// The fit of a neighbour within `nw` px (Chebyshev) for each of `misfits`, whose window
