@@ -7,6 +7,10 @@
 //! off leaves the pattern unexplained (on the stress suite, gross errors sit at 2–20× the
 //! median, 90 % of them above 2.3×).
 //!
+//! Where the network is several px off over a wide area (a lens beyond its reach), the
+//! search from its estimate can stop in a local minimum; neighbours' estimates are then
+//! tried as starts, so right ones spread across the area (`tracking/resolve.rs`).
+//!
 //! Where the network smoothed over a jump (a lens's rim), the tracker's window straddles
 //! the jump too: a suspect takes the fit of a neighbour's window on its side where that
 //! window fits twice as well and explains the pixel's own values better
