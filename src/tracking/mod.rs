@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 pub(crate) use resolve::memory_bytes as resolve_memory_bytes;
 pub use resolve::{Solved, resolve};
+pub(crate) use window::filter as window_filter;
 pub(crate) use window::neighbours;
 
 use crate::error::{Error, Result};
