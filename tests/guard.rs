@@ -34,6 +34,20 @@ fn stress_case(name: &str) -> Case {
     simulate(&case.config).unwrap()
 }
 
+/// The guarded network on stress cases `names`: at most `bound` of the pixels gross.
+fn at_most_gross(names: &[&str], bound: f64) {
+    let guarded = engine(true);
+    for name in names {
+        let case = stress_case(name);
+        let maps = guarded
+            .reconstruct(case.reference.view(), case.sample.view())
+            .unwrap();
+        let e = errors(&maps, &case);
+        eprintln!("{name}: {e}");
+        assert!(e.gross_fraction <= bound, "{name}: {e}");
+    }
+}
+
 #[test]
 fn catches_the_networks_gross_errors_on_a_lens() {
     let case = stress_case("lens 7.0 px, mask diagonal, N 20");
@@ -80,20 +94,14 @@ fn catches_the_networks_gross_errors_on_a_lens() {
 /// than 1 px off.
 #[test]
 fn a_lens_rim_is_not_left_smoothed() {
-    let guarded = engine(true);
-    for name in [
-        "lens 4.0 px, mask diagonal, N 20",
-        "lens 7.0 px, mask grid, N 10",
-        "lens 4.0 px, sandpaper random, N 3",
-    ] {
-        let case = stress_case(name);
-        let maps = guarded
-            .reconstruct(case.reference.view(), case.sample.view())
-            .unwrap();
-        let e = errors(&maps, &case);
-        eprintln!("{name}: {e}");
-        assert!(e.gross_fraction <= 0.002, "{name}: {e}");
-    }
+    at_most_gross(
+        &[
+            "lens 4.0 px, mask diagonal, N 20",
+            "lens 7.0 px, mask grid, N 10",
+            "lens 4.0 px, sandpaper random, N 3",
+        ],
+        0.002,
+    );
 }
 
 /// A lens stronger than the network reaches (10–12 px at the rim): the network leaves a
@@ -103,20 +111,14 @@ fn a_lens_rim_is_not_left_smoothed() {
 /// guard; after: 0.22, 0.00 and 0.00 %.
 #[test]
 fn a_lens_beyond_the_networks_reach_is_recovered() {
-    let guarded = engine(true);
-    for name in [
-        "lens 10.0 px, mask grid, N 10",
-        "lens 12.0 px, mask diagonal, N 20",
-        "lens 12.0 px, sandpaper large steps, N 13",
-    ] {
-        let case = stress_case(name);
-        let maps = guarded
-            .reconstruct(case.reference.view(), case.sample.view())
-            .unwrap();
-        let e = errors(&maps, &case);
-        eprintln!("{name}: {e}");
-        assert!(e.gross_fraction <= 0.005, "{name}: {e}");
-    }
+    at_most_gross(
+        &[
+            "lens 10.0 px, mask grid, N 10",
+            "lens 12.0 px, mask diagonal, N 20",
+            "lens 12.0 px, sandpaper large steps, N 13",
+        ],
+        0.005,
+    );
 }
 
 /// At N = 2–3 a pixel's own values fit a wrong shift often enough that its residual
@@ -124,19 +126,13 @@ fn a_lens_beyond_the_networks_reach_is_recovered() {
 /// suite): 2.40 and 1.74 % gross; with the window's: 0.06 and 0.02 %.
 #[test]
 fn few_frames_on_a_lens_are_judged_by_the_window() {
-    let guarded = engine(true);
-    for name in [
-        "lens 10.0 px, mask random, N 2",
-        "lens 10.0 px, sandpaper random, N 3",
-    ] {
-        let case = stress_case(name);
-        let maps = guarded
-            .reconstruct(case.reference.view(), case.sample.view())
-            .unwrap();
-        let e = errors(&maps, &case);
-        eprintln!("{name}: {e}");
-        assert!(e.gross_fraction <= 0.005, "{name}: {e}");
-    }
+    at_most_gross(
+        &[
+            "lens 10.0 px, mask random, N 2",
+            "lens 10.0 px, sandpaper random, N 3",
+        ],
+        0.005,
+    );
 }
 
 #[test]

@@ -176,6 +176,7 @@ fn better(new: f32, factor: f32, old: f32) -> bool {
     new * factor < old || (old.is_nan() && new.is_finite())
 }
 
+/// Pixel (y, x) with its new `estimate` and that estimate's pixel residual.
 fn solved_at(fit: &Fit, (y, x): (usize, usize), estimate: [f32; 4]) -> Solved {
     Solved {
         y,
