@@ -68,7 +68,7 @@ pub fn resolve(
     let mut pixels: Vec<(usize, usize)> = pixels
         .iter()
         .copied()
-        .filter(|&(y, x)| y >= nw && x >= nw && y + nw < h && x + nw < w)
+        .filter(|&q| window_inside(q, nw, (h, w)))
         .collect();
     pixels.sort_unstable();
     let (mut solved, mut coefficients_s, mut passes) = (HashMap::new(), 0.0, 0);
@@ -102,6 +102,11 @@ pub fn resolve(
          neighbours' starts"
     );
     solved.into_values().collect()
+}
+
+/// Whether the window (half-width `nw`) of pixel (y, x) lies inside an `h`×`w` image.
+fn window_inside((y, x): (usize, usize), nw: usize, (h, w): (usize, usize)) -> bool {
+    y >= nw && x >= nw && y + nw < h && x + nw < w
 }
 
 /// The estimate `[dx, dy, T, D]` at pixel `q`: `solved`'s where it has one, else the
@@ -220,9 +225,7 @@ fn propagate(
         .into_iter()
         .filter(move |&(qy, qx)| qy < h && qx < w)
     };
-    let member = |&(y, x): &(usize, usize)| {
-        rows.contains(&y) && y >= nw && x >= nw && y + nw < h && x + nw < w
-    };
+    let member = |&q: &(usize, usize)| rows.contains(&q.0) && window_inside(q, nw, (h, w));
     let mut front = band.to_vec();
     for pass in 0..PASSES {
         let state = &*solved;
@@ -230,13 +233,13 @@ fn propagate(
             .par_iter()
             .map_init(Workspace::default, |ws, &p| {
                 let own = current(estimate, state, p);
+                let lost = own[0].is_nan() || own[1].is_nan();
                 let mut old = None;
                 let mut best: Option<([f32; 4], f32)> = None;
                 let mut tried = Vec::with_capacity(4);
                 for q in four(p) {
                     let e = current(estimate, state, q);
                     let centre = [e[0].round(), e[1].round()];
-                    let lost = own[0].is_nan() || own[1].is_nan();
                     let differs = lost || (0..2).any(|a| (e[a] - own[a]).abs() > 0.5);
                     let known = e[0].is_finite() && e[1].is_finite();
                     if !differs || !known || tried.contains(&centre) {
