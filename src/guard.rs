@@ -213,7 +213,10 @@ pub(crate) fn guard(
                 total += borrowed.len();
                 maps.changed.extend(borrowed);
             }
-            log::debug!("guard: {total} time(s) a pixel took a neighbour's estimate");
+            log::debug!(
+                "guard: {total} time(s) a pixel took a neighbour's estimate; done at {:.2} s",
+                clock.elapsed().as_secs_f64()
+            );
         }
         (maps.changed, fit.illumination().clone())
     };

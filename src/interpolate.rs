@@ -85,11 +85,15 @@ pub(crate) fn bspline_noise_gain(t: f64) -> [f64; 2] {
 /// A band of rows is prefiltered as if it were the whole image: rows d px inside a band
 /// edge that is not an image edge differ from the whole image's by about 0.27^d of the
 /// signal (under f32 precision from d = 12).
+///
+/// The coefficients are written over `spare` (a previous band's): memory the process
+/// already holds takes no page faults, which were most of a band's copy at 2048² × 20.
 pub(crate) fn bspline_coefficients(
     frames: &[f32],
     n: usize,
     w: usize,
     rows: std::ops::Range<usize>,
+    spare: Vec<f32>,
 ) -> Vec<f32> {
     use ndarray::{ArrayViewMut3, Axis};
     use rayon::prelude::*;
@@ -97,7 +101,7 @@ pub(crate) fn bspline_coefficients(
     if h == 0 {
         return Vec::new();
     }
-    let mut out = pixel_major(frames, n, (rows.start * w, h * w));
+    let mut out = pixel_major(frames, n, (rows.start * w, h * w), spare);
     // Lines filtered side by side are vector operations; one line's recursion is a chain
     // of dependent steps. Rows: sample x of frame i's row at x·n + i.
     out.par_chunks_exact_mut(w * n)
@@ -131,21 +135,28 @@ pub(crate) fn bspline_coefficients(
 }
 
 /// Values `start..start + count` of each of the `n` frames of `frames` with the frames
-/// innermost: frame i's value of pixel start + p at p·n + i.
-fn pixel_major(frames: &[f32], n: usize, (start, count): (usize, usize)) -> Vec<f32> {
+/// innermost (frame i's value of pixel start + p at p·n + i), written over `out`.
+fn pixel_major(
+    frames: &[f32],
+    n: usize,
+    (start, count): (usize, usize),
+    mut out: Vec<f32>,
+) -> Vec<f32> {
     use rayon::prelude::*;
-    const PIXELS: usize = 4096;
+    // Each block reads its pixels' run of every frame (contiguous) and writes them, frame
+    // by frame, into a block that stays in cache.
+    const PIXELS: usize = 64;
     let len = frames.len() / n;
-    // Zeroed pages come from the system untouched, so the copy's page faults are taken by
-    // the threads that fill them.
-    let mut out = vec![0.0f32; n * count];
+    // Every value is written below: only memory beyond `out`'s is zeroed first.
+    out.resize(n * count, 0.0);
     out.par_chunks_mut(n * PIXELS)
         .enumerate()
-        .for_each(|(c, chunk)| {
-            for (k, values) in chunk.chunks_exact_mut(n).enumerate() {
-                let p = start + c * PIXELS + k;
-                for (i, v) in values.iter_mut().enumerate() {
-                    *v = frames[i * len + p];
+        .for_each(|(c, block)| {
+            let first = start + c * PIXELS;
+            for (i, frame) in frames.chunks_exact(len).enumerate() {
+                let run = &frame[first..][..block.len() / n];
+                for (values, &v) in block.chunks_exact_mut(n).zip(run) {
+                    values[i] = v;
                 }
             }
         });
@@ -234,17 +245,22 @@ impl Taps {
     /// The interpolated value in `img`, one frame of the size the taps were made for. Away
     /// from the image's sides a row's four columns are one slice (one bounds check, not
     /// four); the products are summed in the same order either way.
+    #[inline]
     pub(crate) fn apply(&self, img: &[f32]) -> f32 {
         let c = self.columns;
         let products: [f32; 16] = if c[3] == c[0] + 3 {
-            let rows = self
-                .rows
-                .map(|r| -> &[f32; 4] { img[r + c[0]..][..4].try_into().expect("four columns") });
+            let row = |j: usize| &img[self.rows[j] + c[0]..][..4];
+            let rows = [row(0), row(1), row(2), row(3)];
             std::array::from_fn(|k| self.weights[k] * rows[k / 4][k % 4])
         } else {
             std::array::from_fn(|k| self.weights[k] * img[self.rows[k / 4] + c[k % 4]])
         };
-        products.iter().sum()
+        // Summed as a tree, not in sequence: 4 dependent additions instead of 16 (the
+        // quality map's whole cost was this chain's latency).
+        let rows: [f32; 4] = std::array::from_fn(|i| {
+            (products[i] + products[4 + i]) + (products[8 + i] + products[12 + i])
+        });
+        (rows[0] + rows[1]) + (rows[2] + rows[3])
     }
 }
 
@@ -280,7 +296,7 @@ mod tests {
         use rand::{RngExt, SeedableRng};
         let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(7);
         let img: Vec<f32> = (0..h * w).map(|_| rng.random::<f32>() - 0.5).collect();
-        let coef = bspline_coefficients(&img, 1, w, 0..h);
+        let coef = bspline_coefficients(&img, 1, w, 0..h, Vec::new());
         let (wy, wx) = (bspline(0.0), bspline(0.5));
         let (mut sum, mut sq, mut count) = (0.0f64, 0.0f64, 0.0f64);
         for y in 10..h - 10 {
@@ -305,9 +321,9 @@ mod tests {
             let frames: Vec<f32> = (0..n * h * w)
                 .map(|k| ((k * 7919) % 101) as f32 * 0.1)
                 .collect();
-            let all = bspline_coefficients(&frames, n, w, 0..h);
+            let all = bspline_coefficients(&frames, n, w, 0..h, Vec::new());
             for (i, frame) in frames.chunks_exact(h * w).enumerate() {
-                let own = bspline_coefficients(frame, 1, w, 0..h);
+                let own = bspline_coefficients(frame, 1, w, 0..h, Vec::new());
                 assert!(
                     (0..h * w).all(|p| all[p * n + i] == own[p]),
                     "n {n} frame {i}"
@@ -322,10 +338,10 @@ mod tests {
         let frames: Vec<f32> = (0..n * h * w)
             .map(|k| ((k * 7919) % 101) as f32 * 0.1)
             .collect();
-        let all = bspline_coefficients(&frames, n, w, 0..h);
+        let all = bspline_coefficients(&frames, n, w, 0..h, Vec::new());
         // A band inside the image, and one that ends at its last row.
         for rows in [30..70, 50..90] {
-            let band = bspline_coefficients(&frames, n, w, rows.clone());
+            let band = bspline_coefficients(&frames, n, w, rows.clone(), Vec::new());
             let inner = rows.start + 12..if rows.end == h { h } else { rows.end - 12 };
             for y in inner {
                 for k in 0..w * n {
@@ -348,7 +364,7 @@ mod tests {
         let img: Vec<f32> = (0..h * w)
             .map(|k| ((k % w) as f32 * 0.7).sin() + 0.3 * (k / w) as f32)
             .collect();
-        let coef = bspline_coefficients(&img, 1, w, 0..h);
+        let coef = bspline_coefficients(&img, 1, w, 0..h, Vec::new());
         let at = |y: f64, x: f64, dy: bool, dx: bool| {
             let (iy, ix) = (y.floor(), x.floor());
             let wy = if dy {

@@ -89,10 +89,9 @@ pub fn validate_pair(reference: ArrayView3<f32>, sample: ArrayView3<f32>) -> Res
     let mut summaries = Vec::with_capacity(2);
     for (name, stack) in names.into_iter().zip([reference, sample]) {
         check_size(name, stack)?;
-        let summary = Summary::of(stack);
-        if summary.non_finite > 0 {
+        let Some(summary) = Summary::of(stack) else {
             return check_finite(name, stack);
-        }
+        };
         summaries.push(summary);
     }
     if reference.dim() != sample.dim() {
@@ -121,40 +120,84 @@ pub fn validate_pair(reference: ArrayView3<f32>, sample: ArrayView3<f32>) -> Res
 }
 
 /// What validation needs of a stack, in one pass (stacks are often most of the machine's
-/// memory): the count of non-finite values, and the range and mean of the others.
+/// memory): the range and mean of its values.
 struct Summary {
-    non_finite: usize,
     lo: f32,
     hi: f32,
     mean: f64,
 }
 
 impl Summary {
-    fn of(stack: ArrayView3<f32>) -> Self {
+    /// None where a value is not finite (finite values cannot overflow the f64 sum).
+    fn of(stack: ArrayView3<f32>) -> Option<Self> {
         use ndarray::parallel::prelude::*;
-        let empty = (0usize, f32::INFINITY, f32::NEG_INFINITY, 0f64);
-        let (non_finite, lo, hi, sum) = stack
+        let frames: Vec<Lanes> = stack
             .axis_iter(Axis(0))
             .into_par_iter()
-            .map(|frame| {
-                frame.fold(empty, |(bad, lo, hi, s), &v| match v.is_finite() {
-                    true => (bad, lo.min(v), hi.max(v), s + f64::from(v)),
-                    false => (bad + 1, lo, hi, s),
-                })
-            })
-            .collect::<Vec<_>>()
-            .into_iter()
+            .map(Lanes::of)
+            .collect();
+        let sum: f64 = frames.iter().map(Lanes::sum).sum();
+        if !sum.is_finite() {
+            return None;
+        }
+        let fold = |f: fn(f32, f32) -> f32, pick: fn(&Lanes) -> &[f32; LANES], start| {
+            frames.iter().flat_map(pick).fold(start, |a, &b| f(a, b))
+        };
+        Some(Summary {
+            lo: fold(f32::min, |l| &l.lo, f32::INFINITY),
+            hi: fold(f32::max, |l| &l.hi, f32::NEG_INFINITY),
             // Frames added in order, as [`mean_intensity`] adds them: the mean checked here
             // is then the one the engines divide by, even where large values cancel.
-            .fold(empty, |a, b| {
-                (a.0 + b.0, a.1.min(b.1), a.2.max(b.2), a.3 + b.3)
-            });
-        Summary {
-            non_finite,
-            lo,
-            hi,
             mean: sum / stack.len() as f64,
-        }
+        })
+    }
+}
+
+/// Values a frame's sum, minimum and maximum are taken in side by side: one running sum
+/// is a chain of dependent additions, which took 4× as long over a 2048² × 20 stack.
+const LANES: usize = 8;
+
+/// A frame's sum (f64), minimum and maximum over its values in [`LANES`] interleaved
+/// parts (value i in part i mod [`LANES`]), whatever its memory layout. Non-finite values
+/// make the sum non-finite.
+struct Lanes {
+    sum: [f64; LANES],
+    lo: [f32; LANES],
+    hi: [f32; LANES],
+}
+
+impl Lanes {
+    fn of(frame: ArrayView2<f32>) -> Self {
+        let (mut sum, mut lo, mut hi) = (
+            [0.0f64; LANES],
+            [f32::INFINITY; LANES],
+            [f32::NEG_INFINITY; LANES],
+        );
+        let mut add = |values: &[f32]| {
+            for (k, &v) in values.iter().enumerate() {
+                sum[k] += f64::from(v);
+                lo[k] = lo[k].min(v);
+                hi[k] = hi[k].max(v);
+            }
+        };
+        // A view's frame may not be one slice: its values are then copied, in order.
+        let copy: Vec<f32>;
+        let values = match frame.as_slice() {
+            Some(values) => values,
+            None => {
+                copy = frame.iter().copied().collect();
+                &copy
+            }
+        };
+        let chunks = values.chunks_exact(LANES);
+        let rest = chunks.remainder();
+        chunks.for_each(&mut add);
+        add(rest);
+        Lanes { sum, lo, hi }
+    }
+
+    fn sum(&self) -> f64 {
+        self.sum.iter().sum()
     }
 }
 
@@ -169,7 +212,7 @@ pub fn mean_intensity(stack: ArrayView3<f32>) -> f64 {
     let frames: Vec<f64> = stack
         .axis_iter(Axis(0))
         .into_par_iter()
-        .map(|frame| frame.iter().map(|&v| f64::from(v)).sum::<f64>())
+        .map(|frame| Lanes::of(frame).sum())
         .collect();
     frames.iter().sum::<f64>() / stack.len().max(1) as f64
 }

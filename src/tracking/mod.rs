@@ -237,12 +237,14 @@ pub(crate) fn track_lit(
         .and_then(|r| adaptive::Refits::new(params, n, r));
     // One band of the reference's B-spline coefficients at a time: memory follows the
     // band, not the image.
+    let mut spare = Vec::new();
     for rows in bands::all(h) {
-        let band = stacks.with_rows(bands::coefficient_rows(rows.clone(), params, h));
+        let band = stacks.with_rows(bands::coefficient_rows(rows.clone(), params, h), spare);
         refine::refine(&band, params, &shift, &mut out, rows.clone());
         if let Some(refits) = refits.as_mut() {
             refits.band(&band, rows, &mut out);
         }
+        spare = band.into_spare();
     }
     if let Some(refits) = refits {
         refits.finish(&mut out);

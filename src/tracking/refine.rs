@@ -408,8 +408,9 @@ pub(super) fn noise_gain(
         .filter(|&(y, x)| status[[y, x]] == Status::Converged as u8)
         .collect();
     let mut fits: Vec<(f32, Option<f64>)> = Vec::with_capacity(pixels.len());
+    let mut spare = Vec::new();
     for run in bands::runs(&pixels, p) {
-        let st = st.with_rows(bands::coefficient_rows(bands::rows_of(run), p, h));
+        let st = st.with_rows(bands::coefficient_rows(bands::rows_of(run), p, h), spare);
         fits.par_extend(run.par_iter().map(|&(y, x)| {
             let mut ws = Workspace::default();
             let fit = fit_at(&st, p, y, x, shift[[y, x]], true, &mut ws);
@@ -418,6 +419,7 @@ pub(super) fn noise_gain(
                 noise_ratio(&st, p, &squared, (y, x), &fit, &mut ws),
             )
         }));
+        spare = st.into_spare();
     }
     let mut residuals: Vec<f32> = fits.iter().map(|f| f.0).filter(|r| r.is_finite()).collect();
     let median_residual = (!residuals.is_empty()).then(|| {

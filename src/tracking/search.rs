@@ -63,7 +63,7 @@ impl<'a> Stacks<'a> {
         p: &Params,
         light: Option<&Illumination>,
     ) -> Self {
-        Self::without_sums(reference, sample, p, light, 0..0).with_sums()
+        Self::without_sums(reference, sample, p, light, 0..0, Vec::new()).with_sums()
     }
 
     /// Stacks without the image-wide window sums and with the B-spline coefficients of
@@ -76,6 +76,7 @@ impl<'a> Stacks<'a> {
         p: &Params,
         light: Option<&Illumination>,
         rows: std::ops::Range<usize>,
+        spare: Vec<f32>,
     ) -> Self {
         let (n, h, w) = reference.dim();
         let light = Illumination::reuse(light, reference, p.mean_window);
@@ -83,7 +84,7 @@ impl<'a> Stacks<'a> {
         let slice = |a: ArrayView3<'a, f32>| a.to_slice().expect("standard layout");
         let raw_r = slice(reference);
         let first_row = rows.start;
-        let coefficients = crate::interpolate::bspline_coefficients(raw_r, n, w, rows);
+        let coefficients = crate::interpolate::bspline_coefficients(raw_r, n, w, rows, spare);
         let kernel = weights(p.window, p.hamming);
         Stacks {
             n,
@@ -132,15 +133,26 @@ impl<'a> Stacks<'a> {
         self.scale
     }
 
-    /// The same data with the B-spline coefficients of `rows` (and no window sums).
-    pub fn with_rows(&self, rows: std::ops::Range<usize>) -> Self {
-        let coefficients =
-            crate::interpolate::bspline_coefficients(self.raw_r, self.n, self.w, rows.clone());
+    /// The same data with the B-spline coefficients of `rows` (and no window sums), written
+    /// over `spare` ([`Stacks::into_spare`] of the previous band's).
+    pub fn with_rows(&self, rows: std::ops::Range<usize>, spare: Vec<f32>) -> Self {
+        let coefficients = crate::interpolate::bspline_coefficients(
+            self.raw_r,
+            self.n,
+            self.w,
+            rows.clone(),
+            spare,
+        );
         Stacks {
             first_row: rows.start,
             coefficients: Arc::new(coefficients),
             ..self.with_kernel_of(self.kernel.clone())
         }
+    }
+
+    /// The coefficients' memory, for the next band's, where no other stacks share it.
+    pub fn into_spare(self) -> Vec<f32> {
+        Arc::into_inner(self.coefficients).unwrap_or_default()
     }
 
     /// The same data with the window of `p.window`, without the image-wide window sums
@@ -622,32 +634,40 @@ pub(super) fn local_search(
         y as isize - centre[0] - reach - 1 - nw,
         x as isize - centre[1] - reach - 1 - nw,
     );
-    let mut s = vec![0.0f32; (win * win) as usize * n];
-    let mut r = vec![0.0f32; (span * span) as usize * n];
+    // Each position's offset in a frame, computed once for all frames (index arithmetic
+    // per value was most of this function's time). Patch positions outside the image belong
+    // to shifts refused below.
+    let offsets = |(top, left): (isize, isize), side: isize, clamped: bool| -> Vec<usize> {
+        let row = move |v: isize| if clamped { v.clamp(0, h - 1) } else { v };
+        let column = move |v: isize| if clamped { v.clamp(0, w - 1) } else { v };
+        (top..top + side)
+            .flat_map(|ry| (left..left + side).map(move |rx| (row(ry) * w + column(rx)) as usize))
+            .collect()
+    };
+    let s_at = offsets((y as isize - nw, x as isize - nw), win, false);
+    let r_at = offsets((oy, ox), span, true);
+    let mut s = vec![0.0f32; s_at.len() * n];
+    let mut r = vec![0.0f32; r_at.len() * n];
     for i in 0..n {
         let frame = i * st.h * st.w;
-        for k in 0..win * win {
-            let (sy, sx) = (y as isize + k / win - nw, x as isize + k % win - nw);
-            s[k as usize * n + i] = st.s(frame + (sy * w + sx) as usize);
+        for (k, &at) in s_at.iter().enumerate() {
+            s[k * n + i] = st.s(frame + at);
         }
-        for k in 0..span * span {
-            // Positions outwin the image belong to shifts refused below.
-            let (ry, rx) = (
-                (oy + k / span).clamp(0, h - 1),
-                (ox + k % span).clamp(0, w - 1),
-            );
-            r[k as usize * n + i] = st.r(frame + (ry * w + rx) as usize);
+        for (k, &at) in r_at.iter().enumerate() {
+            r[k * n + i] = st.r(frame + at);
         }
     }
     // Σ over frames of R and R² at each position of the patch, and the window's S sums.
     let sum = |v: &[f32]| v.iter().sum::<f32>();
     let r1: Vec<f32> = r.chunks_exact(n).map(sum).collect();
     let r2: Vec<f32> = r.chunks_exact(n).map(|v| dot(v, v)).collect();
-    let weight = |k: isize| st.kernel[(k / win) as usize] * st.kernel[(k % win) as usize];
+    let weights: Vec<f32> = (st.kernel.iter())
+        .flat_map(|&a| st.kernel.iter().map(move |&b| a * b))
+        .collect();
     let (mut s1, mut s2) = (0.0f32, 0.0f32);
-    for (k, v) in s.chunks_exact(n).enumerate() {
-        s1 += weight(k as isize) * sum(v);
-        s2 += weight(k as isize) * dot(v, v);
+    for (v, &wq) in s.chunks_exact(n).zip(&weights) {
+        s1 += wq * sum(v);
+        s2 += wq * dot(v, v);
     }
     // The windows at the pixel and at the reference position must lie in the image.
     let inside = |c: isize, n: isize| c - nw >= 0 && c + nw < n;
@@ -662,14 +682,15 @@ pub(super) fn local_search(
         // Where the moved window starts in the patch.
         let (by, bx) = (centre[0] + reach + 1 - uy, centre[1] + reach + 1 - ux);
         let (mut c, mut sr1, mut sr2) = (0.0f32, 0.0f32, 0.0f32);
+        let mut k = 0;
         for qy in 0..win {
             for qx in 0..win {
-                let wq = weight(qy * win + qx);
+                let wq = weights[k];
                 let at = ((by + qy) * span + bx + qx) as usize;
-                let sv = &s[(qy * win + qx) as usize * n..][..n];
-                c += wq * dot(sv, &r[at * n..][..n]);
+                c += wq * dot(&s[k * n..][..n], &r[at * n..][..n]);
                 sr1 += wq * r1[at];
                 sr2 += wq * r2[at];
+                k += 1;
             }
         }
         cost(p.dark_field, st.sw, [s1, s2, sr1, sr2], c)
