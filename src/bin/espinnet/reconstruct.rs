@@ -358,6 +358,12 @@ pub fn geometry_json(g: &espinnet::geometry::Geometry) -> Value {
     })
 }
 
+/// `f`'s value and the seconds it took.
+fn timed<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
+    let clock = Instant::now();
+    f().map(|v| (v, clock.elapsed().as_secs_f64()))
+}
+
 pub fn run(a: &ReconstructArgs) -> Result<()> {
     let options = a.settings.options()?;
     let inputs = a.inputs.paths();
@@ -383,13 +389,20 @@ pub fn run(a: &ReconstructArgs) -> Result<()> {
         Some(OutputDir::create(&a.output, a.force, &inputs)?)
     };
 
-    let clock = Instant::now();
-    let (reference, sample) = a.inputs.read()?;
-    let read_s = clock.elapsed().as_secs_f64();
-
-    let clock = Instant::now();
-    let engine = Engine::new(&options)?;
-    let setup_s = clock.elapsed().as_secs_f64();
+    // The engine is set up (the network's session: a third of a second) while the stacks
+    // are read.
+    let (read, setup) = std::thread::scope(|s| {
+        let setup = s.spawn(|| timed(|| Engine::new(&options)));
+        let read = timed(|| a.inputs.read());
+        (
+            read,
+            setup
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p)),
+        )
+    });
+    let ((reference, sample), read_s) = read?;
+    let (engine, setup_s) = setup?;
     let (n, h, w) = reference.dim();
     let name = options.engine.name();
     let bar = ProgressBar::new(1000)
