@@ -71,7 +71,7 @@ pub fn resolve(
         .filter(|&q| window_inside(q, nw, (h, w)))
         .collect();
     pixels.sort_unstable();
-    let (mut solved, mut passes, mut spare) = (HashMap::new(), 0, Vec::new());
+    let (mut solved, mut passes, mut spare, mut searched) = (HashMap::new(), 0, Vec::new(), 0);
     // Seconds spent on the coefficients, the first searches, the neighbours' starts and the
     // shifted windows.
     let mut laps = [0.0f64; 4];
@@ -108,6 +108,7 @@ pub fn resolve(
             .flatten()
             .collect();
         let unexplained: Vec<(usize, usize)> = outcomes.iter().map(|&(q, _)| q).collect();
+        searched += unexplained.len();
         let fits = outcomes.into_iter().filter_map(|(_, s)| s);
         solved.extend(fits.map(|s| ((s.y, s.x), s)));
         lap(1);
@@ -121,9 +122,11 @@ pub fn resolve(
     }
     let [coefficients, first, neighbours, shifted] = laps;
     log::debug!(
-        "resolve: B-spline coefficients {coefficients:.2} s, first searches {first:.2} s, \
+        "resolve: B-spline coefficients {coefficients:.2} s, first searches ({searched} of \
+         {} pixels, the others' windows explained) {first:.2} s, \
          {passes} pass(es) of neighbours' starts {neighbours:.2} s, shifted windows \
-         {shifted:.2} s"
+         {shifted:.2} s",
+        pixels.len()
     );
     solved.into_values().collect()
 }
