@@ -118,8 +118,8 @@ pub struct NetworkArgs {
     pub trt_cache: Option<PathBuf>,
     /// The guard: pixels whose estimate the signal model rejects are solved again by the
     /// tracker, starting from the network's (status 4). Catches the network's gross errors
-    /// on lenses and wide smooth fields; adds about a fifth to a run on two cores at N = 20,
-    /// about 70 % at N = 3.
+    /// on lenses and wide smooth fields; adds about an eighth to a run on two cores at
+    /// N = 20, about 45 % at N = 3.
     /// `--guard=false` turns it off.
     #[arg(long, default_value_t = net().guard, num_args = 0..=1, default_missing_value = "true",
           action = clap::ArgAction::Set)]
@@ -358,12 +358,6 @@ pub fn geometry_json(g: &espinnet::geometry::Geometry) -> Value {
     })
 }
 
-/// `f`'s value and the seconds it took.
-fn timed<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
-    let clock = Instant::now();
-    f().map(|v| (v, clock.elapsed().as_secs_f64()))
-}
-
 pub fn run(a: &ReconstructArgs) -> Result<()> {
     let options = a.settings.options()?;
     let inputs = a.inputs.paths();
@@ -389,20 +383,13 @@ pub fn run(a: &ReconstructArgs) -> Result<()> {
         Some(OutputDir::create(&a.output, a.force, &inputs)?)
     };
 
-    // The engine is set up (the network's session: a third of a second) while the stacks
-    // are read.
-    let (read, setup) = std::thread::scope(|s| {
-        let setup = s.spawn(|| timed(|| Engine::new(&options)));
-        let read = timed(|| a.inputs.read());
-        (
-            read,
-            setup
-                .join()
-                .unwrap_or_else(|p| std::panic::resume_unwind(p)),
-        )
-    });
-    let ((reference, sample), read_s) = read?;
-    let (engine, setup_s) = setup?;
+    let clock = Instant::now();
+    let (reference, sample) = a.inputs.read()?;
+    let read_s = clock.elapsed().as_secs_f64();
+
+    let clock = Instant::now();
+    let engine = Engine::new(&options)?;
+    let setup_s = clock.elapsed().as_secs_f64();
     let (n, h, w) = reference.dim();
     let name = options.engine.name();
     let bar = ProgressBar::new(1000)
