@@ -190,3 +190,37 @@ fn resolving_every_pixel_up_to_the_edges_is_safe() {
         }
     }
 }
+
+/// Where the estimate is wrong over most of a band (here 3 px off over 60 % of the image),
+/// the level under which a suspect's window counts as explained, a lower quartile over a
+/// grid of the band, still comes from the right part: the wrong pixels are searched, and
+/// found.
+#[test]
+fn a_mostly_wrong_estimate_is_still_searched() {
+    let case = simulate(&espinnet::simulate::Preset::MaskDiagonal.config(96, 20, 7)).unwrap();
+    let (r, s) = (case.reference.view(), case.sample.view());
+    let mut dx = case.truth.dx.clone();
+    dx.indexed_iter_mut()
+        .filter(|((_, x), _)| *x >= 38)
+        .for_each(|(_, v)| *v += 3.0);
+    let (dy, t, d) = (
+        &case.truth.dy,
+        &case.truth.transmission,
+        &case.truth.darkfield,
+    );
+    let estimate = espinnet::model::Contrasts::new(&dx, dy, t, d);
+    let fit = espinnet::model::Fit::new(r, s, estimate);
+    let wrong: Vec<(usize, usize)> = (8..88)
+        .flat_map(|y| (40..88).map(move |x| (y, x)))
+        .collect();
+    let params = espinnet::tracking::Params::default();
+    let solved = espinnet::tracking::resolve(r, s, &params, &fit, &estimate, &wrong);
+    let found = (solved.iter())
+        .filter(|p| (p.estimate[0] - case.truth.dx[[p.y, p.x]]).abs() < 0.5)
+        .count();
+    assert!(
+        found as f64 >= 0.95 * wrong.len() as f64,
+        "{found} of {} found",
+        wrong.len()
+    );
+}

@@ -85,8 +85,8 @@ pub fn resolve(
         // Its noise level stays 0 (no noise correction): the few pixels solved here have
         // no grid of converged fits to estimate it from, and their errors are gross, not
         // biases.
-        let (reference, sample) = (reference.view(), sample.view());
-        let st = Stacks::without_sums(reference, sample, params, light, rows, spare);
+        let (r, s) = (reference.view(), sample.view());
+        let st = Stacks::without_sums(r, s, params, light, rows, spare);
         lap(0);
         let level = explained_level(&st, params, estimate, bands::rows_of(band));
         let outcomes: Vec<((usize, usize), Option<Solved>)> = band
