@@ -3,12 +3,13 @@
 //!
 //! Why: a network can be wrong over wide areas where its training data had nothing alike
 //! (a lens's smooth field of several px), and its maps do not say so; the model residual
-//! does. From the estimate's whole-pixel shift, a ±2 px search moves downhill (recentred
-//! on its minimum while that lies on its edge, so a few px of error are recovered), then
-//! the tracker's sub-pixel refinement. The new fit replaces the old one only where it
-//! explains the data clearly better over the tracker's window (T and D fitted to both
-//! shifts alike):
-//! a single pixel's residual cannot judge, as at N = 2 its two values fit almost any shift.
+//! does. A pixel whose window the estimate already fits is left alone
+//! ([`explained_level`]). From the others' whole-pixel shift, a ±2 px search moves downhill
+//! (recentred on its minimum while that lies on its edge, so a few px of error are
+//! recovered), then the tracker's sub-pixel refinement. The new fit replaces the old one
+//! only where it explains the data clearly better over the tracker's window (T and D
+//! fitted to both shifts alike): a single pixel's residual cannot judge, as at N = 2 its
+//! two values fit almost any shift.
 //! Where that search stopped in a local minimum (the network several px off near a strong
 //! lens's rim), neighbours' estimates are tried as starts, spreading right ones outward
 //! ([`propagate`]). Where the window straddles a jump the network smoothed over (a lens's
