@@ -194,7 +194,8 @@ fn resolving_every_pixel_up_to_the_edges_is_safe() {
 /// Where the estimate is wrong over most of a band (here 3 px off over 60 % of the image),
 /// the level under which a suspect's window counts as explained, a lower quartile over a
 /// grid of the band, still comes from the right part: the wrong pixels are searched, and
-/// found.
+/// found (all 3 840 of them; 1 451 with the median as the level). The 1 % allowed is for a
+/// search trapped by the sample's own steep edges, not seen on this case.
 #[test]
 fn a_mostly_wrong_estimate_is_still_searched() {
     let case = simulate(&espinnet::simulate::Preset::MaskDiagonal.config(96, 20, 7)).unwrap();
@@ -218,8 +219,9 @@ fn a_mostly_wrong_estimate_is_still_searched() {
     let found = (solved.iter())
         .filter(|p| (p.estimate[0] - case.truth.dx[[p.y, p.x]]).abs() < 0.5)
         .count();
+    eprintln!("{found} of {} found", wrong.len());
     assert!(
-        found as f64 >= 0.95 * wrong.len() as f64,
+        found as f64 >= 0.99 * wrong.len() as f64,
         "{found} of {} found",
         wrong.len()
     );

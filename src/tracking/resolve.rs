@@ -293,12 +293,8 @@ fn propagate(
     };
     // Pixels of the rows the band's coefficients serve, whose window lies in the image.
     let member = |&q: &(usize, usize)| rows.contains(&q.0) && window_inside(q, nw, (h, w));
-    // The front's pixels whose estimate is still the network's.
-    let unsolved: std::collections::HashSet<(usize, usize)> = front
-        .iter()
-        .copied()
-        .filter(|q| !solved.contains_key(q))
-        .collect();
+    // The front's pixels: their estimate is the network's until `solved` has one.
+    let unexplained: std::collections::HashSet<(usize, usize)> = front.iter().copied().collect();
     let mut front = front.to_vec();
     for pass in 0..PASSES {
         let state = &*solved;
@@ -311,7 +307,7 @@ fn propagate(
                 let mut best: Option<([f32; 4], f32)> = None;
                 let mut tried = Vec::with_capacity(4);
                 for q in four(p) {
-                    if unsolved.contains(&q) && !state.contains_key(&q) {
+                    if unexplained.contains(&q) && !state.contains_key(&q) {
                         continue;
                     }
                     let e = current(estimate, state, q);

@@ -635,17 +635,16 @@ pub(super) fn local_search(
         x as isize - centre[1] - reach - 1 - nw,
     );
     // Each position's offset in a frame, computed once for all frames (index arithmetic
-    // per value was most of this function's time). Patch positions outside the image belong
-    // to shifts refused below.
-    let offsets = |(top, left): (isize, isize), side: isize, clamped: bool| -> Vec<usize> {
-        let row = move |v: isize| if clamped { v.clamp(0, h - 1) } else { v };
-        let column = move |v: isize| if clamped { v.clamp(0, w - 1) } else { v };
+    // per value was most of this function's time). Patch positions outside the image
+    // (clamped) belong to shifts refused below; the pixel's window lies inside.
+    let offsets = |(top, left): (isize, isize), side: isize| -> Vec<usize> {
         (top..top + side)
-            .flat_map(|ry| (left..left + side).map(move |rx| (row(ry) * w + column(rx)) as usize))
+            .map(|ry| ry.clamp(0, h - 1) * w)
+            .flat_map(|row| (left..left + side).map(move |rx| (row + rx.clamp(0, w - 1)) as usize))
             .collect()
     };
-    let s_at = offsets((y as isize - nw, x as isize - nw), win, false);
-    let r_at = offsets((oy, ox), span, true);
+    let s_at = offsets((y as isize - nw, x as isize - nw), win);
+    let r_at = offsets((oy, ox), span);
     let mut s = vec![0.0f32; s_at.len() * n];
     let mut r = vec![0.0f32; r_at.len() * n];
     for i in 0..n {
