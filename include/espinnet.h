@@ -297,7 +297,8 @@ void esp_options_free(struct esp_options *opts);
  *   (`auto`, `cpu`, `cuda`, `tensorrt`), `scaling` (`nearest`, `linear`), `tile` (px;
  *   0 = 640 on the CPU, 1280 on a GPU, the default), `overlap` (px), `batch`, `guard`
  *   (default true: pixels the signal model rejects are solved again by the tracker),
- *   `device_id`, `fp16`, `gpu_mem_limit_mib`, `trt_cache` (directory).
+ *   `image_px` (`HEIGHTxWIDTH`, the image size to be run if known: the engine then starts
+ *   faster; other sizes still run), `device_id`, `fp16`, `gpu_mem_limit_mib`, `trt_cache` (directory).
  * - Tracking: `window` (px, half-width), `max_shift` (px), `mean_window` (px),
  *   `dark_field`, `hamming`, `reseed`, `adaptive`.
  * - Geometry, for refraction and phase: `energy_kev` (keV), `distance_m` (sample to
@@ -312,7 +313,9 @@ void esp_options_free(struct esp_options *opts);
  * # Safety
  * `opts` came from [`esp_options_new`]; `key` and `value` are NUL-terminated strings.
  */
-enum esp_status esp_options_set(struct esp_options *opts, const char *key, const char *value);
+enum esp_status esp_options_set(struct esp_options *opts,
+                                const char *key,
+                                const char *value);
 
 /**
  * Creates an engine from `opts` (copied; `opts` may be freed afterwards) into `*engine`,

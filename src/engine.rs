@@ -98,7 +98,7 @@ pub struct Options {
 impl Options {
     /// The option names [`Options::set`] takes.
     pub const KEYS: &str = "engine, threads; network: model, ort_library, provider, scaling, \
-        tile, overlap, batch, guard, device_id, fp16, gpu_mem_limit_mib, trt_cache; tracking: \
+        tile, overlap, batch, guard, image_px, device_id, fp16, gpu_mem_limit_mib, trt_cache; tracking: \
         window, max_shift, mean_window, dark_field, hamming, reseed, adaptive; geometry: \
         energy_kev, distance_m, pixel_size_um (detector pixel), magnification, integration; \
         memory_limit_mib";
@@ -169,6 +169,20 @@ impl Options {
             "overlap" => n.overlap_px = int()?,
             "batch" => n.batch = int()?,
             "guard" => n.guard = flag()?,
+            "image_px" => {
+                let px = |v: &str| v.parse().ok().filter(|n| (1..=1 << 20).contains(n));
+                n.image_px = match value.split_once('x').map(|(h, w)| (px(h), px(w))) {
+                    _ if value.is_empty() => None,
+                    Some((Some(h), Some(w))) => Some((h, w)),
+                    _ => {
+                        return Err(Error::invalid(format!(
+                            "option 'image_px' needs HEIGHTxWIDTH in px (each 1 to {}) or \
+                             nothing, got '{value}'",
+                            1 << 20
+                        )));
+                    }
+                }
+            }
             "threads" => {
                 let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
                 n.threads = at_most(64.max(4 * cores))?

@@ -194,6 +194,26 @@ fn options_by_name_are_the_typed_options() {
     );
     let e = o.set("debug_panic", "1");
     assert_eq!(e.is_ok(), cfg!(feature = "test-hooks"));
+    o.set("image_px", "2048x1024").unwrap();
+    assert_eq!(o.network.image_px, Some((2048, 1024)));
+    for bad in [
+        "2048",
+        "0x64",
+        "64x",
+        "x64",
+        "-1x64",
+        "1048577x1",
+        "64x64x64",
+        " 64x64",
+    ] {
+        let e = o.set("image_px", bad).unwrap_err().to_string();
+        assert!(
+            e.contains("option 'image_px' needs HEIGHTxWIDTH"),
+            "{bad}: {e}"
+        );
+    }
+    o.set("image_px", "").unwrap();
+    assert_eq!(o.network.image_px, None);
     // Sizes that would wrap (2⁶³ − 1, 2⁶⁴ − 1) and absurd thread counts are refused.
     for (key, value) in [
         ("window", "9223372036854775807"),

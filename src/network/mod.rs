@@ -16,8 +16,10 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use ndarray::{Array2, Array4, ArrayView3, s};
+use ort::session::builder::SessionBuilder;
 use ort::session::{RunOptions, Session};
 use ort::value::TensorRef;
+use ort::value::ValueType;
 use serde::Serialize;
 
 pub use model::{ModelInfo, SHIPPED_NAME};
@@ -71,6 +73,12 @@ pub struct Options {
     /// frames it also judges windows); behind a GPU network, whose inference is far faster,
     /// it can be most of the run.
     pub guard: bool,
+    /// The image size (height, width in px) this engine will run, where it is known before
+    /// the engine is made: ONNX Runtime then plans its session for that size's tiles, which
+    /// starts it in about a third of the time (the shipped model on two cores: 0.26–0.29
+    /// against 0.75–0.78 s for tiles of 512²). Other sizes still run, through a session for
+    /// any size made on their first use.
+    pub image_px: Option<(usize, usize)>,
 }
 
 impl Options {
@@ -96,6 +104,7 @@ impl Default for Options {
             overlap_px: 64,
             batch: 1,
             guard: true,
+            image_px: None,
         }
     }
 }
@@ -105,11 +114,19 @@ pub type Output = crate::model::ContrastMaps;
 
 /// A loaded model, ready to run; one engine may be shared by threads (runs are serialised).
 pub struct Network {
-    session: Mutex<Session>,
+    sessions: Mutex<Sessions>,
     info: ModelInfo,
     provider: Provider,
     library: PathBuf,
     options: Options,
+}
+
+/// ONNX Runtime's sessions of one model: one planned for a tile shape, one for any shape.
+struct Sessions {
+    /// Tiles of (height, width) px: the shape of [`Options::image_px`]'s tiles.
+    planned: Option<((usize, usize), Session)>,
+    /// Made with the engine when no image size was given, else on the first other shape.
+    any: Option<Session>,
 }
 
 impl Network {
@@ -122,7 +139,7 @@ impl Network {
         {
             return Err(Error::model(path, "no such file"));
         }
-        let (env, library) = runtime::environment(options.library.as_deref())?;
+        let (_, library) = runtime::environment(options.library.as_deref())?;
         // ONNX Runtime never returns from a thread pool it failed to start (a deadlock seen
         // under `ulimit -v`): make sure its threads and set-up have room first.
         let model_bytes = match &options.model {
@@ -134,17 +151,10 @@ impl Network {
             .saturating_mul(crate::memory::THREAD_BYTES)
             .saturating_add(model_bytes.saturating_mul(4));
         crate::memory::ensure(setup, None, "starting ONNX Runtime")?;
-        let source = options
-            .model
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(SHIPPED_NAME));
-        let ort_err = |e: ort::Error| Error::Runtime(e.to_string());
-        let mut builder = Session::builder(&env).map_err(ort_err)?;
-        let provider = provider::register(&mut builder, options.provider, &options.gpu)?;
-        let gpu = provider.is_gpu();
+        let (builder, provider) = session_builder(options, options.provider)?;
         let options = Options {
             tile_px: match options.tile_px {
-                0 if gpu => GPU_TILE_PX,
+                0 if provider.is_gpu() => GPU_TILE_PX,
                 0 => CPU_TILE_PX,
                 px => px,
             },
@@ -156,26 +166,18 @@ impl Network {
                 options.overlap_px, options.tile_px
             )));
         }
-        let builder = builder
-            .with_intra_threads(threads)
-            .map_err(|e| ort_err(e.into()))?;
-        let builder = builder
-            .with_log_level(runtime::session_log_level())
-            .map_err(|e| ort_err(e.into()))?;
-        // Without the memory pattern (one block planned for every intermediate tensor of a
-        // tile shape) the CPU arena reuses freed blocks: measured at tiles of 560², 260 MiB
-        // at the peak instead of 360–400, and no slower. (Not measured on a GPU.)
-        let mut builder = builder
-            .with_memory_pattern(gpu)
-            .map_err(|e| ort_err(e.into()))?;
+        // The tile shape to plan for, from the size multiple the model's bytes state.
+        let tile = options.image_px.and_then(|image| {
+            let multiple = match &options.model {
+                None => model::size_multiple(model::SHIPPED),
+                Some(path) => model::size_multiple(&std::fs::read(path).ok()?),
+            }?;
+            let (_, (_, th), (_, tw)) = tile_layout(&options, multiple, image);
+            Some((th, tw))
+        });
         let clock = std::time::Instant::now();
-        let session = match &options.model {
-            None => builder.commit_from_memory(model::SHIPPED),
-            Some(path) => builder.commit_from_file(path),
-        }
-        .map_err(|e| {
-            out_of_memory(&e, "loading the model").unwrap_or_else(|| Error::model(&source, e))
-        })?;
+        let session = commit(builder, &options, tile)?;
+        let source = source(&options);
         let info = model::inspect(&session, &source)?;
         if options.tile_px < info.size_multiple {
             return Err(Error::invalid(format!(
@@ -183,16 +185,33 @@ impl Network {
                 options.tile_px, info.size_multiple
             )));
         }
+        // A model whose inputs name their height and width otherwise keeps them free.
+        let planned = tile.filter(|_| {
+            session.inputs().iter().all(|input| {
+                matches!(input.dtype(), ValueType::Tensor { shape, .. } if shape[2] > 0 && shape[3] > 0)
+            })
+        });
         log::info!(
             "network {} (variant {}, Nnet {}) on {provider} with {threads} thread(s); session \
-             made in {:.3} s",
+             {}made in {:.3} s",
             source.display(),
             info.variant,
             info.nnet,
+            planned.map_or(String::new(), |(th, tw)| format!("for tiles of {th}x{tw} ")),
             clock.elapsed().as_secs_f64()
         );
+        let sessions = match planned {
+            Some(tile) => Sessions {
+                planned: Some((tile, session)),
+                any: None,
+            },
+            None => Sessions {
+                planned: None,
+                any: Some(session),
+            },
+        };
         Ok(Network {
-            session: Mutex::new(session),
+            sessions: Mutex::new(sessions),
             info,
             provider,
             library,
@@ -213,6 +232,13 @@ impl Network {
     /// default for 0.
     pub fn tile_px(&self) -> usize {
         self.options.tile_px
+    }
+
+    /// The tile shape (height, width in px) ONNX Runtime planned a session for, from
+    /// [`Options::image_px`]; `None` if only the session for any size exists.
+    pub fn planned_tile_px(&self) -> Option<(usize, usize)> {
+        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions.planned.as_ref().map(|(tile, _)| *tile)
     }
 
     /// The ONNX Runtime library this process loaded.
@@ -381,14 +407,7 @@ impl Network {
         h: usize,
         w: usize,
     ) -> ((usize, usize), (Vec<usize>, usize), (Vec<usize>, usize)) {
-        let m = self.info.size_multiple;
-        let padded = (h.div_ceil(m) * m, w.div_ceil(m) * m);
-        let (tile, overlap) = (self.options.tile_px, self.options.overlap_px);
-        (
-            padded,
-            tiling::layout(padded.0, tile, overlap, m),
-            tiling::layout(padded.1, tile, overlap, m),
-        )
+        tile_layout(&self.options, self.info.size_multiple, (h, w))
     }
 
     /// Peak memory of reconstructing `pairs` pairs of frames `[h, w]` on the CPU (bytes,
@@ -427,7 +446,27 @@ impl Network {
         };
         let r = TensorRef::from_array_view(reference.view()).map_err(ort_err)?;
         let s = TensorRef::from_array_view(sample.view()).map_err(ort_err)?;
-        let mut session = self.session.lock().unwrap_or_else(|e| e.into_inner());
+        let (_, _, th, tw) = reference.dim();
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let session = match &mut *sessions {
+            Sessions {
+                planned: Some((tile, session)),
+                ..
+            } if *tile == (th, tw) => session,
+            Sessions { any, .. } => match any {
+                Some(session) => session,
+                None => {
+                    let clock = std::time::Instant::now();
+                    let (builder, _) = session_builder(&self.options, self.provider)?;
+                    let session = any.insert(commit(builder, &self.options, None)?);
+                    log::info!(
+                        "network: session for tiles of any size made in {:.3} s",
+                        clock.elapsed().as_secs_f64()
+                    );
+                    session
+                }
+            },
+        };
         let clock = std::time::Instant::now();
         let mut options = RunOptions::new().map_err(ort_err)?;
         if last && !self.provider.is_gpu() {
@@ -467,6 +506,79 @@ impl Network {
         }
         Ok(out)
     }
+}
+
+/// The padded image (px), and the tile origins and size along y and along x, of an image of
+/// (h, w) px for a model of size multiple `multiple`.
+#[allow(clippy::type_complexity)]
+fn tile_layout(
+    options: &Options,
+    multiple: usize,
+    (h, w): (usize, usize),
+) -> ((usize, usize), (Vec<usize>, usize), (Vec<usize>, usize)) {
+    let padded = (
+        h.div_ceil(multiple) * multiple,
+        w.div_ceil(multiple) * multiple,
+    );
+    let (tile, overlap) = (options.tile_px, options.overlap_px);
+    (
+        padded,
+        tiling::layout(padded.0, tile, overlap, multiple),
+        tiling::layout(padded.1, tile, overlap, multiple),
+    )
+}
+
+/// The model's name in messages.
+fn source(options: &Options) -> PathBuf {
+    options
+        .model
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(SHIPPED_NAME))
+}
+
+/// A session builder with the provider registered (`requested`, resolved if `Auto`) and the
+/// options' threads; the provider in use.
+fn session_builder(options: &Options, requested: Provider) -> Result<(SessionBuilder, Provider)> {
+    let (env, _) = runtime::environment(options.library.as_deref())?;
+    let ort_err = |e: ort::Error| Error::Runtime(e.to_string());
+    let mut builder = Session::builder(&env).map_err(ort_err)?;
+    let provider = provider::register(&mut builder, requested, &options.gpu)?;
+    let set_err = |e: ort::Error<SessionBuilder>| Error::Runtime(e.to_string());
+    let builder = builder
+        .with_intra_threads(options.resolved_threads())
+        .map_err(set_err)?
+        .with_log_level(runtime::session_log_level())
+        .map_err(set_err)?
+        // Without the memory pattern (one block planned for every intermediate tensor of a
+        // tile shape) the CPU arena reuses freed blocks: measured at tiles of 560², 260 MiB
+        // at the peak instead of 360–400, and no slower. (Not measured on a GPU.)
+        .with_memory_pattern(provider.is_gpu())
+        .map_err(set_err)?;
+    Ok((builder, provider))
+}
+
+/// The model's session, planned for tiles of `tile` (height, width) px if given (the
+/// exporter names those dimensions `height` and `width`), else for any size.
+fn commit(
+    mut builder: SessionBuilder,
+    options: &Options,
+    tile: Option<(usize, usize)>,
+) -> Result<Session> {
+    if let Some((th, tw)) = tile {
+        let set_err = |e: ort::Error<SessionBuilder>| Error::Runtime(e.to_string());
+        builder = builder
+            .with_dimension_override("height", th as i64)
+            .map_err(set_err)?
+            .with_dimension_override("width", tw as i64)
+            .map_err(set_err)?;
+    }
+    match &options.model {
+        None => builder.commit_from_memory(model::SHIPPED),
+        Some(path) => builder.commit_from_file(path),
+    }
+    .map_err(|e| {
+        out_of_memory(&e, "loading the model").unwrap_or_else(|| Error::model(source(options), e))
+    })
 }
 
 /// ONNX Runtime reports a failed allocation (its arena's, or a thread's) as any other

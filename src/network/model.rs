@@ -110,3 +110,88 @@ pub(crate) fn inspect(session: &Session, source: &Path) -> Result<ModelInfo> {
         recipe_commit: custom("espinnet.recipe_commit"),
     })
 }
+
+/// The model's `espinnet.size_multiple` (px), read from the file's bytes before any session
+/// exists: a session planned for one tile shape needs it, and planning is what makes a
+/// session for symbolic shapes slow to start. `None` where the bytes do not say (the
+/// session's own check, [`inspect`], then reports why).
+pub(crate) fn size_multiple(model: &[u8]) -> Option<usize> {
+    // ONNX `ModelProto.metadata_props` (field 14) holds `StringStringEntryProto`s: key
+    // (field 1) and value (field 2).
+    fields(model)?
+        .filter(|&(field, _)| field == 14)
+        .find_map(|(_, entry)| {
+            let (mut key, mut value) = (None, None);
+            for (field, bytes) in fields(entry)? {
+                match field {
+                    1 => key = Some(bytes),
+                    2 => value = Some(bytes),
+                    _ => {}
+                }
+            }
+            (key? == b"espinnet.size_multiple").then_some(value?)
+        })
+        .and_then(|value| std::str::from_utf8(value).ok()?.parse().ok())
+        .filter(|&m| m > 0)
+}
+
+/// The length-delimited fields `(number, bytes)` of one protobuf message, in order (fields
+/// of other wire types are skipped); `None` if the message is malformed.
+fn fields(message: &[u8]) -> Option<impl Iterator<Item = (u64, &[u8])>> {
+    let mut out = Vec::new();
+    let mut rest = message;
+    while !rest.is_empty() {
+        let tag = varint(&mut rest)?;
+        match tag & 7 {
+            0 => {
+                varint(&mut rest)?;
+            }
+            1 => rest = rest.get(8..)?,
+            2 => {
+                let len = usize::try_from(varint(&mut rest)?).ok()?;
+                out.push((tag >> 3, rest.get(..len)?));
+                rest = &rest[len..];
+            }
+            5 => rest = rest.get(4..)?,
+            _ => return None,
+        }
+    }
+    Some(out.into_iter())
+}
+
+/// A protobuf varint, advancing `bytes` past it.
+fn varint(bytes: &mut &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&byte, rest) = bytes.split_first()?;
+        *bytes = rest;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_models_size_multiple_is_read_without_a_session() {
+        assert_eq!(size_multiple(SHIPPED), Some(16));
+        for model in ["espinnet-light-fr.onnx", "espinnet-light-stress.onnx"] {
+            let bytes = std::fs::read(format!("{}/models/{model}", env!("CARGO_MANIFEST_DIR")));
+            assert_eq!(size_multiple(&bytes.unwrap()), Some(16), "{model}");
+        }
+    }
+
+    #[test]
+    fn malformed_bytes_say_nothing() {
+        assert_eq!(size_multiple(b""), None);
+        assert_eq!(size_multiple(b"not a model at all"), None);
+        assert_eq!(size_multiple(&SHIPPED[..SHIPPED.len() / 2]), None);
+        // A varint that never ends.
+        assert_eq!(size_multiple(&[0xff; 16]), None);
+    }
+}

@@ -180,7 +180,8 @@ class Engine:
     **options
         Any other option of the C ABI by name (``esp_options_set``): ``scaling``, ``tile``,
         ``overlap``, ``batch``, ``guard`` (default true: pixels the signal model rejects are
-        solved again by the tracker; false saves its time), ``device_id``, ``fp16``, ``gpu_mem_limit_mib``, ``trt_cache``,
+        solved again by the tracker; false saves its time), ``image_px`` (``"HxW"``, the
+        image size to be run, if known: the network then starts faster), ``device_id``, ``fp16``, ``gpu_mem_limit_mib``, ``trt_cache``,
         ``mean_window``, ``dark_field``, ``hamming``, ``reseed``, ``adaptive``, ``integration``.
 
     Raises
@@ -406,6 +407,10 @@ def retrieve(reference, sample, *, engine="network", energy_kev=None, distance_m
     -----
     {sign}
     """
+    shape = np.shape(reference)
+    if len(shape) == 3:
+        # The network's session is then planned for this size: it starts about 3x faster.
+        options.setdefault("image_px", f"{shape[1]}x{shape[2]}")
     with Engine(engine, energy_kev=energy_kev, distance_m=distance_m, pixel_size_um=pixel_size_um,
                 magnification=magnification, window=window, max_shift=max_shift,
                 provider=provider, model=model, ncore=ncore,

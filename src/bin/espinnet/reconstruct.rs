@@ -359,7 +359,7 @@ pub fn geometry_json(g: &espinnet::geometry::Geometry) -> Value {
 }
 
 pub fn run(a: &ReconstructArgs) -> Result<()> {
-    let options = a.settings.options()?;
+    let mut options = a.settings.options()?;
     let inputs = a.inputs.paths();
     let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
     // `result.h5` (also .hdf5, .nxs): one NeXus file; anything else: a directory of TIFFs.
@@ -388,9 +388,10 @@ pub fn run(a: &ReconstructArgs) -> Result<()> {
     let read_s = clock.elapsed().as_secs_f64();
 
     let clock = Instant::now();
+    let (n, h, w) = reference.dim();
+    options.network.image_px = Some((h, w));
     let engine = Engine::new(&options)?;
     let setup_s = clock.elapsed().as_secs_f64();
-    let (n, h, w) = reference.dim();
     let name = options.engine.name();
     let bar = ProgressBar::new(1000)
         .with_style(

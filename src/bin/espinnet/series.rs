@@ -69,7 +69,9 @@ pub fn run(mut a: SeriesArgs) -> Result<()> {
     spec.air_columns = a.air_columns;
     let series = Series::open(&spec)?;
     let (k, n, h, w) = series.dims();
-    let engine = Engine::new(&a.settings.options()?)?;
+    let mut options = a.settings.options()?;
+    options.network.image_px = Some((h, w));
+    let engine = Engine::new(&options)?;
 
     // Ctrl-C (and SIGTERM) stop after the projection being computed.
     let stop = Arc::new(AtomicBool::new(false));

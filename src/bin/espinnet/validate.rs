@@ -48,6 +48,7 @@ pub struct ValidateArgs {
 pub fn run(a: &ValidateArgs) -> Result<()> {
     let mut options = Options::default();
     options.network = a.network.options();
+    options.network.image_px = Some((a.size, a.size));
     // Every mix is imaged with the presets' geometry: the phase is scored too.
     options.geometry = Some(Preset::MaskDiagonal.config(2, 1, 0).geometry);
     let network = Engine::new(&options)?;
