@@ -119,6 +119,7 @@ pub(crate) fn size_multiple(model: &[u8]) -> Option<usize> {
     // ONNX `ModelProto.metadata_props` (field 14) holds `StringStringEntryProto`s: key
     // (field 1) and value (field 2).
     fields(model)?
+        .into_iter()
         .filter(|&(field, _)| field == 14)
         .find_map(|(_, entry)| {
             let (mut key, mut value) = (None, None);
@@ -137,7 +138,7 @@ pub(crate) fn size_multiple(model: &[u8]) -> Option<usize> {
 
 /// The length-delimited fields `(number, bytes)` of one protobuf message, in order (fields
 /// of other wire types are skipped); `None` if the message is malformed.
-fn fields(message: &[u8]) -> Option<impl Iterator<Item = (u64, &[u8])>> {
+fn fields(message: &[u8]) -> Option<Vec<(u64, &[u8])>> {
     let mut out = Vec::new();
     let mut rest = message;
     while !rest.is_empty() {
@@ -156,7 +157,7 @@ fn fields(message: &[u8]) -> Option<impl Iterator<Item = (u64, &[u8])>> {
             _ => return None,
         }
     }
-    Some(out.into_iter())
+    Some(out)
 }
 
 /// A protobuf varint, advancing `bytes` past it.
