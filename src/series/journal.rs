@@ -100,8 +100,16 @@ impl Journal {
         }
     }
 
-    /// Removes the journal (once the output holds everything).
+    /// Removes the journal (once the output holds everything). The manifest goes last:
+    /// a run killed meanwhile leaves a journal that still says whose entries it holds.
     pub fn remove(self) -> Result<()> {
-        std::fs::remove_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))
+        let io = |e| Error::io(&self.dir, e);
+        for e in std::fs::read_dir(&self.dir).map_err(io)? {
+            let path = e.map_err(io)?.path();
+            if path.file_name() != Some(MANIFEST.as_ref()) {
+                std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+            }
+        }
+        std::fs::remove_dir_all(&self.dir).map_err(io)
     }
 }

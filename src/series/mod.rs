@@ -178,10 +178,15 @@ pub fn run(
         "maps": names,
     }))
     .expect("serialisable");
-    if output.exists() && !journal_dir.exists() && !plan.overwrite {
-        // The same run again, after it finished: nothing to do.
+    if output.exists() && !plan.overwrite {
+        // The same run again, after it finished: nothing to do. The output is written
+        // whole or not at all, so a journal still beside it is one whose removal a kill
+        // interrupted.
         if output::settings(output).is_some_and(|s| s == manifest) {
             log::info!("series: {} already holds this scan", output.display());
+            if journal_dir.exists() {
+                Journal::open(output, &manifest, (names.len(), h, w))?.remove()?;
+            }
             return Ok(Report {
                 projections: k,
                 resumed: range.len(),
@@ -191,7 +196,9 @@ pub fn run(
                 seconds: clock.elapsed().as_secs_f64(),
             });
         }
-        crate::io::refuse_existing(output)?;
+        if !journal_dir.exists() {
+            crate::io::refuse_existing(output)?;
+        }
     }
     // The stacks being computed and read, the maps and the engine's own memory.
     crate::memory::ensure(
