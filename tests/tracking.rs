@@ -275,12 +275,12 @@ fn uniform_bias(scans: usize, window: usize, [dx, dy]: [f64; 2]) -> [f64; 2] {
 /// Least-squares slope of the estimate against the truth, per axis, over the interior, for
 /// a weak smooth field: a parabolic lens wider than the view (no aperture edge, where a
 /// window's estimate is an average across the step), displacement under 0.3 px.
-fn weak_lens_slopes(scans: usize, window: usize) -> [f64; 2] {
+fn weak_lens_slopes(scans: usize, window: usize, seed: u64) -> [f64; 2] {
     let max_d = |c: &Case| {
         let d = c.truth.dx.iter().chain(c.truth.dy.iter());
         d.fold(0.0f32, |m, v| m.max(v.abs())) as f64
     };
-    let mut c: Config = Preset::Lens.config(160, scans, 5);
+    let mut c: Config = Preset::Lens.config(160, scans, seed);
     let view_um = 160.0 * c.geometry.effective_pixel_m() * 1e6;
     if let Sample::Lens { aperture_um, .. } = &mut c.sample {
         *aperture_um = 0.8 * view_um; // past the corners, at 0.71 of the side
@@ -317,30 +317,32 @@ fn weak_lens_slopes(scans: usize, window: usize) -> [f64; 2] {
 }
 
 /// The sub-pixel estimate is unbiased: the pixel-locking curve (estimated minus true shift
-/// for offsets 0–1 px in steps of 0.05, on a uniform field) stays within 0.009 px, and on a
-/// weak smooth field (|d| < 0.3 px) the estimate's slope against the truth is within 1 % of
-/// 1 at N = 20 (the bound), 1.5 % at N = 5 and at N = 3 with a 3×3 window, and 3 %
-/// with one pixel (27 values per fit, of which the window's edge weighs 0.08). These bounds
-/// guard what the refinement reached (worst 0.0082 px; slopes 1.003–1.008 at N = 20,
-/// 1.008–1.012 at N = 5, 1.010–1.023 at N = 3) rather than follow from the noise, which over
-/// these 6 400 and 21 000 pixels averages to under 0.003 px. Before the Gauss–Newton step
-/// started from the per-axis parabolas (`search::quadratic_minimum`) they were 0.0096 px and
-/// 1.004–1.010, 1.011–1.021, 1.015–1.033; before the step allowed for the reference's
-/// interpolated noise 1.024–1.040, and with the parabola alone 0.76–0.89. What remains is
-/// the cubic B-spline's error on the pattern's content near the Nyquist frequency: without
-/// noise, on three seeds, the same slopes are 1.009–1.013 at N = 20, 1.010–1.023 at N = 5
-/// and 1.010–1.028 at N = 3. Its sign and size follow the pattern's spectrum (on a speckle model, a quintic
-/// spline did better on coarse patterns and worse on fine ones), so no interpolator removes
-/// it for every modulator.
+/// for offsets 0–1 px in steps of 0.05, on a uniform field) stays within 0.004 px at N = 20,
+/// 0.007 px at N = 5 and at N = 3 with a 3×3 window, 0.009 px with one pixel (27 values per
+/// fit); on a weak smooth field (|d| < 0.3 px) the estimate's slope against the truth,
+/// averaged over three seeds, is within 1 % of 1 (the bound) in every case.
+///
+/// Measured (worst bias; slopes x/y of seeds 5, 1, 2): N = 20, Nw = 1: 0.0024 px,
+/// 0.9955/0.9978, 1.0009/1.0000, 0.9986/1.0031; N = 5, Nw = 1: 0.0054 px, 1.0022/1.0017,
+/// 0.9950/1.0052, 1.0128/0.9988; N = 5, Nw = 3: 0.0039 px, 0.9992/0.9976, 0.9883/0.9978,
+/// 1.0047/0.9940; N = 3, Nw = 1: 0.0088 px, 1.0045/1.0130, 0.9952/0.9949, 1.0045/1.0061;
+/// N = 3, Nw = 3: 0.0048 px, 1.0001/1.0037, 0.9929/0.9895, 0.9996/1.0043. One seed's slope
+/// at N ≤ 5 scatters by about 1 % (the window's errors are correlated over its overlap);
+/// the means are within 0.5 %. Before the spline's bias was taken off
+/// (`tracking/spline_bias.rs`) the same slopes were 1.005–1.012 at N = 20, 0.998–1.022 at
+/// N = 5 and 1.000–1.023 at N = 3, about 0.01 more everywhere; noise-free, 1.011–1.013
+/// against 1.001–1.004 now at N = 20. The rest, noise-free, at N ≤ 5 with one pixel
+/// (1.004–1.018) is not the interpolator's: a window of 27 values fits a field that varies
+/// across it.
 #[test]
 fn pixel_locking_curve_and_weak_lens_slope() {
-    for (scans, window, slope_tolerance) in [
-        (20, 1, 0.01),
-        (20, 3, 0.01),
-        (5, 1, 0.015),
-        (5, 3, 0.015),
-        (3, 1, 0.03),
-        (3, 3, 0.015),
+    for (scans, window, locking) in [
+        (20, 1, 0.004),
+        (20, 3, 0.004),
+        (5, 1, 0.007),
+        (5, 3, 0.007),
+        (3, 1, 0.009),
+        (3, 3, 0.007),
     ] {
         let mut worst = 0.0f64;
         let mut curve = String::new();
@@ -350,18 +352,22 @@ fn pixel_locking_curve_and_weak_lens_slope() {
             worst = worst.max(ex.abs()).max(ey.abs());
             curve += &format!(" {s:.2}:{ex:+.4}/{ey:+.4}");
         }
-        let slopes = weak_lens_slopes(scans, window);
+        let seeds = [5, 1, 2];
+        let each: Vec<[f64; 2]> = seeds
+            .iter()
+            .map(|&seed| weak_lens_slopes(scans, window, seed))
+            .collect();
+        let mean = [0, 1].map(|a| each.iter().map(|s| s[a]).sum::<f64>() / seeds.len() as f64);
         eprintln!(
-            "N = {scans}, Nw = {window}: worst |bias| {worst:.4} px, weak-lens slope x {:.4} y {:.4}\n {curve}",
-            slopes[0], slopes[1]
+            "N = {scans}, Nw = {window}: worst |bias| {worst:.4} px, weak-lens slopes x/y {each:.4?}, mean {mean:.4?}\n {curve}"
         );
         assert!(
-            worst <= 0.009,
+            worst <= locking,
             "N = {scans}, Nw = {window}: pixel locking {worst:.4} px"
         );
-        for slope in slopes {
+        for slope in mean {
             assert!(
-                (slope - 1.0).abs() <= slope_tolerance,
+                (slope - 1.0).abs() <= 0.01,
                 "N = {scans}, Nw = {window}: slope {slope:.4}"
             );
         }

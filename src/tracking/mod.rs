@@ -9,9 +9,11 @@
 //! `D = K/T`. Without dark-field,
 //! `S ≈ t·R(·−u)`. The search is exhaustive, so it finds the global minimum and cannot be
 //! trapped by shifts larger than the speckle size. The minimum is refined to sub-pixel by a
-//! quadratic fit of the 3×3 costs around it, and T, D and the residual are evaluated again
-//! at the refined shift. Optionally, isolated outliers are searched again around their
-//! neighbours' median shift (seeded search), which halves the RMSE at N ≤ 5; and pixels
+//! Gauss–Newton step on the interpolated reference from the quadratic fit of the 3×3 costs
+//! around it (`refine.rs`), less the interpolator's bias for this pattern
+//! (`spline_bias.rs`); T, D and the residual are those of the refined shift. Optionally,
+//! isolated outliers are searched again around their neighbours' median shift (seeded
+//! search), which halves the RMSE at N ≤ 5; and pixels
 //! the model fits badly, at steep displacement gradients, are fitted again with a smaller
 //! window, or next to a displacement jump given a neighbour's window on their side
 //! (`adaptive.rs`).
@@ -24,6 +26,7 @@ mod bands;
 mod refine;
 mod resolve;
 mod search;
+mod spline_bias;
 mod window;
 
 use ndarray::{Array2, ArrayView3};
@@ -249,12 +252,24 @@ pub(crate) fn track_lit(
     if let Some(refits) = refits {
         refits.finish(&mut out);
     }
+    let refined = clock.elapsed();
+    let bias = spline_bias::SplineBias::estimate(reference.view(), stacks.scale(), noise);
+    for ((dy, dx), _) in out
+        .dy
+        .iter_mut()
+        .zip(out.dx.iter_mut())
+        .zip(&out.status)
+        .filter(|(_, s)| **s == Status::Converged as u8)
+    {
+        [*dy, *dx] = bias.correct([*dy, *dx]);
+    }
     log::debug!(
         "tracking: window sums {:.2} s, integer search {:.2} s, sub-pixel refinement and \
-         refits {:.2} s",
+         refits {:.2} s, the spline's bias {:.3} s",
         prepared.as_secs_f64(),
         (searched - prepared).as_secs_f64(),
-        (clock.elapsed() - searched).as_secs_f64()
+        (refined - searched).as_secs_f64(),
+        (clock.elapsed() - refined).as_secs_f64()
     );
     Ok((out, stacks.light))
 }

@@ -9,8 +9,9 @@
 //! a pixel, so one step suffices (with Keys interpolation, a second moved the bias curves of
 //! `tests/tracking.rs` by about 0.001 px). The interpolator matters as much: Keys' phase
 //! error moves the continuous minimum by up to 0.03 px away from whole pixels; the
-//! B-spline's by a few thousandths. Where the step is not defined (no pattern gradient, a
-//! degenerate fit) the parabola estimate stays.
+//! B-spline's by a few thousandths, which `spline_bias.rs` predicts and takes off. Where
+//! the step is not defined (no pattern gradient, a degenerate fit) the parabola estimate
+//! stays.
 //!
 //! Two more sources of bias are removed. The reference's noise, interpolated, has a
 //! variance that falls by a quarter from whole to half-pixel shifts
