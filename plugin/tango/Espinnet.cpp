@@ -381,6 +381,10 @@ Espinnet::Job Espinnet::next_job(bool take_sample) {
     job.reference = reference_;
     job.sample = sample_;
     job.options = engine_options();
+    // The network's session is planned for this size's tiles (a third of the start-up);
+    // another size makes another engine.
+    if (reference_->height() > 0 && reference_->width() > 0)
+        job.options["image_px"] = std::to_string(reference_->height()) + "x" + std::to_string(reference_->width());
     job.progress = std::make_shared<rust::Box<espinnet::Progress>>(espinnet::progress());
     job.started = Clock::now();
     progress_ = job.progress;
