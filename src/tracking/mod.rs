@@ -13,10 +13,9 @@
 //! around it (`refine.rs`), less the interpolator's bias for this pattern
 //! (`spline_bias.rs`); T, D and the residual are those of the refined shift. Optionally,
 //! isolated outliers are searched again around their neighbours' median shift (seeded
-//! search), which halves the RMSE at N ≤ 5; and pixels
-//! the model fits badly, at steep displacement gradients, are fitted again with a smaller
-//! window, or next to a displacement jump given a neighbour's window on their side
-//! (`adaptive.rs`).
+//! search), which halves the RMSE at N ≤ 5; and pixels the model fits badly, at steep
+//! displacement gradients, are fitted again with a smaller window, or next to a
+//! displacement jump given a neighbour's window on their side (`adaptive.rs`).
 //!
 //! Pixels closer than `max_shift + Nw + 2` to the border cannot see every candidate shift:
 //! they come back NaN with status [`Status::Border`].
