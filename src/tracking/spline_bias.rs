@@ -5,7 +5,8 @@
 //! delayed by a phase error that depends on t and the frequency (none at whole and half
 //! pixels, most near the Nyquist frequency), so the refinement's minimum lies off the true
 //! shift by a weighted mean of those errors: 0.001–0.01 px, which makes a weak field's
-//! displacement 1–3 % too large. The weights are the pattern's power along the axis,
+//! displacement about 1 % too large on the simulator's patterns (7 % on a pattern with
+//! much power near the Nyquist frequency). The weights are the pattern's power along the axis,
 //! measured on the reference less the noise's flat floor. The error is the same for every
 //! window and frame count; its size follows the pattern's spectrum, so no one interpolator
 //! removes it for every modulator, and a table made for the data does. In a prototype (the
