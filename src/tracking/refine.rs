@@ -30,6 +30,7 @@ use rayon::prelude::*;
 
 use super::bands;
 use super::search::{BAND, Stacks};
+use super::window::moment2;
 use super::{Output, Params, Status};
 use crate::interpolate::{bspline, bspline_derivative, bspline_noise_gain, mirror};
 use crate::model::from_affine;
@@ -144,6 +145,11 @@ struct Sums<T = f64> {
     sg: [T; 2],
     /// Σw G·Gᵀ: yy, xx, yx.
     gg: [T; 3],
+    /// First moments Σw·o·X (o: the offset from the pixel, px, `[y, x]`) of S, R and G
+    /// (`[o][axis of G]`): the background ramp's products, where the fit has one.
+    ms: [T; 2],
+    mr: [T; 2],
+    mg: [[T; 2]; 2],
 }
 
 impl Sums<[f32; LANES]> {
@@ -160,6 +166,9 @@ impl Sums<[f32; LANES]> {
             rg: self.rg.map(|v| v[l]),
             sg: self.sg.map(|v| v[l]),
             gg: self.gg.map(|v| v[l]),
+            ms: self.ms.map(|v| v[l]),
+            mr: self.mr.map(|v| v[l]),
+            mg: self.mg.map(|m| m.map(|v| v[l])),
         }
     }
 }
@@ -185,6 +194,32 @@ impl Sums {
         for a in 0..3 {
             self.gg[a] += f.gg[a] as f64;
         }
+        for o in 0..2 {
+            self.ms[o] += f.ms[o] as f64;
+            self.mr[o] += f.mr[o] as f64;
+            for a in 0..2 {
+                self.mg[o][a] += f.mg[o][a] as f64;
+            }
+        }
+    }
+
+    /// Takes the background ramp out of the products (Σ X·Y less Σw·o·X · Σw·o·Y / m2 along
+    /// each offset; `m2` = Σw·o² over all frames): the ramp's columns are orthogonal to the
+    /// constant and to each other under a symmetric window, so every fit on these sums is
+    /// then one of `a + ramp + k·R`, with the ramp eliminated.
+    fn without_ramp(&mut self, m2: f64) {
+        let g = |a: usize| [self.mg[0][a], self.mg[1][a]];
+        let along = |u: [f64; 2], v: [f64; 2]| (u[0] * v[0] + u[1] * v[1]) / m2;
+        self.rr -= along(self.mr, self.mr);
+        self.ss -= along(self.ms, self.ms);
+        self.sr -= along(self.ms, self.mr);
+        for a in 0..2 {
+            self.rg[a] -= along(self.mr, g(a));
+            self.sg[a] -= along(self.ms, g(a));
+        }
+        self.gg[0] -= along(g(0), g(0));
+        self.gg[1] -= along(g(1), g(1));
+        self.gg[2] -= along(g(0), g(1));
     }
 }
 
@@ -201,9 +236,8 @@ pub(super) fn fit_at(
     step: bool,
     ws: &mut Workspace,
 ) -> Fit {
-    let kernel = &st.kernel;
     let mut start = d0;
-    let mut sums = window_sums(st, kernel, y, x, start, step, ws);
+    let mut sums = fit_sums(st, y, x, start, step, ws);
     let mut delta = None;
     if step {
         let step_at = |sums: &Sums, at: [f32; 2]| {
@@ -221,7 +255,7 @@ pub(super) fn fit_at(
                 if (0..2).any(|a| (at[a] - d0[a]).abs() > MAX_DETOUR_PX) {
                     break;
                 }
-                let here = window_sums(st, kernel, y, x, at, true, ws);
+                let here = fit_sums(st, y, x, at, true, ws);
                 match step_at(&here, at) {
                     Some(d) if !long(&d) => {
                         (sums, start, delta) = (here, at, Some(d));
@@ -450,10 +484,16 @@ fn noise_ratio(
     fit: &Fit,
     ws: &mut Workspace,
 ) -> Option<f64> {
-    let sums = window_sums(st, &st.kernel, y, x, fit.shift, true, ws);
+    let sums = fit_sums(st, y, x, fit.shift, true, ws);
     let squares = window_sums(st, squared, y, x, fit.shift, true, ws);
     let (k, _, res) = linear_fit(&sums, p.dark_field);
-    let dof = sums.w - leverage(&sums, &squares, p.dark_field)?;
+    // The ramp's columns are orthogonal to the others: their leverage adds, Σw²·o² / Σw·o²
+    // each.
+    let ramp = match st.ramp {
+        true => 2.0 * (moment2(squared) / moment2(&st.kernel)) as f64,
+        false => 0.0,
+    };
+    let dof = sums.w - leverage(&sums, &squares, p.dark_field)? - ramp;
     let [vy, _] = bspline_noise_gain(y as f64 - fit.shift[0] as f64);
     let [vx, _] = bspline_noise_gain(x as f64 - fit.shift[1] as f64);
     let unit = dof * (sums.s + k * k * vy * vx * sums.r) / sums.w;
@@ -625,6 +665,9 @@ fn window_sums(
     let weight = |k: usize| kernel[k / side] * kernel[k % side];
     // Σw: the same in every frame.
     let w_frame = (0..side * side).fold(0.0f32, |acc, k| acc + weight(k));
+    // The first moments, for the fits' ramp ([`fit_sums`]).
+    let ramp = st.ramp && side > 1;
+    let offsets = |k: usize| [k / side, k % side].map(|q| q as f32 - nw as f32);
     let mut s = Sums::default();
     for lane0 in (0..n).step_by(LANES) {
         // Each frame's sums in f32 (a window of values near 1), added to the f64 totals.
@@ -645,6 +688,15 @@ fn window_sums(
                 f.ss[l] += wq * sv[l] * sv[l];
                 f.sr[l] += wq * sv[l] * r[l];
             }
+            let wo = offsets(k).map(|o| wq * o);
+            if ramp {
+                for o in 0..2 {
+                    for l in 0..LANES {
+                        f.ms[o][l] += wo[o] * sv[l];
+                        f.mr[o][l] += wo[o] * r[l];
+                    }
+                }
+            }
             if gradients {
                 let g = [column(horiz, &dky), column(horiz_dx, &ky)];
                 for (a, ga) in g.iter().enumerate() {
@@ -652,6 +704,13 @@ fn window_sums(
                         f.g[a][l] += wq * ga[l];
                         f.rg[a][l] += wq * r[l] * ga[l];
                         f.sg[a][l] += wq * sv[l] * ga[l];
+                    }
+                    if ramp {
+                        for o in 0..2 {
+                            for l in 0..LANES {
+                                f.mg[o][a][l] += wo[o] * ga[l];
+                            }
+                        }
                     }
                 }
                 for l in 0..LANES {
@@ -666,6 +725,23 @@ fn window_sums(
         }
     }
     s
+}
+
+/// [`window_sums`] over the stacks' window, less the background ramp where the fit has one
+/// ([`Sums::without_ramp`]): the sums every fit of the shift, T and D reads.
+fn fit_sums(
+    st: &Stacks,
+    y: usize,
+    x: usize,
+    at: [f32; 2],
+    gradients: bool,
+    ws: &mut Workspace,
+) -> Sums {
+    let mut sums = window_sums(st, &st.kernel, y, x, at, gradients, ws);
+    if st.ramp {
+        sums.without_ramp(st.m2 as f64);
+    }
+    sums
 }
 
 #[cfg(test)]

@@ -4,16 +4,20 @@
 //!
 //! Cost of shift u at pixel p, from weighted window sums over all frames (Σw = N·Σ window):
 //! `var_S − cov(S, R_u)² / var(R_u)` for the dark-field model (the residual of the best
-//! `S ≈ a + K·R_u`). Only `Σ S·R_u` depends on u; the other sums are filtered once and read
-//! at p or p − u. Stacks are normalised by the reference mean and centred (x/mean − 1),
-//! which leaves the dark-field fit unchanged and keeps the f32 sums well conditioned.
+//! `S ≈ a + K·R_u`; with the background ramp, each of var and cov less its share along the
+//! window's two offsets, from first-moment sums read like the others). Only `Σ S·R_u`
+//! depends on u; the other sums are filtered once and read at p or p − u. Stacks are
+//! normalised by the reference mean and centred (x/mean − 1), which leaves the dark-field
+//! fit unchanged and keeps the f32 sums well conditioned.
 
 use std::sync::Arc;
 
 use ndarray::{Array2, ArrayView3};
 use rayon::prelude::*;
 
-use super::window::{filter, weights};
+use super::window::{
+    dark_field_cost, filter, filter2, fits_ramp, moment2, offset_weighted, weights,
+};
 use super::{Params, Status};
 use crate::model::Illumination;
 
@@ -52,6 +56,14 @@ pub(super) struct Stacks<'a> {
     r2: Vec<f32>,
     s1: Vec<f32>,
     s2: Vec<f32>,
+    /// Whether the fits include a background ramp ([`fits_ramp`]): the tracker's own
+    /// search and fits; not the guard's.
+    pub ramp: bool,
+    /// With the ramp, the window first moments of the frame sums
+    /// `[Σw·o_y·S, Σw·o_x·S, Σw·o_y·R, Σw·o_x·R]` (valid where the window fits).
+    moments: [Vec<f32>; 4],
+    /// Σw·o² over the window and all frames: the ramp columns' norm.
+    pub m2: f32,
 }
 
 impl<'a> Stacks<'a> {
@@ -63,7 +75,12 @@ impl<'a> Stacks<'a> {
         p: &Params,
         light: Option<&Illumination>,
     ) -> Self {
-        Self::without_sums(reference, sample, p, light, 0..0, Vec::new()).with_sums()
+        let stacks = Self::without_sums(reference, sample, p, light, 0..0, Vec::new());
+        Stacks {
+            ramp: fits_ramp(p.dark_field, stacks.n, p.window),
+            ..stacks
+        }
+        .with_sums()
     }
 
     /// Stacks without the image-wide window sums and with the B-spline coefficients of
@@ -98,11 +115,14 @@ impl<'a> Stacks<'a> {
             coefficients: Arc::new(coefficients),
             noise: 0.0,
             sw: n as f32 * kernel.iter().sum::<f32>().powi(2),
+            m2: n as f32 * moment2(&kernel),
             kernel,
             r1: Vec::new(),
             r2: Vec::new(),
             s1: Vec::new(),
             s2: Vec::new(),
+            ramp: false,
+            moments: Default::default(),
         }
     }
 
@@ -158,12 +178,16 @@ impl<'a> Stacks<'a> {
     /// The same data with the window of `p.window`, without the image-wide window sums
     /// (the work of [`local_search`] and the sub-pixel fits needs none).
     pub fn with_kernel(&self, p: &Params) -> Self {
-        self.with_kernel_of(weights(p.window, p.hamming))
+        Stacks {
+            ramp: self.ramp && fits_ramp(p.dark_field, self.n, p.window),
+            ..self.with_kernel_of(weights(p.window, p.hamming))
+        }
     }
 
     fn with_kernel_of(&self, kernel: Vec<f32>) -> Self {
         Stacks {
             sw: self.n as f32 * kernel.iter().sum::<f32>().powi(2),
+            m2: self.n as f32 * moment2(&kernel),
             kernel,
             light: self.light.clone(),
             coefficients: self.coefficients.clone(),
@@ -171,6 +195,7 @@ impl<'a> Stacks<'a> {
             r2: Vec::new(),
             s1: Vec::new(),
             s2: Vec::new(),
+            moments: Default::default(),
             ..*self
         }
     }
@@ -178,7 +203,9 @@ impl<'a> Stacks<'a> {
     /// The same data with the window sums that the integer search reads.
     fn with_sums(self) -> Self {
         let (h, w) = (self.h, self.w);
-        // Frames added in turn for each row (contiguous reads), the four sums side by side.
+        // Frames added in turn for each row (contiguous reads), the sums side by side; the
+        // frame sums of S and R give the ramp's first moments too.
+        let moment = offset_weighted(&self.kernel);
         let frame_sum = |&(raw, sq): &(&[f32], bool)| {
             let mut acc = vec![0.0f32; h * w];
             acc.chunks_exact_mut(w).enumerate().for_each(|(y, row)| {
@@ -190,13 +217,23 @@ impl<'a> Stacks<'a> {
                     });
                 }
             });
-            let (mut out, mut tmp) = (vec![0.0; h * w], Vec::new());
-            filter(&acc, h, w, &self.kernel, &mut out, &mut tmp);
-            out
+            let mut tmp = Vec::new();
+            let mut filtered = |kernels: [&[f32]; 2]| {
+                let mut out = vec![0.0; h * w];
+                filter2(&acc, h, w, kernels, &mut out, &mut tmp);
+                out
+            };
+            let k = &self.kernel[..];
+            // The window sum, and its first moments along y and x where wanted.
+            let moments = match self.ramp && !sq {
+                true => [filtered([k, &moment]), filtered([&moment, k])],
+                false => Default::default(),
+            };
+            (filtered([k, k]), moments)
         };
         let (r, s) = (self.raw_r, self.raw_s);
         let sums = [(r, false), (r, true), (s, false), (s, true)];
-        let [r1, r2, s1, s2]: [Vec<f32>; 4] = sums
+        let [(r1, [ry, rx]), (r2, _), (s1, [sy, sx]), (s2, _)] = sums
             .par_iter()
             .map(frame_sum)
             .collect::<Vec<_>>()
@@ -207,6 +244,7 @@ impl<'a> Stacks<'a> {
             r2,
             s1,
             s2,
+            moments: [sy, sx, ry, rx],
             ..self
         }
     }
@@ -214,6 +252,7 @@ impl<'a> Stacks<'a> {
     /// Frees the window sums, which only the integer search reads (67 MB at 2048²), so that
     /// the refinement's maps take their place.
     pub fn release_sums(&mut self) {
+        self.moments = Default::default();
         for sums in [&mut self.r1, &mut self.r2, &mut self.s1, &mut self.s2] {
             *sums = Vec::new();
         }
@@ -224,23 +263,26 @@ impl<'a> Stacks<'a> {
     #[inline]
     fn cost(&self, dark_field: bool, p: usize, q: usize, c: f32) -> f32 {
         let sums = [self.s1[p], self.s2[p], self.r1[q], self.r2[q]];
-        cost(dark_field, self.sw, sums, c)
+        let m = &self.moments;
+        let moments = self
+            .ramp
+            .then(|| ([m[0][p], m[1][p], m[2][q], m[3][q]], self.m2));
+        cost(dark_field, self.sw, sums, c, moments)
     }
 }
 
 /// Cost of the fit from the window sums `[Σw S, Σw S², Σw R_u, Σw R_u²]`, `c = Σw S·R_u`
-/// and `sw = Σw`.
+/// and `sw = Σw`, and the ramp's first moments and norm where the fit has one.
 #[inline]
-fn cost(dark_field: bool, sw: f32, [s1, s2, r1, r2]: [f32; 4], c: f32) -> f32 {
+fn cost(
+    dark_field: bool,
+    sw: f32,
+    [s1, s2, r1, r2]: [f32; 4],
+    c: f32,
+    moments: Option<([f32; 4], f32)>,
+) -> f32 {
     if dark_field {
-        let var_r = r2 - r1 * r1 / sw;
-        let cov = c - s1 * r1 / sw;
-        let var_s = s2 - s1 * s1 / sw;
-        if var_r > 1e-12 * sw {
-            var_s - cov * cov / var_r
-        } else {
-            f32::INFINITY
-        }
+        dark_field_cost(sw, [s1, s2, r1, r2], c, moments)
     } else {
         // Uncentred sums for S ≈ t·R (centring is not neutral for this model).
         let (sr, rr, ss) = (c + s1 + r1 + sw, r2 + 2.0 * r1 + sw, s2 + 2.0 * s1 + sw);
@@ -663,10 +705,15 @@ pub(super) fn local_search(
     let weights: Vec<f32> = (st.kernel.iter())
         .flat_map(|&a| st.kernel.iter().map(move |&b| a * b))
         .collect();
-    let (mut s1, mut s2) = (0.0f32, 0.0f32);
-    for (v, &wq) in s.chunks_exact(n).zip(&weights) {
+    // Each window position's offsets from the pixel `[o_y, o_x]` (px).
+    let offset = |k: isize| [(k / win - nw) as f32, (k % win - nw) as f32];
+    let (mut s1, mut s2, mut sm) = (0.0f32, 0.0f32, [0.0f32; 2]);
+    for (k, (v, &wq)) in s.chunks_exact(n).zip(&weights).enumerate() {
         s1 += wq * sum(v);
         s2 += wq * dot(v, v);
+        for (m, o) in sm.iter_mut().zip(offset(k as isize)) {
+            *m += wq * o * sum(v);
+        }
     }
     // The windows at the pixel and at the reference position must lie in the image.
     let inside = |c: isize, n: isize| c - nw >= 0 && c + nw < n;
@@ -680,7 +727,7 @@ pub(super) fn local_search(
         }
         // Where the moved window starts in the patch.
         let (by, bx) = (centre[0] + reach + 1 - uy, centre[1] + reach + 1 - ux);
-        let (mut c, mut sr1, mut sr2) = (0.0f32, 0.0f32, 0.0f32);
+        let (mut c, mut sr1, mut sr2, mut rm) = (0.0f32, 0.0f32, 0.0f32, [0.0f32; 2]);
         let mut k = 0;
         for qy in 0..win {
             for qx in 0..win {
@@ -689,10 +736,16 @@ pub(super) fn local_search(
                 c += wq * dot(&s[k * n..][..n], &r[at * n..][..n]);
                 sr1 += wq * r1[at];
                 sr2 += wq * r2[at];
+                if st.ramp {
+                    for (m, o) in rm.iter_mut().zip(offset(k as isize)) {
+                        *m += wq * o * r1[at];
+                    }
+                }
                 k += 1;
             }
         }
-        cost(p.dark_field, st.sw, [s1, s2, sr1, sr2], c)
+        let moments = st.ramp.then_some(([sm[0], sm[1], rm[0], rm[1]], st.m2));
+        cost(p.dark_field, st.sw, [s1, s2, sr1, sr2], c, moments)
     };
     let side = 2 * reach + 1;
     let at = |k: isize| [centre[0] + k / side - reach, centre[1] + k % side - reach];
