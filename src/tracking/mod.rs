@@ -6,14 +6,15 @@
 //! reference displaced by u over a (2·Nw+1)² window and all N frames, in weighted least
 //! squares: `S ≈ a + K·R(·−u)`, which is the multi-contrast model `S ≈ T·(M + D·(R − M))`
 //! with M the local mean of the reference (over `mean_window`), so `T = a/M + K` and
-//! `D = K/T`; where the window holds enough values, a background ramp (a plane across the
-//! window) is fitted beside `a`, so that a transmission edge is not taken for a shift
-//! ([`window::fits_ramp`]). Without dark-field,
+//! `D = K/T`. Without dark-field,
 //! `S ≈ t·R(·−u)`. The search is exhaustive, so it finds the global minimum and cannot be
 //! trapped by shifts larger than the speckle size. The minimum is refined to sub-pixel by a
 //! Gauss–Newton step on the interpolated reference from the quadratic fit of the 3×3 costs
 //! around it (`refine.rs`), less the interpolator's bias for this pattern
-//! (`spline_bias.rs`); T, D and the residual are those of the refined shift. Optionally,
+//! (`spline_bias.rs`); T, D and the residual are those of the refined shift. Where the
+//! window holds enough values, that fit (and the seeded searches below) carries a
+//! background ramp beside `a`, a plane across the window, so that a transmission edge does
+//! not pull the shift ([`window::fits_ramp`]). Optionally,
 //! isolated outliers are searched again around their neighbours' median shift (seeded
 //! search), which halves the RMSE at N ≤ 5; and pixels the model fits badly, at steep
 //! displacement gradients, are fitted again with a smaller window, or next to a
@@ -154,12 +155,11 @@ impl Params {
     ) -> u64 {
         use crate::memory::product;
         // Per pixel, in f32: the stacks' copies (2n) where they are not in standard layout,
-        // the local mean and its summed-area table (3), window sums and the ramp's first
-        // moments with their scratch (12),
+        // the local mean and its summed-area table (3), window sums with their scratch (8),
         // the search's shifts, status and band results (6), the refinement's five maps and
         // the misfits' lists (9); and one band of the reference's B-spline coefficients.
         let image = product(&[n, h, w, if copies { 8 } else { 0 }])
-            .saturating_add(product(&[30, h, w, 4]))
+            .saturating_add(product(&[26, h, w, 4]))
             .saturating_add(bands::memory_bytes(self, (n, h, w)));
         // Per worker, in f32: a search tile's normalised values of both stacks and the
         // products of one row of shifts, three rows of costs and the running minima (12);

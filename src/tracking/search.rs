@@ -4,20 +4,18 @@
 //!
 //! Cost of shift u at pixel p, from weighted window sums over all frames (Σw = N·Σ window):
 //! `var_S − cov(S, R_u)² / var(R_u)` for the dark-field model (the residual of the best
-//! `S ≈ a + K·R_u`; with the background ramp, each of var and cov less its share along the
-//! window's two offsets, from first-moment sums read like the others). Only `Σ S·R_u`
-//! depends on u; the other sums are filtered once and read at p or p − u. Stacks are
-//! normalised by the reference mean and centred (x/mean − 1), which leaves the dark-field
-//! fit unchanged and keeps the f32 sums well conditioned.
+//! `S ≈ a + K·R_u`). Only `Σ S·R_u` depends on u; the other sums are filtered once and
+//! read at p or p − u. Stacks are normalised by the reference mean and centred
+//! (x/mean − 1), which leaves the dark-field fit unchanged and keeps the f32 sums well
+//! conditioned. The seeded searches ([`local_search`]) fit the background ramp too where
+//! the fits have one ([`super::window::fits_ramp`]); this search does not.
 
 use std::sync::Arc;
 
 use ndarray::{Array2, ArrayView3};
 use rayon::prelude::*;
 
-use super::window::{
-    dark_field_cost, filter, filter2, fits_ramp, moment2, offset_weighted, weights,
-};
+use super::window::{dark_field_cost, filter, fits_ramp, moment2, weights};
 use super::{Params, Status};
 use crate::model::Illumination;
 
@@ -56,12 +54,9 @@ pub(super) struct Stacks<'a> {
     r2: Vec<f32>,
     s1: Vec<f32>,
     s2: Vec<f32>,
-    /// Whether the fits include a background ramp ([`fits_ramp`]): the tracker's own
-    /// search and fits; not the guard's.
+    /// Whether the fits and the seeded searches include a background ramp
+    /// ([`fits_ramp`]): the tracker's own; not the guard's.
     pub ramp: bool,
-    /// With the ramp, the window first moments of the frame sums
-    /// `[Σw·o_y·S, Σw·o_x·S, Σw·o_y·R, Σw·o_x·R]` (valid where the window fits).
-    moments: [Vec<f32>; 4],
     /// Σw·o² over the window and all frames: the ramp columns' norm.
     pub m2: f32,
 }
@@ -122,7 +117,6 @@ impl<'a> Stacks<'a> {
             s1: Vec::new(),
             s2: Vec::new(),
             ramp: false,
-            moments: Default::default(),
         }
     }
 
@@ -195,7 +189,6 @@ impl<'a> Stacks<'a> {
             r2: Vec::new(),
             s1: Vec::new(),
             s2: Vec::new(),
-            moments: Default::default(),
             ..*self
         }
     }
@@ -203,9 +196,7 @@ impl<'a> Stacks<'a> {
     /// The same data with the window sums that the integer search reads.
     fn with_sums(self) -> Self {
         let (h, w) = (self.h, self.w);
-        // Frames added in turn for each row (contiguous reads), the sums side by side; the
-        // frame sums of S and R give the ramp's first moments too.
-        let moment = offset_weighted(&self.kernel);
+        // Frames added in turn for each row (contiguous reads), the four sums side by side.
         let frame_sum = |&(raw, sq): &(&[f32], bool)| {
             let mut acc = vec![0.0f32; h * w];
             acc.chunks_exact_mut(w).enumerate().for_each(|(y, row)| {
@@ -217,23 +208,13 @@ impl<'a> Stacks<'a> {
                     });
                 }
             });
-            let mut tmp = Vec::new();
-            let mut filtered = |kernels: [&[f32]; 2]| {
-                let mut out = vec![0.0; h * w];
-                filter2(&acc, h, w, kernels, &mut out, &mut tmp);
-                out
-            };
-            let k = &self.kernel[..];
-            // The window sum, and its first moments along y and x where wanted.
-            let moments = match self.ramp && !sq {
-                true => [filtered([k, &moment]), filtered([&moment, k])],
-                false => Default::default(),
-            };
-            (filtered([k, k]), moments)
+            let (mut out, mut tmp) = (vec![0.0; h * w], Vec::new());
+            filter(&acc, h, w, &self.kernel, &mut out, &mut tmp);
+            out
         };
         let (r, s) = (self.raw_r, self.raw_s);
         let sums = [(r, false), (r, true), (s, false), (s, true)];
-        let [(r1, [ry, rx]), (r2, _), (s1, [sy, sx]), (s2, _)] = sums
+        let [r1, r2, s1, s2]: [Vec<f32>; 4] = sums
             .par_iter()
             .map(frame_sum)
             .collect::<Vec<_>>()
@@ -244,7 +225,6 @@ impl<'a> Stacks<'a> {
             r2,
             s1,
             s2,
-            moments: [sy, sx, ry, rx],
             ..self
         }
     }
@@ -252,7 +232,6 @@ impl<'a> Stacks<'a> {
     /// Frees the window sums, which only the integer search reads (67 MB at 2048²), so that
     /// the refinement's maps take their place.
     pub fn release_sums(&mut self) {
-        self.moments = Default::default();
         for sums in [&mut self.r1, &mut self.r2, &mut self.s1, &mut self.s2] {
             *sums = Vec::new();
         }
@@ -263,11 +242,7 @@ impl<'a> Stacks<'a> {
     #[inline]
     fn cost(&self, dark_field: bool, p: usize, q: usize, c: f32) -> f32 {
         let sums = [self.s1[p], self.s2[p], self.r1[q], self.r2[q]];
-        let m = &self.moments;
-        let moments = self
-            .ramp
-            .then(|| ([m[0][p], m[1][p], m[2][q], m[3][q]], self.m2));
-        cost(dark_field, self.sw, sums, c, moments)
+        cost(dark_field, self.sw, sums, c, None)
     }
 }
 
