@@ -15,7 +15,7 @@ use std::sync::Arc;
 use ndarray::{Array2, ArrayView3};
 use rayon::prelude::*;
 
-use super::window::{dark_field_cost, filter, fits_ramp, moment2, weights};
+use super::window::{filter, fits_ramp, moment2, weights};
 use super::{Params, Status};
 use crate::model::Illumination;
 
@@ -247,7 +247,9 @@ impl<'a> Stacks<'a> {
 }
 
 /// Cost of the fit from the window sums `[Σw S, Σw S², Σw R_u, Σw R_u²]`, `c = Σw S·R_u`
-/// and `sw = Σw`, and the ramp's first moments and norm where the fit has one.
+/// and `sw = Σw`; where the fit has the background ramp, its first moments
+/// `[Σw·o_y·S, Σw·o_x·S, Σw·o_y·R_u, Σw·o_x·R_u]` and their norm Σw·o² (the constant and
+/// the two offsets are orthogonal under a symmetric window: each is projected out alone).
 #[inline]
 fn cost(
     dark_field: bool,
@@ -257,7 +259,18 @@ fn cost(
     moments: Option<([f32; 4], f32)>,
 ) -> f32 {
     if dark_field {
-        dark_field_cost(sw, [s1, s2, r1, r2], c, moments)
+        let (mut var_r, mut cov, mut var_s) =
+            (r2 - r1 * r1 / sw, c - s1 * r1 / sw, s2 - s1 * s1 / sw);
+        if let Some(([sy, sx, ry, rx], m2)) = moments {
+            var_r -= (ry * ry + rx * rx) / m2;
+            cov -= (sy * ry + sx * rx) / m2;
+            var_s -= (sy * sy + sx * sx) / m2;
+        }
+        if var_r > 1e-12 * sw {
+            var_s - cov * cov / var_r
+        } else {
+            f32::INFINITY
+        }
     } else {
         // Uncentred sums for S ≈ t·R (centring is not neutral for this model).
         let (sr, rr, ss) = (c + s1 + r1 + sw, r2 + 2.0 * r1 + sw, s2 + 2.0 * s1 + sw);

@@ -21,9 +21,10 @@ const RAMP_MIN_VALUES: usize = 60;
 /// plane across the window common to all frames, beside `a + K·R`: a transmission edge in
 /// the window otherwise leaves a trend that the fit's shift follows (next to absorbing
 /// blobs, T down to 0.05, the refinement walked correct integer shifts more than 1 px off).
-/// Its two parameters cost more than they gain in small fits (3×3 at N ≤ 3 doubled the
-/// stress suite's gross errors, 5×5 at N = 2 raised most cases' a little); from
-/// [`RAMP_MIN_VALUES`] values (3×3 from N = 7, 5×5 from N = 3, 7×7 from N = 2) they gain.
+/// Its two parameters cost more than they gain in small fits (measured with the ramp in the
+/// integer search too: 3×3 at N ≤ 3 doubled the stress suite's gross errors, 5×5 at N = 2
+/// raised most cases' a little); from [`RAMP_MIN_VALUES`] values (3×3 from N = 7, 5×5 from
+/// N = 3, 7×7 from N = 2) they gain.
 /// The exhaustive search keeps the plain model: with the ramp it halved the absorbing
 /// blobs' gross errors at N = 2 but made the paper mix's rare wrong minima worse (tracker
 /// RMSE at N = 3, 0.100 → 0.116 px).
@@ -39,31 +40,6 @@ pub(crate) fn moment2(kernel: &[f32]) -> f32 {
         .map(|(k, &g)| g * (k as f32 - r).powi(2))
         .sum();
     along * kernel.iter().sum::<f32>()
-}
-
-/// The residual sum of the best `S ≈ a + ramp + K·R` (or `a + K·R` with no moments) from
-/// weighted window sums over all frames: `[Σ S, Σ S², Σ R, Σ R²]`, `c = Σ S·R`, `sw = Σw`,
-/// the first moments `[Σ o_y·S, Σ o_x·S, Σ o_y·R, Σ o_x·R]` and their norm `m2` (Σw·o²
-/// over all frames). The constant and the two offsets are orthogonal under a symmetric
-/// window, so each is projected out on its own.
-#[inline]
-pub(crate) fn dark_field_cost(
-    sw: f32,
-    [s1, s2, r1, r2]: [f32; 4],
-    c: f32,
-    moments: Option<([f32; 4], f32)>,
-) -> f32 {
-    let (mut var_r, mut cov, mut var_s) = (r2 - r1 * r1 / sw, c - s1 * r1 / sw, s2 - s1 * s1 / sw);
-    if let Some(([sy, sx, ry, rx], m2)) = moments {
-        var_r -= (ry * ry + rx * rx) / m2;
-        cov -= (sy * ry + sx * rx) / m2;
-        var_s -= (sy * sy + sx * sx) / m2;
-    }
-    if var_r > 1e-12 * sw {
-        var_s - cov * cov / var_r
-    } else {
-        f32::INFINITY
-    }
 }
 
 /// Separable window sum of `src` (`h`×`w`, row-major) into `dst`, valid where the window
