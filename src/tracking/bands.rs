@@ -15,12 +15,13 @@ pub(super) fn reach(params: &Params) -> usize {
     params.max_shift.saturating_add(3)
 }
 
-/// Rows a band's coefficients extend beyond its pixels: the [`reach`], the window and the
-/// interpolation's taps, and 12 rows where the band's prefilter settles (its pole, 0.268,
-/// to the 12th power: 1.4·10⁻⁷).
+/// Rows a band's coefficients extend beyond its pixels: the [`reach`], the window (four
+/// times: the affine window's gradient stretches it, `affine.rs`) and the interpolation's
+/// taps, and 12 rows where the band's prefilter settles (its pole, 0.268, to the 12th
+/// power: 1.4·10⁻⁷).
 fn margin(params: &Params) -> usize {
     reach(params)
-        .saturating_add(params.window)
+        .saturating_add(params.window.saturating_mul(4))
         .saturating_add(14)
 }
 

@@ -16,14 +16,17 @@
 //! background ramp beside `a`, a plane across the window, so that a transmission edge does
 //! not pull the shift ([`window::fits_ramp`]). Optionally,
 //! isolated outliers are searched again around their neighbours' median shift (seeded
-//! search), which halves the RMSE at N ≤ 5; and pixels the model fits badly, at steep
+//! search), which halves the RMSE at N ≤ 5; pixels the model fits badly, at steep
 //! displacement gradients, are fitted again with a smaller window, or next to a
-//! displacement jump given a neighbour's window on their side (`adaptive.rs`).
+//! displacement jump given a neighbour's window on their side (`adaptive.rs`); and where
+//! the estimates around change steeply, with an affine window, a shift and its gradient
+//! (`affine.rs`).
 //!
 //! Pixels closer than `max_shift + Nw + 2` to the border cannot see every candidate shift:
 //! they come back NaN with status [`Status::Border`].
 
 mod adaptive;
+mod affine;
 mod bands;
 mod refine;
 mod resolve;
@@ -66,7 +69,9 @@ pub struct Params {
     /// steep displacement gradients at object edges stretch the pattern in the window.
     /// Those still over it take the fit of a neighbour within the window (a window on
     /// their side of a displacement jump) where that fits twice as well and explains their
-    /// own values better.
+    /// own values better. Then pixels where the estimates change by over 0.2 px/px are
+    /// fitted with an affine window (the shift and its gradient), kept where that fits
+    /// clearly better.
     pub adaptive: bool,
 }
 
@@ -158,8 +163,10 @@ impl Params {
         // the local mean and its summed-area table (3), window sums with their scratch (8),
         // the search's shifts, status and band results (6), the refinement's five maps and
         // the misfits' lists (9); and one band of the reference's B-spline coefficients.
+        // The affine window's candidates and fits (14, where every pixel is steep) take
+        // the window sums' place and 6 more.
         let image = product(&[n, h, w, if copies { 8 } else { 0 }])
-            .saturating_add(product(&[26, h, w, 4]))
+            .saturating_add(product(&[32, h, w, 4]))
             .saturating_add(bands::memory_bytes(self, (n, h, w)));
         // Per worker, in f32: a search tile's normalised values of both stacks and the
         // products of one row of shifts, three rows of costs and the running minima (12);
@@ -253,6 +260,9 @@ pub(crate) fn track_lit(
     }
     if let Some(refits) = refits {
         refits.finish(&mut out);
+    }
+    if params.adaptive {
+        affine::refit(&stacks, params, &mut out, spare);
     }
     let refined = clock.elapsed();
     let bias = spline_bias::SplineBias::estimate(reference.view(), stacks.scale(), noise);

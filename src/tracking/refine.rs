@@ -294,7 +294,7 @@ pub(super) fn fit_at(
 }
 
 /// M at the reference position that pixel (y, x) maps to under `[dy, dx]` (px).
-fn illumination_at(st: &Stacks, y: usize, x: usize, [dy, dx]: [f32; 2]) -> f64 {
+pub(super) fn illumination_at(st: &Stacks, y: usize, x: usize, [dy, dx]: [f32; 2]) -> f64 {
     let (h, w) = (st.h, st.w);
     let (my, mx) = (
         (y as f32 - dy).round().clamp(0.0, (h - 1) as f32) as usize,

@@ -142,6 +142,12 @@ impl<'a> Stacks<'a> {
         &self.coefficients[((y - self.first_row) * self.w + x) * self.n..][..self.n]
     }
 
+    /// The image rows whose coefficients these stacks hold.
+    pub fn coefficient_rows(&self) -> std::ops::Range<usize> {
+        let rows = self.coefficients.len() / (self.w * self.n).max(1);
+        self.first_row..self.first_row + rows
+    }
+
     /// The factor that normalises the reference (1 / its mean).
     pub fn scale(&self) -> f32 {
         self.scale
