@@ -162,7 +162,7 @@ fn refit_smaller(
 }
 
 /// Pixel `q`'s `[dx, dy, T, D, residual]`, a fit that converged.
-fn set(out: &mut Output, q: (usize, usize), fit: [f32; 5]) {
+pub(super) fn set(out: &mut Output, q: (usize, usize), fit: [f32; 5]) {
     let maps = [
         &mut out.dx,
         &mut out.dy,

@@ -13,6 +13,7 @@
 use ndarray::Array2;
 use rayon::prelude::*;
 
+use super::adaptive::set;
 use super::bands;
 use super::refine::illumination_at;
 use super::search::Stacks;
@@ -20,16 +21,16 @@ use super::{Output, Params, Status};
 use crate::interpolate::{bspline, bspline_derivative, mirror};
 use crate::model::from_affine;
 
-/// The fit's values per pixel at least: it has eight parameters (a, K, u, J), ten more
-/// than the shift-only fit's four; with fewer values (N = 3 in 3×3 windows) it fitted
-/// noise and made a wedge's estimates worse.
+/// The fit's values per pixel at least: it has eight parameters (a, K, the shift's two,
+/// J's four), four more than the shift-only fit; with fewer values (N = 3 in 3×3 windows)
+/// it fitted noise and made a wedge's estimates worse.
 const MIN_VALUES: usize = 40;
 /// Pixels where the estimates around change faster than this (px/px, any component of J)
 /// are fitted again.
 const STEEP: f32 = 0.2;
 /// The affine fit replaces the shift-only one where its relative RMS residual is under
 /// this share of it: a model error the shift-only fit left, not the noise that four more
-/// parameters absorb (under 5 % of the residual with 40 values or more).
+/// parameters absorb (about 6 % of the residual with 40 values, less with more).
 const GAIN: f64 = 0.8;
 /// Gauss–Newton iterations at most (three are typical); they stop once no parameter
 /// would move by [`TOLERANCE`] (px, px/px).
@@ -47,12 +48,12 @@ const MAX_DETOUR_PX: f64 = 1.5;
 type Theta = [f64; 6];
 
 /// Refits the converged pixels of `out` where the estimates around them are steep with
-/// the affine window, keeping the fits that explain the window clearly better ([`GAIN`]):
-/// how many. `spare`: memory for the reference's coefficients.
-pub(super) fn refit(stacks: &Stacks, p: &Params, out: &mut Output, mut spare: Vec<f32>) -> usize {
+/// the affine window, keeping the fits that explain the window clearly better ([`GAIN`]).
+/// `spare`: memory for the reference's coefficients.
+pub(super) fn refit(stacks: &Stacks, p: &Params, out: &mut Output, mut spare: Vec<f32>) {
     let clock = std::time::Instant::now();
     if stacks.n * stacks.kernel.len().pow(2) < MIN_VALUES {
-        return 0;
+        return;
     }
     let pixels: Vec<(usize, usize)> = (out.status.indexed_iter())
         .filter(|&(q, &s)| s == Status::Converged as u8 && steep_gradient(out, q).is_some())
@@ -86,15 +87,8 @@ pub(super) fn refit(stacks: &Stacks, p: &Params, out: &mut Output, mut spare: Ve
         }));
         spare = st.into_spare();
     }
-    let maps = [
-        &mut out.dx,
-        &mut out.dy,
-        &mut out.transmission,
-        &mut out.darkfield,
-        &mut out.residual,
-    ];
-    for (m, i) in maps.into_iter().zip(0..) {
-        fits.iter().for_each(|&(q, fit)| m[q] = fit[i]);
+    for &(q, fit) in &fits {
+        set(out, q, fit);
     }
     log::debug!(
         "tracking: {} of {} pixel(s) at steep gradients refitted with an affine window in {:.2} s",
@@ -102,7 +96,6 @@ pub(super) fn refit(stacks: &Stacks, p: &Params, out: &mut Output, mut spare: Ve
         pixels.len(),
         clock.elapsed().as_secs_f64()
     );
-    fits.len()
 }
 
 /// The gradient J (px/px, as in [`Theta`]) of the estimates at pixel (y, x), by central
