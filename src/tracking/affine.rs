@@ -116,16 +116,6 @@ fn steep_gradient(out: &Output, (y, x): (usize, usize)) -> Option<[f32; 4]> {
     (j.iter().all(|v| v.is_finite()) && j.iter().any(|v| v.abs() > STEEP)).then_some(j)
 }
 
-/// One value of the window: weight, sample, reference at the warped position, its gradient
-/// (`[∂y, ∂x]`, px⁻¹) and the offset from the pixel (`[y, x]`, px).
-struct Value {
-    w: f64,
-    s: f64,
-    r: f64,
-    g: [f64; 2],
-    o: [f64; 2],
-}
-
 /// An affine fit's outcome.
 struct AffineFit {
     theta: Theta,
@@ -136,37 +126,55 @@ struct AffineFit {
     residual: f64,
 }
 
+/// The columns of the fit, each a per-frame part (0–4: 1, R, Gy, Gx, S; their products
+/// are summed over the frames first, [`gram`]) times a per-offset part (0–2: 1, oy, ox):
+/// the linear ones 1, R, oy, ox (the ramp), the Jacobian's in u and J over −K (Gy, Gx,
+/// Gy·oy, Gy·ox, Gx·oy, Gx·ox), and S.
+const COLUMNS: [(usize, usize); 11] = [
+    (0, 0),
+    (1, 0),
+    (0, 1),
+    (0, 2),
+    (2, 0),
+    (3, 0),
+    (2, 1),
+    (2, 2),
+    (3, 1),
+    (3, 2),
+    (4, 0),
+];
+/// [`COLUMNS`]' first Jacobian column, and S.
+const JACOBIAN: usize = 4;
+const SAMPLE: usize = 10;
+
+/// Σw over the window and the frames of the products of every two [`COLUMNS`].
+type Gram = [[f64; 11]; 11];
+
 /// The sample's window at pixel (y, x), window pixels in rows, frames innermost.
-fn samples(st: &Stacks, (y, x): (usize, usize)) -> Vec<f64> {
+fn samples(st: &Stacks, (y, x): (usize, usize)) -> Vec<f32> {
     let (n, h, w) = (st.n, st.h, st.w);
     let nw = st.kernel.len() / 2;
     let mut out = Vec::with_capacity(st.kernel.len().pow(2) * n);
     for qy in y - nw..=y + nw {
         for qx in x - nw..=x + nw {
-            out.extend((0..n).map(|i| 1.0 + st.s(i * h * w + qy * w + qx) as f64));
+            out.extend((0..n).map(|i| 1.0 + st.s(i * h * w + qy * w + qx)));
         }
     }
     out
 }
 
-/// The window's values at pixel (y, x) under `theta`, with the sample's `samples`; `None`
-/// where a tap falls outside the coefficients' rows.
-fn values(
-    st: &Stacks,
-    (y, x): (usize, usize),
-    theta: &Theta,
-    samples: &[f64],
-    out: &mut Vec<Value>,
-) -> Option<()> {
+/// The [`Gram`] matrix of pixel (y, x)'s window under `theta`, with the sample's
+/// `samples`; `None` where a tap falls outside the coefficients' rows. Each window pixel's
+/// frames are summed first (f32, every frame at once), then weighted by its offsets.
+fn gram(st: &Stacks, (y, x): (usize, usize), theta: &Theta, samples: &[f32]) -> Option<Gram> {
     let (n, h, w) = (st.n, st.h, st.w);
     let side = st.kernel.len();
     let nw = (side / 2) as isize;
     let rows = st.coefficient_rows();
-    let scale = st.scale() as f64;
-    // The interpolated value and its two derivatives, every frame at once (f32: a window
-    // of values near the reference's mean).
+    let scale = st.scale();
+    // The interpolated value and its two derivatives of every frame.
     let mut taps = vec![0.0f32; 3 * n];
-    out.clear();
+    let mut g: Gram = [[0.0; 11]; 11];
     for (ky, &wy) in st.kernel.iter().enumerate() {
         for (kx, &wx) in st.kernel.iter().enumerate() {
             let o = [(ky as isize - nw) as f64, (kx as isize - nw) as f64];
@@ -178,7 +186,7 @@ fn values(
             let (dy, dx) = (bspline_derivative(fy - iy), bspline_derivative(fx - ix));
             let (iy, ix) = (iy as isize, ix as isize);
             taps.fill(0.0);
-            let (value, gradient) = taps.split_at_mut(n);
+            let (r, gradient) = taps.split_at_mut(n);
             let (gy, gx) = gradient.split_at_mut(n);
             for ty in 0..4 {
                 let yy = mirror(iy - 1 + ty as isize, h);
@@ -187,90 +195,68 @@ fn values(
                 }
                 for tx in 0..4 {
                     let c = st.coefficients_at(yy, mirror(ix - 1 + tx as isize, w));
-                    let k = [by[ty] * bx[tx], dy[ty] * bx[tx], by[ty] * dx[tx]];
-                    for (((v, gy), gx), &c) in value.iter_mut().zip(&mut *gy).zip(&mut *gx).zip(c) {
-                        *v += k[0] * c;
+                    let k = [by[ty] * bx[tx], dy[ty] * bx[tx], by[ty] * dx[tx]].map(|k| k * scale);
+                    for (((r, gy), gx), &c) in r.iter_mut().zip(&mut *gy).zip(&mut *gx).zip(c) {
+                        *r += k[0] * c;
                         *gy += k[1] * c;
                         *gx += k[2] * c;
                     }
                 }
             }
-            out.extend((0..n).map(|i| Value {
-                w: (wy * wx) as f64,
-                s: samples[(ky * side + kx) * n + i],
-                r: value[i] as f64 * scale,
-                g: [gy[i] as f64 * scale, gx[i] as f64 * scale],
-                o,
-            }));
-        }
-    }
-    Some(())
-}
-
-/// The linear columns at one value: 1, R, and the background ramp's offsets where the
-/// fit has one (`m` = 4); R alone without dark-field (`m` = 1).
-fn columns(v: &Value, dark_field: bool) -> [f64; 4] {
-    match dark_field {
-        true => [1.0, v.r, v.o[0], v.o[1]],
-        false => [v.r, 0.0, 0.0, 0.0],
-    }
-}
-
-/// The linear fit of `vals` over its first `m` [`columns`] (its coefficients and residual
-/// sum) and the Gauss–Newton step on theta: the model's Jacobian in theta, −K·G·(1 or o),
-/// projected off the linear columns (variable projection).
-fn linear_fit(vals: &[Value], dark_field: bool, m: usize) -> Option<([f64; 4], f64, Theta)> {
-    let mut ll = [[0.0f64; 4]; 4];
-    let mut ls = [0.0f64; 4];
-    let mut ss = 0.0;
-    for v in vals {
-        let l = columns(v, dark_field);
-        for i in 0..m {
-            for j in 0..m {
-                ll[i][j] += v.w * l[i] * l[j];
+            // The frames' sums of the products of 1, R, Gy, Gx and S.
+            let s = &samples[(ky * side + kx) * n..][..n];
+            let parts = [&r[..], &gy[..], &gx[..], s];
+            let mut frames = [[0.0f64; 5]; 5];
+            frames[0][0] = n as f64;
+            for a in 0..4 {
+                frames[0][a + 1] = parts[a].iter().sum::<f32>() as f64;
+                for b in a..4 {
+                    let dot: f32 = parts[a].iter().zip(parts[b]).map(|(u, v)| u * v).sum();
+                    frames[a + 1][b + 1] = dot as f64;
+                }
             }
-            ls[i] += v.w * l[i] * v.s;
+            let wq = (wy * wx) as f64;
+            let offset = [1.0, o[0], o[1]];
+            for (a, &(fa, oa)) in COLUMNS.iter().enumerate() {
+                for (b, &(fb, ob)) in COLUMNS.iter().enumerate().skip(a) {
+                    g[a][b] += wq * offset[oa] * offset[ob] * frames[fa.min(fb)][fa.max(fb)];
+                }
+            }
         }
-        ss += v.w * v.s * v.s;
     }
-    let beta = solve(ll, ls, m)?;
-    let rss = ss - (0..m).map(|i| beta[i] * ls[i]).sum::<f64>();
-    let k = beta[usize::from(dark_field)];
-    let jacobian = |v: &Value| -> Theta {
-        let [gy, gx] = v.g.map(|g| -k * g);
-        [gy, gx, gy * v.o[0], gy * v.o[1], gx * v.o[0], gx * v.o[1]]
+    Some(std::array::from_fn(|a| {
+        std::array::from_fn(|b| g[a.min(b)][a.max(b)])
+    }))
+}
+
+/// The linear fit on the columns `linear` of `g` (its coefficients, in that order, and
+/// residual sum) and the Gauss–Newton step on theta: the Jacobian in theta, −K·G·(1 or o),
+/// projected off the linear columns (variable projection), from `g` alone.
+fn step(g: &Gram, linear: &[usize], k_at: usize) -> Option<([f64; 4], f64, Theta)> {
+    let m = linear.len();
+    let pick = |rows: &[usize], col: usize| -> [f64; 4] {
+        std::array::from_fn(|i| rows.get(i).map_or(0.0, |&r| g[r][col]))
     };
-    // Each Jacobian column's coefficients on the linear columns.
-    let mut ld = [[0.0f64; 4]; 6];
-    for v in vals {
-        let (l, d) = (columns(v, dark_field), jacobian(v));
-        for (ld, d) in ld.iter_mut().zip(d) {
-            for i in 0..m {
-                ld[i] += v.w * l[i] * d;
-            }
-        }
-    }
-    let mut proj = [[0.0f64; 4]; 6];
-    for (p, ld) in proj.iter_mut().zip(ld) {
-        *p = solve(ll, ld, m)?;
-    }
-    // Its upper triangle.
+    let ll: [[f64; 4]; 4] =
+        std::array::from_fn(|i| pick(linear, linear.get(i).copied().unwrap_or(0)));
+    let ls = pick(linear, SAMPLE);
+    let beta = solve(ll, ls, m)?;
+    let rss = g[SAMPLE][SAMPLE] - (0..m).map(|i| beta[i] * ls[i]).sum::<f64>();
+    let k = beta[k_at];
+    // The Jacobian's columns are −K times the Gram's: their products with the linear
+    // columns and S (−K), and with each other (K²).
+    let ld: [[f64; 4]; 6] = std::array::from_fn(|p| pick(linear, JACOBIAN + p).map(|v| -k * v));
     let mut hess = [[0.0f64; 6]; 6];
     let mut grad = [0.0f64; 6];
-    for v in vals {
-        let (l, mut d) = (columns(v, dark_field), jacobian(v));
-        let res = v.s - (0..m).map(|i| beta[i] * l[i]).sum::<f64>();
-        for (d, proj) in d.iter_mut().zip(&proj) {
-            *d -= (0..m).map(|i| proj[i] * l[i]).sum::<f64>();
-        }
-        for (p, &dp) in d.iter().enumerate() {
-            grad[p] += v.w * dp * res;
-            for (h, &dq) in hess[p][p..].iter_mut().zip(&d[p..]) {
-                *h += v.w * dp * dq;
-            }
+    for p in 0..6 {
+        let proj_p = solve(ll, ld[p], m)?;
+        // Dᵀ·W·r with r = S − Lβ: Dᵀ·W·S − (DᵀWL)·β.
+        grad[p] = -k * g[JACOBIAN + p][SAMPLE] - (0..m).map(|i| ld[p][i] * beta[i]).sum::<f64>();
+        for q in 0..6 {
+            hess[p][q] = k * k * g[JACOBIAN + p][JACOBIAN + q]
+                - (0..m).map(|i| proj_p[i] * ld[q][i]).sum::<f64>();
         }
     }
-    let hess = std::array::from_fn(|p| std::array::from_fn(|q| hess[p.min(q)][p.max(q)]));
     Some((beta, rss, solve(hess, grad, 6)?))
 }
 
@@ -313,20 +299,20 @@ fn affine_fit(
     (y, x): (usize, usize),
     theta0: Theta,
 ) -> Option<AffineFit> {
-    let m = match (dark_field, st.ramp) {
-        (false, _) => 1,
-        (true, false) => 2,
-        (true, true) => 4,
+    // The linear columns (indices into COLUMNS) and where K is among them.
+    let (linear, k_at): (&[usize], usize) = match (dark_field, st.ramp) {
+        (false, _) => (&[1], 0),
+        (true, false) => (&[0, 1], 1),
+        (true, true) => (&[0, 1, 2, 3], 1),
     };
     let mut theta = theta0;
-    let mut vals = Vec::new();
     let samples = samples(st, (y, x));
     for iteration in 0..=ITERATIONS {
-        values(st, (y, x), &theta, &samples, &mut vals)?;
-        let (beta, rss, step) = linear_fit(&vals, dark_field, m)?;
+        let g = gram(st, (y, x), &theta, &samples)?;
+        let (beta, rss, step) = step(&g, linear, k_at)?;
         let longest = step.iter().fold(0.0f64, |a, v| a.max(v.abs()));
         if longest < TOLERANCE || iteration == ITERATIONS {
-            let (sw, ssum) = (vals.iter()).fold((0.0, 0.0), |(a, b), v| (a + v.w, b + v.w * v.s));
+            let (sw, ssum) = (g[0][0], g[0][SAMPLE]);
             let (a, k) = match dark_field {
                 true => (beta[0], beta[1]),
                 false => (0.0, beta[0]),
