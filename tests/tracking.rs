@@ -21,9 +21,13 @@ struct Errors {
 /// Errors over the interior by `espinnet::metrics` (the rule of every accuracy figure),
 /// and the mean error (bias) of the estimated pixels.
 fn errors(case: &Case, p: &Params) -> Errors {
+    errors_within(case, p, p.border())
+}
+
+/// [`errors`] outside a border of `b` px (at least the tracker's own).
+fn errors_within(case: &Case, p: &Params, b: usize) -> Errors {
     let o = track(case.reference.view(), case.sample.view(), p).unwrap();
     let (h, w) = o.dx.dim();
-    let b = p.border();
     let est = Contrasts::new(&o.dx, &o.dy, &o.transmission, &o.darkfield);
     let mut acc = Accuracy::default();
     acc.add(&est, &case.truth.contrasts(), b).unwrap();
@@ -53,6 +57,16 @@ fn errors(case: &Case, p: &Params) -> Errors {
     eprintln!("{a}, bias ({:.4}, {:.4}) px", e.bias[0], e.bias[1]);
     e
 }
+
+/// The stress suite's case `name`, as `espinnet validate --mix stress` simulates it (256²,
+/// seed 2026).
+fn stress_case(name: &str) -> Case {
+    let suite = espinnet::simulate::stress::suite(256, 2026);
+    simulate(&suite.iter().find(|c| c.name == name).expect(name).config).unwrap()
+}
+
+/// The stress table's border (px): its widest search, 12 px, + window 3 + 2.
+const STRESS_BORDER_PX: usize = 17;
 
 /// Tracker parameters: half-window `window` and search range `max_shift` (px), else the
 /// defaults.
@@ -122,14 +136,12 @@ fn n3_window3_keeps_gross_errors_under_half_a_percent() {
 /// than 1 px off, all within 2 px of the rim; now 0.00–0.01 %.
 #[test]
 fn lens_rims_at_low_scan_counts_have_no_gross_errors() {
-    let suite = espinnet::simulate::stress::suite(256, 2026);
     for (name, window) in [
         ("lens 4.0 px, mask diagonal, N 5", 1),
         ("lens 7.0 px, mask diagonal, N 5", 1),
         ("lens 4.0 px, sandpaper random, N 3", 3),
     ] {
-        let case = suite.iter().find(|c| c.name == name).expect(name);
-        let e = errors(&simulate(&case.config).unwrap(), &params(window, 9));
+        let e = errors(&stress_case(name), &params(window, 9));
         assert!(
             e.gross_fraction <= 0.001,
             "{name}, Nw {window}: {:.2} % of pixels > 1 px off",
@@ -146,10 +158,8 @@ fn lens_rims_at_low_scan_counts_have_no_gross_errors() {
 /// it: 0.18 %.
 #[test]
 fn absorbing_edges_do_not_pull_the_shift() {
-    let suite = espinnet::simulate::stress::suite(256, 2026);
     let name = "absorbing 3.0 px, sandpaper random, N 3";
-    let case = suite.iter().find(|c| c.name == name).expect(name);
-    let e = errors(&simulate(&case.config).unwrap(), &params(3, 5));
+    let e = errors(&stress_case(name), &params(3, 5));
     assert!(
         e.gross_fraction <= 0.005,
         "{name}, Nw 3: {:.3} % of pixels > 1 px off",
@@ -166,18 +176,12 @@ fn absorbing_edges_do_not_pull_the_shift() {
 /// window: 0.54 %; with it: 0.14 %.
 #[test]
 fn steep_gradients_are_fitted_with_an_affine_window() {
-    let suite = espinnet::simulate::stress::suite(256, 2026);
     let name = "spheres 4.0 px, mask random, N 2";
-    let case = simulate(&suite.iter().find(|c| c.name == name).expect(name).config).unwrap();
-    let o = track(case.reference.view(), case.sample.view(), &params(2, 6)).unwrap();
-    let mut acc = Accuracy::default();
-    let est = Contrasts::new(&o.dx, &o.dy, &o.transmission, &o.darkfield);
-    acc.add(&est, &case.truth.contrasts(), 17).unwrap();
-    let gross = acc.errors().gross_fraction;
+    let e = errors_within(&stress_case(name), &params(2, 6), STRESS_BORDER_PX);
     assert!(
-        gross <= 0.005,
+        e.gross_fraction <= 0.005,
         "{name}, Nw 2: {:.3} % of pixels > 1 px off",
-        100.0 * gross
+        100.0 * e.gross_fraction
     );
 }
 

@@ -15,6 +15,7 @@ use rayon::prelude::*;
 
 use super::adaptive::set;
 use super::bands;
+use super::linalg::solve;
 use super::refine::illumination_at;
 use super::search::Stacks;
 use super::{Output, Params, Status};
@@ -258,36 +259,6 @@ fn step(g: &Gram, linear: &[usize], k_at: usize) -> Option<([f64; 4], f64, Theta
         }
     }
     Some((beta, rss, solve(hess, grad, 6)?))
-}
-
-/// Solves `a·x = b` over its first `m` rows and columns (Gauss–Jordan, partial pivoting),
-/// `None` where it is singular.
-fn solve<const M: usize>(mut a: [[f64; M]; M], mut b: [f64; M], m: usize) -> Option<[f64; M]> {
-    let scale = (0..m).fold(0.0f64, |s, i| s.max(a[i][i].abs()));
-    for c in 0..m {
-        let pivot = (c..m).max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs()))?;
-        a.swap(c, pivot);
-        b.swap(c, pivot);
-        let diagonal = a[c][c];
-        // Also refuses NaN.
-        if diagonal.abs().partial_cmp(&(1e-12 * scale)) != Some(std::cmp::Ordering::Greater) {
-            return None;
-        }
-        let (row, bc) = (a[c], b[c]);
-        for r in (0..m).filter(|&r| r != c) {
-            let f = a[r][c] / diagonal;
-            a[r].iter_mut()
-                .zip(&row)
-                .skip(c)
-                .for_each(|(v, &p)| *v -= f * p);
-            b[r] -= f * bc;
-        }
-    }
-    let mut x = [0.0; M];
-    for i in 0..m {
-        x[i] = b[i] / a[i][i];
-    }
-    Some(x)
 }
 
 /// Gauss–Newton from `theta0`, at most [`ITERATIONS`] steps of at most [`MAX_STEP`], until

@@ -28,6 +28,7 @@
 mod adaptive;
 mod affine;
 mod bands;
+mod linalg;
 mod refine;
 mod resolve;
 mod search;

@@ -29,6 +29,7 @@ use ndarray::{Array2, ArrayViewMut2, Axis, Ix2, s};
 use rayon::prelude::*;
 
 use super::bands;
+use super::linalg::solve;
 use super::search::{BAND, Stacks};
 use super::window::moment2;
 use super::{Output, Params, Status};
@@ -511,31 +512,17 @@ fn leverage(s: &Sums, s2: &Sums, dark_field: bool) -> Option<f64> {
             [s.g[1], s.rg[1], s.gg[2], s.gg[1]],
         ]
     };
+    // Without dark-field the columns start at R.
     let skip = usize::from(!dark_field);
-    let (a, b) = (gram(s), gram(s2));
     let n = 4 - skip;
-    let pick = |m: &[[f64; 4]; 4], i: usize, j: usize| m[i + skip][j + skip];
-    // Gauss–Jordan elimination on [A | B], partial pivoting; the trace of A⁻¹B.
-    let mut m: Vec<Vec<f64>> = (0..n)
-        .map(|i| {
-            (0..2 * n)
-                .map(|j| pick(if j < n { &a } else { &b }, i, j % n))
-                .collect()
-        })
-        .collect();
-    for c in 0..n {
-        let pivot = (c..n).max_by(|&i, &j| m[i][c].abs().total_cmp(&m[j][c].abs()))?;
-        m.swap(c, pivot);
-        let row = m[c].clone();
-        if row[c] == 0.0 {
-            return None;
-        }
-        for (_, r) in m.iter_mut().enumerate().filter(|&(i, _)| i != c) {
-            let f = r[c] / row[c];
-            r.iter_mut().zip(&row).for_each(|(v, &p)| *v -= f * p);
-        }
-    }
-    Some(m.iter().enumerate().map(|(i, r)| r[n + i] / r[i]).sum())
+    let pick = |m: [[f64; 4]; 4]| -> [[f64; 4]; 4] {
+        std::array::from_fn(|i| std::array::from_fn(|j| m[(i + skip) % 4][(j + skip) % 4]))
+    };
+    let (a, b) = (pick(gram(s)), pick(gram(s2)));
+    // The trace of A⁻¹B, one column of B at a time.
+    (0..n)
+        .map(|j| solve(a, b.map(|row| row[j]), n).map(|x| x[j]))
+        .sum()
 }
 
 /// What a worker's fits reuse: where a band of the sample's rows is read, those rows
