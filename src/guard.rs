@@ -11,8 +11,9 @@
 //! search from its estimate can stop in a local minimum; neighbours' estimates are then
 //! tried as starts, so right ones spread across the area (`tracking/resolve.rs`).
 //!
-//! Below five frames a pixel's own values can fit a wrong shift by chance, so the residuals
-//! of its window are a second test ([`WINDOW_SUSPECT_FRAMES`]).
+//! A pixel's own values can fit a wrong shift (by chance below five frames; where the
+//! network is a little off over a wide area from five), so the residuals of its window are
+//! a second test ([`FEW_FRAMES`]).
 //!
 //! Where the network smoothed over a jump (a lens's rim), the tracker's window straddles
 //! the jump too: a suspect takes the fit of a neighbour's window on its side where that
@@ -54,9 +55,8 @@ fn params(tracking: &Params, n: usize) -> Params {
 /// Peak memory of [`guard`] on stacks `[n, h, w]` (bytes): its residual and noise maps and
 /// the tracker's re-solving.
 pub(crate) fn memory_bytes(tracking: &Params, (n, h, w): (usize, usize, usize)) -> u64 {
-    // Below WINDOW_SUSPECT_FRAMES, the squares, their window means and the filter's rows.
-    let maps = if n < WINDOW_SUSPECT_FRAMES { 5 } else { 2 };
-    crate::memory::product(&[maps, h, w, 4]).saturating_add(tracking::resolve_memory_bytes(
+    // The residuals and means, their squares, window means and the filter's rows.
+    crate::memory::product(&[5, h, w, 4]).saturating_add(tracking::resolve_memory_bytes(
         &params(tracking, n),
         (n, h, w),
     ))
@@ -73,22 +73,35 @@ const PASSES: usize = 4;
 /// serve alone.
 const BORROW_MIN_FRAMES: usize = 5;
 
-/// Below this many frames a pixel is also suspect where the mean square of the residuals
-/// around it (over the guard's window, in units of the photon noise) is over
-/// [`WINDOW_SUSPECT`]² × its median: a pixel's own two to four values fit a wrong shift
-/// often enough to pass the pixel's test, a window of them seldom. On the stress suite at
-/// N = 2–3 that took the gross pixels the guard left on lenses of 7–10 px from 0.4–2.4 % to
-/// 0.01–0.06 %; at N ≥ 5, where the pixel's test mostly suffices, it flagged 4.5–4.8 % more
-/// pixels of the 2048² paper case, for a guard 54–88 % slower.
-const WINDOW_SUSPECT_FRAMES: usize = 5;
-/// See [`WINDOW_SUSPECT_FRAMES`]: the window's residual, RMS, over this many times its
-/// median marks a suspect.
-const WINDOW_SUSPECT: f32 = 1.3;
+/// A pixel is also suspect where the mean square of the residuals around it (over the
+/// guard's window, in units of the photon noise) is over `k²` × its median, `k` =
+/// [`WINDOW_SUSPECT_FEW`] below [`FEW_FRAMES`] frames, else [`WINDOW_SUSPECT`]: a pixel's
+/// own values can fit a wrong shift well enough to pass the pixel's test, a window of them
+/// seldom. Below five frames that happens by chance: on the stress suite at N = 2–3 the
+/// window test took the gross pixels the guard left on lenses of 7–10 px from 0.4–2.4 % to
+/// 0.01–0.06 %. From five frames it happens where the network is off by a pixel or two
+/// over a wide smooth area, each pixel's residual only a little raised (the wedge on the
+/// grid scan at N = 10: 0.92 → 0.40 % gross with the guard). There the looser level keeps
+/// the cost down: on the 2048² × 20 paper case 1.3 made 4.5× the suspects and the guard
+/// about 0.5 s slower, 1.8 made 1.5× and about 0.15 s (a fifth of the guard's own time).
+const FEW_FRAMES: usize = 5;
+const WINDOW_SUSPECT_FEW: f32 = 1.3;
+const WINDOW_SUSPECT: f32 = 1.8;
 
 /// The mean square over each pixel's window (half-width `nw`) of the residuals in units of
 /// the photon noise (0 where the window leaves the image), and the level over which a
-/// pixel is suspect ([`WINDOW_SUSPECT`]).
-fn window_residuals(residual: &Array2<f32>, mean: &Array2<f32>, nw: usize) -> (Array2<f32>, f32) {
+/// pixel is suspect ([`FEW_FRAMES`]) with `n` frames.
+fn window_residuals(
+    residual: &Array2<f32>,
+    mean: &Array2<f32>,
+    nw: usize,
+    n: usize,
+) -> (Array2<f32>, f32) {
+    let k = if n < FEW_FRAMES {
+        WINDOW_SUSPECT_FEW
+    } else {
+        WINDOW_SUSPECT
+    };
     let (h, w) = residual.dim();
     let squares: Vec<f32> = (residual.iter().zip(mean))
         .map(|(&r, &m)| units(r, m))
@@ -99,9 +112,7 @@ fn window_residuals(residual: &Array2<f32>, mean: &Array2<f32>, nw: usize) -> (A
     tracking::window_filter(&squares, h, w, &kernel, &mut windows, &mut Vec::new());
     let mut inside: Vec<f32> = windows.iter().copied().filter(|&v| v > 0.0).collect();
     let limit = match inside.len() / 2 {
-        mid if mid > 0 => {
-            WINDOW_SUSPECT * WINDOW_SUSPECT * *inside.select_nth_unstable_by(mid, f32::total_cmp).1
-        }
+        mid if mid > 0 => k * k * *inside.select_nth_unstable_by(mid, f32::total_cmp).1,
         _ => f32::INFINITY,
     };
     let windows = Array2::from_shape_vec((h, w), windows).expect("h × w values");
@@ -183,15 +194,13 @@ pub(crate) fn guard(
         drop(finite);
         let n = reference.dim().0;
         let params = params(tracking, n);
-        let windows =
-            (n < WINDOW_SUSPECT_FRAMES).then(|| window_residuals(&residual, &mean, params.window));
-        let suspects: Vec<(usize, usize)> = residual
-            .indexed_iter()
-            .filter(|&(q, &r)| {
-                !maps.explained(r, q) || windows.as_ref().is_some_and(|(m, limit)| m[q] > *limit)
-            })
-            .map(|(q, _)| q)
-            .collect();
+        let suspects: Vec<(usize, usize)> = {
+            let (windows, limit) = window_residuals(&residual, &mean, params.window, n);
+            (residual.indexed_iter())
+                .filter(|&(q, &r)| !maps.explained(r, q) || windows[q] > limit)
+                .map(|(q, _)| q)
+                .collect()
+        };
         let solved = tracking::resolve(reference, sample, &params, &fit, &estimate, &suspects);
         log::debug!(
             "guard: {} suspect pixel(s) over {:.4}, {} solved again",

@@ -135,6 +135,22 @@ fn few_frames_on_a_lens_are_judged_by_the_window() {
     );
 }
 
+/// From N = 5, where the network is a pixel or two off over a wide smooth area (a wedge of
+/// 5 px, constant), each pixel's residual is only a little raised and passes; its window's
+/// does not (at a looser level than below N = 5). Measured with the pixel's test alone at
+/// these N (stress suite, 17 px border): 0.92 and 0.29 % gross; with the window's: 0.40 and
+/// 0.02 %.
+#[test]
+fn a_wide_area_slightly_off_is_judged_by_the_window() {
+    at_most_gross(
+        &[
+            "wedge 5.0 px, mask grid, N 10",
+            "wedge 5.0 px, sandpaper large steps, N 13",
+        ],
+        0.005,
+    );
+}
+
 #[test]
 fn keeps_the_networks_good_estimates() {
     // The model card's cases (paper mix, seed 2026) at N = 3 and 20.
