@@ -27,11 +27,9 @@ fn errors(maps: &Maps, case: &Case) -> Errors {
 }
 
 fn stress_case(name: &str) -> Case {
-    let case = stress::suite(256, 2026)
-        .into_iter()
-        .find(|c| c.name == name)
-        .unwrap_or_else(|| panic!("no stress case '{name}'"));
-    simulate(&case.config).unwrap()
+    stress::case(256, 2026, name)
+        .unwrap_or_else(|| panic!("no stress case '{name}'"))
+        .unwrap()
 }
 
 /// The guarded network on stress cases `names`: at most `bound` of the pixels gross.

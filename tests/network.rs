@@ -275,13 +275,13 @@ fn the_stress_model_holds_where_the_shipped_one_fails() {
         o
     });
     let shipped = network(Options::default());
-    let suite = espinnet::simulate::stress::suite(256, 2026);
     for (name, bound) in [
         ("wedge 5.0 px, sandpaper large steps, N 13", 0.005),
         ("lens 10.0 px, mask diagonal, N 20", 0.12),
     ] {
-        let config = &suite.iter().find(|c| c.name == name).expect(name).config;
-        let c = simulate(config).unwrap();
+        let c = espinnet::simulate::stress::case(256, 2026, name)
+            .expect(name)
+            .unwrap();
         let (r, s) = (c.reference.view(), c.sample.view());
         let ours = errors(maps(&stress.reconstruct(r, s).unwrap()), &c, CARD_BORDER);
         let theirs = errors(maps(&shipped.reconstruct(r, s).unwrap()), &c, CARD_BORDER);

@@ -61,8 +61,9 @@ fn errors_within(case: &Case, p: &Params, b: usize) -> Errors {
 /// The stress suite's case `name`, as `espinnet validate --mix stress` simulates it (256²,
 /// seed 2026).
 fn stress_case(name: &str) -> Case {
-    let suite = espinnet::simulate::stress::suite(256, 2026);
-    simulate(&suite.iter().find(|c| c.name == name).expect(name).config).unwrap()
+    espinnet::simulate::stress::case(256, 2026, name)
+        .expect(name)
+        .unwrap()
 }
 
 /// The stress table's border (px): its widest search, 12 px, + window 3 + 2.

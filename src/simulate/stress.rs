@@ -232,6 +232,13 @@ const SETUPS: [(Setup, usize); 7] = [
     (Setup::GratingGrid, 20),
 ];
 
+/// The suite's case called `name` (as [`suite`] names it and `espinnet validate --mix
+/// stress` prints it), simulated at `size`² with `seed`; `None` where there is none.
+pub fn case(size: usize, seed: u64, name: &str) -> Option<crate::Result<super::Case>> {
+    let found = suite(size, seed).into_iter().find(|c| c.name == name)?;
+    Some(super::simulate(&found.config))
+}
+
 /// The fixed suite at `size`² (every sample under every set-up), seeded by `seed`.
 pub fn suite(size: usize, seed: u64) -> Vec<StressCase> {
     let mut out = Vec::new();
