@@ -28,7 +28,7 @@ use super::{Output, Params, Status};
 
 /// A residual this many times the median marks a fit dominated by model error (a good
 /// fit's residual is the local noise, which varies little across the image).
-const MISFIT: f32 = 3.0;
+pub(super) const MISFIT: f32 = 3.0;
 /// The smaller window needs at least this many values per pixel (the single-pixel fit of
 /// the paper's N = 20): with fewer, its residual is lowered by overfitting.
 const MIN_VALUES: usize = 20;

@@ -46,15 +46,20 @@ const MAX_DETOUR_PX: f64 = 1.5;
 
 /// The nonlinear parameters: u (`[dy, dx]`, px) and J (`[[∂dy/∂oy, ∂dy/∂ox], [∂dx/∂oy,
 /// ∂dx/∂ox]]`, px/px), flattened as `[uy, ux, Jyy, Jyx, Jxy, Jxx]`.
-type Theta = [f64; 6];
+pub(super) type Theta = [f64; 6];
 
 /// Refits the converged pixels of `out` where the estimates around them are steep with
 /// the affine window, keeping the fits that explain the window clearly better ([`GAIN`]).
-/// `spare`: memory for the reference's coefficients.
-pub(super) fn refit(stacks: &Stacks, p: &Params, out: &mut Output, mut spare: Vec<f32>) {
+/// `spare`: memory for the reference's coefficients, handed back.
+pub(super) fn refit(
+    stacks: &Stacks,
+    p: &Params,
+    out: &mut Output,
+    mut spare: Vec<f32>,
+) -> Vec<f32> {
     let clock = std::time::Instant::now();
     if stacks.n * stacks.kernel.len().pow(2) < MIN_VALUES {
-        return;
+        return spare;
     }
     let pixels: Vec<(usize, usize)> = (out.status.indexed_iter())
         .filter(|&(q, &s)| s == Status::Converged as u8 && steep_gradient(out, q).is_some())
@@ -97,6 +102,7 @@ pub(super) fn refit(stacks: &Stacks, p: &Params, out: &mut Output, mut spare: Ve
         pixels.len(),
         clock.elapsed().as_secs_f64()
     );
+    spare
 }
 
 /// The gradient J (px/px, as in [`Theta`]) of the estimates at pixel (y, x), by central
@@ -148,11 +154,11 @@ const COLUMNS: [(usize, usize); 11] = [
 const JACOBIAN: usize = 4;
 const SAMPLE: usize = 10;
 
-/// Σw over the window and the frames of the products of every two [`COLUMNS`].
-type Gram = [[f64; 11]; 11];
+/// Σw over the window and the frames of the products of every two of `C` columns.
+pub(super) type Gram<const C: usize> = [[f64; C]; C];
 
 /// The sample's window at pixel (y, x), window pixels in rows, frames innermost.
-fn samples(st: &Stacks, (y, x): (usize, usize)) -> Vec<f32> {
+pub(super) fn samples(st: &Stacks, (y, x): (usize, usize)) -> Vec<f32> {
     let (n, h, w) = (st.n, st.h, st.w);
     let nw = st.kernel.len() / 2;
     let mut out = Vec::with_capacity(st.kernel.len().pow(2) * n);
@@ -164,10 +170,17 @@ fn samples(st: &Stacks, (y, x): (usize, usize)) -> Vec<f32> {
     out
 }
 
-/// The [`Gram`] matrix of pixel (y, x)'s window under `theta`, with the sample's
-/// `samples`; `None` where a tap falls outside the coefficients' rows. Each window pixel's
-/// frames are summed first (f32, every frame at once), then weighted by its offsets.
-fn gram(st: &Stacks, (y, x): (usize, usize), theta: &Theta, samples: &[f32]) -> Option<Gram> {
+/// The [`Gram`] matrix of `columns` (as [`COLUMNS`]) on pixel (y, x)'s window under
+/// `theta`, with the sample's `samples`; `None` where a tap falls outside the
+/// coefficients' rows. Each window pixel's frames are summed first (f32, every frame at
+/// once), then weighted by its offsets.
+pub(super) fn gram<const C: usize>(
+    st: &Stacks,
+    (y, x): (usize, usize),
+    theta: &Theta,
+    samples: &[f32],
+    columns: &[(usize, usize); C],
+) -> Option<Gram<C>> {
     let (n, h, w) = (st.n, st.h, st.w);
     let side = st.kernel.len();
     let nw = (side / 2) as isize;
@@ -175,7 +188,7 @@ fn gram(st: &Stacks, (y, x): (usize, usize), theta: &Theta, samples: &[f32]) -> 
     let scale = st.scale();
     // The interpolated value and its two derivatives of every frame.
     let mut taps = vec![0.0f32; 3 * n];
-    let mut g: Gram = [[0.0; 11]; 11];
+    let mut g: Gram<C> = [[0.0; C]; C];
     for (ky, &wy) in st.kernel.iter().enumerate() {
         for (kx, &wx) in st.kernel.iter().enumerate() {
             let o = [(ky as isize - nw) as f64, (kx as isize - nw) as f64];
@@ -218,8 +231,8 @@ fn gram(st: &Stacks, (y, x): (usize, usize), theta: &Theta, samples: &[f32]) -> 
             }
             let wq = (wy * wx) as f64;
             let offset = [1.0, o[0], o[1]];
-            for (a, &(fa, oa)) in COLUMNS.iter().enumerate() {
-                for (b, &(fb, ob)) in COLUMNS.iter().enumerate().skip(a) {
+            for (a, &(fa, oa)) in columns.iter().enumerate() {
+                for (b, &(fb, ob)) in columns.iter().enumerate().skip(a) {
                     g[a][b] += wq * offset[oa] * offset[ob] * frames[fa.min(fb)][fa.max(fb)];
                 }
             }
@@ -233,7 +246,7 @@ fn gram(st: &Stacks, (y, x): (usize, usize), theta: &Theta, samples: &[f32]) -> 
 /// The linear fit on the columns `linear` of `g` (its coefficients, in that order, and
 /// residual sum) and the Gauss–Newton step on theta: the Jacobian in theta, −K·G·(1 or o),
 /// projected off the linear columns (variable projection), from `g` alone.
-fn step(g: &Gram, linear: &[usize], k_at: usize) -> Option<([f64; 4], f64, Theta)> {
+fn step(g: &Gram<11>, linear: &[usize], k_at: usize) -> Option<([f64; 4], f64, Theta)> {
     let m = linear.len();
     let pick = |rows: &[usize], col: usize| -> [f64; 4] {
         std::array::from_fn(|i| rows.get(i).map_or(0.0, |&r| g[r][col]))
@@ -279,7 +292,7 @@ fn affine_fit(
     let mut theta = theta0;
     let samples = samples(st, (y, x));
     for iteration in 0..=ITERATIONS {
-        let g = gram(st, (y, x), &theta, &samples)?;
+        let g = gram(st, (y, x), &theta, &samples, &COLUMNS)?;
         let (beta, rss, step) = step(&g, linear, k_at)?;
         let longest = step.iter().fold(0.0f64, |a, v| a.max(v.abs()));
         if longest < TOLERANCE || iteration == ITERATIONS {

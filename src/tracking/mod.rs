@@ -20,7 +20,8 @@
 //! displacement gradients, are fitted again with a smaller window, or next to a
 //! displacement jump given a neighbour's window on their side (`adaptive.rs`); and where
 //! the estimates around change steeply, with an affine window, a shift and its gradient
-//! (`affine.rs`).
+//! (`affine.rs`); below five frames, misfits are searched again with T as a plane across
+//! the window, next to strong absorption edges (`plane.rs`).
 //!
 //! Pixels closer than `max_shift + Nw + 2` to the border cannot see every candidate shift:
 //! they come back NaN with status [`Status::Border`].
@@ -29,6 +30,7 @@ mod adaptive;
 mod affine;
 mod bands;
 mod linalg;
+mod plane;
 mod refine;
 mod resolve;
 mod search;
@@ -263,7 +265,10 @@ pub(crate) fn track_lit(
         refits.finish(&mut out);
     }
     if params.adaptive {
-        affine::refit(&stacks, params, &mut out, spare);
+        spare = affine::refit(&stacks, params, &mut out, spare);
+        if let Some(median) = median_residual {
+            plane::refit(&stacks, params, &mut out, median, spare);
+        }
     }
     let refined = clock.elapsed();
     let bias = spline_bias::SplineBias::estimate(reference.view(), stacks.scale(), noise);
