@@ -161,6 +161,53 @@ fn refit_smaller(
     refits.len()
 }
 
+/// The fits `fit` returns for `pixels` (`[dx, dy, T, D, residual]`, from the band's stacks
+/// and the estimates before any is applied), computed one band of the reference's
+/// coefficients at a time and then applied to `out`. Their count, and `spare` (memory for
+/// the coefficients) handed back.
+pub(super) fn refit_by_bands(
+    stacks: &Stacks,
+    p: &Params,
+    out: &mut Output,
+    pixels: &[(usize, usize)],
+    mut spare: Vec<f32>,
+    fit: impl Fn(&Stacks, &Output, (usize, usize)) -> Option<[f32; 5]> + Sync,
+) -> (usize, Vec<f32>) {
+    let mut fits: Vec<((usize, usize), [f32; 5])> = Vec::new();
+    for run in super::bands::runs(pixels, p) {
+        let rows = super::bands::coefficient_rows(super::bands::rows_of(run), p, stacks.h);
+        let st = stacks.with_rows(rows, spare);
+        let out = &*out;
+        fits.par_extend(
+            run.par_iter()
+                .filter_map(|&q| fit(&st, out, q).map(|f| (q, f))),
+        );
+        spare = st.into_spare();
+    }
+    for &(q, f) in &fits {
+        set(out, q, f);
+    }
+    (fits.len(), spare)
+}
+
+/// `[dx, dy, T, D, residual]` of a fit at pixel (y, x) with shift `[dy, dx]` (px), `a` and
+/// `k` of `S ≈ a + K·R` (K the transmission without dark-field) and its relative residual.
+pub(super) fn contrasts(
+    st: &Stacks,
+    dark_field: bool,
+    (y, x): (usize, usize),
+    shift: [f32; 2],
+    (a, k): (f64, f64),
+    residual: f64,
+) -> [f32; 5] {
+    let (t, d) = match dark_field {
+        true => crate::model::from_affine(a, k, super::refine::illumination_at(st, y, x, shift)),
+        false => (k, f64::NAN),
+    };
+    let [dy, dx] = shift;
+    [dx, dy, t as f32, d as f32, residual as f32]
+}
+
 /// Pixel `q`'s `[dx, dy, T, D, residual]`, a fit that converged.
 pub(super) fn set(out: &mut Output, q: (usize, usize), fit: [f32; 5]) {
     let maps = [

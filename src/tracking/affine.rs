@@ -11,16 +11,12 @@
 //! clearly better ([`GAIN`]).
 
 use ndarray::Array2;
-use rayon::prelude::*;
 
-use super::adaptive::set;
-use super::bands;
+use super::adaptive::{contrasts, refit_by_bands};
 use super::linalg::solve;
-use super::refine::illumination_at;
 use super::search::Stacks;
 use super::{Output, Params, Status};
 use crate::interpolate::{bspline, bspline_derivative, mirror};
-use crate::model::from_affine;
 
 /// The fit's values per pixel at least: it has eight parameters (a, K, the shift's two,
 /// J's four), four more than the shift-only fit; with fewer values (N = 3 in 3×3 windows)
@@ -51,12 +47,7 @@ pub(super) type Theta = [f64; 6];
 /// Refits the converged pixels of `out` where the estimates around them are steep with
 /// the affine window, keeping the fits that explain the window clearly better ([`GAIN`]).
 /// `spare`: memory for the reference's coefficients, handed back.
-pub(super) fn refit(
-    stacks: &Stacks,
-    p: &Params,
-    out: &mut Output,
-    mut spare: Vec<f32>,
-) -> Vec<f32> {
+pub(super) fn refit(stacks: &Stacks, p: &Params, out: &mut Output, spare: Vec<f32>) -> Vec<f32> {
     let clock = std::time::Instant::now();
     if stacks.n * stacks.kernel.len().pow(2) < MIN_VALUES {
         return spare;
@@ -66,39 +57,31 @@ pub(super) fn refit(
         .map(|(q, _)| q)
         .collect();
     // Applied at the end, so that every start is from the estimates before.
-    let mut fits: Vec<((usize, usize), [f32; 5])> = Vec::new();
-    for run in bands::runs(&pixels, p) {
-        let rows = bands::coefficient_rows(bands::rows_of(run), p, stacks.h);
-        let st = stacks.with_rows(rows, spare);
-        let out = &*out;
-        fits.par_extend(run.par_iter().filter_map(|&(y, x)| {
-            let j = steep_gradient(out, (y, x))?;
-            let [jyy, jyx, jxy, jxx] = j.map(|v| (v as f64).clamp(-MAX_GRADIENT, MAX_GRADIENT));
-            let start = [out.dy[[y, x]], out.dx[[y, x]]].map(f64::from);
-            let f = affine_fit(
-                &st,
-                p.dark_field,
-                (y, x),
-                [start[0], start[1], jyy, jyx, jxy, jxx],
-            )?;
-            // (NaN refused.)
-            (f.residual < GAIN * out.residual[[y, x]] as f64).then_some(())?;
-            let shift = [f.theta[0] as f32, f.theta[1] as f32];
-            let (t, d) = match p.dark_field {
-                true => from_affine(f.a, f.k, illumination_at(&st, y, x, shift)),
-                false => (f.k, f64::NAN),
-            };
-            let [dy, dx] = shift;
-            Some(((y, x), [dx, dy, t as f32, d as f32, f.residual as f32]))
-        }));
-        spare = st.into_spare();
-    }
-    for &(q, fit) in &fits {
-        set(out, q, fit);
-    }
+    let (kept, spare) = refit_by_bands(stacks, p, out, &pixels, spare, |st, out, (y, x)| {
+        let j = steep_gradient(out, (y, x))?;
+        let [jyy, jyx, jxy, jxx] = j.map(|v| (v as f64).clamp(-MAX_GRADIENT, MAX_GRADIENT));
+        let start = [out.dy[[y, x]], out.dx[[y, x]]].map(f64::from);
+        let f = affine_fit(
+            st,
+            p.dark_field,
+            (y, x),
+            [start[0], start[1], jyy, jyx, jxy, jxx],
+        )?;
+        // (NaN refused.)
+        (f.residual < GAIN * out.residual[[y, x]] as f64).then_some(())?;
+        let shift = [f.theta[0] as f32, f.theta[1] as f32];
+        Some(contrasts(
+            st,
+            p.dark_field,
+            (y, x),
+            shift,
+            (f.a, f.k),
+            f.residual,
+        ))
+    });
     log::debug!(
         "tracking: {} of {} pixel(s) at steep gradients refitted with an affine window in {:.2} s",
-        fits.len(),
+        kept,
         pixels.len(),
         clock.elapsed().as_secs_f64()
     );

@@ -20,16 +20,11 @@
 //! at those edges (0.00 % on the stress suite's absorbing blobs at N = 5–20), and the whole
 //! range searched at every misfit would cost more than the rest of the tracker.
 
-use rayon::prelude::*;
-
-use super::adaptive::{MISFIT, set};
+use super::adaptive::{MISFIT, contrasts, refit_by_bands};
 use super::affine::{Gram, gram, samples};
-use super::bands;
 use super::linalg::solve;
-use super::refine::illumination_at;
 use super::search::Stacks;
 use super::{Output, Params, Status};
-use crate::model::from_affine;
 
 /// The second search runs below this many frames.
 const FEW_FRAMES: usize = 5;
@@ -372,7 +367,7 @@ pub(super) fn refit(
     p: &Params,
     out: &mut Output,
     median_residual: f32,
-    mut spare: Vec<f32>,
+    spare: Vec<f32>,
 ) -> Vec<f32> {
     if !stacks.ramp || stacks.n >= FEW_FRAMES {
         return spare;
@@ -384,33 +379,25 @@ pub(super) fn refit(
         .map(|(q, _)| q)
         .collect();
     let reach = p.max_shift as i64;
-    let mut fits: Vec<((usize, usize), [f32; 5])> = Vec::new();
-    for run in bands::runs(&pixels, p) {
-        let rows = bands::coefficient_rows(bands::rows_of(run), p, stacks.h);
-        let st = stacks.with_rows(rows, spare);
-        let out = &*out;
-        fits.par_extend(run.par_iter().filter_map(|&(y, x)| {
-            let first = [out.dy[[y, x]], out.dx[[y, x]]].map(|v| v.round() as i64);
-            let start = search(&st, p.dark_field, (y, x), reach, first)?;
-            let f = refine(&st, p.dark_field, (y, x), start)?;
-            // Under the misfit level, so better than the usual fit too (NaN refused).
-            (f.residual < misfit as f64).then_some(())?;
-            let shift = f.shift.map(|v| v as f32);
-            let (t, d) = match p.dark_field {
-                true => from_affine(f.a, f.k, illumination_at(&st, y, x, shift)),
-                false => (f.k, f64::NAN),
-            };
-            let [dy, dx] = shift;
-            Some(((y, x), [dx, dy, t as f32, d as f32, f.residual as f32]))
-        }));
-        spare = st.into_spare();
-    }
-    for &(q, fit) in &fits {
-        set(out, q, fit);
-    }
+    let (kept, spare) = refit_by_bands(stacks, p, out, &pixels, spare, |st, out, (y, x)| {
+        let first = [out.dy[[y, x]], out.dx[[y, x]]].map(|v| v.round() as i64);
+        let start = search(st, p.dark_field, (y, x), reach, first)?;
+        let f = refine(st, p.dark_field, (y, x), start)?;
+        // Under the misfit level, so better than the usual fit too (NaN refused).
+        (f.residual < misfit as f64).then_some(())?;
+        let shift = f.shift.map(|v| v as f32);
+        Some(contrasts(
+            st,
+            p.dark_field,
+            (y, x),
+            shift,
+            (f.a, f.k),
+            f.residual,
+        ))
+    });
     log::debug!(
         "tracking: {} of {} misfit(s) refitted with T as a plane in {:.2} s",
-        fits.len(),
+        kept,
         pixels.len(),
         clock.elapsed().as_secs_f64()
     );
