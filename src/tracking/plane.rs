@@ -17,8 +17,10 @@
 //! The misfits are searched again over the whole range at whole pixels with that model
 //! (g fitted at each shift), then refined by Gauss–Newton on u and g, a and K eliminated
 //! (variable projection). From [`FEW_FRAMES`] frames the usual search has no gross errors
-//! at those edges (0.00 % on the stress suite's absorbing blobs at N = 5–20), and the whole
-//! range searched at every misfit would cost more than the rest of the tracker.
+//! at those edges (0.00 % on the stress suite's absorbing blobs at N = 5–20): there the
+//! second search gained little (their inlier RMSE at N = 5 0.052 → 0.050 px, the paper mix
+//! unchanged) for 0.35–0.53 s on a 256² image of them at N = 20 (1 044 misfits with a
+//! 7×7 window), where the default simulated case at 2048² × 20 has none.
 
 use super::adaptive::{MISFIT, contrasts, refit_by_bands};
 use super::affine::{Gram, gram, samples};
