@@ -30,15 +30,15 @@ const STEEP: f32 = 0.2;
 /// parameters absorb (about 6 % of the residual with 40 values, less with more).
 const GAIN: f64 = 0.8;
 /// Gauss–Newton iterations at most (three are typical); they stop once no parameter
-/// would move by [`TOLERANCE`] (px, px/px).
-const ITERATIONS: usize = 8;
-const TOLERANCE: f64 = 1e-3;
+/// would move by [`TOLERANCE`] (px, px/px). Shared with `plane.rs`.
+pub(super) const ITERATIONS: usize = 8;
+pub(super) const TOLERANCE: f64 = 1e-3;
 /// A step longer than this (px along a shift axis, px/px on J) is scaled down to it.
-const MAX_STEP: f64 = 0.5;
+pub(super) const MAX_STEP: f64 = 0.5;
 /// Bounds of J's components (px/px) and of the shift's distance from its start (px, per
 /// axis): beyond them the fit is refused (and the coefficients' band read stays bounded).
 const MAX_GRADIENT: f64 = 1.2;
-const MAX_DETOUR_PX: f64 = 1.5;
+pub(super) const MAX_DETOUR_PX: f64 = 1.5;
 
 /// The nonlinear parameters: u (`[dy, dx]`, px) and J (`[[∂dy/∂oy, ∂dy/∂ox], [∂dx/∂oy,
 /// ∂dx/∂ox]]`, px/px), flattened as `[uy, ux, Jyy, Jyx, Jxy, Jxx]`.

@@ -23,23 +23,18 @@
 //! 7×7 window), where the default simulated case at 2048² × 20 has none.
 
 use super::adaptive::{MISFIT, contrasts, refit_by_bands};
-use super::affine::{Gram, gram, samples};
+use super::affine::{Gram, ITERATIONS, MAX_DETOUR_PX, MAX_STEP, TOLERANCE, gram, samples};
 use super::linalg::solve;
 use super::search::Stacks;
 use super::{Output, Params, Status};
 
 /// The second search runs below this many frames.
 const FEW_FRAMES: usize = 5;
-/// Gauss–Newton iterations at most: in g alone at each whole-pixel shift of the search, in
-/// u and g in the refinement. They stop once no parameter would move by [`TOLERANCE`] (px,
-/// and for g, px⁻¹ × the window's half-width: T's relative change at the window's edge).
+/// Gauss–Newton iterations at most in g alone, at each whole-pixel shift of the search (the
+/// refinement in u and g takes the affine fit's limits: [`ITERATIONS`], [`TOLERANCE`],
+/// [`MAX_STEP`], [`MAX_DETOUR_PX`]; g's steps in px⁻¹ × the window's half-width, T's
+/// relative change at the window's edge).
 const SEARCH_ITERATIONS: usize = 5;
-const ITERATIONS: usize = 8;
-const TOLERANCE: f64 = 1e-3;
-/// A step longer than this (same units) is scaled down to it.
-const MAX_STEP: f64 = 0.5;
-/// How far (px, per axis) the refinement may move the shift from the search's.
-const MAX_DETOUR_PX: f64 = 1.5;
 
 /// The Gram matrix's columns, as `affine::COLUMNS`: a per-frame part (0–4: 1, R, Gy, Gx,
 /// S) times a per-offset part (0–2: 1, oy, ox). The first [`SEARCHED`] are the search's,
@@ -221,22 +216,37 @@ fn bound(gm: &Gram<SEARCHED>, dark_field: bool) -> Option<f64> {
     Some(gm[S][S] - (0..m).map(|i| beta[i] * b[i]).sum::<f64>())
 }
 
+/// Adds v·pᵢ·pⱼ to `gm[row + i][col + j]` for the plane's parts p = (1, oy, ox) at offset
+/// `o` (px), j < `width`: the products of a column and its oy and ox columns with another
+/// and its own (`width` 3) or with a column alone (`width` 1).
+fn add_products(
+    gm: &mut Gram<SEARCHED>,
+    (row, col): (usize, usize),
+    width: usize,
+    o: [f64; 2],
+    v: f64,
+) {
+    let p = [1.0, o[0], o[1]];
+    for (i, pi) in p.iter().enumerate() {
+        for (j, pj) in p.iter().enumerate().take(width) {
+            gm[row + i][col + j] += v * (pi * pj);
+        }
+    }
+}
+
 /// The whole-pixel shift within ±`reach` px of least residual with T as a plane at pixel
-/// (y, x), trying `first` first (a low cost found early skips more shifts). At whole pixels
+/// (y, x), whose window is `samples`, trying `first` first (a low cost found early skips
+/// more shifts). At whole pixels
 /// the reference is its values as given: the Gram from the frames' sums of R, R² and R·S at
 /// each window pixel.
 fn search(
     st: &Stacks,
     dark_field: bool,
     (y, x): (usize, usize),
+    samples: &[f32],
     reach: i64,
     first: [i64; 2],
 ) -> Option<[f64; 2]> {
-    const OY: usize = ONE + 1;
-    const OX: usize = ONE + 2;
-    const ROY: usize = R + 1;
-    const ROX: usize = R + 2;
-    let samples = samples(st, (y, x));
     let (n, h, w) = (st.n, st.h, st.w);
     let side = st.kernel.len();
     let nw = (side / 2) as i64;
@@ -253,21 +263,15 @@ fn search(
         let values = &samples[k * n..][..n];
         let s1: f64 = values.iter().map(|&v| v as f64).sum();
         let s2: f64 = values.iter().map(|&v| (v as f64).powi(2)).sum();
-        let nf = wq * n as f64;
-        fixed[ONE][ONE] += nf;
-        fixed[ONE][OY] += o[0] * nf;
-        fixed[ONE][OX] += o[1] * nf;
-        fixed[OY][OY] += o[0] * o[0] * nf;
-        fixed[OY][OX] += o[0] * o[1] * nf;
-        fixed[OX][OX] += o[1] * o[1] * nf;
-        fixed[ONE][S] += wq * s1;
-        fixed[OY][S] += o[0] * wq * s1;
-        fixed[OX][S] += o[1] * wq * s1;
+        add_products(&mut fixed, (ONE, ONE), 3, o, wq * n as f64);
+        add_products(&mut fixed, (ONE, S), 1, o, wq * s1);
         fixed[S][S] += wq * s2;
     }
     let mut best: Option<(f64, [f64; 2])> = None;
     let first = first.map(|u| u.clamp(-reach, reach));
-    let shifts = (-reach..=reach).flat_map(|uy| (-reach..=reach).map(move |ux| [uy, ux]));
+    let shifts = (-reach..=reach)
+        .flat_map(|uy| (-reach..=reach).map(move |ux| [uy, ux]))
+        .filter(|&u| u != first);
     for u in std::iter::once(first).chain(shifts) {
         let mut gm = fixed;
         for (k, wq, o) in window() {
@@ -284,26 +288,10 @@ fn search(
                 rs += r * s;
             }
             let (r1, r2, rs) = (wq * r1 as f64, wq * r2 as f64, wq * rs as f64);
-            gm[ONE][R] += r1;
-            gm[OY][R] += o[0] * r1;
-            gm[OX][R] += o[1] * r1;
-            gm[OY][ROY] += o[0] * o[0] * r1;
-            gm[OY][ROX] += o[0] * o[1] * r1;
-            gm[OX][ROX] += o[1] * o[1] * r1;
-            gm[R][R] += r2;
-            gm[R][ROY] += o[0] * r2;
-            gm[R][ROX] += o[1] * r2;
-            gm[ROY][ROY] += o[0] * o[0] * r2;
-            gm[ROY][ROX] += o[0] * o[1] * r2;
-            gm[ROX][ROX] += o[1] * o[1] * r2;
-            gm[R][S] += rs;
-            gm[ROY][S] += o[0] * rs;
-            gm[ROX][S] += o[1] * rs;
+            add_products(&mut gm, (ONE, R), 3, o, r1);
+            add_products(&mut gm, (R, R), 3, o, r2);
+            add_products(&mut gm, (R, S), 1, o, rs);
         }
-        // Products equal by construction: 1·(oy·R) = oy·R, ox·(oy·R) = oy·(ox·R).
-        gm[ONE][ROY] = gm[OY][R];
-        gm[ONE][ROX] = gm[OX][R];
-        gm[OX][ROY] = gm[OY][ROX];
         let gm: Gram<SEARCHED> =
             std::array::from_fn(|a| std::array::from_fn(|b| gm[a.min(b)][a.max(b)]));
         if best.is_some_and(|b| bound(&gm, dark_field).is_none_or(|l| l >= b.0)) {
@@ -327,18 +315,24 @@ struct PlaneFit {
     residual: f64,
 }
 
-/// Gauss–Newton on u and g from the shift `u0` (`[dy, dx]`, px) and g = 0; `None` where
+/// Gauss–Newton on u and g from the shift `u0` (`[dy, dx]`, px) and g = 0, on the window
+/// `samples`; `None` where
 /// the fit is degenerate, leaves [`MAX_DETOUR_PX`] or the plane reaches zero in the window.
-fn refine(st: &Stacks, dark_field: bool, (y, x): (usize, usize), u0: [f64; 2]) -> Option<PlaneFit> {
+fn refine(
+    st: &Stacks,
+    dark_field: bool,
+    (y, x): (usize, usize),
+    samples: &[f32],
+    u0: [f64; 2],
+) -> Option<PlaneFit> {
     let nw = (st.kernel.len() / 2) as f64;
-    let samples = samples(st, (y, x));
     let (mut u, mut g) = (u0, [0.0f64; 2]);
     for iteration in 0..=ITERATIONS {
         let gm = gram(
             st,
             (y, x),
             &[u[0], u[1], 0.0, 0.0, 0.0, 0.0],
-            &samples,
+            samples,
             &COLUMNS,
         )?;
         let s = step(&gm, g, dark_field, true)?;
@@ -383,8 +377,9 @@ pub(super) fn refit(
     let reach = p.max_shift as i64;
     let (kept, spare) = refit_by_bands(stacks, p, out, &pixels, spare, |st, out, (y, x)| {
         let first = [out.dy[[y, x]], out.dx[[y, x]]].map(|v| v.round() as i64);
-        let start = search(st, p.dark_field, (y, x), reach, first)?;
-        let f = refine(st, p.dark_field, (y, x), start)?;
+        let samples = samples(st, (y, x));
+        let start = search(st, p.dark_field, (y, x), &samples, reach, first)?;
+        let f = refine(st, p.dark_field, (y, x), &samples, start)?;
         // Under the misfit level, so better than the usual fit too (NaN refused).
         (f.residual < misfit as f64).then_some(())?;
         let shift = f.shift.map(|v| v as f32);
