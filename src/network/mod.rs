@@ -69,7 +69,7 @@ pub struct Options {
     pub batch: usize,
     /// The guard: pixels whose estimate the signal model rejects are solved again by the
     /// tracker, starting from it (`crate::guard`). On by default: at 2048² × 20 on two
-    /// cores it adds about an eighth to the whole run, at 2048² × 3 about 45 % (below five
+    /// cores it adds about a sixth to the whole run, at 2048² × 3 about half (below five
     /// frames it also judges windows); behind a GPU network, whose inference is far faster,
     /// it can be most of the run.
     pub guard: bool,

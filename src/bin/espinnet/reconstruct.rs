@@ -118,8 +118,8 @@ pub struct NetworkArgs {
     pub trt_cache: Option<PathBuf>,
     /// The guard: pixels whose estimate the signal model rejects are solved again by the
     /// tracker, starting from the network's (status 4). Catches the network's gross errors
-    /// on lenses and wide smooth fields; adds about an eighth to a run on two cores at
-    /// N = 20, about 45 % at N = 3.
+    /// on lenses and wide smooth fields; adds about a sixth to a run on two cores at
+    /// N = 20, about half at N = 3.
     /// `--guard=false` turns it off.
     #[arg(long, default_value_t = net().guard, num_args = 0..=1, default_missing_value = "true",
           action = clap::ArgAction::Set)]
