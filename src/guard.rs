@@ -172,14 +172,7 @@ const GRID_COLUMNS: usize = 32;
 /// suite's wedge (a constant 5 px) on sandpaper at N = 3, where 59 % of the network's
 /// pixels are over 0.25 px off and its gross ones had passed both tests (0.61 → 0.01 %
 /// gross), 0.40 on the smooth field on the mask's grid scan at N = 10.
-fn reference_scale(
-    fit: &Fit,
-    (reference, sample): (ArrayView3<f32>, ArrayView3<f32>),
-    params: &Params,
-    estimate: &Contrasts,
-    mean: &Array2<f32>,
-    median: f32,
-) -> f32 {
+fn reference_scale(fit: &Fit, params: &Params, mean: &Array2<f32>, median: f32) -> f32 {
     let (h, w) = mean.dim();
     let mut grid: Vec<(usize, usize)> = (0..GRID_STRIPS)
         .flat_map(|b| {
@@ -191,8 +184,7 @@ fn reference_scale(
     // Sorted by row, as the bands of coefficients need; strips overlap in small images.
     grid.sort_unstable();
     grid.dedup();
-    let residuals =
-        tracking::residuals_searched_from(reference, sample, params, fit, estimate, &grid);
+    let residuals = tracking::residuals_searched_from(params, fit, &grid);
     let mut tracked: Vec<f32> = (residuals.iter().zip(&grid))
         .map(|(&r, &q)| units(r, mean[q]))
         .filter(|r| r.is_finite())
@@ -244,8 +236,7 @@ pub(crate) fn guard(
         drop(finite);
         let n = reference.dim().0;
         let params = params(tracking, n);
-        let stacks = (reference, sample);
-        let scale = reference_scale(&fit, stacks, &params, &estimate, &mean, median);
+        let scale = reference_scale(&fit, &params, &mean, median);
         let mut maps = Maps {
             network: &estimate,
             residual: &residual,

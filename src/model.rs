@@ -242,6 +242,11 @@ impl<'a, 'c> Fit<'a, 'c> {
         &self.light
     }
 
+    /// The reference (standard layout) and sample stacks, and the estimate set against them.
+    pub(crate) fn parts(&self) -> (ArrayView3<'_, f32>, ArrayView3<'a, f32>, &Contrasts<'c>) {
+        (self.raw.view(), self.sample, &self.e)
+    }
+
     /// [`residual`] into `out`.
     pub fn residual_into(&self, mut out: ArrayViewMut2<f32>) {
         Zip::indexed(out.axis_iter_mut(Axis(0))).par_for_each(|y, mut row| {

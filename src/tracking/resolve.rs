@@ -132,27 +132,24 @@ pub fn resolve(
     solved.into_values().collect()
 }
 
-/// The pixel residual ([`Fit::residual_at`]) of the tracker's fit searched from `estimate`
-/// ([`search_from`]: downhill from its whole-pixel shift, then refined) at each of
+/// The pixel residual ([`Fit::residual_at`]) of the tracker's fit searched from `fit`'s
+/// estimate ([`search_from`]: downhill from its whole-pixel shift, then refined) at each of
 /// `pixels`, sorted by row; NaN within `params.window` of the border.
 pub(crate) fn residuals_searched_from(
-    reference: ndarray::ArrayView3<f32>,
-    sample: ndarray::ArrayView3<f32>,
     params: &Params,
     fit: &Fit,
-    estimate: &crate::model::Contrasts,
     pixels: &[(usize, usize)],
 ) -> Vec<f32> {
     debug_assert!(pixels.is_sorted());
+    let (reference, sample, estimate) = fit.parts();
     let (_, h, w) = reference.dim();
-    let reference = reference.as_standard_layout();
     let sample = sample.as_standard_layout();
     let none = HashMap::new();
     let (mut residuals, mut spare) = (Vec::with_capacity(pixels.len()), Vec::new());
     for run in bands::runs(pixels, params) {
         let rows = bands::coefficient_rows(bands::rows_of(run), params, h);
-        let (r, s) = (reference.view(), sample.view());
-        let st = Stacks::without_sums(r, s, params, Some(fit.illumination()), rows, spare);
+        let light = Some(fit.illumination());
+        let st = Stacks::without_sums(reference, sample.view(), params, light, rows, spare);
         residuals.par_extend(run.par_iter().map_init(Workspace::default, |ws, &q| {
             if !window_inside(q, params.window, (h, w)) {
                 return f32::NAN;
