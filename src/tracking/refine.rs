@@ -574,6 +574,16 @@ fn vertical(rows: &[f32], at: usize, stride: usize, c: &[f32; 4], scale: f32) ->
     std::array::from_fn(|l| scale * (c[0] * t0[l] + c[1] * t1[l] + c[2] * t2[l] + c[3] * t3[l]))
 }
 
+/// `out` = Σₜ k[t]·c[t], frame by frame: the horizontal taps of [`window_sums`], all four
+/// in one pass (in registers), inlined for its AVX2 version.
+#[inline(always)]
+fn taps(out: &mut [f32], [c0, c1, c2, c3]: [&[f32]; 4], k: &[f32; 4]) {
+    let columns = out.iter_mut().zip(c0).zip(c1).zip(c2).zip(c3);
+    for ((((o, &v0), &v1), &v2), &v3) in columns {
+        *o = k[0] * v0 + k[1] * v1 + k[2] * v2 + k[3] * v3;
+    }
+}
+
 /// Frames summed side by side in [`window_sums`]: one AVX2 vector of f32.
 const LANES: usize = 8;
 
@@ -623,16 +633,11 @@ fn window_sums(
         for q in 0..side {
             let at = (j * side + q) * np;
             let x0 = ix - nw - 1 + q as isize;
-            for t in 0..4 {
-                let c = st.coefficients_at(yy, mirror(x0 + t as isize, w));
-                let tap = |out: &mut [f32], k: f32| match t {
-                    0 => out.iter_mut().zip(c).for_each(|(o, &v)| *o = k * v),
-                    _ => out.iter_mut().zip(c).for_each(|(o, &v)| *o += k * v),
-                };
-                tap(&mut horiz[at..at + n], kx[t]);
-                if gradients {
-                    tap(&mut horiz_dx[at..at + n], dkx[t]);
-                }
+            let c: [&[f32]; 4] =
+                std::array::from_fn(|t| st.coefficients_at(yy, mirror(x0 + t as isize, w)));
+            taps(&mut horiz[at..at + n], c, &kx);
+            if gradients {
+                taps(&mut horiz_dx[at..at + n], c, &dkx);
             }
         }
     }

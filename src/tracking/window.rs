@@ -43,7 +43,9 @@ pub(crate) fn moment2(kernel: &[f32]) -> f32 {
 }
 
 /// Separable window sum of `src` (`h`×`w`, row-major) into `dst`, valid where the window
-/// fits; elsewhere 0.
+/// fits; elsewhere 0. Inlined (closures are not), so that the integer search's AVX2
+/// version has it in AVX2.
+#[inline(always)]
 pub(crate) fn filter(
     src: &[f32],
     h: usize,
@@ -53,27 +55,36 @@ pub(crate) fn filter(
     tmp: &mut Vec<f32>,
 ) {
     let r = kernel.len() / 2;
-    tmp.clear();
-    tmp.resize(h * w, 0.0);
-    // rows
+    let (inner_h, inner_w) = (h.saturating_sub(2 * r), w.saturating_sub(2 * r));
+    // rows: tmp holds the columns [r, w − r) of every row
+    tmp.resize(h * inner_w, 0.0);
     for y in 0..h {
-        let (s, t) = (&src[y * w..(y + 1) * w], &mut tmp[y * w..(y + 1) * w]);
+        let (s, t) = (&src[y * w..(y + 1) * w], &mut tmp[y * inner_w..][..inner_w]);
         for (k, &g) in kernel.iter().enumerate() {
-            for x in r..w.saturating_sub(r) {
-                t[x] += g * s[x + k - r];
-            }
+            tap(t, &s[k..k + inner_w], g, k == 0);
         }
     }
     // columns
-    dst[..h * w].iter_mut().for_each(|v| *v = 0.0);
-    for y in r..h.saturating_sub(r) {
+    dst[..r.min(h) * w].fill(0.0);
+    dst[(r + inner_h).min(h) * w..h * w].fill(0.0);
+    for y in r..r + inner_h {
         let out = &mut dst[y * w..(y + 1) * w];
+        out[..r].fill(0.0);
+        out[r + inner_w..].fill(0.0);
         for (k, &g) in kernel.iter().enumerate() {
-            let row = &tmp[(y + k - r) * w..(y + k - r + 1) * w];
-            for (o, &v) in out.iter_mut().zip(row) {
-                *o += g * v;
-            }
+            let row = &tmp[(y + k - r) * inner_w..][..inner_w];
+            tap(&mut out[r..r + inner_w], row, g, k == 0);
         }
+    }
+}
+
+/// `out` (+)= g·`row`: one tap of [`filter`], the first one written rather than added to
+/// zero (the same sums in the same order, without zeroing the buffers first).
+#[inline(always)]
+fn tap(out: &mut [f32], row: &[f32], g: f32, first: bool) {
+    match first {
+        true => out.iter_mut().zip(row).for_each(|(o, &v)| *o = g * v),
+        false => out.iter_mut().zip(row).for_each(|(o, &v)| *o += g * v),
     }
 }
 
