@@ -168,7 +168,12 @@ const LANES: usize = 32;
 
 /// Index `i` of a line of `n` samples extended by mirror symmetry (…, 1, 0, 1, …, n − 2,
 /// n − 1, n − 2, …), as the coefficients of [`bspline_coefficients`] assume.
+#[inline]
 pub(crate) fn mirror(i: isize, n: usize) -> usize {
+    // Inside, as nearly every index is: no division.
+    if (0..n as isize).contains(&i) {
+        return i as usize;
+    }
     let n = n as isize;
     let period = (2 * n - 2).max(1);
     let i = i.rem_euclid(period);

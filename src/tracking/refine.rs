@@ -101,7 +101,7 @@ pub(super) fn refine(
             let sample_rows = y0.saturating_sub(p.window)..(y0 + dx.nrows() + p.window).min(st.h);
             let mut ws = Workspace {
                 band: Some(SampleBand::new(st, sample_rows)),
-                scratch: Vec::new(),
+                ..Workspace::default()
             };
             for ((k, x), dx) in dx.indexed_iter_mut() {
                 let y = y0 + k;
@@ -153,57 +153,58 @@ struct Sums<T = f64> {
     mg: [[T; 2]; 2],
 }
 
-impl Sums<[f32; LANES]> {
-    /// Frame `l`'s sums, whose Σw is `w`.
-    fn lane(&self, l: usize, w: f32) -> Sums<f32> {
-        Sums {
-            w,
-            r: self.r[l],
-            s: self.s[l],
-            rr: self.rr[l],
-            ss: self.ss[l],
-            sr: self.sr[l],
-            g: self.g.map(|v| v[l]),
-            rg: self.rg.map(|v| v[l]),
-            sg: self.sg.map(|v| v[l]),
-            gg: self.gg.map(|v| v[l]),
-            ms: self.ms.map(|v| v[l]),
-            mr: self.mr.map(|v| v[l]),
-            mg: self.mg.map(|m| m.map(|v| v[l])),
+impl<T> Sums<T> {
+    /// Every sum but Σw (the same in every frame).
+    #[inline(always)]
+    fn products(&mut self) -> [&mut T; 22] {
+        let Sums {
+            w: _,
+            r,
+            s,
+            rr,
+            ss,
+            sr,
+            g: [g0, g1],
+            rg: [rg0, rg1],
+            sg: [sg0, sg1],
+            gg: [gg0, gg1, gg2],
+            ms: [ms0, ms1],
+            mr: [mr0, mr1],
+            mg: [[mg00, mg01], [mg10, mg11]],
+        } = self;
+        [
+            r, s, rr, ss, sr, g0, g1, rg0, rg1, sg0, sg1, gg0, gg1, gg2, ms0, ms1, mr0, mr1, mg00,
+            mg01, mg10, mg11,
+        ]
+    }
+}
+
+impl Sums<[f64; LANES]> {
+    /// Adds eight frames' f32 sums, in f64, lane by lane (in vectors).
+    #[inline(always)]
+    fn add(&mut self, f: &mut Sums<[f32; LANES]>) {
+        for (total, v) in self.products().into_iter().zip(f.products()) {
+            // Through copies, which cannot alias: vectorised.
+            let (t, v) = (*total, *v);
+            *total = std::array::from_fn(|l| t[l] + v[l] as f64);
         }
+    }
+
+    /// The totals over the lanes, Σw = `w`.
+    #[inline(always)]
+    fn total(mut self, w: f64) -> Sums {
+        let mut s = Sums {
+            w,
+            ..Sums::default()
+        };
+        for (total, lanes) in s.products().into_iter().zip(self.products()) {
+            *total = lanes.iter().sum();
+        }
+        s
     }
 }
 
 impl Sums {
-    fn add(&mut self, f: &Sums<f32>) {
-        let pairs = [
-            (&mut self.w, f.w),
-            (&mut self.r, f.r),
-            (&mut self.s, f.s),
-            (&mut self.rr, f.rr),
-            (&mut self.ss, f.ss),
-            (&mut self.sr, f.sr),
-        ];
-        for (total, v) in pairs {
-            *total += v as f64;
-        }
-        for a in 0..2 {
-            self.g[a] += f.g[a] as f64;
-            self.rg[a] += f.rg[a] as f64;
-            self.sg[a] += f.sg[a] as f64;
-        }
-        for a in 0..3 {
-            self.gg[a] += f.gg[a] as f64;
-        }
-        for o in 0..2 {
-            self.ms[o] += f.ms[o] as f64;
-            self.mr[o] += f.mr[o] as f64;
-            for a in 0..2 {
-                self.mg[o][a] += f.mg[o][a] as f64;
-            }
-        }
-    }
-
     /// Takes the background ramp out of the products (Σ X·Y less Σw·o·X · Σw·o·Y / m2 along
     /// each offset; `m2` = Σw·o² over all frames): the ramp's columns are orthogonal to the
     /// constant and to each other under a symmetric window, so every fit on these sums is
@@ -531,6 +532,9 @@ fn leverage(s: &Sums, s2: &Sums, dark_field: bool) -> Option<f64> {
 pub(super) struct Workspace {
     band: Option<SampleBand>,
     scratch: Vec<f32>,
+    /// The window's side and the frames that `scratch` is laid out for: its padding lanes
+    /// are zero for that layout.
+    layout: (usize, usize),
 }
 
 /// The sample's rows [y0, y1) as [`window_sums`] reads them (1 + the normalised value,
@@ -575,12 +579,31 @@ fn vertical(rows: &[f32], at: usize, stride: usize, c: &[f32; 4], scale: f32) ->
 }
 
 /// `out` = Σₜ k[t]·c[t], frame by frame: the horizontal taps of [`window_sums`], all four
-/// in one pass (in registers), inlined for its AVX2 version.
+/// in one pass, inlined for its AVX2 version. In chunks of eight frames, then of four,
+/// copied in (no aliasing to check): a loop over the few frames of one position spent
+/// more on its set-up than on the sums.
 #[inline(always)]
-fn taps(out: &mut [f32], [c0, c1, c2, c3]: [&[f32]; 4], k: &[f32; 4]) {
-    let columns = out.iter_mut().zip(c0).zip(c1).zip(c2).zip(c3);
-    for ((((o, &v0), &v1), &v2), &v3) in columns {
-        *o = k[0] * v0 + k[1] * v1 + k[2] * v2 + k[3] * v3;
+fn taps(out: &mut [f32], c: [&[f32]; 4], k: &[f32; 4]) {
+    #[inline(always)]
+    fn chunk<const L: usize>(out: &mut [f32], c: [&[f32]; 4], k: &[f32; 4], at: usize) {
+        let v: [[f32; L]; 4] = c.map(|c| c[at..at + L].try_into().expect("L frames"));
+        let sum: [f32; L] = std::array::from_fn(|l| {
+            k[0] * v[0][l] + k[1] * v[1][l] + k[2] * v[2][l] + k[3] * v[3][l]
+        });
+        out[at..at + L].copy_from_slice(&sum);
+    }
+    let n = out.len();
+    let mut at = 0;
+    while at + LANES <= n {
+        chunk::<LANES>(out, c, k, at);
+        at += LANES;
+    }
+    while at + 4 <= n {
+        chunk::<4>(out, c, k, at);
+        at += 4;
+    }
+    for at in at..n {
+        chunk::<1>(out, c, k, at);
     }
 }
 
@@ -602,18 +625,24 @@ fn window_sums(
     gradients: bool,
     ws: &mut Workspace,
 ) -> Sums {
-    let Workspace { band, scratch } = ws;
+    let Workspace {
+        band,
+        scratch,
+        layout,
+    } = ws;
     let (n, h, w) = (st.n, st.h, st.w);
     let side = kernel.len();
     let nw = (side / 2) as isize;
     let rows = side + 3;
-    // Frames padded to whole lanes; the padding lanes' sums are dropped.
+    // Frames padded to whole lanes, which hold zeros, so that every lane can be summed.
     let np = n.div_ceil(LANES) * LANES;
-    // Not zeroed between calls: every value read is written first, except in the padding
-    // lanes, whose sums are never used.
+    // Not zeroed between calls of one layout: every value read is written first, except
+    // in the padding lanes, which are never written.
     let len = (2 * rows + side) * side * np;
-    if scratch.len() < len {
+    if *layout != (side, n) {
+        scratch.clear();
         scratch.resize(len, 0.0);
+        *layout = (side, n);
     }
     let (horiz, rest) = scratch[..len].split_at_mut(rows * side * np);
     let (horiz_dx, window) = rest.split_at_mut(rows * side * np);
@@ -660,7 +689,7 @@ fn window_sums(
     // The first moments, for the fits' ramp ([`fit_sums`]).
     let ramp = st.ramp && side > 1;
     let offsets = |k: usize| [k / side, k % side].map(|q| q as f32 - nw as f32);
-    let mut s = Sums::default();
+    let mut totals = Sums::<[f64; LANES]>::default();
     for lane0 in (0..n).step_by(LANES) {
         // Each frame's sums in f32 (a window of values near 1), added to the f64 totals.
         let mut f = Sums::<[f32; LANES]>::default();
@@ -712,11 +741,9 @@ fn window_sums(
                 }
             }
         }
-        for l in 0..LANES.min(n - lane0) {
-            s.add(&f.lane(l, w_frame));
-        }
+        totals.add(&mut f);
     }
-    s
+    totals.total(n as f64 * w_frame as f64)
 }
 
 /// [`window_sums`] over the stacks' window, less the background ramp where the fit has one
