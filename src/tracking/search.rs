@@ -410,14 +410,23 @@ fn tile(
     let mut costs = vec![0.0f32; 3 * side * npix];
     let slot = |iy: usize, ix: usize| ((iy % 3) * side + ix) * npix;
     // Per pixel: the lowest cost so far and its index iy·side + ix (the first of equals),
-    // and the 3×3 of costs around it; the lowest of the current row of shifts.
+    // and the 3×3 of costs around it; the lowest of row iy of shifts and its first ix, in
+    // slot iy % 2 (kept as the costs are written, while they are in L1).
     let mut best = vec![(f32::INFINITY, 0usize); npix];
     let mut around = vec![[0.0f32; 9]; npix];
-    let mut row_best = vec![0.0f32; npix];
+    let mut row_best = [vec![0.0f32; npix], vec![0.0f32; npix]];
+    // Two buffers each for the index, plane ix reading one and writing the other: a
+    // select stored over the value it read became a masked store (slow on AMD).
+    let mut row_arg = [
+        [vec![0u32; npix], vec![0u32; npix]],
+        [vec![0u32; npix], vec![0u32; npix]],
+    ];
     for iy in 0..=side {
         if iy < side {
             let uy = iy as isize - m as isize;
             products(&frames, m, iy, &mut prod);
+            let (lowest, arg) = (&mut row_best[iy % 2], &mut row_arg[iy % 2]);
+            lowest.fill(f32::INFINITY);
             for ix in 0..side {
                 let ux = ix as isize - m as isize;
                 let plane = &prod[ix * ph * pw..][..ph * pw];
@@ -432,30 +441,26 @@ fn tile(
                         true => st.costs::<true>(pi, qi, filt, out),
                         false => st.costs::<false>(pi, qi, filt, out),
                     }
+                    let row = k * cols..(k + 1) * cols;
+                    let [even, odd] = arg;
+                    let (from, to) = match ix % 2 {
+                        0 => (&even[row.clone()], &mut odd[row.clone()]),
+                        _ => (&odd[row.clone()], &mut even[row.clone()]),
+                    };
+                    lowest_of(&mut lowest[row], from, to, out, ix as u32);
                 }
             }
         }
-        // Row iy − 1 of shifts, now that the rows on both sides of it are done: its
-        // lowest cost per pixel (branch-free, over whole planes; `min` skips NaN), then,
-        // where that is lower than the running minimum, its first shift and the 3×3.
+        // Row iy − 1 of shifts, now that the rows on both sides of it are done: where its
+        // lowest cost is lower than the running minimum, its first shift and the 3×3.
         let Some(jy) = iy.checked_sub(1) else {
             continue;
         };
-        row_best.fill(f32::INFINITY);
-        for ix in 0..side {
-            let plane = &costs[slot(jy, ix)..][..npix];
-            row_best
-                .iter_mut()
-                .zip(plane)
-                .for_each(|(b, &c)| *b = b.min(c));
-        }
         let inner = |i: usize| (1..side - 1).contains(&i);
-        for (pix, &lowest) in row_best.iter().enumerate() {
+        let (lowest, arg) = (&row_best[jy % 2], &row_arg[jy % 2][side % 2]);
+        for (pix, (&lowest, &ix)) in lowest.iter().zip(arg).enumerate() {
             if lowest < best[pix].0 {
-                let cost = |ix: usize| costs[slot(jy, ix) + pix];
-                let ix = (0..side)
-                    .find(|&ix| cost(ix) == lowest)
-                    .expect("the lowest");
+                let ix = ix as usize;
                 best[pix] = (lowest, jy * side + ix);
                 if inner(jy) && inner(ix) {
                     around[pix] =
@@ -482,6 +487,20 @@ fn tile(
             }
         })
         .collect()
+}
+
+/// Where plane `ix`'s cost is lower than `lowest` (NaN never is), it, and `ix` into `to`
+/// (else `from`'s index): over the planes in order, each pixel's lowest cost and the
+/// first plane that has it. Branch-free (vectorised), on costs just written (a pass over
+/// the row's planes afterwards, and the search for the index in them, read them from L2
+/// and took a seventh of the search).
+#[inline(always)]
+fn lowest_of(lowest: &mut [f32], from: &[u32], to: &mut [u32], plane: &[f32], ix: u32) {
+    let pixels = lowest.iter_mut().zip(from).zip(to.iter_mut()).zip(plane);
+    for (((b, &a), to), &c) in pixels {
+        *to = if c < *b { ix } else { a };
+        *b = b.min(c);
+    }
 }
 
 /// A tile's normalised values, frame after frame: S (`ph` × `pw`) and R (`rh` × `rw`, the
