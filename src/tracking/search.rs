@@ -371,7 +371,7 @@ fn tile(
     ys: std::ops::Range<usize>,
     xs: std::ops::Range<usize>,
 ) -> Vec<([f32; 2], u8)> {
-    let (n, h, w, nw, m) = (st.n, st.h, st.w, p.window, p.max_shift);
+    let (n, w, nw, m) = (st.n, st.w, p.window, p.max_shift);
     let (rows, cols) = (ys.len(), xs.len());
     let npix = rows * cols;
     // Products on the window around the output pixels: rows [py0, py0 + ph), columns
@@ -383,21 +383,9 @@ fn tile(
     let (ph, pw) = (rows + 2 * nw, (cols + 2 * nw).next_multiple_of(LANES));
     let (rh, rw) = (ph + 2 * m, pw + 2 * m);
     let side = 2 * m + 1;
-    // The tile's values of each frame, normalised once.
-    let read = |raw: &[f32], y0: usize, x0: usize, rows: usize, cols: usize| {
-        let mut out = Vec::with_capacity(n * rows * cols);
-        for frame in raw.chunks_exact(h * w) {
-            for y in y0..y0 + rows {
-                let row = &frame[y * w + x0..][..cols.min(w - x0)];
-                out.extend(row.iter().map(|&v| v * st.scale - 1.0));
-                out.resize(out.len() + cols - row.len(), 0.0);
-            }
-        }
-        out
-    };
     let frames = Frames {
-        s: read(st.raw_s, py0, px0, ph, pw),
-        r: read(st.raw_r, py0 - m, px0 - m, rh, rw),
+        s: normalised(st, st.raw_s, [py0, px0], [ph, pw]),
+        r: normalised(st, st.raw_r, [py0 - m, px0 - m], [rh, rw]),
         n,
         ph,
         pw,
@@ -501,6 +489,28 @@ fn lowest_of(lowest: &mut [f32], from: &[u32], to: &mut [u32], plane: &[f32], ix
         *to = if c < *b { ix } else { a };
         *b = b.min(c);
     }
+}
+
+/// The `rows` × `cols` values from (y0, x0) of each frame of `raw`, normalised, zeros past
+/// the image's right edge: a tile's [`Frames`]. A function, not a closure, so that it is
+/// compiled for AVX2 in [`tile`]'s AVX2 version.
+#[inline(always)]
+fn normalised(
+    st: &Stacks,
+    raw: &[f32],
+    [y0, x0]: [usize; 2],
+    [rows, cols]: [usize; 2],
+) -> Vec<f32> {
+    let (h, w) = (st.h, st.w);
+    let mut out = Vec::with_capacity(st.n * rows * cols);
+    for frame in raw.chunks_exact(h * w) {
+        for y in y0..y0 + rows {
+            let row = &frame[y * w + x0..][..cols.min(w - x0)];
+            out.extend(row.iter().map(|&v| v * st.scale - 1.0));
+            out.resize(out.len() + cols - row.len(), 0.0);
+        }
+    }
+    out
 }
 
 /// A tile's normalised values, frame after frame: S (`ph` × `pw`) and R (`rh` × `rw`, the
