@@ -881,6 +881,10 @@ pub(super) fn reseed_outliers(
 /// Σ a·b in eight lanes (which the compiler vectorises; one running sum would not be).
 #[inline]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
+    if a.len() < 8 {
+        // Fewer frames than lanes (N < 8): the tail alone, without the lanes' set-up.
+        return a.iter().zip(b).map(|(x, y)| x * y).sum();
+    }
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail: f32 = ca
         .remainder()
