@@ -490,3 +490,35 @@ fn band_edges_leave_no_trace() {
         );
     }
 }
+
+/// Progress runs through the refinement too (about half of the time), not only the search:
+/// one report per band of 16 rows of each. A cancellation asked for in the refinement is
+/// honoured: a reconstruction aborted after its search ran several seconds more at 2048²
+/// and returned its maps.
+#[test]
+fn progress_and_cancellation_reach_the_refinement() {
+    let (size, band) = (96, 16);
+    let c = case(size, 10, None, None);
+    let (r, s) = (c.reference.view(), c.sample.view());
+    let p = Params::default();
+    let searched = (size - 2 * p.border()).div_ceil(band);
+    let seen = std::sync::Mutex::new(Vec::new());
+    let record = |f: f64| {
+        seen.lock().unwrap().push(f);
+        true
+    };
+    espinnet::tracking::track_with(r, s, &p, &record).unwrap();
+    let seen = seen.into_inner().unwrap();
+    assert_eq!(seen.len(), searched + size.div_ceil(band), "{seen:?}");
+    let last = seen.iter().cloned().fold(0.0, f64::max);
+    assert!((last - 1.0).abs() < 1e-12, "last report {last}");
+    // Stopped at the refinement's first report: no maps.
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    let stop = |_: f64| calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < searched;
+    let result = espinnet::tracking::track_with(r, s, &p, &stop);
+    assert!(
+        matches!(result, Err(espinnet::error::Error::Cancelled)),
+        "{:?}",
+        result.map(|_| ())
+    );
+}

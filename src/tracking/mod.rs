@@ -207,7 +207,8 @@ pub fn track(
     track_with(reference, sample, params, crate::progress::NONE)
 }
 
-/// [`track`] with progress reports (one per band of rows) and cancellation.
+/// [`track`] with progress reports (one per band of 16 rows of the search, then of the
+/// sub-pixel refinement) and cancellation.
 pub fn track_with(
     reference: ArrayView3<f32>,
     sample: ArrayView3<f32>,
@@ -239,7 +240,13 @@ pub(crate) fn track_lit(
     let clock = std::time::Instant::now();
     let mut stacks = search::Stacks::new(reference.view(), sample.view(), params, None);
     let prepared = clock.elapsed();
-    let (mut shift, mut status) = search::exhaustive(&stacks, params, progress)?;
+    // Progress: the search's bands, then the refinement's (each about half of the time);
+    // a cancellation is honoured after either's unit in flight.
+    let units = crate::progress::Units::new(
+        progress,
+        search::units(h, params) + bands::all(h).map(refine::units).sum::<usize>(),
+    );
+    let (mut shift, mut status) = search::exhaustive(&stacks, params, &units)?;
     if params.reseed {
         search::reseed_outliers(&stacks, params, &mut shift, &mut status);
     }
@@ -256,7 +263,8 @@ pub(crate) fn track_lit(
     let mut spare = Vec::new();
     for rows in bands::all(h) {
         let band = stacks.with_rows(bands::coefficient_rows(rows.clone(), params, h), spare);
-        refine::refine(&band, params, &shift, &mut out, rows.clone());
+        refine::refine(&band, params, &shift, &mut out, rows.clone(), &units);
+        units.check()?;
         if let Some(refits) = refits.as_mut() {
             refits.band(&band, rows, &mut out);
         }

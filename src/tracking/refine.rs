@@ -63,14 +63,21 @@ pub(super) fn unfitted(status: Array2<u8>) -> Output {
     }
 }
 
+/// The progress units of [`refine`] over `rows`: one per task of [`BAND`] rows.
+pub(super) fn units(rows: Range<usize>) -> usize {
+    rows.len().div_ceil(BAND)
+}
+
 /// Refines the pixels of `rows` into `out`, from the search's `shift`, with `st` holding the
-/// coefficients those rows need ([`bands::coefficient_rows`]).
+/// coefficients those rows need ([`bands::coefficient_rows`]); one of `units` per task,
+/// none after a cancellation.
 pub(super) fn refine(
     st: &Stacks,
     p: &Params,
     shift: &Array2<[f32; 2]>,
     out: &mut Output,
     rows: Range<usize>,
+    units: &crate::progress::Units,
 ) {
     // Tasks of BAND rows, each with its sample rows read once with the frames innermost
     // (gathered per pixel from N frames apart, they took a third of the refinement), its
@@ -97,6 +104,9 @@ pub(super) fn refine(
         .zip(tasks(res))
         .enumerate()
         .for_each(|(b, ((((mut dx, mut dy), mut t), mut d), mut res))| {
+            if !units.go_on() {
+                return;
+            }
             let y0 = rows.start + b * BAND;
             let sample_rows = y0.saturating_sub(p.window)..(y0 + dx.nrows() + p.window).min(st.h);
             let mut ws = Workspace {
@@ -117,6 +127,7 @@ pub(super) fn refine(
                 d[[k, x]] = fit.darkfield;
                 res[[k, x]] = fit.residual;
             }
+            units.finish_one();
         });
 }
 
@@ -766,6 +777,7 @@ fn fit_sums(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::progress::Units;
     use crate::simulate::{Preset, simulate};
 
     /// The estimate matches the simulator's Poisson noise: photon counts have variance
@@ -802,7 +814,8 @@ mod tests {
             };
             let st = Stacks::new(case.reference.view(), case.sample.view(), &p, None);
             let (shift, status) =
-                super::super::search::exhaustive(&st, &p, crate::progress::NONE).unwrap();
+                super::super::search::exhaustive(&st, &p, &Units::new(crate::progress::NONE, 1))
+                    .unwrap();
             let (gain, _) = noise_gain(&st, &p, &shift, &status);
             let expected = st.scale() as f64;
             assert!(
@@ -816,7 +829,8 @@ mod tests {
         let p = Params::default();
         let st = Stacks::new(case.reference.view(), case.sample.view(), &p, None);
         let (shift, status) =
-            super::super::search::exhaustive(&st, &p, crate::progress::NONE).unwrap();
+            super::super::search::exhaustive(&st, &p, &Units::new(crate::progress::NONE, 1))
+                .unwrap();
         let (gain, _) = noise_gain(&st, &p, &shift, &status);
         assert!(gain < 0.01 * st.scale() as f64, "noise-free: {gain:.3e}");
     }

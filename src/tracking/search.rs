@@ -305,15 +305,19 @@ fn cost(
     }
 }
 
-/// Sub-pixel shifts (dy, dx) and status of every pixel; one progress unit per band.
+/// The progress units of [`exhaustive`]: one per band of [`BAND`] rows.
+pub(super) fn units(h: usize, p: &Params) -> usize {
+    (h - 2 * p.border()).div_ceil(BAND)
+}
+
+/// Sub-pixel shifts (dy, dx) and status of every pixel; one of `units` per band.
 pub(super) fn exhaustive(
     st: &Stacks,
     p: &Params,
-    progress: &dyn crate::progress::Progress,
+    units: &crate::progress::Units,
 ) -> crate::Result<(Array2<[f32; 2]>, Array2<u8>)> {
     let (h, w, b) = (st.h, st.w, p.border());
     let bands: Vec<usize> = (b..h - b).step_by(BAND).collect();
-    let units = crate::progress::Units::new(progress, bands.len());
     let results: Vec<Vec<([f32; 2], u8)>> = bands
         .par_iter()
         .map(|&y0| {
