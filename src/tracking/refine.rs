@@ -193,7 +193,7 @@ impl<T> Sums<T> {
 impl Sums<[f64; LANES]> {
     /// Adds eight frames' f32 sums, in f64, lane by lane (in vectors).
     #[inline(always)]
-    fn add(&mut self, f: &mut Sums<[f32; LANES]>) {
+    fn add(&mut self, mut f: Sums<[f32; LANES]>) {
         for (total, v) in self.products().into_iter().zip(f.products()) {
             // Through copies, which cannot alias: vectorised.
             let (t, v) = (*total, *v);
@@ -752,7 +752,7 @@ fn window_sums(
                 }
             }
         }
-        totals.add(&mut f);
+        totals.add(f);
     }
     totals.total(n as f64 * w_frame as f64)
 }

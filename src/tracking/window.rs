@@ -56,6 +56,11 @@ pub(crate) fn filter(
 ) {
     let r = kernel.len() / 2;
     let (inner_h, inner_w) = (h.saturating_sub(2 * r), w.saturating_sub(2 * r));
+    if inner_h == 0 || inner_w == 0 {
+        // The window fits nowhere.
+        dst[..h * w].fill(0.0);
+        return;
+    }
     // rows: tmp holds the columns [r, w − r) of every row
     tmp.resize(h * inner_w, 0.0);
     for y in 0..h {
@@ -65,8 +70,8 @@ pub(crate) fn filter(
         }
     }
     // columns
-    dst[..r.min(h) * w].fill(0.0);
-    dst[(r + inner_h).min(h) * w..h * w].fill(0.0);
+    dst[..r * w].fill(0.0);
+    dst[(r + inner_h) * w..h * w].fill(0.0);
     for y in r..r + inner_h {
         let out = &mut dst[y * w..(y + 1) * w];
         out[..r].fill(0.0);
@@ -99,4 +104,39 @@ pub(crate) fn neighbours(
     let rows = y.saturating_sub(nw).max(inset)..(y + nw + 1).min(h.saturating_sub(inset));
     let columns = x.saturating_sub(nw).max(inset)..(x + nw + 1).min(w.saturating_sub(inset));
     rows.flat_map(move |qy| columns.clone().map(move |qx| (qy, qx)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The separable sums are the direct weighted sums where the window fits, zero
+    /// elsewhere, and all zero in an image narrower or shorter than the window.
+    #[test]
+    fn filter_sums_the_window_where_it_fits() {
+        let kernel = weights(1, true);
+        for (h, w) in [(7, 9), (2, 9), (7, 1)] {
+            let src: Vec<f32> = (0..h * w).map(|i| ((i * 37) % 11) as f32 - 5.0).collect();
+            let (mut dst, mut tmp) = (vec![f32::NAN; h * w], Vec::new());
+            filter(&src, h, w, &kernel, &mut dst, &mut tmp);
+            for y in 0..h {
+                for x in 0..w {
+                    let inside = (1..h.saturating_sub(1)).contains(&y)
+                        && (1..w.saturating_sub(1)).contains(&x);
+                    let direct: f32 = match inside {
+                        false => 0.0,
+                        true => (0..3)
+                            .flat_map(|a| (0..3).map(move |b| (a, b)))
+                            .map(|(a, b)| kernel[a] * kernel[b] * src[(y + a - 1) * w + x + b - 1])
+                            .sum(),
+                    };
+                    let got = dst[y * w + x];
+                    assert!(
+                        (got - direct).abs() < 1e-5,
+                        "({h}, {w}) at ({y}, {x}): {got} {direct}"
+                    );
+                }
+            }
+        }
+    }
 }
