@@ -245,6 +245,16 @@ fn tifffile_stacks_of_three_and_four_frames_are_read_as_frames() {
 }
 
 #[test]
+fn float_pages_are_read_in_any_byte_order_and_compression() {
+    let expected = Array3::from_shape_fn((5, 5, 7), |(k, y, x)| (100 * k + 10 * y + x) as f32);
+    for name in ["be-float32.tif", "be-float32-deflate.tif", "n4-default.tif"] {
+        let s = read_stack(&hostile(name)).unwrap();
+        let n = s.dim().0;
+        assert_eq!(s, expected.slice(ndarray::s![..n, .., ..]), "{name}");
+    }
+}
+
+#[test]
 fn headers_that_claim_more_than_the_file_holds_are_refused_before_allocating() {
     for (name, says) in [
         ("huge-header.tif", "more than the file holds"),

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use ndarray::{Array3, ArrayView3};
 use tiff::ColorType;
-use tiff::decoder::{Decoder, DecodingResult, Limits};
+use tiff::decoder::{Decoder, DecodingResult, DecodingSampleType, Limits};
 use tiff::encoder::{TiffEncoder, colortype::Gray32Float};
 use tiff::tags::Tag;
 
@@ -79,29 +79,53 @@ pub(super) fn read(path: &Path) -> Result<Array3<f32>> {
         limits.decoding_buffer_size = bytes;
         limits.intermediate_buffer_size = limits.intermediate_buffer_size.max(bytes);
         dec = dec.with_limits(limits);
-        // The page as decoded, and as f32 at the end of the stack.
+        // The page, as f32 at the end of the stack.
         let values = usize::try_from(frame * samples).unwrap_or(usize::MAX);
         crate::memory::ensure(bytes as u64, None, &format!("reading {}", path.display()))?;
-        data.try_reserve(values).map_err(|_| {
-            let bytes = (data.len() as u64 + frame * samples).saturating_mul(4);
-            crate::memory::refused(&format!("reading {}", path.display()), bytes)
-        })?;
-        dec.read_image_to_buffer(&mut buffer).map_err(fmt)?;
+        let reserve = |data: &mut Vec<f32>, values: usize| {
+            data.try_reserve_exact(values).map_err(|_| {
+                let bytes = (data.len() as u64)
+                    .saturating_add(values as u64)
+                    .saturating_mul(4);
+                crate::memory::refused(&format!("reading {}", path.display()), bytes)
+            })
+        };
+        if data.capacity() - data.len() < values {
+            // Uncompressed, the file bounds the page count: one allocation for the whole
+            // stack. Growing it page by page, or reading two stacks at once, leaves freed
+            // buffers in glibc's per-thread heaps (96 MiB at 2 × 20 × 2048²).
+            let pages = match compressed {
+                false => usize::try_from((file_len / bytes.max(1) as u64).max(1)),
+                true => Ok(1),
+            };
+            reserve(&mut data, values.saturating_mul(pages.unwrap_or(1)))
+                .or_else(|_| reserve(&mut data, values))?;
+        }
         let before = data.len();
-        match &buffer {
-            DecodingResult::U8(v) => data.extend(v.iter().map(|&x| f32::from(x))),
-            DecodingResult::U16(v) => data.extend(v.iter().map(|&x| f32::from(x))),
-            DecodingResult::U32(v) => data.extend(v.iter().map(|&x| x as f32)),
-            DecodingResult::I8(v) => data.extend(v.iter().map(|&x| f32::from(x))),
-            DecodingResult::I16(v) => data.extend(v.iter().map(|&x| f32::from(x))),
-            DecodingResult::I32(v) => data.extend(v.iter().map(|&x| x as f32)),
-            DecodingResult::F32(v) => data.extend(v),
-            DecodingResult::F64(v) => data.extend(v.iter().map(|&x| x as f32)),
-            _ => {
-                return Err(Error::format(
-                    path,
-                    format!("page {page}: unsupported sample type"),
-                ));
+        let layout = dec.image_buffer_layout().map_err(fmt)?;
+        if layout.sample_type == Some(DecodingSampleType::F32) && layout.complete_len == values * 4
+        {
+            // Float pages are decoded straight into the stack.
+            data.resize(before + values, 0.0);
+            dec.read_image_bytes(bytemuck::cast_slice_mut(&mut data[before..]))
+                .map_err(fmt)?;
+        } else {
+            dec.read_image_to_buffer(&mut buffer).map_err(fmt)?;
+            match &buffer {
+                DecodingResult::U8(v) => data.extend(v.iter().map(|&x| f32::from(x))),
+                DecodingResult::U16(v) => data.extend(v.iter().map(|&x| f32::from(x))),
+                DecodingResult::U32(v) => data.extend(v.iter().map(|&x| x as f32)),
+                DecodingResult::I8(v) => data.extend(v.iter().map(|&x| f32::from(x))),
+                DecodingResult::I16(v) => data.extend(v.iter().map(|&x| f32::from(x))),
+                DecodingResult::I32(v) => data.extend(v.iter().map(|&x| x as f32)),
+                DecodingResult::F32(v) => data.extend(v),
+                DecodingResult::F64(v) => data.extend(v.iter().map(|&x| x as f32)),
+                _ => {
+                    return Err(Error::format(
+                        path,
+                        format!("page {page}: unsupported sample type"),
+                    ));
+                }
             }
         }
         if (data.len() - before) as u64 != frame * samples {

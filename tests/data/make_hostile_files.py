@@ -47,3 +47,8 @@ header = header + " " * (63 - (10 + len(header)) % 64) + "\n"
 header = "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4 }"
 header = header + " " * (63 - (10 + len(header)) % 64) + "\n"
 (HERE / "bad-header.npy").write_bytes(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode() + bytes(48))
+
+# Float pages in big-endian byte order, plain and deflated (read straight into the stack).
+for name, compression in [("be-float32.tif", None), ("be-float32-deflate.tif", "zlib")]:
+    tifffile.imwrite(HERE / name, frames(5, np.float32), byteorder=">", compression=compression,
+                     photometric="minisblack")

@@ -409,6 +409,8 @@ pub fn run(a: &ReconstructArgs) -> Result<()> {
     bar.finish_and_clear();
     let maps = result?;
     let engine_s = clock.elapsed().as_secs_f64();
+    // The stacks are most of the run's memory and are not needed for writing.
+    drop((reference, sample));
 
     let clock = Instant::now();
     let images = maps.named();
