@@ -554,6 +554,10 @@ fn session_builder(options: &Options, requested: Provider) -> Result<(SessionBui
         // at the peak instead of 360–400, and no slower. (Not measured on a GPU.)
         .with_memory_pattern(provider.is_gpu())
         .map_err(set_err)?;
+    let builder = match provider.is_gpu() {
+        true => builder,
+        false => builder.with_env_allocators().map_err(set_err)?,
+    };
     Ok((builder, provider))
 }
 

@@ -100,6 +100,7 @@ pub fn environment(explicit: Option<&Path>) -> Result<(Environment, PathBuf)> {
     let env = std::panic::catch_unwind(build)
         .map_err(|p| crate::error::panic_message(p.as_ref()))
         .and_then(|r| r)
+        .and_then(|env| register_cpu_arena(&env).map(|()| env))
         .map_err(|e| Error::Runtime(format!("{} (from {source}): {e}", path.display())))?;
     log::info!(
         "ONNX Runtime loaded from {} ({source}) in {:.3} s",
@@ -108,6 +109,50 @@ pub fn environment(explicit: Option<&Path>) -> Result<(Environment, PathBuf)> {
     );
     *loaded = Some((path.clone(), env.clone()));
     Ok((env, path))
+}
+
+/// Registers the environment's CPU arena, which the CPU sessions share
+/// ([`ort::session::builder::SessionBuilder::with_env_allocators`]), growing by what each
+/// allocation asks rather than by powers of two (the sessions' own arenas). Measured with
+/// ONNX Runtime 1.31 on tiles of 560² × 20: 43 MiB less at its peak, and 74 MiB less once
+/// shrunk after a reconstruction's last call, when the guard and the phase integration
+/// run; no slower.
+fn register_cpu_arena(env: &Environment) -> std::result::Result<(), String> {
+    use ort::AsPointer;
+    use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+    let info = MemoryInfo::new(
+        AllocationDevice::CPU,
+        0,
+        AllocatorType::Arena,
+        MemoryType::Default,
+    )
+    .map_err(|e| e.to_string())?;
+    let api = ort::api();
+    let check = |status: ort::sys::OrtStatusPtr| match status.0.is_null() {
+        true => Ok(()),
+        // SAFETY: a non-null status from this API, read once and released.
+        false => unsafe {
+            let message = std::ffi::CStr::from_ptr((api.GetErrorMessage)(status.0));
+            let message = message.to_string_lossy().into_owned();
+            (api.ReleaseStatus)(status.0);
+            Err(format!("could not register its CPU arena: {message}"))
+        },
+    };
+    let (keys, values) = ([c"arena_extend_strategy".as_ptr()], [1usize]); // kSameAsRequested
+    let mut config = std::ptr::null_mut();
+    // SAFETY: one key and one value, as counted; the configuration is released after use
+    // (ONNX Runtime copies it), and the memory info outlives the call.
+    unsafe {
+        check((api.CreateArenaCfgV2)(
+            keys.as_ptr(),
+            values.as_ptr(),
+            1,
+            &mut config,
+        ))?;
+        let status = (api.CreateAndRegisterAllocator)(env.ptr().cast_mut(), info.ptr(), config);
+        (api.ReleaseArenaCfg)(config);
+        check(status)
+    }
 }
 
 /// ONNX Runtime's messages go to `log` (target `onnxruntime`) rather than its own stderr
