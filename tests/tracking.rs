@@ -492,11 +492,11 @@ fn band_edges_leave_no_trace() {
 }
 
 /// Progress runs through the refinement too (about half of the time), not only the search:
-/// one report per band of 16 rows of each. A cancellation asked for in the refinement is
-/// honoured: a reconstruction aborted after its search ran several seconds more at 2048²
-/// and returned its maps.
+/// one report per band of 16 rows of each, then one per step of refits. A cancellation
+/// asked for in the refinement or the refits is honoured: a reconstruction aborted after
+/// its search ran several seconds more at 2048² and returned its maps.
 #[test]
-fn progress_and_cancellation_reach_the_refinement() {
+fn progress_and_cancellation_reach_the_refinement_and_the_refits() {
     let (size, band) = (96, 16);
     let c = case(size, 10, None, None);
     let (r, s) = (c.reference.view(), c.sample.view());
@@ -509,16 +509,19 @@ fn progress_and_cancellation_reach_the_refinement() {
     };
     espinnet::tracking::track_with(r, s, &p, &record).unwrap();
     let seen = seen.into_inner().unwrap();
-    assert_eq!(seen.len(), searched + size.div_ceil(band), "{seen:?}");
+    let refined = size.div_ceil(band);
+    assert_eq!(seen.len(), searched + refined + 2, "{seen:?}");
     let last = seen.iter().cloned().fold(0.0, f64::max);
     assert!((last - 1.0).abs() < 1e-12, "last report {last}");
-    // Stopped at the refinement's first report: no maps.
-    let calls = std::sync::atomic::AtomicUsize::new(0);
-    let stop = |_: f64| calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < searched;
-    let result = espinnet::tracking::track_with(r, s, &p, &stop);
-    assert!(
-        matches!(result, Err(espinnet::error::Error::Cancelled)),
-        "{:?}",
-        result.map(|_| ())
-    );
+    // Stopped at the refinement's first report, or at either step of refits: no maps.
+    for at in [searched, searched + refined, searched + refined + 1] {
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let stop = |_: f64| calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < at;
+        let result = espinnet::tracking::track_with(r, s, &p, &stop);
+        assert!(
+            matches!(result, Err(espinnet::error::Error::Cancelled)),
+            "stopped at report {at}: {:?}",
+            result.map(|_| ())
+        );
+    }
 }

@@ -240,11 +240,13 @@ pub(crate) fn track_lit(
     let clock = std::time::Instant::now();
     let mut stacks = search::Stacks::new(reference.view(), sample.view(), params, None);
     let prepared = clock.elapsed();
-    // Progress: the search's bands, then the refinement's (each about half of the time);
-    // a cancellation is honoured after either's unit in flight.
+    // Progress: the search's bands, then the refinement's (each about half of the time),
+    // then one unit for each step of refits; a cancellation is honoured after the unit in
+    // flight.
+    let refit_units = if params.adaptive { 2 } else { 0 };
     let units = crate::progress::Units::new(
         progress,
-        search::units(h, params) + bands::all(h).map(refine::units).sum::<usize>(),
+        search::units(h, params) + bands::all(h).map(refine::units).sum::<usize>() + refit_units,
     );
     let (mut shift, mut status) = search::exhaustive(&stacks, params, &units)?;
     if params.reseed {
@@ -274,10 +276,14 @@ pub(crate) fn track_lit(
         refits.finish(&mut out);
     }
     if params.adaptive {
+        units.finish_one();
+        units.check()?;
         spare = affine::refit(&stacks, params, &mut out, spare);
         if let Some(median) = median_residual {
             plane::refit(&stacks, params, &mut out, median, spare);
         }
+        units.finish_one();
+        units.check()?;
     }
     let refined = clock.elapsed();
     let bias = spline_bias::SplineBias::estimate(reference.view(), stacks.scale(), noise);
