@@ -82,24 +82,21 @@ pub(super) fn read(path: &Path) -> Result<Array3<f32>> {
         // The page, as f32 at the end of the stack.
         let values = usize::try_from(frame * samples).unwrap_or(usize::MAX);
         crate::memory::ensure(bytes as u64, None, &format!("reading {}", path.display()))?;
-        let reserve = |data: &mut Vec<f32>, values: usize| {
-            data.try_reserve_exact(values).map_err(|_| {
-                let bytes = (data.len() as u64)
-                    .saturating_add(values as u64)
-                    .saturating_mul(4);
-                crate::memory::refused(&format!("reading {}", path.display()), bytes)
-            })
-        };
         if data.capacity() - data.len() < values {
-            // Uncompressed, the file bounds the page count: one allocation for the whole
-            // stack. Growing it page by page, or reading two stacks at once, leaves freed
-            // buffers in glibc's per-thread heaps (96 MiB at 2 × 20 × 2048²).
-            let pages = match compressed {
-                false => usize::try_from((file_len / bytes.max(1) as u64).max(1)),
-                true => Ok(1),
-            };
-            reserve(&mut data, values.saturating_mul(pages.unwrap_or(1)))
-                .or_else(|_| reserve(&mut data, values))?;
+            // Uncompressed, the file bounds the page count: the whole stack in one
+            // allocation. Grown page by page, two stacks read at once left 96 MiB of freed
+            // buffers in glibc's per-thread heaps at 2 × 20 × 2048².
+            let pages = (file_len / (bytes as u64).max(1)).max(1);
+            let bound = usize::try_from(pages).map_or(usize::MAX, |p| p.saturating_mul(values));
+            let whole = !compressed && data.try_reserve_exact(bound).is_ok();
+            if !whole {
+                data.try_reserve(values).map_err(|_| {
+                    let bytes = (data.len() as u64)
+                        .saturating_add(values as u64)
+                        .saturating_mul(4);
+                    crate::memory::refused(&format!("reading {}", path.display()), bytes)
+                })?;
+            }
         }
         let before = data.len();
         let layout = dec.image_buffer_layout().map_err(fmt)?;

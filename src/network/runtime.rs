@@ -100,8 +100,11 @@ pub fn environment(explicit: Option<&Path>) -> Result<(Environment, PathBuf)> {
     let env = std::panic::catch_unwind(build)
         .map_err(|p| crate::error::panic_message(p.as_ref()))
         .and_then(|r| r)
-        .and_then(|env| register_cpu_arena(&env).map(|()| env))
         .map_err(|e| Error::Runtime(format!("{} (from {source}): {e}", path.display())))?;
+    // Without it the sessions use arenas of their own.
+    if let Err(e) = register_cpu_arena(&env) {
+        log::warn!("ONNX Runtime: {e}");
+    }
     log::info!(
         "ONNX Runtime loaded from {} ({source}) in {:.3} s",
         path.display(),
