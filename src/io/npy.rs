@@ -86,23 +86,23 @@ fn check_header(path: &Path) -> Result<()> {
 pub(super) fn read(path: &Path) -> Result<Array3<f32>> {
     check_header(path)?;
     // The dtype is in the header; try the types a detector or numpy commonly writes.
-    fn try_read<T: ndarray_npy::ReadableElement + Copy>(
+    fn try_read<T: ndarray_npy::ReadableElement>(
         path: &Path,
-        cast: fn(T) -> f32,
-    ) -> std::result::Result<ArrayD<f32>, ReadNpyError> {
+    ) -> std::result::Result<ArrayD<T>, ReadNpyError> {
         let file = File::open(path).map_err(ReadNpyError::Io)?;
-        Ok(ArrayD::<T>::read_npy(file)?.mapv(cast))
+        ArrayD::<T>::read_npy(file)
     }
     type Reader = fn(&Path) -> std::result::Result<ArrayD<f32>, ReadNpyError>;
     let readers: [Reader; 8] = [
-        |p| try_read::<f32>(p, |v| v),
-        |p| try_read::<f64>(p, |v| v as f32),
-        |p| try_read::<u16>(p, f32::from),
-        |p| try_read::<u8>(p, f32::from),
-        |p| try_read::<i16>(p, f32::from),
-        |p| try_read::<i32>(p, |v| v as f32),
-        |p| try_read::<u32>(p, |v| v as f32),
-        |p| try_read::<i64>(p, |v| v as f32),
+        // As read: a copy would double the stack's memory while it is made.
+        try_read::<f32>,
+        |p| Ok(try_read::<f64>(p)?.mapv(|v| v as f32)),
+        |p| Ok(try_read::<u16>(p)?.mapv(f32::from)),
+        |p| Ok(try_read::<u8>(p)?.mapv(f32::from)),
+        |p| Ok(try_read::<i16>(p)?.mapv(f32::from)),
+        |p| Ok(try_read::<i32>(p)?.mapv(|v| v as f32)),
+        |p| Ok(try_read::<u32>(p)?.mapv(|v| v as f32)),
+        |p| Ok(try_read::<i64>(p)?.mapv(|v| v as f32)),
     ];
     let mut last = None;
     for r in readers {
