@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use ndarray::{Array2, Array4, ArrayView3, s};
-use ort::session::builder::SessionBuilder;
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::{RunOptions, Session};
 use ort::value::TensorRef;
 use ort::value::ValueType;
@@ -556,7 +556,15 @@ fn session_builder(options: &Options, requested: Provider) -> Result<(SessionBui
         .map_err(set_err)?;
     let builder = match provider.is_gpu() {
         true => builder,
-        false => builder.with_env_allocators().map_err(set_err)?,
+        // ONNX Runtime's last level rewrites the convolutions into its blocked NCHWc layout,
+        // with reorders around them (18 % of the time at 512²) that cost more than the
+        // layout saves here: without it a 512² tile ran in 0.17–0.27 s against 0.22–0.36 s,
+        // with 52 MiB less memory, and the session started faster (model card, Speed).
+        false => builder
+            .with_optimization_level(GraphOptimizationLevel::Level2)
+            .map_err(set_err)?
+            .with_env_allocators()
+            .map_err(set_err)?,
     };
     Ok((builder, provider))
 }
