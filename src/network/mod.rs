@@ -560,6 +560,7 @@ fn session_builder(options: &Options, requested: Provider) -> Result<(SessionBui
         // with reorders around them (18 % of the time at 512²) that cost more than the
         // layout saves here: without it a 512² tile ran in 0.17–0.27 s against 0.22–0.36 s,
         // with 52 MiB less memory, and the session started faster (model card, Speed).
+        // The environment's arena (`runtime::register_cpu_arena`) serves every CPU session.
         false => builder
             .with_optimization_level(GraphOptimizationLevel::Level2)
             .map_err(set_err)?
