@@ -305,9 +305,14 @@ fn cost(
     }
 }
 
-/// The progress units of [`exhaustive`]: one per band of [`BAND`] rows.
+/// The first rows of [`exhaustive`]'s bands of [`BAND`] rows, on an image `h` rows high.
+fn band_starts(h: usize, p: &Params) -> std::iter::StepBy<std::ops::Range<usize>> {
+    (p.border()..h - p.border()).step_by(BAND)
+}
+
+/// The progress units of [`exhaustive`]: one per band.
 pub(super) fn units(h: usize, p: &Params) -> usize {
-    (h - 2 * p.border()).div_ceil(BAND)
+    band_starts(h, p).len()
 }
 
 /// Sub-pixel shifts (dy, dx) and status of every pixel; one of `units` per band.
@@ -317,7 +322,7 @@ pub(super) fn exhaustive(
     units: &crate::progress::Units,
 ) -> crate::Result<(Array2<[f32; 2]>, Array2<u8>)> {
     let (h, w, b) = (st.h, st.w, p.border());
-    let bands: Vec<usize> = (b..h - b).step_by(BAND).collect();
+    let bands: Vec<usize> = band_starts(h, p).collect();
     let results: Vec<Vec<([f32; 2], u8)>> = bands
         .par_iter()
         .map(|&y0| {
