@@ -296,7 +296,8 @@ void esp_options_free(struct esp_options *opts);
  *   `onnxruntime` wheel of the active Python environment, `$VIRTUAL_ENV`), `provider`
  *   (`auto`, `cpu`, `cuda`, `tensorrt`), `scaling` (`nearest`, `linear`), `tile` (px;
  *   0 = 640 on the CPU, 1280 on a GPU, the default), `overlap` (px), `batch`, `guard`
- *   (default true: pixels the signal model rejects are solved again by the tracker),
+ *   (default true: the network's smooth bias, measured by the tracker on a grid of pixels,
+ *   is taken off, and pixels the signal model rejects are solved again by the tracker),
  *   `image_px` (`HEIGHTxWIDTH`, the image size to be run if known: the engine then starts
  *   faster; other sizes still run), `device_id`, `fp16`, `gpu_mem_limit_mib`, `trt_cache` (directory).
  * - Tracking: `window` (px, half-width), `max_shift` (px), `mean_window` (px),

@@ -112,7 +112,8 @@ impl Options {
     /// - Network: `model` (path to an ONNX export), `ort_library` (path to libonnxruntime),
     ///   `provider` (`auto`, `cpu`, `cuda`, `tensorrt`), `scaling` (`nearest`, `linear`),
     ///   `tile` (px; 0 = 640 on the CPU, 1280 on a GPU), `overlap` (px), `batch`, `guard`
-    ///   (pixels the signal model rejects solved again by the tracker; on by default),
+    ///   (the network's smooth bias taken off and pixels the signal model rejects solved
+    ///   again, both by the tracker; on by default),
     ///   `device_id`, `fp16`, `gpu_mem_limit_mib` (MiB), `trt_cache` (directory).
     /// - Tracking: `window` (px, half-width), `max_shift` (px), `mean_window` (px),
     ///   `dark_field`, `hamming`, `reseed`, `adaptive`.

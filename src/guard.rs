@@ -1,5 +1,6 @@
-//! The network's guard: where the signal model says the network's estimate is wrong, the
-//! tracker solves the pixel again ([`tracking::resolve`]).
+//! The network's guard: the tracker takes off the network's smooth bias ([`bias`]), then,
+//! where the signal model says the estimate is wrong, solves the pixel again
+//! ([`tracking::resolve`]).
 //!
 //! A pixel is suspect where its residual is over [`SUSPECT`]× the median residual: a good
 //! fit's residual is the local noise, which varies little across an image once it is in
@@ -23,6 +24,8 @@
 //! (`tracking/resolve.rs`); from N = 5, pixels still unexplained then take the estimate of
 //! an explained neighbour that explains their own values, in passes that reach further
 //! into a smoothed band ([`borrow`]).
+
+mod bias;
 
 use std::collections::HashMap;
 
@@ -215,9 +218,26 @@ pub(crate) fn guard(
 ) -> (Array2<f32>, Vec<[usize; 2]>, Illumination) {
     let mut residual = Array2::<f32>::zeros(dx.dim());
     let clock = std::time::Instant::now();
+    let n = reference.dim().0;
+    let params = params(tracking, n);
+    // The bias first: the guard then judges the corrected estimate, whose residuals need
+    // fewer pixels solved again (on the 2048² × 20 simulated case 14 000 suspects against
+    // 117 000).
+    let light = {
+        let fit = Fit::new(reference, sample, Contrasts::new(dx, dy, t, d));
+        let bias = bias::Bias::measure(&fit, &params);
+        let light = fit.illumination().clone();
+        drop(fit);
+        bias.apply([&mut *dx, &mut *dy, &mut *t, &mut *d]);
+        log::debug!(
+            "guard: the network's bias taken off at {:.2} s",
+            clock.elapsed().as_secs_f64()
+        );
+        light
+    };
     let (changed, light) = {
         let estimate = Contrasts::new(dx, dy, t, d);
-        let fit = Fit::new(reference, sample, estimate);
+        let fit = Fit::with_illumination(reference, sample, estimate, Some(&light));
         let mut mean = Array2::<f32>::zeros(dx.dim());
         fit.residual_and_mean_into(residual.view_mut(), mean.view_mut());
         log::debug!(
@@ -234,8 +254,6 @@ pub(crate) fn guard(
         let mid = finite.len() / 2;
         let median = *finite.select_nth_unstable_by(mid, f32::total_cmp).1;
         drop(finite);
-        let n = reference.dim().0;
-        let params = params(tracking, n);
         let scale = reference_scale(&fit, &params, &mean, median);
         let mut maps = Maps {
             network: &estimate,

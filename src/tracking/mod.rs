@@ -41,8 +41,8 @@ use ndarray::{Array2, ArrayView3};
 use serde::{Deserialize, Serialize};
 
 pub(crate) use resolve::memory_bytes as resolve_memory_bytes;
-pub(crate) use resolve::residuals_searched_from;
 pub use resolve::{Solved, resolve};
+pub(crate) use resolve::{refined_from, residuals_searched_from};
 pub(crate) use window::filter as window_filter;
 pub(crate) use window::neighbours;
 

@@ -162,6 +162,34 @@ pub(crate) fn residuals_searched_from(
     residuals
 }
 
+/// The tracker's fit at each of `pixels` (sorted by row) by its sub-pixel step from
+/// `fit`'s estimate there, `[dx, dy, T, D]`; NaN where the window leaves the image or the
+/// estimate is not finite or beyond the reach.
+pub(crate) fn refined_from(params: &Params, fit: &Fit, pixels: &[(usize, usize)]) -> Vec<[f32; 4]> {
+    debug_assert!(pixels.is_sorted());
+    let (reference, sample, estimate) = fit.parts();
+    let (_, h, w) = reference.dim();
+    let sample = sample.as_standard_layout();
+    let reach = bands::reach(params) as f32;
+    let (mut out, mut spare) = (Vec::with_capacity(pixels.len()), Vec::new());
+    for run in bands::runs(pixels, params) {
+        let rows = bands::coefficient_rows(bands::rows_of(run), params, h);
+        let light = Some(fit.illumination());
+        let st = Stacks::without_sums(reference, sample.view(), params, light, rows, spare);
+        out.par_extend(run.par_iter().map_init(Workspace::default, |ws, &q| {
+            let [dx, dy] = [estimate.dx[q], estimate.dy[q]];
+            let within = dx.abs() <= reach && dy.abs() <= reach; // false for NaN
+            if !within || !window_inside(q, params.window, (h, w)) {
+                return [f32::NAN; 4];
+            }
+            let f = fit_at(&st, params, q.0, q.1, [dy, dx], true, ws);
+            [f.shift[1], f.shift[0], f.transmission, f.darkfield]
+        }));
+        spare = st.into_spare();
+    }
+    out
+}
+
 /// Whether the window (half-width `nw`) of pixel (y, x) lies inside an `h`×`w` image.
 fn window_inside((y, x): (usize, usize), nw: usize, (h, w): (usize, usize)) -> bool {
     y >= nw && x >= nw && y + nw < h && x + nw < w

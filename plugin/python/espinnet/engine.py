@@ -179,7 +179,8 @@ class Engine:
         CPU threads for every step; default one per core.
     **options
         Any other option of the C ABI by name (``esp_options_set``): ``scaling``, ``tile``,
-        ``overlap``, ``batch``, ``guard`` (default true: pixels the signal model rejects are
+        ``overlap``, ``batch``, ``guard`` (default true: the network's smooth bias, measured by
+        the tracker on a grid of pixels, is taken off, and pixels the signal model rejects are
         solved again by the tracker; false saves its time), ``image_px`` (``"HxW"``, the
         image size to be run, if known: the network then starts faster), ``device_id``, ``fp16``, ``gpu_mem_limit_mib``, ``trt_cache``,
         ``mean_window``, ``dark_field``, ``hamming``, ``reseed``, ``adaptive``, ``integration``.
