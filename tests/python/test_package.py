@@ -146,9 +146,11 @@ def test_the_guard_reports_the_pixels_it_solved_again(small):
     tracked = espinnet.retrieve(ref, smp, engine="tracking")
     assert 0 <= guarded.resolved_pixels < guarded.dx.size
     assert raw.resolved_pixels == 0 and tracked.resolved_pixels == 0
-    # Only the pixels it solved again differ.
-    changed = int(np.count_nonzero((guarded.dx != raw.dx) | (guarded.dy != raw.dy)))
-    assert changed <= guarded.resolved_pixels
+    # It takes the network's smooth bias off every pixel, by at most 0.5 px; only the
+    # pixels it solved again may move further.
+    moved = (np.abs(guarded.dx - raw.dx) > 0.5) | (np.abs(guarded.dy - raw.dy) > 0.5)
+    assert int(np.count_nonzero(moved)) <= guarded.resolved_pixels
+    assert np.count_nonzero(guarded.dx != raw.dx) > guarded.resolved_pixels
 
 
 @needs_ort
