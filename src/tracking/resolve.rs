@@ -140,51 +140,55 @@ pub(crate) fn residuals_searched_from(
     fit: &Fit,
     pixels: &[(usize, usize)],
 ) -> Vec<f32> {
-    debug_assert!(pixels.is_sorted());
-    let (reference, sample, estimate) = fit.parts();
-    let (_, h, w) = reference.dim();
-    let sample = sample.as_standard_layout();
+    let (_, _, estimate) = fit.parts();
     let none = HashMap::new();
-    let (mut residuals, mut spare) = (Vec::with_capacity(pixels.len()), Vec::new());
-    for run in bands::runs(pixels, params) {
-        let rows = bands::coefficient_rows(bands::rows_of(run), params, h);
-        let light = Some(fit.illumination());
-        let st = Stacks::without_sums(reference, sample.view(), params, light, rows, spare);
-        residuals.par_extend(run.par_iter().map_init(Workspace::default, |ws, &q| {
-            if !window_inside(q, params.window, (h, w)) {
-                return f32::NAN;
-            }
-            let (new, _) = search_from(&st, params, current(estimate, &none, q), q, ws);
-            fit.residual_at(q.0, q.1, new)
-        }));
-        spare = st.into_spare();
-    }
-    residuals
+    per_pixel(params, fit, pixels, |st, q, ws| {
+        if !window_inside(q, params.window, (st.h, st.w)) {
+            return f32::NAN;
+        }
+        let (new, _) = search_from(st, params, current(estimate, &none, q), q, ws);
+        fit.residual_at(q.0, q.1, new)
+    })
 }
 
 /// The tracker's fit at each of `pixels` (sorted by row) by its sub-pixel step from
 /// `fit`'s estimate there, `[dx, dy, T, D]`; NaN where the window leaves the image or the
 /// estimate is not finite or beyond the reach.
 pub(crate) fn refined_from(params: &Params, fit: &Fit, pixels: &[(usize, usize)]) -> Vec<[f32; 4]> {
-    debug_assert!(pixels.is_sorted());
-    let (reference, sample, estimate) = fit.parts();
-    let (_, h, w) = reference.dim();
-    let sample = sample.as_standard_layout();
+    let (_, _, estimate) = fit.parts();
     let reach = bands::reach(params) as f32;
+    per_pixel(params, fit, pixels, |st, q, ws| {
+        let [dx, dy] = [estimate.dx[q], estimate.dy[q]];
+        let within = dx.abs() <= reach && dy.abs() <= reach; // false for NaN
+        if !within || !window_inside(q, params.window, (st.h, st.w)) {
+            return [f32::NAN; 4];
+        }
+        let f = fit_at(st, params, q.0, q.1, [dy, dx], true, ws);
+        [f.shift[1], f.shift[0], f.transmission, f.darkfield]
+    })
+}
+
+/// `each` at every one of `pixels` (sorted by row), in their order, with the band of the
+/// reference's B-spline coefficients that their fits read.
+fn per_pixel<T: Send>(
+    params: &Params,
+    fit: &Fit,
+    pixels: &[(usize, usize)],
+    each: impl Fn(&Stacks, (usize, usize), &mut Workspace) -> T + Sync,
+) -> Vec<T> {
+    debug_assert!(pixels.is_sorted());
+    let (reference, sample, _) = fit.parts();
+    let h = reference.dim().1;
+    let sample = sample.as_standard_layout();
     let (mut out, mut spare) = (Vec::with_capacity(pixels.len()), Vec::new());
     for run in bands::runs(pixels, params) {
         let rows = bands::coefficient_rows(bands::rows_of(run), params, h);
         let light = Some(fit.illumination());
         let st = Stacks::without_sums(reference, sample.view(), params, light, rows, spare);
-        out.par_extend(run.par_iter().map_init(Workspace::default, |ws, &q| {
-            let [dx, dy] = [estimate.dx[q], estimate.dy[q]];
-            let within = dx.abs() <= reach && dy.abs() <= reach; // false for NaN
-            if !within || !window_inside(q, params.window, (h, w)) {
-                return [f32::NAN; 4];
-            }
-            let f = fit_at(&st, params, q.0, q.1, [dy, dx], true, ws);
-            [f.shift[1], f.shift[0], f.transmission, f.darkfield]
-        }));
+        out.par_extend(
+            run.par_iter()
+                .map_init(Workspace::default, |ws, &q| each(&st, q, ws)),
+        );
         spare = st.into_spare();
     }
     out
