@@ -163,7 +163,7 @@ fn a_network_off_nearly_everywhere_is_judged_against_the_tracker() {
 /// slowly across a lens, which integrate into its phase; the tracker's fits on a grid of
 /// pixels measure that bias and the guard takes it off (`guard/bias.rs`). Measured on these
 /// cases (stress suite, 17 px border) with the guard before it: 0.0109 and 0.0235 waves;
-/// with it: 0.0026 and 0.0019. Issue 15's target is 0.02 waves.
+/// with it: 0.0031 and 0.0027. Issue 15's target is 0.02 waves.
 #[test]
 fn the_networks_smooth_bias_leaves_the_phase() {
     for name in [
