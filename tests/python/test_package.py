@@ -322,6 +322,9 @@ def test_progress_reports_and_cancels(small, tracker):
 def test_ctrl_c_cancels_a_long_call_and_the_engine_stays_usable():
     result = run_python("""
         import os, signal, threading, numpy as np, espinnet
+        # As in a terminal: a shell's background job (CI started with `&`) inherits SIGINT
+        # ignored, where Python installs no handler and the signal below would be lost.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         ref, smp, _, _ = espinnet.simulate("sandpaper-random", size=768, n=20)
         engine = espinnet.Engine("tracking", max_shift=12, window=2)
         seen, sent = [], []
