@@ -562,8 +562,13 @@ fn session_builder(options: &Options, requested: Provider) -> Result<(SessionBui
         // layout saves here: without it a 512² tile ran in 0.17–0.27 s against 0.22–0.36 s,
         // with 52 MiB less memory, and the session started faster (model card, Speed).
         // The environment's arena (`runtime::register_cpu_arena`) serves every CPU session.
+        // Its threads wait without spinning: between tiles, spinning ones took the cores
+        // from the tiles' extraction and blending (2048² × 20 on two cores, four
+        // alternated whole runs: 7.26–9.10 s against 7.42–9.92 s; model card, Speed).
         false => builder
             .with_optimization_level(GraphOptimizationLevel::Level2)
+            .map_err(set_err)?
+            .with_intra_op_spinning(false)
             .map_err(set_err)?
             .with_env_allocators()
             .map_err(set_err)?,
