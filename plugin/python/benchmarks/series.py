@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import espinnet
-import espinnet.dask
 
 GEOMETRY = ("energy_kev", "distance_m", "pixel_size_um", "magnification")
 
@@ -39,7 +38,9 @@ def main():
     p.add_argument("--no-dask", action="store_true")
     a = p.parse_args()
     cli = os.environ.get("ESPINNET_CLI") or shutil.which("espinnet")
-    from dask.distributed import Client, LocalCluster
+    if not a.no_dask:  # the serial runs need neither
+        import espinnet.dask as espinnet_dask
+        from dask.distributed import Client, LocalCluster
 
     cores = os.cpu_count()
     print(f"{cores} cores; {a.angles} projections per case; s/projection of the whole run")
@@ -70,7 +71,7 @@ def main():
                                 with LocalCluster(n_workers=2, threads_per_worker=1,
                                                   dashboard_address=None) as cluster, \
                                         Client(cluster) as client:
-                                    espinnet.dask.reconstruct_series(
+                                    espinnet_dask.reconstruct_series(
                                         client, ct / "scan.h5", out, chunk=1, ncore=1,
                                         **options)
                         each = timed(run) / a.angles
