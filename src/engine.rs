@@ -503,11 +503,12 @@ impl Engine {
         let engine = match &self.kind {
             Kind::Tracking(params) => params.memory_bytes((n, h, w), threads, false),
             Kind::Network(net) => {
+                let network = net.memory_bytes(1, (h, w));
                 let guard = match self.options.network.guard {
-                    true => crate::guard::memory_bytes(&self.options.tracking, (n, h, w)),
+                    true => crate::guard::memory_bytes(&self.options.tracking, (n, h, w), network),
                     false => 0,
                 };
-                net.memory_bytes(1, (h, w)).max(guard)
+                network.max(guard)
             }
         };
         let integration = match self.options.geometry {
@@ -592,6 +593,7 @@ impl Engine {
                         sample,
                         &self.options.tracking,
                         [&mut o.dx, &mut o.dy, &mut o.transmission, &mut o.darkfield],
+                        net.memory_bytes(1, (h, w)),
                     );
                     lap("guard");
                     report.resolved_pixels = changed.len();

@@ -33,7 +33,7 @@ use ndarray::{Array2, ArrayView3};
 use rayon::prelude::*;
 
 use crate::model::{Contrasts, Fit, Illumination};
-use crate::tracking::{self, Params};
+use crate::tracking::{self, Coefficients, Params};
 
 /// Residual (in units of the photon noise) over this many times the median marks a suspect
 /// pixel.
@@ -57,14 +57,31 @@ fn params(tracking: &Params, n: usize) -> Params {
     }
 }
 
-/// Peak memory of [`guard`] on stacks `[n, h, w]` (bytes): its residual and noise maps and
-/// the tracker's re-solving.
-pub(crate) fn memory_bytes(tracking: &Params, (n, h, w): (usize, usize, usize)) -> u64 {
+/// Peak memory of [`guard`] on stacks `[n, h, w]` (bytes) given `budget`, the memory the
+/// engine's step before it needed: its residual and noise maps and the tracker's
+/// re-solving.
+pub(crate) fn memory_bytes(
+    tracking: &Params,
+    (n, h, w): (usize, usize, usize),
+    budget: u64,
+) -> u64 {
     // The residuals and means, their squares, window means and the filter's rows.
-    crate::memory::product(&[5, h, w, 4]).saturating_add(tracking::resolve_memory_bytes(
-        &params(tracking, n),
-        (n, h, w),
-    ))
+    let maps = crate::memory::product(&[5, h, w, 4]);
+    let coefficients = match whole_coefficients((n, h, w), budget) {
+        true => Coefficients::whole_bytes((n, h, w)),
+        false => tracking::resolve_memory_bytes(&params(tracking, n), (n, h, w)),
+    };
+    maps.saturating_add(coefficients)
+}
+
+/// Whether the guard computes the reference's B-spline coefficients once for the whole
+/// image, for its three steps, rather than band by band for each: where its memory then
+/// stays within `budget`, so that the run's peak does not rise. At 2048² × 3 frames and
+/// 512² × 20 it does; at 2048² × 20 it would not (419 MB against the network's 405; a
+/// whole run's peak 1.38 GB against 1.15) and each step computes its bands (0.36 s).
+fn whole_coefficients((n, h, w): (usize, usize, usize), budget: u64) -> bool {
+    crate::memory::product(&[5, h, w, 4]).saturating_add(Coefficients::whole_bytes((n, h, w)))
+        <= budget
 }
 
 /// Passes of [`borrow`] at most: each reaches one pixel further into a band the network
@@ -175,7 +192,13 @@ const GRID_COLUMNS: usize = 32;
 /// suite's wedge (a constant 5 px) on sandpaper at N = 3, where 59 % of the network's
 /// pixels are over 0.25 px off and its gross ones had passed both tests (0.61 → 0.01 %
 /// gross), 0.40 on the smooth field on the mask's grid scan at N = 10.
-fn reference_scale(fit: &Fit, params: &Params, mean: &Array2<f32>, median: f32) -> f32 {
+fn reference_scale(
+    coefficients: &Coefficients,
+    fit: &Fit,
+    params: &Params,
+    mean: &Array2<f32>,
+    median: f32,
+) -> f32 {
     let (h, w) = mean.dim();
     let mut grid: Vec<(usize, usize)> = (0..GRID_STRIPS)
         .flat_map(|b| {
@@ -187,7 +210,7 @@ fn reference_scale(fit: &Fit, params: &Params, mean: &Array2<f32>, median: f32) 
     // Sorted by row, as the bands of coefficients need; strips overlap in small images.
     grid.sort_unstable();
     grid.dedup();
-    let residuals = tracking::residuals_searched_from(params, fit, &grid);
+    let residuals = tracking::residuals_searched_from(coefficients, params, fit, &grid);
     let mut tracked: Vec<f32> = (residuals.iter().zip(&grid))
         .map(|(&r, &q)| units(r, mean[q]))
         .filter(|r| r.is_finite())
@@ -215,20 +238,33 @@ pub(crate) fn guard(
     sample: ArrayView3<f32>,
     tracking: &Params,
     [dx, dy, t, d]: [&mut Array2<f32>; 4],
+    budget: u64,
 ) -> (Array2<f32>, Vec<[usize; 2]>, Illumination) {
     let mut residual = Array2::<f32>::zeros(dx.dim());
     let clock = std::time::Instant::now();
     let n = reference.dim().0;
     let params = params(tracking, n);
+    let (reference, sample) = (reference.as_standard_layout(), sample.as_standard_layout());
+    let (reference, sample) = (reference.view(), sample.view());
+    let light = Illumination::new(reference, crate::model::MEAN_WINDOW_PX);
+    let whole = whole_coefficients(reference.dim(), budget);
+    log::debug!(
+        "guard: the reference's coefficients {} ({} MB to spend)",
+        if whole {
+            "for the whole image"
+        } else {
+            "band by band"
+        },
+        budget / 1_000_000
+    );
+    let coefficients = Coefficients::new(reference, sample, &params, &light, whole);
     // The bias first: the guard then judges the corrected estimate, whose residuals need
     // fewer pixels solved again (on the 2048² × 20 simulated case 8 500 suspects against
     // 117 000).
-    let (bias, light) = {
-        let fit = Fit::new(reference, sample, Contrasts::new(dx, dy, t, d));
-        (
-            bias::Bias::measure(&fit, &params),
-            fit.illumination().clone(),
-        )
+    let bias = {
+        let estimate = Contrasts::new(dx, dy, t, d);
+        let fit = Fit::with_illumination(reference, sample, estimate, Some(&light));
+        bias::Bias::measure(&fit, &params, &coefficients)
     };
     bias.apply([&mut *dx, &mut *dy, &mut *t, &mut *d]);
     log::debug!(
@@ -254,7 +290,7 @@ pub(crate) fn guard(
         let mid = finite.len() / 2;
         let median = *finite.select_nth_unstable_by(mid, f32::total_cmp).1;
         drop(finite);
-        let scale = reference_scale(&fit, &params, &mean, median);
+        let scale = reference_scale(&coefficients, &fit, &params, &mean, median);
         let mut maps = Maps {
             network: &estimate,
             residual: &residual,
@@ -269,7 +305,7 @@ pub(crate) fn guard(
                 .map(|(q, _)| q)
                 .collect()
         };
-        let solved = tracking::resolve(reference, sample, &params, &fit, &estimate, &suspects);
+        let solved = tracking::resolve_with(&coefficients, &params, &fit, &estimate, &suspects);
         log::debug!(
             "guard: {} suspect pixel(s) over {:.4}, {} solved again",
             suspects.len(),
@@ -340,4 +376,46 @@ fn borrow(
                 .map(|found| ((y, x), found))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simulate::{Preset, simulate};
+
+    /// The reference's coefficients computed once for the whole image or band by band give
+    /// the same maps, over an image of three bands (rows 0–511, 512–1023, 1024–1099) and
+    /// with gross errors to re-solve in each.
+    #[test]
+    fn whole_coefficients_and_bands_give_the_same_maps() {
+        let mut config = Preset::MaskDiagonal.config(48, 5, 3);
+        config.height = 1100;
+        let case = simulate(&config).unwrap();
+        let (r, s) = (case.reference.view(), case.sample.view());
+        let guarded = |budget: u64| {
+            let mut maps = [
+                case.truth.dx.clone(),
+                case.truth.dy.clone(),
+                case.truth.transmission.clone(),
+                case.truth.darkfield.clone(),
+            ];
+            maps[0]
+                .indexed_iter_mut()
+                .filter(|((y, x), _)| (y + 3 * x) % 97 == 0)
+                .for_each(|(_, v)| *v += 3.0);
+            let [dx, dy, t, d] = &mut maps;
+            let (residual, changed, _) = guard(r, s, &Params::default(), [dx, dy, t, d], budget);
+            (maps, residual, changed)
+        };
+        let n = config.scans;
+        assert!(!whole_coefficients((n, 1100, 48), 0));
+        assert!(whole_coefficients((n, 1100, 48), u64::MAX));
+        let (banded, whole) = (guarded(0), guarded(u64::MAX));
+        assert!(banded.2.len() > 100, "{} changed", banded.2.len());
+        assert_eq!(banded.2, whole.2);
+        assert_eq!(banded.1, whole.1);
+        for (a, b) in banded.0.iter().zip(&whole.0) {
+            assert_eq!(a, b);
+        }
+    }
 }

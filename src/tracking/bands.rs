@@ -4,7 +4,11 @@
 
 use std::ops::Range;
 
+use ndarray::ArrayView3;
+
 use super::Params;
+use super::search::Stacks;
+use crate::model::Illumination;
 
 /// Rows of pixels fitted over one band of coefficients.
 pub(super) const ROWS: usize = 512;
@@ -56,4 +60,68 @@ pub(super) fn rows_of(run: &[(usize, usize)]) -> Range<usize> {
 pub(super) fn memory_bytes(params: &Params, (n, h, w): (usize, usize, usize)) -> u64 {
     let rows = h.min(ROWS.saturating_add(margin(params).saturating_mul(2)));
     crate::memory::product(&[n, rows, w, 4])
+}
+
+/// The reference's B-spline coefficients for a series of fits on the same stacks (the
+/// guard's steps): the whole image's, computed once, where the caller has the memory
+/// ([`Coefficients::whole_bytes`]); else each run's band, computed for it.
+pub(crate) struct Coefficients<'a> {
+    reference: ArrayView3<'a, f32>,
+    sample: ArrayView3<'a, f32>,
+    light: &'a Illumination,
+    whole: Option<Stacks<'a>>,
+}
+
+impl<'a> Coefficients<'a> {
+    /// For fits with `params` on stacks in standard layout, whose reference's illumination
+    /// is `light`; the whole image's at once when `whole`.
+    pub fn new(
+        reference: ArrayView3<'a, f32>,
+        sample: ArrayView3<'a, f32>,
+        params: &Params,
+        light: &'a Illumination,
+        whole: bool,
+    ) -> Self {
+        let h = reference.dim().1;
+        let whole = whole.then(|| {
+            Stacks::without_sums(reference, sample, params, Some(light), 0..h, Vec::new())
+        });
+        Coefficients {
+            reference,
+            sample,
+            light,
+            whole,
+        }
+    }
+
+    /// The stacks' `[n, h, w]`.
+    pub fn dim(&self) -> (usize, usize, usize) {
+        self.reference.dim()
+    }
+
+    /// Bytes of the whole image's coefficients on stacks `[n, h, w]`.
+    pub fn whole_bytes((n, h, w): (usize, usize, usize)) -> u64 {
+        crate::memory::product(&[n, h, w, 4])
+    }
+
+    /// Stacks with the coefficients of `rows` at least, for fits with `params`: the whole
+    /// image's where held, else `rows`' written over `spare`.
+    pub(super) fn stacks(
+        &self,
+        params: &Params,
+        rows: Range<usize>,
+        spare: Vec<f32>,
+    ) -> Stacks<'a> {
+        match &self.whole {
+            Some(whole) => whole.with_kernel(params),
+            None => Stacks::without_sums(
+                self.reference,
+                self.sample,
+                params,
+                Some(self.light),
+                rows,
+                spare,
+            ),
+        }
+    }
 }

@@ -40,9 +40,10 @@ mod window;
 use ndarray::{Array2, ArrayView3};
 use serde::{Deserialize, Serialize};
 
+pub(crate) use bands::Coefficients;
 pub(crate) use resolve::memory_bytes as resolve_memory_bytes;
 pub use resolve::{Solved, resolve};
-pub(crate) use resolve::{refined_from, residuals_searched_from};
+pub(crate) use resolve::{refined_from, residuals_searched_from, resolve_with};
 pub(crate) use window::filter as window_filter;
 pub(crate) use window::neighbours;
 

@@ -109,10 +109,7 @@ pub(super) fn refine(
             }
             let y0 = rows.start + b * BAND;
             let sample_rows = y0.saturating_sub(p.window)..(y0 + dx.nrows() + p.window).min(st.h);
-            let mut ws = Workspace {
-                band: Some(SampleBand::new(st, sample_rows)),
-                ..Workspace::default()
-            };
+            let mut ws = Workspace::reading(st, sample_rows);
             for ((k, x), dx) in dx.indexed_iter_mut() {
                 let y = y0 + k;
                 let start = shift[[y, x]];
@@ -546,6 +543,17 @@ pub(super) struct Workspace {
     /// The window's side and the frames that `scratch` is laid out for: its padding lanes
     /// are zero for that layout.
     layout: (usize, usize),
+}
+
+impl Workspace {
+    /// A workspace whose fits read the sample's `rows` (those of every window it will fit)
+    /// from one copy with the frames innermost ([`SampleBand`]): for many fits in few rows.
+    pub(super) fn reading(st: &Stacks, rows: Range<usize>) -> Self {
+        Workspace {
+            band: Some(SampleBand::new(st, rows)),
+            ..Workspace::default()
+        }
+    }
 }
 
 /// The sample's rows [y0, y1) as [`window_sums`] reads them (1 + the normalised value,

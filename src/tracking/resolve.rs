@@ -19,10 +19,11 @@ use std::collections::HashMap;
 
 use rayon::prelude::*;
 
+use super::Params;
+use super::bands::{self, Coefficients};
 use super::refine::{Workspace, fit_at, pixel_error};
-use super::search::{Stacks, local_search};
+use super::search::{BAND, Stacks, local_search};
 use super::window::neighbours;
-use super::{Params, bands};
 use crate::model::Fit;
 
 /// Half-width (px) of each local search.
@@ -61,10 +62,21 @@ pub fn resolve(
     estimate: &crate::model::Contrasts,
     pixels: &[(usize, usize)],
 ) -> Vec<Solved> {
-    let (_, h, w) = reference.dim();
-    let reference = reference.as_standard_layout();
-    let sample = sample.as_standard_layout();
-    let light = Some(fit.illumination());
+    let (reference, sample) = (reference.as_standard_layout(), sample.as_standard_layout());
+    let light = fit.illumination();
+    let coefficients = Coefficients::new(reference.view(), sample.view(), params, light, false);
+    resolve_with(&coefficients, params, fit, estimate, pixels)
+}
+
+/// [`resolve`] with the reference's `coefficients`.
+pub(crate) fn resolve_with(
+    coefficients: &Coefficients,
+    params: &Params,
+    fit: &Fit,
+    estimate: &crate::model::Contrasts,
+    pixels: &[(usize, usize)],
+) -> Vec<Solved> {
+    let (_, h, w) = coefficients.dim();
     let nw = params.window;
     let mut pixels: Vec<(usize, usize)> = pixels
         .iter()
@@ -86,8 +98,7 @@ pub fn resolve(
         // Its noise level stays 0 (no noise correction): the few pixels solved here have
         // no grid of converged fits to estimate it from, and their errors are gross, not
         // biases.
-        let (r, s) = (reference.view(), sample.view());
-        let st = Stacks::without_sums(r, s, params, light, rows, spare);
+        let st = coefficients.stacks(params, rows, spare);
         lap(0);
         let level = explained_level(&st, params, estimate, bands::rows_of(band));
         let outcomes: Vec<((usize, usize), Option<Solved>)> = band
@@ -136,13 +147,14 @@ pub fn resolve(
 /// estimate ([`search_from`]: downhill from its whole-pixel shift, then refined) at each of
 /// `pixels`, sorted by row; NaN within `params.window` of the border.
 pub(crate) fn residuals_searched_from(
+    coefficients: &Coefficients,
     params: &Params,
     fit: &Fit,
     pixels: &[(usize, usize)],
 ) -> Vec<f32> {
     let (_, _, estimate) = fit.parts();
     let none = HashMap::new();
-    per_pixel(params, fit, pixels, |st, q, ws| {
+    per_pixel(coefficients, params, pixels, |st, q, ws| {
         if !window_inside(q, params.window, (st.h, st.w)) {
             return f32::NAN;
         }
@@ -154,10 +166,15 @@ pub(crate) fn residuals_searched_from(
 /// The tracker's fit at each of `pixels` (sorted by row) by its sub-pixel step from
 /// `fit`'s estimate there, `[dx, dy, T, D]`; NaN where the window leaves the image or the
 /// estimate is not finite or beyond the reach.
-pub(crate) fn refined_from(params: &Params, fit: &Fit, pixels: &[(usize, usize)]) -> Vec<[f32; 4]> {
+pub(crate) fn refined_from(
+    coefficients: &Coefficients,
+    params: &Params,
+    fit: &Fit,
+    pixels: &[(usize, usize)],
+) -> Vec<[f32; 4]> {
     let (_, _, estimate) = fit.parts();
     let reach = bands::reach(params) as f32;
-    per_pixel(params, fit, pixels, |st, q, ws| {
+    per_pixel(coefficients, params, pixels, |st, q, ws| {
         let [dx, dy] = [estimate.dx[q], estimate.dy[q]];
         let within = dx.abs() <= reach && dy.abs() <= reach; // false for NaN
         if !within || !window_inside(q, params.window, (st.h, st.w)) {
@@ -168,31 +185,49 @@ pub(crate) fn refined_from(params: &Params, fit: &Fit, pixels: &[(usize, usize)]
     })
 }
 
-/// `each` at every one of `pixels` (sorted by row), in their order, with the band of the
-/// reference's B-spline coefficients that their fits read.
+/// `each` at every one of `pixels` (sorted by row), in their order, with stacks holding the
+/// coefficients that their fits read.
 fn per_pixel<T: Send>(
+    coefficients: &Coefficients,
     params: &Params,
-    fit: &Fit,
     pixels: &[(usize, usize)],
     each: impl Fn(&Stacks, (usize, usize), &mut Workspace) -> T + Sync,
 ) -> Vec<T> {
     debug_assert!(pixels.is_sorted());
-    let (reference, sample, _) = fit.parts();
-    let h = reference.dim().1;
-    let sample = sample.as_standard_layout();
+    let h = coefficients.dim().1;
     let (mut out, mut spare) = (Vec::with_capacity(pixels.len()), Vec::new());
+    let each = &each;
     for run in bands::runs(pixels, params) {
         let rows = bands::coefficient_rows(bands::rows_of(run), params, h);
-        let light = Some(fit.illumination());
-        let st = Stacks::without_sums(reference, sample.view(), params, light, rows, spare);
+        let st = coefficients.stacks(params, rows, spare);
+        let shared = &st;
         out.par_extend(
-            run.par_iter()
-                .map_init(Workspace::default, |ws, &q| each(&st, q, ws)),
+            run.par_chunk_by(|a, b| a.0 / BAND == b.0 / BAND)
+                .flat_map_iter(|task| {
+                    let mut ws = workspace(shared, params, task);
+                    task.iter().map(move |&q| each(shared, q, &mut ws))
+                }),
         );
         spare = st.into_spare();
     }
     out
 }
+
+/// A workspace for the fits of `pixels` (sorted, within [`BAND`] rows): reading the sample's
+/// rows once, frames innermost, where they are dense enough (a guard's grid), as gathering
+/// each window's values from frames a whole image apart was a quarter of the fits' time
+/// there; else gathering them, for a few suspects.
+fn workspace(st: &Stacks, params: &Params, pixels: &[(usize, usize)]) -> Workspace {
+    let rows = bands::rows_of(pixels);
+    let rows = rows.start.saturating_sub(params.window)..(rows.end + params.window).min(st.h);
+    match pixels.len() * DENSE >= rows.len() * st.w {
+        true => Workspace::reading(st, rows),
+        false => Workspace::default(),
+    }
+}
+
+/// Pixels one in this many of their rows' or more: [`workspace`] reads those rows once.
+const DENSE: usize = 8;
 
 /// Whether the window (half-width `nw`) of pixel (y, x) lies inside an `h`×`w` image.
 fn window_inside((y, x): (usize, usize), nw: usize, (h, w): (usize, usize)) -> bool {
