@@ -232,7 +232,8 @@ fn units(r: f32, mean: f32) -> f32 {
 }
 
 /// Re-solves the suspect pixels of `maps` (`[dx, dy, T, D]`) in place and returns their
-/// residual map, the pixels changed, `[y, x]`, and the reference's illumination.
+/// residual map, the pixels changed, `[y, x]`, and the reference's illumination. `budget`
+/// (bytes): the memory its work may take without raising the run's peak, the network's.
 pub(crate) fn guard(
     reference: ArrayView3<f32>,
     sample: ArrayView3<f32>,
