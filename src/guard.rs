@@ -65,13 +65,17 @@ pub(crate) fn memory_bytes(
     (n, h, w): (usize, usize, usize),
     budget: u64,
 ) -> u64 {
-    // The residuals and means, their squares, window means and the filter's rows.
-    let maps = crate::memory::product(&[5, h, w, 4]);
     let coefficients = match whole_coefficients((n, h, w), budget) {
         true => Coefficients::whole_bytes((n, h, w)),
         false => tracking::resolve_memory_bytes(&params(tracking, n), (n, h, w)),
     };
-    maps.saturating_add(coefficients)
+    maps_bytes((h, w)).saturating_add(coefficients)
+}
+
+/// Bytes of the guard's own maps: the residuals and means, their squares, window means and
+/// the filter's rows.
+fn maps_bytes((h, w): (usize, usize)) -> u64 {
+    crate::memory::product(&[5, h, w, 4])
 }
 
 /// Whether the guard computes the reference's B-spline coefficients once for the whole
@@ -80,8 +84,7 @@ pub(crate) fn memory_bytes(
 /// 512² × 20 it does; at 2048² × 20 it would not (419 MB against the network's 405; a
 /// whole run's peak 1.38 GB against 1.15) and each step computes its bands (0.36 s).
 fn whole_coefficients((n, h, w): (usize, usize, usize), budget: u64) -> bool {
-    crate::memory::product(&[5, h, w, 4]).saturating_add(Coefficients::whole_bytes((n, h, w)))
-        <= budget
+    maps_bytes((h, w)).saturating_add(Coefficients::whole_bytes((n, h, w))) <= budget
 }
 
 /// Passes of [`borrow`] at most: each reaches one pixel further into a band the network

@@ -108,8 +108,7 @@ pub(super) fn refine(
                 return;
             }
             let y0 = rows.start + b * BAND;
-            let sample_rows = y0.saturating_sub(p.window)..(y0 + dx.nrows() + p.window).min(st.h);
-            let mut ws = Workspace::reading(st, sample_rows);
+            let mut ws = Workspace::reading(st, y0..y0 + dx.nrows(), p.window);
             for ((k, x), dx) in dx.indexed_iter_mut() {
                 let y = y0 + k;
                 let start = shift[[y, x]];
@@ -546,9 +545,11 @@ pub(super) struct Workspace {
 }
 
 impl Workspace {
-    /// A workspace whose fits read the sample's `rows` (those of every window it will fit)
-    /// from one copy with the frames innermost ([`SampleBand`]): for many fits in few rows.
-    pub(super) fn reading(st: &Stacks, rows: Range<usize>) -> Self {
+    /// A workspace whose fits, of pixels in `rows` with windows of half-width `nw`, read the
+    /// sample's rows from one copy with the frames innermost ([`SampleBand`]): for many fits
+    /// in few rows.
+    pub(super) fn reading(st: &Stacks, rows: Range<usize>, nw: usize) -> Self {
+        let rows = rows.start.saturating_sub(nw)..(rows.end + nw).min(st.h);
         Workspace {
             band: Some(SampleBand::new(st, rows)),
             ..Workspace::default()

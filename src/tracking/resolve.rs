@@ -219,9 +219,8 @@ fn per_pixel<T: Send>(
 /// there; else gathering them, for a few suspects.
 fn workspace(st: &Stacks, params: &Params, pixels: &[(usize, usize)]) -> Workspace {
     let rows = bands::rows_of(pixels);
-    let rows = rows.start.saturating_sub(params.window)..(rows.end + params.window).min(st.h);
     match pixels.len() * DENSE >= rows.len() * st.w {
-        true => Workspace::reading(st, rows),
+        true => Workspace::reading(st, rows, params.window),
         false => Workspace::default(),
     }
 }
