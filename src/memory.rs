@@ -98,6 +98,19 @@ pub(crate) fn product(factors: &[usize]) -> u64 {
         .fold(1u64, |p, &f| p.saturating_mul(f as u64))
 }
 
+/// `len` zeros, written rather than only allocated, for sums that are added into. The
+/// allocator's zeroed pages are mapped on first touch, and where that touch is the read of
+/// a `+=` each page faults twice (the shared zero page, then its copy on the write). On
+/// this machine (a VM) at 2048² × 20: the reference's frame sum took 0.10–0.13 s so,
+/// 0.04 s with its 32 MB written first; the network's tiles were blended in 0.14–0.30 s,
+/// then in 0.02 s.
+pub(crate) fn written_zeros<T: Copy + Default + Send>(len: usize) -> Vec<T> {
+    use rayon::prelude::*;
+    let mut v = vec![T::default(); len];
+    v.par_chunks_mut(1 << 16).for_each(|c| c.fill(T::default()));
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

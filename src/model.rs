@@ -41,7 +41,7 @@ pub(crate) fn local_mean(
 ) -> Vec<f32> {
     // The frame sum, frames added in turn (contiguous reads), rows in parallel; then its
     // summed-area table.
-    let mut total = vec![0.0f64; h * w];
+    let mut total = crate::memory::written_zeros::<f64>(h * w);
     total.par_chunks_mut(w).enumerate().for_each(|(y, row)| {
         for i in 0..n {
             let frame = &raw[i * h * w + y * w..][..w];

@@ -110,6 +110,11 @@ pub(crate) fn extract(
     });
 }
 
+/// A plane of zeros that tiles are added into ([`crate::memory::written_zeros`]).
+fn zeros((h, w): (usize, usize)) -> Array2<f32> {
+    Array2::from_shape_vec((h, w), crate::memory::written_zeros(h * w)).expect("h × w values")
+}
+
 /// Weighted sums of tile outputs over the image.
 pub(crate) struct Blend {
     pub sums: Vec<Array2<f32>>,
@@ -126,8 +131,8 @@ impl Blend {
         overlap: usize,
     ) -> Self {
         Blend {
-            sums: (0..channels).map(|_| Array2::zeros((h, w))).collect(),
-            weight: Array2::zeros((h, w)),
+            sums: (0..channels).map(|_| zeros((h, w))).collect(),
+            weight: zeros((h, w)),
             padded,
             overlap,
         }

@@ -84,7 +84,7 @@ pub(crate) fn resolve_with(
         .filter(|&q| window_inside(q, nw, (h, w)))
         .collect();
     pixels.sort_unstable();
-    let (mut solved, mut passes, mut spare, mut searched) = (HashMap::new(), 0, Vec::new(), 0);
+    let (mut solved, mut passes, mut searched) = (HashMap::new(), 0, 0);
     // Seconds spent on the coefficients, the first searches, the neighbours' starts and the
     // shifted windows.
     let mut laps = [0.0f64; 4];
@@ -98,7 +98,7 @@ pub(crate) fn resolve_with(
         // Its noise level stays 0 (no noise correction): the few pixels solved here have
         // no grid of converged fits to estimate it from, and their errors are gross, not
         // biases.
-        let st = coefficients.stacks(params, rows, spare);
+        let st = coefficients.stacks(params, rows);
         lap(0);
         let level = explained_level(&st, params, estimate, bands::rows_of(band));
         let outcomes: Vec<((usize, usize), Option<Solved>)> = band
@@ -130,7 +130,7 @@ pub(crate) fn resolve_with(
         let shifted = shifted_windows(&st, params, fit, estimate, &unexplained, &solved);
         solved.extend(shifted.into_iter().map(|s| ((s.y, s.x), s)));
         lap(3);
-        spare = st.into_spare();
+        coefficients.give_back(st);
     }
     let [coefficients, first, neighbours, shifted] = laps;
     log::debug!(
@@ -195,11 +195,11 @@ fn per_pixel<T: Send>(
 ) -> Vec<T> {
     debug_assert!(pixels.is_sorted());
     let h = coefficients.dim().1;
-    let (mut out, mut spare) = (Vec::with_capacity(pixels.len()), Vec::new());
+    let mut out = Vec::with_capacity(pixels.len());
     let each = &each;
     for run in bands::runs(pixels, params) {
         let rows = bands::coefficient_rows(bands::rows_of(run), params, h);
-        let st = coefficients.stacks(params, rows, spare);
+        let st = coefficients.stacks(params, rows);
         let shared = &st;
         out.par_extend(
             run.par_chunk_by(|a, b| a.0 / BAND == b.0 / BAND)
@@ -208,7 +208,7 @@ fn per_pixel<T: Send>(
                     task.iter().map(move |&q| each(shared, q, &mut ws))
                 }),
         );
-        spare = st.into_spare();
+        coefficients.give_back(st);
     }
     out
 }

@@ -204,7 +204,7 @@ impl<'a> Stacks<'a> {
         let (h, w) = (self.h, self.w);
         // Frames added in turn for each row (contiguous reads), the four sums side by side.
         let frame_sum = |&(raw, sq): &(&[f32], bool)| {
-            let mut acc = vec![0.0f32; h * w];
+            let mut acc = crate::memory::written_zeros::<f32>(h * w);
             acc.chunks_exact_mut(w).enumerate().for_each(|(y, row)| {
                 for frame in raw.chunks_exact(h * w) {
                     let src = &frame[y * w..(y + 1) * w];
