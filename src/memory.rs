@@ -102,7 +102,7 @@ pub(crate) fn product(factors: &[usize]) -> u64 {
 /// allocator's zeroed pages are mapped on first touch, and where that touch is the read of
 /// a `+=` each page faults twice (the shared zero page, then its copy on the write). On
 /// this machine (a VM) at 2048² × 20: the reference's frame sum took 0.10–0.13 s so,
-/// 0.04 s with its 32 MB written first; the network's tiles were blended in 0.14–0.30 s,
+/// 0.04 s with its 32 MB written first; the network's tiles were blended in 0.13–0.30 s,
 /// then in 0.02 s.
 pub(crate) fn written_zeros<T: Copy + Default + Send>(len: usize) -> Vec<T> {
     use rayon::prelude::*;
