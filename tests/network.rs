@@ -427,6 +427,31 @@ fn an_engine_planned_for_one_image_size_runs_every_size_alike() {
     }
 }
 
+/// The shipped model's CPU sessions load it optimised already (`espinnet-light.cpu.onnx`);
+/// from the plain file ONNX Runtime optimises it at load. Both, planned for the image and
+/// not, give the same maps to the bit.
+#[test]
+fn the_shipped_models_cpu_optimisation_computes_what_the_plain_model_does() {
+    let c = case(96, 10, 21);
+    for image_px in [None, Some((96, 96))] {
+        let [shipped, plain] = [
+            None,
+            Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/espinnet-light.onnx")),
+        ]
+        .map(|model| {
+            let mut o = Options::default();
+            o.model = model;
+            o.image_px = image_px;
+            network(o)
+                .reconstruct(c.reference.view(), c.sample.view())
+                .unwrap()
+        });
+        for (a, b) in maps(&shipped).into_iter().zip(maps(&plain)) {
+            assert_eq!(a, b, "planned for {image_px:?}");
+        }
+    }
+}
+
 #[test]
 fn scan_scaling_options_both_work() {
     let c = card_case(5, 4);

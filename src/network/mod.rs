@@ -177,7 +177,7 @@ impl Network {
             Some((th, tw))
         });
         let clock = std::time::Instant::now();
-        let session = commit(builder, &options, tile)?;
+        let session = commit(builder, &options, provider, tile)?;
         let source = source(&options);
         let info = model::inspect(&session, &source)?;
         if options.tile_px < info.size_multiple {
@@ -459,7 +459,7 @@ impl Network {
                 None => {
                     let clock = std::time::Instant::now();
                     let (builder, _) = session_builder(&self.options, self.provider)?;
-                    let session = any.insert(commit(builder, &self.options, None)?);
+                    let session = any.insert(commit(builder, &self.options, self.provider, None)?);
                     log::info!(
                         "network: session for tiles of any size made in {:.3} s",
                         clock.elapsed().as_secs_f64()
@@ -576,15 +576,17 @@ fn session_builder(options: &Options, requested: Provider) -> Result<(SessionBui
     Ok((builder, provider))
 }
 
-/// The model's session, planned for tiles of `tile` (height, width) px if given (the
-/// exporter names those dimensions `height` and `width`), else for any size.
+/// The model's session on `provider`, planned for tiles of `tile` (height, width) px if
+/// given (the exporter names those dimensions `height` and `width`), else for any size.
+/// On the CPU the shipped model comes optimised already ([`model::SHIPPED_CPU`]).
 fn commit(
     mut builder: SessionBuilder,
     options: &Options,
+    provider: Provider,
     tile: Option<(usize, usize)>,
 ) -> Result<Session> {
+    let set_err = |e: ort::Error<SessionBuilder>| Error::Runtime(e.to_string());
     if let Some((th, tw)) = tile {
-        let set_err = |e: ort::Error<SessionBuilder>| Error::Runtime(e.to_string());
         builder = builder
             .with_dimension_override("height", th as i64)
             .map_err(set_err)?
@@ -592,8 +594,27 @@ fn commit(
             .map_err(set_err)?;
     }
     match &options.model {
-        None => builder.commit_from_memory(model::SHIPPED),
         Some(path) => builder.commit_from_file(path),
+        None if provider.is_gpu() => builder.commit_from_memory(model::SHIPPED),
+        None => {
+            builder = builder
+                .with_optimization_level(GraphOptimizationLevel::Disable)
+                .map_err(set_err)?;
+            match builder.commit_from_memory(model::SHIPPED_CPU) {
+                Ok(session) => Ok(session),
+                // A library without one of its fused operators: optimise the plain model.
+                Err(e) => {
+                    log::warn!(
+                        "the shipped model's CPU optimisation did not load ({e}); optimising \
+                         it at load instead"
+                    );
+                    builder = builder
+                        .with_optimization_level(GraphOptimizationLevel::Level2)
+                        .map_err(set_err)?;
+                    builder.commit_from_memory(model::SHIPPED)
+                }
+            }
+        }
     }
     .map_err(|e| {
         out_of_memory(&e, "loading the model").unwrap_or_else(|| Error::model(source(options), e))

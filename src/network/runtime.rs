@@ -91,6 +91,10 @@ pub fn environment(explicit: Option<&Path>) -> Result<(Environment, PathBuf)> {
         ort::init_from(&path)
             .map_err(|e| e.to_string())?
             .with_name("espinnet")
+            // Off: the PyPI wheel otherwise records the sessions' events in a database
+            // under ~/.cache/Microsoft, written and synced to disk at exit. Beamline
+            // software reports nothing of its users' work.
+            .with_telemetry(false)
             .with_logger(std::sync::Arc::new(forward_log))
             .build()
             .map_err(|e| e.to_string())
