@@ -111,9 +111,10 @@ impl<'a> Coefficients<'a> {
     }
 
     /// Stacks with the coefficients of `rows` at least, for fits with `params`: the whole
-    /// image's where held, else `rows`', written over the last band's memory.
-    pub(super) fn stacks(&self, params: &Params, rows: Range<usize>) -> Stacks<'a> {
-        match &self.whole {
+    /// image's where held, else `rows`', written over the last band's memory (which the
+    /// band hands back when dropped).
+    pub(super) fn stacks(&self, params: &Params, rows: Range<usize>) -> Band<'_, 'a> {
+        let stacks = match &self.whole {
             Some(whole) => whole.with_kernel(params),
             None => Stacks::without_sums(
                 self.reference,
@@ -123,13 +124,32 @@ impl<'a> Coefficients<'a> {
                 rows,
                 std::mem::take(&mut self.spare.lock().expect("not poisoned")),
             ),
+        };
+        Band {
+            stacks: Some(stacks),
+            owner: self,
         }
     }
+}
 
-    /// Takes back the memory of a band from [`Coefficients::stacks`], for the next one.
-    pub(super) fn give_back(&self, stacks: Stacks<'a>) {
-        if self.whole.is_none() {
-            *self.spare.lock().expect("not poisoned") = stacks.into_spare();
+/// Stacks from [`Coefficients::stacks`]; their band's memory goes back to it when dropped.
+pub(super) struct Band<'c, 'a> {
+    stacks: Option<Stacks<'a>>,
+    owner: &'c Coefficients<'a>,
+}
+
+impl<'a> std::ops::Deref for Band<'_, 'a> {
+    type Target = Stacks<'a>;
+
+    fn deref(&self) -> &Stacks<'a> {
+        self.stacks.as_ref().expect("held until dropped")
+    }
+}
+
+impl Drop for Band<'_, '_> {
+    fn drop(&mut self) {
+        if let (Some(stacks), None) = (self.stacks.take(), &self.owner.whole) {
+            *self.owner.spare.lock().unwrap_or_else(|e| e.into_inner()) = stacks.into_spare();
         }
     }
 }

@@ -130,7 +130,6 @@ pub(crate) fn resolve_with(
         let shifted = shifted_windows(&st, params, fit, estimate, &unexplained, &solved);
         solved.extend(shifted.into_iter().map(|s| ((s.y, s.x), s)));
         lap(3);
-        coefficients.give_back(st);
     }
     let [coefficients, first, neighbours, shifted] = laps;
     log::debug!(
@@ -208,7 +207,6 @@ fn per_pixel<T: Send>(
                     task.iter().map(move |&q| each(shared, q, &mut ws))
                 }),
         );
-        coefficients.give_back(st);
     }
     out
 }
