@@ -410,8 +410,9 @@ pub fn run(a: &ReconstructArgs) -> Result<()> {
     bar.finish_and_clear();
     let maps = result?;
     let engine_s = clock.elapsed().as_secs_f64();
-    // The stacks are most of the run's memory and are not needed for writing.
-    drop((reference, sample));
+    // The stacks are most of the run's memory and are not needed for writing: freed on
+    // another thread, as handing 670 MB back (2048² × 20) takes 0.07 s.
+    let freeing = std::thread::spawn(move || drop((reference, sample)));
 
     let clock = Instant::now();
     let images = maps.named();
@@ -480,5 +481,6 @@ pub fn run(a: &ReconstructArgs) -> Result<()> {
         "{name} engine: {n} frames of {h}x{w} in {engine_s:.2} s; wrote {}",
         a.output.display()
     );
+    freeing.join().expect("freeing the stacks does not panic");
     Ok(())
 }
