@@ -537,6 +537,13 @@ fn source(options: &Options) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(SHIPPED_NAME))
 }
 
+/// ONNX Runtime's graph optimisation on the CPU (`models/espinnet-light.cpu.onnx` was made
+/// at the same level). Its last level rewrites the convolutions into its blocked NCHWc
+/// layout, with reorders around them (18 % of the time at 512²) that cost more than the
+/// layout saves here: without it a 512² tile ran in 0.17–0.27 s against 0.22–0.36 s, with
+/// 52 MiB less memory, and the session started faster (model card, Speed).
+const CPU_OPTIMIZATION: GraphOptimizationLevel = GraphOptimizationLevel::Level2;
+
 /// A session builder with the provider registered (`requested`, resolved if `Auto`) and the
 /// options' threads; the provider in use.
 fn session_builder(options: &Options, requested: Provider) -> Result<(SessionBuilder, Provider)> {
@@ -557,16 +564,12 @@ fn session_builder(options: &Options, requested: Provider) -> Result<(SessionBui
         .map_err(set_err)?;
     let builder = match provider.is_gpu() {
         true => builder,
-        // ONNX Runtime's last level rewrites the convolutions into its blocked NCHWc layout,
-        // with reorders around them (18 % of the time at 512²) that cost more than the
-        // layout saves here: without it a 512² tile ran in 0.17–0.27 s against 0.22–0.36 s,
-        // with 52 MiB less memory, and the session started faster (model card, Speed).
         // The environment's arena (`runtime::register_cpu_arena`) serves every CPU session.
         // Its threads wait without spinning: between tiles, spinning ones took the cores
         // from the tiles' extraction and blending (2048² × 20 on two cores, four
         // alternated whole runs: 7.26–9.10 s against 7.42–9.92 s; model card, Speed).
         false => builder
-            .with_optimization_level(GraphOptimizationLevel::Level2)
+            .with_optimization_level(CPU_OPTIMIZATION)
             .map_err(set_err)?
             .with_intra_op_spinning(false)
             .map_err(set_err)?
@@ -609,7 +612,7 @@ fn commit(
                          it at load instead"
                     );
                     builder = builder
-                        .with_optimization_level(GraphOptimizationLevel::Level2)
+                        .with_optimization_level(CPU_OPTIMIZATION)
                         .map_err(set_err)?;
                     builder.commit_from_memory(model::SHIPPED)
                 }
