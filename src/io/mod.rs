@@ -304,6 +304,16 @@ fn hdf5_write<D: ndarray::Dimension>(
     )
 }
 
+/// Writes several float32 arrays and texts into one new `.npz` archive, replacing `path`
+/// atomically.
+pub fn write_npz(
+    path: &Path,
+    arrays: &[(&str, ndarray::ArrayViewD<f32>)],
+    texts: &[(&str, &str)],
+) -> Result<()> {
+    npy::write_npz(path, arrays, texts)
+}
+
 /// Writes several float32 datasets and string attributes (on the root group) into one new
 /// HDF5 file, replacing `path` atomically.
 #[cfg(feature = "hdf5")]

@@ -1,4 +1,6 @@
-//! NumPy `.npy`: read any common numeric dtype of rank 2 or 3, write float32.
+//! NumPy `.npy`: read any common numeric dtype of rank 2 or 3, write float32; `.npz`
+//! archives of several float32 arrays and texts (the training shards of a build without
+//! HDF5).
 
 use std::fs::File;
 use std::io::{BufWriter, Read};
@@ -134,4 +136,28 @@ pub(super) fn write<S: Data<Elem = f32>, D: Dimension>(
         .map_err(|e| Error::format(path, format!(".npy write failed: {e}")))?;
     use std::io::Write;
     w.flush().map_err(|e| Error::io(path, e))
+}
+
+/// Writes float32 `arrays` and UTF-8 `texts` (as uint8 arrays: `bytes(a).decode()` in
+/// NumPy) into one uncompressed `.npz` archive (`numpy.load` reads it), replacing `path`
+/// atomically.
+pub(super) fn write_npz(
+    path: &Path,
+    arrays: &[(&str, ndarray::ArrayViewD<f32>)],
+    texts: &[(&str, &str)],
+) -> Result<()> {
+    super::atomic::write_atomically(path, |tmp| {
+        let failed =
+            |e: ndarray_npy::WriteNpzError| Error::format(path, format!(".npz write failed: {e}"));
+        let file = File::create(tmp).map_err(|e| Error::io(path, e))?;
+        let mut npz = ndarray_npy::NpzWriter::new(file);
+        for (name, data) in arrays {
+            npz.add_array(*name, data).map_err(failed)?;
+        }
+        for (name, text) in texts {
+            npz.add_array(*name, &ndarray::aview1(text.as_bytes()))
+                .map_err(failed)?;
+        }
+        npz.finish().map(drop).map_err(failed)
+    })
 }

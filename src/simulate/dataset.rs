@@ -2,12 +2,13 @@
 //! Sample `i` of a dataset with seed `s` is a pure function of (mix, patch size, s, i):
 //! shards can be made in any order, in parallel or again, and hold the same data.
 //!
-//! A shard (HDF5, read by `models/train/espinnet_train/data.py`) holds float32 datasets
+//! A shard (HDF5, or an `.npz` archive where the build has no HDF5: [`ShardFile`]; read by
+//! `models/train/espinnet_train/data.py`) holds float32 datasets
 //! `reference` and `sample` `[K, Nnet, P, P]` (photons, brought to Nnet frames by
 //! [`crate::stack::scale_scans`]), the truth maps `dx`, `dy`, `transmission`, `darkfield`,
 //! `phase` `[K, P, P]` and `n_scans` `[K]` (the scan count before scaling), with the
-//! root attributes `dataset` (JSON: how the shard was made) and `configs` (JSON: each
-//! patch's [`Config`]).
+//! root attributes (in an `.npz`, uint8 arrays of UTF-8) `dataset` (JSON: how the shard was
+//! made) and `configs` (JSON: each patch's [`Config`]).
 
 use rand::{RngExt, SeedableRng};
 use rand_pcg::Pcg64Mcg;
@@ -147,6 +148,41 @@ impl ScanRange {
     }
 }
 
+/// The file format of a dataset's shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShardFile {
+    Hdf5,
+    /// NumPy's archive: for a build without HDF5 (the GPU machine's, `scripts/gpu-train.sh`).
+    Npz,
+}
+
+impl ShardFile {
+    /// HDF5 where this build reads and writes it.
+    pub const DEFAULT: ShardFile = match cfg!(feature = "hdf5") {
+        true => ShardFile::Hdf5,
+        false => ShardFile::Npz,
+    };
+
+    /// The file name extension, which [`write_shard`] goes by.
+    pub fn extension(self) -> &'static str {
+        match self {
+            ShardFile::Hdf5 => "h5",
+            ShardFile::Npz => "npz",
+        }
+    }
+}
+
+impl std::str::FromStr for ShardFile {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "hdf5" | "h5" => Ok(ShardFile::Hdf5),
+            "npz" => Ok(ShardFile::Npz),
+            _ => Err(Error::invalid(format!("shard format '{s}': hdf5 or npz"))),
+        }
+    }
+}
+
 /// How the patches of a shard are brought to the network's frame count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct ShardFormat {
@@ -155,7 +191,8 @@ pub struct ShardFormat {
 }
 
 /// Writes simulated `cases` (equal shapes) as one shard at `path` (replaced atomically),
-/// with `about` (JSON) as its `dataset` attribute.
+/// with `about` (JSON) as its `dataset` attribute: an `.npz` archive where `path` ends so,
+/// else HDF5.
 pub fn write_shard(
     path: &std::path::Path,
     cases: &[super::Case],
@@ -201,16 +238,54 @@ pub fn write_shard(
     datasets.push(("n_scans", n_scans.view().into_dyn()));
     let configs: Vec<&Config> = cases.iter().map(|c| &c.config).collect();
     let configs = serde_json::to_string(&configs).expect("serialisable");
-    crate::io::write_hdf5(
-        path,
-        &datasets,
-        &[("dataset", &about.to_string()), ("configs", &configs)],
-    )
+    let texts = [("dataset", about.to_string()), ("configs", configs)];
+    let texts = texts.each_ref().map(|(n, t)| (*n, t.as_str()));
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("npz") => crate::io::write_npz(path, &datasets, &texts),
+        _ => crate::io::write_hdf5(path, &datasets, &texts),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An `.npz` shard holds what the trainer reads (`data.py`): the stacks brought to
+    /// Nnet frames, the truth maps, the scan counts, and the texts as UTF-8 bytes.
+    #[test]
+    fn an_npz_shard_holds_the_cases() {
+        use ndarray::{Array1, Array3, Array4, Ix1};
+        use ndarray_npy::NpzReader;
+        let cases: Vec<_> = (0..2)
+            .map(|i| {
+                let mut c = config(Mix::Stress, 24, 5, i);
+                c.scans = 3 + i as usize;
+                super::super::simulate(&c).unwrap()
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shard-00000.npz");
+        let format = ShardFormat {
+            nnet: 4,
+            scaling: crate::ScanScaling::Nearest,
+        };
+        let about = serde_json::json!({ "mix": Mix::Stress, "seed": 5 });
+        write_shard(&path, &cases, format, &about).unwrap();
+        let mut npz = NpzReader::new(std::fs::File::open(&path).unwrap()).unwrap();
+        let reference: Array4<f32> = npz.by_name("reference").unwrap();
+        assert_eq!(reference.dim(), (2, 4, 24, 24));
+        let scaled = crate::stack::scale_scans(cases[1].reference.view(), 4, format.scaling);
+        assert_eq!(reference.index_axis(ndarray::Axis(0), 1), scaled.unwrap());
+        let dx: Array3<f32> = npz.by_name("dx").unwrap();
+        assert_eq!(dx.index_axis(ndarray::Axis(0), 0), cases[0].truth.dx);
+        let n: Array1<f32> = npz.by_name("n_scans").unwrap();
+        assert_eq!(n.to_vec(), [3.0, 4.0]);
+        let text: ndarray::Array<u8, Ix1> = npz.by_name("dataset").unwrap();
+        assert_eq!(String::from_utf8(text.to_vec()).unwrap(), about.to_string());
+        let configs: ndarray::Array<u8, Ix1> = npz.by_name("configs").unwrap();
+        let configs: Vec<Config> = serde_json::from_slice(configs.as_slice().unwrap()).unwrap();
+        assert_eq!(configs.len(), 2);
+    }
 
     #[test]
     fn scan_range_parses_and_draws_within_bounds() {

@@ -1,4 +1,5 @@
-"""Training batches from `espinnet dataset` shards (HDF5, written by the Rust simulator).
+"""Training batches from `espinnet dataset` shards (HDF5 or NumPy `.npz`, written by the Rust
+simulator).
 
 Every patch is held in memory as float16 after dividing both stacks by the mean of its
 reference stack, the normalisation the runtime applies. Batches are random crops with
@@ -10,30 +11,42 @@ network may rely on).
 
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 
 MAPS = ("dx", "dy", "transmission", "darkfield")
+SHARDS = ("shard-*.h5", "shard-*.npz")
+
+
+def read_shard(path):
+    """A shard's arrays by name: reference, sample, the maps and n_scans."""
+    names = ("reference", "sample", *MAPS, "n_scans")
+    if path.suffix == ".npz":
+        with np.load(path) as z:
+            return {k: z[k] for k in names}
+    import h5py  # only for HDF5 shards: a GPU machine may have numpy alone
+
+    with h5py.File(path, "r") as h:
+        return {k: h[k][()] for k in names}
 
 
 class Pool:
-    """Every patch of the shards in `dirs` (one patch size)."""
+    """Every patch of the shards in `dirs` (one patch size), held on `device`."""
 
-    def __init__(self, dirs, limit=None):
+    def __init__(self, dirs, limit=None, device="cpu"):
         refs, samples, maps, n_scans = [], [], [], []
-        files = sorted(f for d in dirs for f in Path(d).glob("shard-*.h5"))
+        files = sorted(f for d in dirs for pattern in SHARDS for f in Path(d).glob(pattern))
         if not files:
-            raise FileNotFoundError(f"no shard-*.h5 in {dirs}")
+            raise FileNotFoundError(f"no {' or '.join(SHARDS)} in {dirs}")
         for f in files:
-            with h5py.File(f, "r") as h:
-                r = h["reference"][()]
-                s = h["sample"][()]
-                scale = r.mean(axis=(1, 2, 3), keepdims=True)
-                refs.append(torch.from_numpy((r / scale).astype(np.float16)))
-                samples.append(torch.from_numpy((s / scale).astype(np.float16)))
-                maps.append(torch.from_numpy(np.stack([h[k][()] for k in MAPS], 1)))
-                n_scans.append(torch.from_numpy(h["n_scans"][()]))
+            h = read_shard(f)
+            r, s = h["reference"], h["sample"]
+            scale = r.mean(axis=(1, 2, 3), keepdims=True)
+            refs.append(torch.from_numpy((r / scale).astype(np.float16)).to(device))
+            samples.append(torch.from_numpy((s / scale).astype(np.float16)).to(device))
+            maps.append(torch.from_numpy(np.stack([h[k] for k in MAPS], 1)).to(device))
+            n_scans.append(torch.from_numpy(h["n_scans"]))
+            del h, r, s
             if limit and sum(len(x) for x in refs) >= limit:
                 break
         self.reference = torch.cat(refs)[:limit]
@@ -72,7 +85,7 @@ class Pool:
                     r, s, m = r.transpose(-1, -2), s.transpose(-1, -2), m.transpose(-1, -2)
                     m = m[[1, 0, 2, 3]]
                 if perm < 0.5:
-                    order = torch.randperm(r.shape[0], generator=gen)
+                    order = torch.randperm(r.shape[0], generator=gen).to(r.device)
                     r, s = r[order], s[order]
             r_out.append(r)
             s_out.append(s)
@@ -85,8 +98,8 @@ class Pools:
     one size is drawn from the pools whose patches are at least that large, in proportion
     to their patch counts (so larger crops see the interior of larger images)."""
 
-    def __init__(self, dirs):
-        self.pools = [Pool([d]) for d in dirs]
+    def __init__(self, dirs, device="cpu"):
+        self.pools = [Pool([d], device=device) for d in dirs]
 
     def describe(self):
         return ", ".join(f"{len(p)} of {p.patch}^2" for p in self.pools)

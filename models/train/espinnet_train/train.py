@@ -3,6 +3,9 @@
     python -m espinnet_train.train --data /work/data/broad /work/data/paper \
         --val /work/data/val --run /work/runs/light --variant light
 
+On a GPU: `--device cuda` (the patches are held there, in float16) and `--minutes` to end
+the run, and its learning-rate schedule, on a wall-clock budget (`scripts/gpu-train.sh`).
+
 Each --crops entry SIZE:BATCH is one kind of step; the steps cycle through them, so
 `--crops 128:8 256:2` alternates batches of eight 128^2 crops and two 256^2 crops (equal
 pixel counts), the latter drawn from --data directories of 256^2 patches or larger.
@@ -51,10 +54,14 @@ def loss_fn(flow, t, d, flows, maps):
     return total, dict(epe=loss_d.item(), aux=aux.item(), t=loss_t.item(), d=loss_dark.item())
 
 
-def lr_at(step, args):
+def lr_at(step, args, seconds=0.0):
+    """Warm-up, then cosine decay over the steps, or over `--minutes` where that ends first
+    (`seconds`: the training's wall time so far)."""
     if step < args.warmup:
         return args.lr * (step + 1) / args.warmup
     p = min(1.0, (step - args.warmup) / max(1, args.steps - args.warmup))
+    if args.minutes:
+        p = max(p, min(1.0, seconds / (60.0 * args.minutes)))
     return args.lr_min + 0.5 * (args.lr - args.lr_min) * (1 + math.cos(math.pi * p))
 
 
@@ -74,6 +81,10 @@ def main(argv=None):
     ap.add_argument("--lr-min", type=float, default=1e-5)
     ap.add_argument("--warmup", type=int, default=500)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
+    ap.add_argument("--minutes", type=float, default=0.0,
+                    help="end the run after this much training (wall clock, counted from this "
+                    "process's first step; the schedule decays over it); 0: --steps alone")
     ap.add_argument("--every", type=int, default=500, help="steps between checkpoints")
     ap.add_argument("--snapshots", type=int, default=0,
                     help="also keep RUN/step-NNNNNN.pt every this many steps (0: only last.pt)")
@@ -82,9 +93,10 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
     run = Path(args.run)
     run.mkdir(parents=True, exist_ok=True)
-    model = build(args.variant)
+    model = build(args.variant).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     gen = torch.Generator().manual_seed(args.seed)
     crops = [tuple(int(v) for v in c.split(":")) for c in args.crops]
@@ -117,8 +129,8 @@ def main(argv=None):
               f"new: {sorted({k.split('.')[0] for k in missing}) or 'none'}", flush=True)
     (run / "args.json").write_text(json.dumps(vars(args), indent=1))
 
-    pool = Pools(args.data)
-    vals = {Path(d).name: Pool([d], limit=args.val_count) for d in args.val}
+    pool = Pools(args.data, device=device)
+    vals = {Path(d).name: Pool([d], limit=args.val_count, device=device) for d in args.val}
     print(f"training patches: {pool.describe()}; validation: " + ", ".join(
         f"{k} {len(v)} of {v.patch}^2" for k, v in vals.items()), flush=True)
     log = open(run / "log.csv", "a")
@@ -126,9 +138,11 @@ def main(argv=None):
         log.write("step,seconds,lr,loss,epe,aux,t,d\n")
     model.train()
     t0, seen, acc = time.time(), 0, {}
-    while step < args.steps:
+    start = time.time()
+    out_of_time = False
+    while step < args.steps and not out_of_time:
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, args)
+            g["lr"] = lr_at(step, args, time.time() - start)
         crop, batch = crops[step % len(crops)]
         r, s, maps = pool.batch(batch, crop, gen)
         flow, t, d, flows = model(r, s, all_levels=True)
@@ -144,13 +158,14 @@ def main(argv=None):
         if step % 50 == 0:
             n = 50
             dt = time.time() - t0
-            log.write(f"{step},{dt:.1f},{lr_at(step, args):.3g}," + ",".join(
+            log.write(f"{step},{dt:.1f},{lr_at(step, args, time.time() - start):.3g}," + ",".join(
                 f"{acc[k] / n:.5f}" for k in ("loss", "epe", "aux", "t", "d")) + "\n")
             log.flush()
             print(f"step {step} {seen / dt:.1f} samples/s " + " ".join(
                 f"{k}={v / n:.4f}" for k, v in acc.items()), flush=True)
             acc, t0, seen = {}, time.time(), 0
-        if step % args.every == 0 or step == args.steps:
+        out_of_time = bool(args.minutes) and time.time() - start >= 60.0 * args.minutes
+        if step % args.every == 0 or step == args.steps or out_of_time:
             ck = dict(model=model.state_dict(), optimizer=opt.state_dict(), step=step,
                       generator=gen.get_state(), variant=args.variant, init_step=init_step)
             torch.save(ck, run / "last.tmp")

@@ -7,7 +7,7 @@ use espinnet::io::OutputDir;
 use espinnet::io::preview::{Panel, Scale, write_montage, write_png};
 use espinnet::metrics::Accuracy;
 use espinnet::model::Contrasts;
-use espinnet::simulate::dataset::{self, ShardFormat};
+use espinnet::simulate::dataset::{self, ShardFile, ShardFormat};
 use espinnet::simulate::{Case, Config, Preset, simulate};
 use espinnet::{EngineKind, Error, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -211,7 +211,7 @@ pub fn demo(dir: &Path, force: bool) -> Result<()> {
     Ok(())
 }
 
-/// Writes `count` random patches into HDF5 shards.
+/// Writes `count` random patches into shards (HDF5 or `.npz`).
 pub fn dataset(a: &DatasetArgs) -> Result<()> {
     if a.count == 0 || a.shard_size == 0 || a.nnet == 0 || a.patch < 16 {
         return Err(Error::InvalidArgument(
@@ -223,7 +223,8 @@ pub fn dataset(a: &DatasetArgs) -> Result<()> {
         source: e,
     })?;
     let shards = a.count.div_ceil(a.shard_size);
-    let name = |s: u64| a.output.join(format!("shard-{s:05}.h5"));
+    let extension = a.format.unwrap_or(ShardFile::DEFAULT).extension();
+    let name = |s: u64| a.output.join(format!("shard-{s:05}.{extension}"));
     if !a.force {
         (0..shards).try_for_each(|s| espinnet::io::refuse_existing(&name(s)))?;
     }

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use espinnet::simulate::Preset;
-use espinnet::simulate::dataset::{Mix, ScanRange};
+use espinnet::simulate::dataset::{Mix, ScanRange, ShardFile};
 
 #[derive(Parser)]
 #[command(
@@ -83,9 +83,13 @@ struct SimulateArgs {
 
 #[derive(clap::Args)]
 struct DatasetArgs {
-    /// Output directory for shard-NNNNN.h5 files.
+    /// Output directory for shard-NNNNN.h5 (or .npz) files.
     #[arg(long)]
     output: PathBuf,
+    /// Shard file format: hdf5, or npz (NumPy's archive, for builds without HDF5). Default:
+    /// hdf5 where this build has it.
+    #[arg(long)]
+    format: Option<ShardFile>,
     /// Number of patches.
     #[arg(long)]
     count: u64,
@@ -95,7 +99,7 @@ struct DatasetArgs {
     /// Patches per shard file.
     #[arg(long, default_value_t = 256)]
     shard_size: u64,
-    /// Distribution: paper or broad.
+    /// Distribution: paper, broad or stress.
     #[arg(long, default_value = "broad")]
     mix: Mix,
     /// Scan counts drawn uniformly per patch, N or MIN-MAX (default: the mix's own).
