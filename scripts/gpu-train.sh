@@ -6,7 +6,7 @@
 #                                        has no libhdf5; its shards are .npz) into .gpu/train/
 #   scripts/gpu-train.sh device [MIN]    on the GPU machine, with `.gpu/train` carried along:
 #                                        simulates the training and validation sets on its
-#                                        cores, fine-tunes the shipped weights on CUDA for MIN
+#                                        cores (27 GB under $TMPDIR, else /tmp), fine-tunes the shipped weights on CUDA for MIN
 #                                        minutes (default 5) and leaves the checkpoint, the
 #                                        curves and the log in $OUT (else ./gpu-out/train)
 #   scripts/gpu-train.sh dry-run         here: the device step on the CPU with a few patches
@@ -44,6 +44,7 @@ train() {
         scale=256 device=cpu crops="64:2 128:1" steps=20
     fi
     "$BIN" --version | tee -a "$out/device.txt"
+    df -h "$work" | tee -a "$out/device.txt"
     # The stress model's sets (the model card's recipe, same seeds), four times as large
     # (27 GB of shards, 14 GB on the GPU in float16), the validation sets as they were;
     # NAME MIX PATCH COUNT SEED [SCANS].
