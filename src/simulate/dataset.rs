@@ -2,7 +2,7 @@
 //! Sample `i` of a dataset with seed `s` is a pure function of (mix, patch size, s, i):
 //! shards can be made in any order, in parallel or again, and hold the same data.
 //!
-//! A shard (HDF5, or an `.npz` archive where the build has no HDF5: [`ShardFile`]; read by
+//! A shard (HDF5, or an `.npz` archive: [`ShardFile`], the default without HDF5; read by
 //! `models/train/espinnet_train/data.py`) holds float32 datasets
 //! `reference` and `sample` `[K, Nnet, P, P]` (photons, brought to Nnet frames by
 //! [`crate::stack::scale_scans`]), the truth maps `dx`, `dy`, `transmission`, `darkfield`,

@@ -139,10 +139,10 @@ def main(argv=None):
     model.train()
     t0, seen, acc = time.time(), 0, {}
     start = time.time()
-    out_of_time = False
+    elapsed, out_of_time = 0.0, False
     while step < args.steps and not out_of_time:
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, args, time.time() - start)
+            g["lr"] = lr_at(step, args, elapsed)
         crop, batch = crops[step % len(crops)]
         r, s, maps = pool.batch(batch, crop, gen)
         flow, t, d, flows = model(r, s, all_levels=True)
@@ -153,18 +153,19 @@ def main(argv=None):
         opt.step()
         step += 1
         seen += batch
+        elapsed = time.time() - start
         for k, v in dict(loss=loss.item(), **parts).items():
             acc[k] = acc.get(k, 0.0) + v
         if step % 50 == 0:
             n = 50
             dt = time.time() - t0
-            log.write(f"{step},{dt:.1f},{lr_at(step, args, time.time() - start):.3g}," + ",".join(
+            log.write(f"{step},{dt:.1f},{lr_at(step, args, elapsed):.3g}," + ",".join(
                 f"{acc[k] / n:.5f}" for k in ("loss", "epe", "aux", "t", "d")) + "\n")
             log.flush()
             print(f"step {step} {seen / dt:.1f} samples/s " + " ".join(
                 f"{k}={v / n:.4f}" for k, v in acc.items()), flush=True)
             acc, t0, seen = {}, time.time(), 0
-        out_of_time = bool(args.minutes) and time.time() - start >= 60.0 * args.minutes
+        out_of_time = bool(args.minutes) and elapsed >= 60.0 * args.minutes
         if step % args.every == 0 or step == args.steps or out_of_time:
             ck = dict(model=model.state_dict(), optimizer=opt.state_dict(), step=step,
                       generator=gen.get_state(), variant=args.variant, init_step=init_step)
