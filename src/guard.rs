@@ -261,13 +261,18 @@ pub(crate) fn guard(
         },
         budget / 1_000_000
     );
-    let coefficients = Coefficients::new(reference, sample, &params, &light, whole);
+    let mut coefficients = Coefficients::new(reference, sample, &params, &light, whole);
     // The bias first: the guard then judges the corrected estimate, whose residuals need
     // fewer pixels solved again (on the 2048² × 20 simulated case 8 500 suspects against
     // 117 000).
     let bias = {
         let estimate = Contrasts::new(dx, dy, t, d);
         let fit = Fit::with_illumination(reference, sample, estimate, Some(&light));
+        tracking::set_noise(&mut coefficients, &params, &fit);
+        log::debug!(
+            "guard: the reference's noise level at {:.2} s",
+            clock.elapsed().as_secs_f64()
+        );
         bias::Bias::measure(&fit, &params, &coefficients)
     };
     bias.apply([&mut *dx, &mut *dy, &mut *t, &mut *d]);

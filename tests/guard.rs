@@ -159,6 +159,27 @@ fn a_network_off_nearly_everywhere_is_judged_against_the_tracker() {
     at_most_gross(&["wedge 5.0 px, sandpaper random, N 3"], 0.005);
 }
 
+/// The guarded network on stress case `name` with its geometry: its errors and its phase's
+/// (waves), over the stress suite's 17 px border.
+fn guarded_with_phase(name: &str) -> (Errors, f64) {
+    let case = stress_case(name);
+    let mut o = Options::default();
+    o.geometry = Some(case.config.geometry);
+    let maps = Engine::new(&o)
+        .unwrap()
+        .reconstruct(case.reference.view(), case.sample.view())
+        .unwrap();
+    let mut acc = Accuracy::default();
+    acc.add(&maps.contrasts(), &case.truth.contrasts(), 17)
+        .unwrap();
+    let phase = maps.phase.as_ref().expect("the geometry gives the phase");
+    acc.add_phase(phase.view(), case.truth.phase.view(), 17)
+        .unwrap();
+    let e = acc.errors();
+    let waves = e.phase_rms_waves.unwrap();
+    (e, waves)
+}
+
 /// The network's estimate is off by a few hundredths of a pixel in patterns that vary
 /// slowly across a lens, which integrate into its phase; the tracker's fits on a grid of
 /// pixels measure that bias and the guard takes it off (`guard/bias.rs`). Measured on these
@@ -170,21 +191,25 @@ fn the_networks_smooth_bias_leaves_the_phase() {
         "lens 2.0 px, mask diagonal, N 20",
         "lens 2.0 px, grating grid, N 20",
     ] {
-        let case = stress_case(name);
-        let mut o = Options::default();
-        o.geometry = Some(case.config.geometry);
-        let maps = Engine::new(&o)
-            .unwrap()
-            .reconstruct(case.reference.view(), case.sample.view())
-            .unwrap();
-        let mut acc = Accuracy::default();
-        let phase = maps.phase.as_ref().expect("the geometry gives the phase");
-        acc.add_phase(phase.view(), case.truth.phase.view(), 17)
-            .unwrap();
-        let waves = acc.errors().phase_rms_waves.unwrap();
+        let (_, waves) = guarded_with_phase(name);
         eprintln!("{name}: phase {waves:.4} waves");
         assert!(waves <= 0.005, "{name}: phase {waves:.4} waves");
     }
+}
+
+/// On a wedge (a constant 5 px), the network's error varies over a few px, which the nodes'
+/// median (6 px across) cannot follow; each node's own change is added where it stands
+/// above its fit's noise (`guard/bias.rs`, `with_detail`), and the fits allow for the noise
+/// as the tracker's do (`tracking/resolve.rs`, `set_noise`). Measured on this case (stress
+/// suite, 17 px border): inlier RMSE 0.048 px and phase 0.0225 waves before, 0.026 px and
+/// 0.0109 waves with them (the tracker: 0.008 px, 0.0007 waves).
+#[test]
+fn the_networks_error_over_a_few_pixels_is_taken_off() {
+    let name = "wedge 5.0 px, mask diagonal, N 20";
+    let (e, waves) = guarded_with_phase(name);
+    eprintln!("{name}: {e}, phase {waves:.4} waves");
+    assert!(e.inlier_rmse_px <= 0.035, "{e}");
+    assert!(waves <= 0.015, "phase {waves:.4} waves");
 }
 
 #[test]

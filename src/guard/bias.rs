@@ -7,7 +7,9 @@
 //! from the network's estimate at every [`STEP`]th pixel of every [`STEP`]th row, tells
 //! that bias; its median over 3×3 nodes (robust to a node at an edge or a failed fit),
 //! less its noise ([`shrunk`]), bilinear between the nodes, is added to dx, dy, T and D
-//! everywhere (0.003–0.006 waves since). The guard then judges the corrected estimate.
+//! everywhere (0.003–0.006 waves since). The displacements also take each node's own
+//! change where it differs from that smooth one by more than its fit's standard error
+//! ([`with_detail`]). The guard then judges the corrected estimate.
 
 use ndarray::{Array2, Zip};
 use rayon::prelude::*;
@@ -45,21 +47,29 @@ impl Bias {
             estimate.transmission,
             estimate.darkfield,
         ];
-        let mut change: [Array2<f32>; 4] =
-            std::array::from_fn(|_| Array2::from_elem((gh, gw), f32::NAN));
-        for (k, (new, &q)) in refined.iter().zip(&grid).enumerate() {
+        let nan = || Array2::from_elem((gh, gw), f32::NAN);
+        let mut change: [Array2<f32>; 4] = std::array::from_fn(|_| nan());
+        let mut sd: [Array2<f32>; 2] = std::array::from_fn(|_| nan());
+        for (k, ((new, error), &q)) in refined.iter().zip(&grid).enumerate() {
             // False for NaN: a node without a fit is left out too.
             let kept = (0..2).all(|a| (new[a] - maps[a][q]).abs() <= MAX_CHANGE_PX);
             if kept {
+                let at = (k / gw, k % gw);
                 for (a, c) in change.iter_mut().enumerate() {
-                    c[(k / gw, k % gw)] = new[a] - maps[a][q];
+                    c[at] = new[a] - maps[a][q];
+                }
+                for (a, s) in sd.iter_mut().enumerate() {
+                    s[at] = error[a];
                 }
             }
         }
-        // The four maps side by side: each one's shrinking is serial.
-        let nodes: Vec<Array2<f32>> = change
-            .par_iter()
-            .map(|c| shrunk(median_3x3(c), c))
+        // The four maps side by side: each one's shrinking is serial. The displacements,
+        // whose fits give their standard error, take their nodes' detail too.
+        let nodes: Vec<Array2<f32>> = (change.par_iter().enumerate())
+            .map(|(a, c)| match sd.get(a) {
+                Some(sd) => with_detail(shrunk(median_3x3(c), c), c, sd),
+                None => shrunk(median_3x3(c), c),
+            })
             .collect();
         Bias {
             nodes: nodes.try_into().expect("four maps"),
@@ -187,7 +197,9 @@ fn medians_of_nine(values: [[f32; LANES]; 9]) -> [f32; LANES] {
 /// from their medians, over 3 (a median of nine), but neighbouring nodes' windows overlap
 /// and share their noise, so that distance understates it: twice it is the threshold. On
 /// a paper case at N = 3 whose network RMSE is 0.0134 px: 0.0155 with once that
-/// distance, 0.0133 with twice it.
+/// distance, 0.0133 with twice it. A garrote, v·(1 − (λ/v)²), which leaves a large
+/// correction nearly whole, lowered the wedges' phase error but raised that case's RMSE
+/// to 0.0150 px (and to 0.0167 px with [`with_detail`]'s first form).
 fn shrunk(smooth: Array2<f32>, raw: &Array2<f32>) -> Array2<f32> {
     let mut distances: Vec<f32> = (raw.iter().zip(&smooth))
         .map(|(&r, &m)| (r - m).abs())
@@ -198,6 +210,52 @@ fn shrunk(smooth: Array2<f32>, raw: &Array2<f32>) -> Array2<f32> {
         mid => 2.0 * 1.4826 / 3.0 * *distances.select_nth_unstable_by(mid, f32::total_cmp).1,
     };
     smooth.mapv(|v| v.signum() * (v.abs() - noise).max(0.0))
+}
+
+/// Nodes on either side of a node (along each axis) over which [`with_detail`] compares
+/// the detail's power with its noise: 5 × 5 nodes, 10 px.
+const DETAIL_REACH: usize = 2;
+/// The fits' scatter over their standard error ([`tracking::refined_from`]'s): measured
+/// 1.10–1.21 (`shift_sd_is_the_shifts_scatter` in `tracking/refine.rs`).
+const SD_SCALE: f32 = 1.15;
+
+/// `smooth` plus each node's own change `raw` beyond it (its detail), times a local Wiener
+/// gain, 1 − (the noise's power)/(the detail's power) over the nodes within
+/// [`DETAIL_REACH`], at least 0: detail that stands above the fits' noise (`sd`, their
+/// standard errors, × [`SD_SCALE`]). The median of nodes 6 px across cannot follow the
+/// network's error where it varies over a few px (on the stress suite's wedge of 5 px,
+/// mask diagonal, N = 20, 85 % of the guarded error's power lay at wavelengths of 4–32
+/// px). The displacements only, whose fits give their error. A soft threshold at one
+/// standard error per node, tried first, added its noise where the network was precise
+/// (a paper case at N = 3, 0.0134 px: 0.0167 px with the garrote in [`shrunk`], 0.0150
+/// without, 0.0128 with this gain).
+fn with_detail(smooth: Array2<f32>, raw: &Array2<f32>, sd: &Array2<f32>) -> Array2<f32> {
+    let (h, w) = smooth.dim();
+    let detail = Zip::from(raw)
+        .and(&smooth)
+        .and(sd)
+        .map_collect(|&r, &m, &s| match (r - m).is_finite() && s.is_finite() {
+            true => [(r - m), (r - m).powi(2), (SD_SCALE * s).powi(2)],
+            false => [f32::NAN; 3],
+        });
+    let mut out = smooth;
+    Zip::indexed(out.rows_mut()).par_for_each(|j, mut row| {
+        let rows = j.saturating_sub(DETAIL_REACH)..(j + DETAIL_REACH + 1).min(h);
+        for (i, m) in row.iter_mut().enumerate() {
+            let d = detail[(j, i)][0];
+            if !d.is_finite() {
+                continue;
+            }
+            let columns = i.saturating_sub(DETAIL_REACH)..(i + DETAIL_REACH + 1).min(w);
+            let (power, noise) = (rows.clone())
+                .flat_map(|y| columns.clone().map(move |x| (y, x)))
+                .map(|q| detail[q])
+                .filter(|v| v[0].is_finite())
+                .fold((0.0f32, 0.0f32), |(p, n), v| (p + v[1], n + v[2]));
+            *m += (1.0 - noise / power).max(0.0) * d;
+        }
+    });
+    out
 }
 
 #[cfg(test)]
@@ -294,6 +352,31 @@ mod tests {
         let kept = shrunk(smooth, &raw);
         let expected = 0.1 - 2.0 * 1.4826 * 0.03 / 3.0;
         assert!(kept.iter().all(|&v| (v - expected).abs() < 1e-6), "{kept}");
+    }
+
+    #[test]
+    fn detail_over_its_noise_is_added_and_noise_is_not() {
+        // Detail of ±0.1 on every node: with errors of 0.01 nearly all of it is added (gain
+        // 1 − 1.15² × 0.01² / 0.1²), with errors of 0.2 none; a node left out keeps
+        // `smooth`.
+        let smooth = Array2::from_elem((7, 7), 0.05f32);
+        let mut raw =
+            Array2::from_shape_fn((7, 7), |(j, i)| if (j + i) % 2 == 0 { 0.15 } else { -0.05 });
+        raw[(3, 3)] = f32::NAN;
+        for (error, gain) in [(0.01f32, 1.0 - (SD_SCALE * 0.01 / 0.1).powi(2)), (0.2, 0.0)] {
+            let sd = Array2::from_elem((7, 7), error);
+            let out = with_detail(smooth.clone(), &raw, &sd);
+            for ((q, &v), &r) in out.indexed_iter().zip(&raw) {
+                let expected = match r.is_finite() {
+                    true => 0.05 + gain * (r - 0.05),
+                    false => 0.05,
+                };
+                assert!(
+                    (v - expected).abs() < 1e-6,
+                    "error {error}, node {q:?}: {v}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ use ndarray::ArrayView3;
 
 use super::Params;
 use super::search::Stacks;
+use super::spline_bias::SplineBias;
 use crate::model::Illumination;
 
 /// Rows of pixels fitted over one band of coefficients.
@@ -71,6 +72,10 @@ pub(crate) struct Coefficients<'a> {
     sample: ArrayView3<'a, f32>,
     light: &'a Illumination,
     whole: Option<Stacks<'a>>,
+    /// The reference's noise level ([`Stacks::noise`]) and the B-spline's bias on the fits'
+    /// shifts for its pattern: none until [`Coefficients::set_noise`].
+    noise: f64,
+    spline: Option<SplineBias>,
     /// The last band's memory, which the next band (of this step or the next) is written
     /// over: a band is larger than the allocator ever reuses (98 MB at 2048² × 20), and
     /// fresh memory takes a page fault per page (about 0.05 s a band there).
@@ -96,7 +101,29 @@ impl<'a> Coefficients<'a> {
             sample,
             light,
             whole,
+            noise: 0.0,
+            spline: None,
             spare: Mutex::default(),
+        }
+    }
+
+    /// The reference's noise variance per unit of normalised intensity, which the fits on
+    /// these coefficients then allow for, as the tracker's own do (the noise's pull on the
+    /// sub-pixel step, and the spline's bias taken off their shifts: [`Self::unbiased`]).
+    pub(super) fn set_noise(&mut self, noise: f64) {
+        self.noise = noise;
+        self.spline = Some(SplineBias::estimate(
+            self.reference,
+            self.light.scale(),
+            noise,
+        ));
+    }
+
+    /// A fit's shift `[dy, dx]` (px) less the B-spline's bias, once the noise is set.
+    pub(super) fn unbiased(&self, shift: [f32; 2]) -> [f32; 2] {
+        match &self.spline {
+            Some(spline) => spline.correct(shift),
+            None => shift,
         }
     }
 
@@ -114,7 +141,7 @@ impl<'a> Coefficients<'a> {
     /// image's where held, else `rows`', written over the last band's memory (which the
     /// band hands back when dropped).
     pub(super) fn stacks(&self, params: &Params, rows: Range<usize>) -> Band<'_, 'a> {
-        let stacks = match &self.whole {
+        let mut stacks = match &self.whole {
             Some(whole) => whole.with_kernel(params),
             None => Stacks::without_sums(
                 self.reference,
@@ -125,6 +152,7 @@ impl<'a> Coefficients<'a> {
                 std::mem::take(&mut self.spare.lock().expect("not poisoned")),
             ),
         };
+        stacks.noise = self.noise;
         Band {
             stacks: Some(stacks),
             owner: self,

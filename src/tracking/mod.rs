@@ -43,7 +43,7 @@ use serde::{Deserialize, Serialize};
 pub(crate) use bands::Coefficients;
 pub(crate) use resolve::memory_bytes as resolve_memory_bytes;
 pub use resolve::{Solved, resolve};
-pub(crate) use resolve::{refined_from, residuals_searched_from, resolve_with};
+pub(crate) use resolve::{refined_from, residuals_searched_from, resolve_with, set_noise};
 pub(crate) use window::filter as window_filter;
 pub(crate) use window::neighbours;
 
