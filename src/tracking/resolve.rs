@@ -183,9 +183,10 @@ pub(crate) fn set_noise(coefficients: &mut Coefficients, params: &Params, fit: &
         .filter(|&q| window_inside(q, params.window, (h, w)))
         .collect();
     let none = HashMap::new();
+    // The stacks' window weights, squared once.
+    let squared = refine::squared(&super::window::weights(params.window, params.hamming));
     let ratios = per_pixel(coefficients, params, &pixels, |st, q, ws| {
         let (found, _) = search_from(st, params, current(estimate, &none, q), q, ws);
-        let squared = refine::squared(&st.kernel);
         refine::noise_fit(st, params, &squared, q, [found[1], found[0]], ws).1
     });
     let noise = refine::median_gain(ratios.into_iter().flatten().collect());
