@@ -654,59 +654,33 @@ impl SampleBand {
         SampleBand { y0, w, n, values }
     }
 
-    /// The frames' values at (y, x).
-    fn at(&self, y: usize, x: usize) -> &[f32] {
-        &self.values[((y - self.y0) * self.w + x) * self.n..][..self.n]
+    /// The frames' values at `count` pixels from (y, x) along the row.
+    fn run(&self, y: usize, x: usize, count: usize) -> &[f32] {
+        &self.values[((y - self.y0) * self.w + x) * self.n..][..count * self.n]
     }
 }
 
-/// `scale`·Σₜ c[t]·rows[at + t·stride + l] for the [`LANES`] frames l: the vertical taps
-/// of [`window_sums`]. A function, not a closure, so that it is compiled for AVX2 in
-/// [`window_sums`]'s AVX2 version.
+/// `Σₜ c[t]·v[at + t·stride + l]` for [`LANES`] values l side by side: the interpolation's
+/// four taps along either axis. A function, not a closure, so that it is compiled for AVX2
+/// in [`window_sums`]'s AVX2 version.
 #[inline(always)]
-fn vertical(rows: &[f32], at: usize, stride: usize, c: &[f32; 4], scale: f32) -> [f32; LANES] {
-    let tap = |t: usize| -> &[f32; LANES] {
-        rows[at + t * stride..][..LANES].try_into().expect("a lane")
-    };
+fn taps(v: &[f32], at: usize, stride: usize, c: &[f32; 4]) -> [f32; LANES] {
+    let tap =
+        |t: usize| -> &[f32; LANES] { v[at + t * stride..][..LANES].try_into().expect("a lane") };
     let (t0, t1, t2, t3) = (tap(0), tap(1), tap(2), tap(3));
-    std::array::from_fn(|l| scale * (c[0] * t0[l] + c[1] * t1[l] + c[2] * t2[l] + c[3] * t3[l]))
+    std::array::from_fn(|l| c[0] * t0[l] + c[1] * t1[l] + c[2] * t2[l] + c[3] * t3[l])
 }
 
-/// `out` = Σₜ k[t]·c[t], frame by frame: the horizontal taps of [`window_sums`], all four
-/// in one pass, inlined for its AVX2 version. In chunks of eight frames, then of four,
-/// copied in (no aliasing to check): a loop over the few frames of one position spent
-/// more on its set-up than on the sums.
-#[inline(always)]
-fn taps(out: &mut [f32], c: [&[f32]; 4], k: &[f32; 4]) {
-    #[inline(always)]
-    fn chunk<const L: usize>(out: &mut [f32], c: [&[f32]; 4], k: &[f32; 4], at: usize) {
-        let v: [[f32; L]; 4] = c.map(|c| c[at..at + L].try_into().expect("L frames"));
-        let sum: [f32; L] = std::array::from_fn(|l| {
-            k[0] * v[0][l] + k[1] * v[1][l] + k[2] * v[2][l] + k[3] * v[3][l]
-        });
-        out[at..at + L].copy_from_slice(&sum);
-    }
-    let n = out.len();
-    let mut at = 0;
-    while at + LANES <= n {
-        chunk::<LANES>(out, c, k, at);
-        at += LANES;
-    }
-    while at + 4 <= n {
-        chunk::<4>(out, c, k, at);
-        at += 4;
-    }
-    for at in at..n {
-        chunk::<1>(out, c, k, at);
-    }
-}
-
-/// Frames summed side by side in [`window_sums`]: one AVX2 vector of f32.
+/// Values summed side by side in [`window_sums`]: one AVX2 vector of f32.
 const LANES: usize = 8;
 
 /// The window sums at pixel (y, x) with the reference at `[dy, dx]`, weighted by `kernel`
 /// (the window's weights along one axis); the gradient sums only when `gradients`.
-/// Compiled for AVX2 too (eight frames per instruction), taken where the CPU has it; the
+///
+/// A window row's values lie side by side in lanes, each position's frames together (as
+/// the coefficients and the sample's band hold them), the row padded to whole vectors by
+/// lanes of zero weight: with a lane per frame, five of eight lanes idled at N = 3.
+/// Compiled for AVX2 too (eight values per instruction), taken where the CPU has it; the
 /// same operations in the same order, so the same results.
 #[allow(clippy::needless_range_loop)] // lanes side by side read clearest by index
 #[multiversion::multiversion(targets("x86_64+avx2+fma"))]
@@ -726,22 +700,45 @@ fn window_sums(
     } = ws;
     let (n, h, w) = (st.n, st.h, st.w);
     let side = kernel.len();
-    let nw = (side / 2) as isize;
+    let nw = side / 2;
+    // The rows (and columns) of coefficients the window's four-tap interpolation reads.
     let rows = side + 3;
-    // Frames padded to whole lanes, which hold zeros, so that every lane can be summed.
-    let np = n.div_ceil(LANES) * LANES;
-    // Not zeroed between calls of one layout: every value read is written first, except
-    // in the padding lanes, which are never written.
-    let len = (2 * rows + side) * side * np;
+    // Values in a window row, and in its lanes.
+    let (len, padded) = (side * n, (side * n).div_ceil(LANES) * LANES);
+    // The scratch: a row of coefficients (its zero tail read by the padding lanes' taps),
+    // the horizontal pass and its x derivative, the sample's window, each lane's weight
+    // along x and its first moment. Zeroed for each layout only: every value read is
+    // written first, except in the zero tails and padding lanes, which are never written.
+    let sizes = [
+        3 * n + padded,
+        rows * padded,
+        rows * padded,
+        side * padded,
+        padded,
+    ];
+    let total = sizes.iter().sum::<usize>() + padded;
     if *layout != (side, n) {
         scratch.clear();
-        scratch.resize(len, 0.0);
+        scratch.resize(total, 0.0);
         *layout = (side, n);
     }
-    let (horiz, rest) = scratch[..len].split_at_mut(rows * side * np);
-    let (horiz_dx, window) = rest.split_at_mut(rows * side * np);
+    let (source, rest) = scratch[..total].split_at_mut(sizes[0]);
+    let (horiz, rest) = rest.split_at_mut(sizes[1]);
+    let (horiz_dx, rest) = rest.split_at_mut(sizes[2]);
+    let (window, rest) = rest.split_at_mut(sizes[3]);
+    let (along, moment) = rest.split_at_mut(sizes[4]);
+    for (m, (a, o)) in along
+        .iter_mut()
+        .zip(moment.iter_mut())
+        .take(len)
+        .enumerate()
+    {
+        let q = m / n;
+        *a = kernel[q];
+        *o = kernel[q] * (q as f32 - nw as f32);
+    }
     // The window shares one fractional shift: the weights once, then a separable 4-tap
-    // interpolation of the coefficients (and of their x derivative), every frame at once.
+    // interpolation of the coefficients (and of their x derivative).
     let (fy, fx) = (y as f64 - dy as f64, x as f64 - dx as f64);
     let (iy, ix) = (fy.floor() as isize, fx.floor() as isize);
     let (ky, kx) = (bspline(fy - iy as f64), bspline(fx - ix as f64));
@@ -750,96 +747,105 @@ fn window_sums(
         bspline_derivative(fx - ix as f64),
     );
     // Horizontal pass over the rows the vertical taps need, on the data as given (the
-    // sums are in f64, so no centring is needed); frames innermost.
+    // sums are in f64, so no centring is needed).
+    let x0 = ix - nw as isize - 1;
     for j in 0..rows {
-        let yy = mirror(iy - nw - 1 + j as isize, h);
-        for q in 0..side {
-            let at = (j * side + q) * np;
-            let x0 = ix - nw - 1 + q as isize;
-            let c: [&[f32]; 4] =
-                std::array::from_fn(|t| st.coefficients_at(yy, mirror(x0 + t as isize, w)));
-            taps(&mut horiz[at..at + n], c, &kx);
+        let yy = mirror(iy - nw as isize - 1 + j as isize, h);
+        if x0 >= 0 && x0 as usize + rows <= w {
+            source[..rows * n].copy_from_slice(st.coefficients_run(yy, x0 as usize, rows));
+        } else {
+            for (q, values) in source.chunks_exact_mut(n).take(rows).enumerate() {
+                values.copy_from_slice(st.coefficients_at(yy, mirror(x0 + q as isize, w)));
+            }
+        }
+        for c in (0..padded).step_by(LANES) {
+            let at = j * padded + c;
+            horiz[at..at + LANES].copy_from_slice(&taps(source, c, n, &kx));
             if gradients {
-                taps(&mut horiz_dx[at..at + n], c, &dkx);
+                horiz_dx[at..at + LANES].copy_from_slice(&taps(source, c, n, &dkx));
             }
         }
     }
-    // The sample's window, frames innermost.
-    for (k, values) in window.chunks_exact_mut(np).enumerate() {
-        let (sy, sx) = (y + k / side - nw as usize, x + k % side - nw as usize);
-        let values = &mut values[..n];
+    // The sample's window, row by row.
+    for (r, values) in window.chunks_exact_mut(padded).enumerate() {
+        let (sy, sx) = (y + r - nw, x - nw);
+        let values = &mut values[..len];
         match band {
-            Some(band) => values.copy_from_slice(band.at(sy, sx)),
-            None => values
-                .iter_mut()
-                .enumerate()
-                .for_each(|(i, v)| *v = 1.0 + st.s(i * h * w + sy * w + sx)),
+            Some(band) => values.copy_from_slice(band.run(sy, sx, side)),
+            None => values.iter_mut().enumerate().for_each(|(m, v)| {
+                *v = 1.0 + st.s((m % n) * h * w + sy * w + sx + m / n);
+            }),
         }
     }
-    let scale = st.scale();
-    let weight = |k: usize| kernel[k / side] * kernel[k % side];
+    // The reference in units of its mean: the vertical taps scaled once.
+    let scaled = |c: [f32; 4]| c.map(|c| c * st.scale());
+    let (ky, dky) = (scaled(ky), scaled(dky));
     // Σw: the same in every frame.
-    let w_frame = (0..side * side).fold(0.0f32, |acc, k| acc + weight(k));
+    let w_frame = (0..side * side).fold(0.0f32, |acc, k| acc + kernel[k / side] * kernel[k % side]);
     // The first moments, for the fits' ramp ([`fit_sums`]).
     let ramp = st.ramp && side > 1;
-    let offsets = |k: usize| [k / side, k % side].map(|q| q as f32 - nw as f32);
     let mut totals = Sums::<[f64; LANES]>::default();
-    // Each lane's sums in f32 over at most F32_RUN window values near 1 (the windows of a
-    // few frames), then added to the f64 totals: adding them after every frame was a
-    // quarter of this function's time.
+    // Each lane's sums in f32 over at most F32_RUN window values near 1, then added to the
+    // f64 totals: adding them after every value was a quarter of this function's time.
     let mut f = Sums::<[f32; LANES]>::default();
     let mut held = 0;
-    for lane0 in (0..n).step_by(LANES) {
-        if held > 0 && held + side * side > F32_RUN {
-            totals.add(std::mem::take(&mut f));
-            held = 0;
-        }
-        held += side * side;
-        for k in 0..side * side {
-            let wq = weight(k);
-            // The vertical taps of window pixel k start at its row of the horizontal pass.
-            let at = k * np + lane0;
-            let column = |rows: &[f32], c: &[f32; 4]| vertical(rows, at, side * np, c, scale);
-            let r = column(horiz, &ky);
-            let sv: [f32; LANES] = window[k * np + lane0..][..LANES]
-                .try_into()
-                .expect("a lane");
-            for l in 0..LANES {
-                f.r[l] += wq * r[l];
-                f.s[l] += wq * sv[l];
-                f.rr[l] += wq * r[l] * r[l];
-                f.ss[l] += wq * sv[l] * sv[l];
-                f.sr[l] += wq * sv[l] * r[l];
+    for c in (0..padded).step_by(LANES) {
+        let lanes = |v: &[f32]| -> [f32; LANES] { v[c..c + LANES].try_into().expect("a lane") };
+        let (a, o) = (lanes(along), lanes(moment));
+        for r in 0..side {
+            if held == F32_RUN {
+                totals.add(std::mem::take(&mut f));
+                held = 0;
             }
-            let wo = offsets(k).map(|o| wq * o);
+            held += 1;
+            let at = r * padded + c;
+            let wq: [f32; LANES] = std::array::from_fn(|l| kernel[r] * a[l]);
+            let rv = taps(horiz, at, padded, &ky);
+            let sv: [f32; LANES] = window[at..at + LANES].try_into().expect("a lane");
+            for l in 0..LANES {
+                f.r[l] += wq[l] * rv[l];
+                f.s[l] += wq[l] * sv[l];
+                f.rr[l] += wq[l] * rv[l] * rv[l];
+                f.ss[l] += wq[l] * sv[l] * sv[l];
+                f.sr[l] += wq[l] * sv[l] * rv[l];
+            }
+            // Each lane's weight times its offset from the pixel (px), `[y, x]`.
+            let oy = r as f32 - nw as f32;
+            let wo: [[f32; LANES]; 2] = [
+                std::array::from_fn(|l| wq[l] * oy),
+                std::array::from_fn(|l| kernel[r] * o[l]),
+            ];
             if ramp {
                 for o in 0..2 {
                     for l in 0..LANES {
-                        f.ms[o][l] += wo[o] * sv[l];
-                        f.mr[o][l] += wo[o] * r[l];
+                        f.ms[o][l] += wo[o][l] * sv[l];
+                        f.mr[o][l] += wo[o][l] * rv[l];
                     }
                 }
             }
             if gradients {
-                let g = [column(horiz, &dky), column(horiz_dx, &ky)];
+                let g = [
+                    taps(horiz, at, padded, &dky),
+                    taps(horiz_dx, at, padded, &ky),
+                ];
                 for (a, ga) in g.iter().enumerate() {
                     for l in 0..LANES {
-                        f.g[a][l] += wq * ga[l];
-                        f.rg[a][l] += wq * r[l] * ga[l];
-                        f.sg[a][l] += wq * sv[l] * ga[l];
+                        f.g[a][l] += wq[l] * ga[l];
+                        f.rg[a][l] += wq[l] * rv[l] * ga[l];
+                        f.sg[a][l] += wq[l] * sv[l] * ga[l];
                     }
                     if ramp {
                         for o in 0..2 {
                             for l in 0..LANES {
-                                f.mg[o][a][l] += wo[o] * ga[l];
+                                f.mg[o][a][l] += wo[o][l] * ga[l];
                             }
                         }
                     }
                 }
                 for l in 0..LANES {
-                    f.gg[0][l] += wq * g[0][l] * g[0][l];
-                    f.gg[1][l] += wq * g[1][l] * g[1][l];
-                    f.gg[2][l] += wq * g[0][l] * g[1][l];
+                    f.gg[0][l] += wq[l] * g[0][l] * g[0][l];
+                    f.gg[1][l] += wq[l] * g[1][l] * g[1][l];
+                    f.gg[2][l] += wq[l] * g[0][l] * g[1][l];
                 }
             }
         }
@@ -848,8 +854,7 @@ fn window_sums(
     totals.total(n as f64 * w_frame as f64)
 }
 
-/// Window values a lane of [`window_sums`] sums in f32 before they go to the f64 totals:
-/// a 3×3 window's for three frames, a 5×5's for two, a 7×7's for one.
+/// Window values a lane of [`window_sums`] sums in f32 before they go to the f64 totals.
 const F32_RUN: usize = 64;
 
 /// [`window_sums`] over the stacks' window, less the background ramp where the fit has one
@@ -919,6 +924,103 @@ mod tests {
                     (1.0..1.3).contains(&ratio),
                     "N {scans}, Nw {window}: {ratio:.3}"
                 );
+            }
+        }
+    }
+
+    /// [`window_sums`] against the same sums taken value by value in f64, each value's 4×4
+    /// B-spline taps read from the coefficients one by one: for window rows that fill their
+    /// vectors or not (N = 3, 5, 20; Nw = 1, 2), with and without the sample's band, and for
+    /// windows whose taps reach past the image's edge (mirrored). The f32 sums of up to 64
+    /// values near 1 each hold about 6 digits: measured within 3e-7 × Σw.
+    #[test]
+    fn window_sums_are_the_values_sums() {
+        let size = 40;
+        for (scans, window) in [(3, 1), (3, 2), (5, 1), (20, 1), (20, 2)] {
+            let case = simulate(&Preset::SandpaperRandom.config(size, scans, 5)).unwrap();
+            let p = Params {
+                window,
+                ..Params::default()
+            };
+            let (r, s) = (case.reference.view(), case.sample.view());
+            let mut st = Stacks::without_sums(r, s, &p, None, 0..size, Vec::new());
+            st.ramp = true;
+            let (n, nw) = (scans, window as isize);
+            let at = |y: isize, x: isize, i: usize| {
+                st.coefficients_at(mirror(y, size), mirror(x, size))[i] as f64
+            };
+            let naive = |(y, x): (usize, usize), [dy, dx]: [f32; 2]| {
+                let mut sums = Sums::<f64>::default();
+                for (oy, ox) in (-nw..=nw).flat_map(|oy| (-nw..=nw).map(move |ox| (oy, ox))) {
+                    let wq = (st.kernel[(oy + nw) as usize] * st.kernel[(ox + nw) as usize]) as f64;
+                    let (py, px) = (y as isize + oy, x as isize + ox);
+                    let (fy, fx) = (py as f64 - dy as f64, px as f64 - dx as f64);
+                    let (iy, ix) = (fy.floor() as isize, fx.floor() as isize);
+                    let (ky, kx) = (bspline(fy - iy as f64), bspline(fx - ix as f64));
+                    let (gy, gx) = (
+                        bspline_derivative(fy - iy as f64),
+                        bspline_derivative(fx - ix as f64),
+                    );
+                    for i in 0..n {
+                        let tap = |a: &[f32; 4], b: &[f32; 4]| {
+                            let mut v = 0.0;
+                            for (j, &ka) in a.iter().enumerate() {
+                                for (k, &kb) in b.iter().enumerate() {
+                                    let c = at(iy - 1 + j as isize, ix - 1 + k as isize, i);
+                                    v += ka as f64 * kb as f64 * c;
+                                }
+                            }
+                            v * st.scale() as f64
+                        };
+                        let (rv, g) = (tap(&ky, &kx), [tap(&gy, &kx), tap(&ky, &gx)]);
+                        let sv =
+                            1.0 + st.s(i * size * size + py as usize * size + px as usize) as f64;
+                        let o = [oy as f64, ox as f64];
+                        sums.w += wq;
+                        sums.r += wq * rv;
+                        sums.s += wq * sv;
+                        sums.rr += wq * rv * rv;
+                        sums.ss += wq * sv * sv;
+                        sums.sr += wq * sv * rv;
+                        for a in 0..2 {
+                            sums.g[a] += wq * g[a];
+                            sums.rg[a] += wq * rv * g[a];
+                            sums.sg[a] += wq * sv * g[a];
+                            sums.ms[a] += wq * o[a] * sv;
+                            sums.mr[a] += wq * o[a] * rv;
+                            for (mg, gb) in sums.mg[a].iter_mut().zip(g) {
+                                *mg += wq * o[a] * gb;
+                            }
+                        }
+                        sums.gg[0] += wq * g[0] * g[0];
+                        sums.gg[1] += wq * g[1] * g[1];
+                        sums.gg[2] += wq * g[0] * g[1];
+                    }
+                }
+                sums
+            };
+            let last = size - 1 - window;
+            let cases = [
+                ((20, 17), [0.3, -1.6]),
+                ((window, window), [1.3, 2.7]),
+                ((last, last), [-2.2, -0.4]),
+                ((window, last), [0.9, -3.5]),
+            ];
+            for ((q, d), band) in cases.into_iter().zip([false, true, false, true]) {
+                let mut ws = match band {
+                    true => Workspace::reading(&st, 0..size, window),
+                    false => Workspace::default(),
+                };
+                let mut fast = window_sums(&st, &st.kernel, q.0, q.1, d, true, &mut ws);
+                let mut slow = naive(q, d);
+                let w = slow.w;
+                assert!((fast.w - w).abs() < 1e-6 * w, "{} against {w}", fast.w);
+                for (k, (a, b)) in fast.products().into_iter().zip(slow.products()).enumerate() {
+                    assert!(
+                        (*a - *b).abs() < 1e-6 * w,
+                        "N {n}, Nw {nw}, pixel {q:?}, product {k}: {a} against {b}"
+                    );
+                }
             }
         }
     }

@@ -142,6 +142,14 @@ impl<'a> Stacks<'a> {
         &self.coefficients[((y - self.first_row) * self.w + x) * self.n..][..self.n]
     }
 
+    /// The coefficients of `count` pixels from (y, x) along the row, each one's frames
+    /// together.
+    #[inline]
+    pub fn coefficients_run(&self, y: usize, x: usize, count: usize) -> &[f32] {
+        debug_assert!(y >= self.first_row && x + count <= self.w);
+        &self.coefficients[((y - self.first_row) * self.w + x) * self.n..][..count * self.n]
+    }
+
     /// The image rows whose coefficients these stacks hold.
     pub fn coefficient_rows(&self) -> std::ops::Range<usize> {
         let rows = self.coefficients.len() / (self.w * self.n).max(1);
