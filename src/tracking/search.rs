@@ -777,6 +777,16 @@ pub(super) fn local_search(
             *m += wq * o * sum(v);
         }
     }
+    // S weighted by its position's weight, and each weight times its offset along x (px):
+    // a window row's terms of a cost are then dot products over the patch row's contiguous
+    // values (one per position, of N = 3 values each, made these searches 1.4× as long).
+    let sw: Vec<f32> = (s.chunks_exact(n).zip(&weights))
+        .flat_map(|(v, &wq)| v.iter().map(move |&v| wq * v))
+        .collect();
+    let wox: Vec<f32> = (weights.iter().enumerate())
+        .map(|(k, &wq)| wq * offset(k as isize)[1])
+        .collect();
+    let (win, row) = (win as usize, win as usize * n);
     // The windows at the pixel and at the reference position must lie in the image.
     let inside = |c: isize, n: isize| c - nw >= 0 && c + nw < n;
     let cost = |uy: isize, ux: isize| {
@@ -790,20 +800,17 @@ pub(super) fn local_search(
         // Where the moved window starts in the patch.
         let (by, bx) = (centre[0] + reach + 1 - uy, centre[1] + reach + 1 - ux);
         let (mut c, mut sr1, mut sr2, mut rm) = (0.0f32, 0.0f32, 0.0f32, [0.0f32; 2]);
-        let mut k = 0;
         for qy in 0..win {
-            for qx in 0..win {
-                let wq = weights[k];
-                let at = ((by + qy) * span + bx + qx) as usize;
-                c += wq * dot(&s[k * n..][..n], &r[at * n..][..n]);
-                sr1 += wq * r1[at];
-                sr2 += wq * r2[at];
-                if st.ramp {
-                    for (m, o) in rm.iter_mut().zip(offset(k as isize)) {
-                        *m += wq * o * r1[at];
-                    }
-                }
-                k += 1;
+            // The patch position under the window row's first value.
+            let at = (by as usize + qy) * span as usize + bx as usize;
+            let (weights, r1) = (&weights[qy * win..][..win], &r1[at..][..win]);
+            c += dot(&sw[qy * row..][..row], &r[at * n..][..row]);
+            let weighted = dot(weights, r1);
+            sr1 += weighted;
+            sr2 += dot(weights, &r2[at..][..win]);
+            if st.ramp {
+                rm[0] += (qy as isize - nw) as f32 * weighted;
+                rm[1] += dot(&wox[qy * win..][..win], r1);
             }
         }
         let moments = st.ramp.then_some(([sm[0], sm[1], rm[0], rm[1]], st.m2));
@@ -896,7 +903,8 @@ pub(super) fn reseed_outliers(
 }
 
 /// Σ a·b in eight lanes (which the compiler vectorises; one running sum would not be).
-#[inline]
+/// Inlined always: called for a few values at a time, a call cost as much as the sums.
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     if a.len() < 8 {
         // Fewer frames than lanes (N < 8): the tail alone, without the lanes' set-up.
