@@ -140,8 +140,8 @@ pub(super) struct Fit {
 }
 
 /// Weighted sums over the window and the frames of S, R (the reference at the shift) and
-/// G = ∇R (px⁻¹, `[∂y, ∂x]`), in units of the reference mean: f64 totals of f32 sums over
-/// a few frames' windows (at most [`F32_RUN`] values near 1 each).
+/// G = ∇R (px⁻¹, `[∂y, ∂x]`), in units of the reference mean: f64 totals of vector lanes'
+/// f32 sums (of at most [`F32_RUN`] values near 1 each).
 #[derive(Default)]
 struct Sums<T = f64> {
     w: T,
@@ -188,28 +188,14 @@ impl<T> Sums<T> {
     }
 }
 
-impl Sums<[f64; LANES]> {
-    /// Adds the lanes' f32 sums (of a few frames each), in f64, lane by lane (in vectors).
+impl Sums {
+    /// Adds the lanes' f32 sums (of at most [`F32_RUN`] values each) in f64 and clears them.
     #[inline(always)]
-    fn add(&mut self, mut f: Sums<[f32; LANES]>) {
-        for (total, v) in self.products().into_iter().zip(f.products()) {
-            // Through copies, which cannot alias: vectorised.
-            let (t, v) = (*total, *v);
-            *total = std::array::from_fn(|l| t[l] + v[l] as f64);
+    fn add_lanes(&mut self, f: &mut Sums<[f32; LANES]>) {
+        for (total, lanes) in self.products().into_iter().zip(f.products()) {
+            *total += lanes.iter().map(|&v| v as f64).sum::<f64>();
+            *lanes = [0.0; LANES];
         }
-    }
-
-    /// The totals over the lanes, Σw = `w`.
-    #[inline(always)]
-    fn total(mut self, w: f64) -> Sums {
-        let mut s = Sums {
-            w,
-            ..Sums::default()
-        };
-        for (total, lanes) in s.products().into_iter().zip(self.products()) {
-            *total = lanes.iter().sum();
-        }
-        s
     }
 }
 
@@ -784,7 +770,10 @@ fn window_sums(
     let w_frame = (0..side * side).fold(0.0f32, |acc, k| acc + kernel[k / side] * kernel[k % side]);
     // The first moments, for the fits' ramp ([`fit_sums`]).
     let ramp = st.ramp && side > 1;
-    let mut totals = Sums::<[f64; LANES]>::default();
+    let mut totals = Sums {
+        w: n as f64 * w_frame as f64,
+        ..Sums::default()
+    };
     // Each lane's sums in f32 over at most F32_RUN window values near 1, then added to the
     // f64 totals: adding them after every value was a quarter of this function's time.
     let mut f = Sums::<[f32; LANES]>::default();
@@ -794,7 +783,7 @@ fn window_sums(
         let (a, o) = (lanes(along), lanes(moment));
         for r in 0..side {
             if held == F32_RUN {
-                totals.add(std::mem::take(&mut f));
+                totals.add_lanes(&mut f);
                 held = 0;
             }
             held += 1;
@@ -850,8 +839,8 @@ fn window_sums(
             }
         }
     }
-    totals.add(f);
-    totals.total(n as f64 * w_frame as f64)
+    totals.add_lanes(&mut f);
+    totals
 }
 
 /// Window values a lane of [`window_sums`] sums in f32 before they go to the f64 totals.
