@@ -713,15 +713,10 @@ fn window_sums(
     let (horiz_dx, rest) = rest.split_at_mut(sizes[2]);
     let (window, rest) = rest.split_at_mut(sizes[3]);
     let (along, moment) = rest.split_at_mut(sizes[4]);
-    for (m, (a, o)) in along
-        .iter_mut()
-        .zip(moment.iter_mut())
-        .take(len)
-        .enumerate()
-    {
-        let q = m / n;
-        *a = kernel[q];
-        *o = kernel[q] * (q as f32 - nw as f32);
+    let positions = along.chunks_exact_mut(n).zip(moment.chunks_exact_mut(n));
+    for (q, (a, o)) in positions.take(side).enumerate() {
+        a.fill(kernel[q]);
+        o.fill(kernel[q] * (q as f32 - nw as f32));
     }
     // The window shares one fractional shift: the weights once, then a separable 4-tap
     // interpolation of the coefficients (and of their x derivative).
@@ -758,9 +753,13 @@ fn window_sums(
         let values = &mut values[..len];
         match band {
             Some(band) => values.copy_from_slice(band.run(sy, sx, side)),
-            None => values.iter_mut().enumerate().for_each(|(m, v)| {
-                *v = 1.0 + st.s((m % n) * h * w + sy * w + sx + m / n);
-            }),
+            None => {
+                for (q, frames) in values.chunks_exact_mut(n).enumerate() {
+                    for (i, v) in frames.iter_mut().enumerate() {
+                        *v = 1.0 + st.s(i * h * w + sy * w + sx + q);
+                    }
+                }
+            }
         }
     }
     // The reference in units of its mean: the vertical taps scaled once.
