@@ -27,7 +27,7 @@
 
 mod bias;
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use ndarray::{Array2, ArrayView3};
 use rayon::prelude::*;
@@ -305,7 +305,7 @@ pub(crate) fn guard(
             residual: &residual,
             mean: &mean,
             threshold: SUSPECT * scale * median,
-            changed: HashMap::new(),
+            changed: HashMap::default(),
         };
         let suspects: Vec<(usize, usize)> = {
             let (windows, limit) = window_residuals(&residual, &mean, params.window, n, scale);

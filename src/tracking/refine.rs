@@ -701,8 +701,9 @@ fn window_sums(
         rows * padded,
         side * padded,
         padded,
+        padded,
     ];
-    let total = sizes.iter().sum::<usize>() + padded;
+    let total = sizes.iter().sum::<usize>();
     if *layout != (side, n) {
         scratch.clear();
         scratch.resize(total, 0.0);
