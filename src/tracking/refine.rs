@@ -135,7 +135,8 @@ pub(super) struct Fit {
     pub darkfield: f32,
     /// Relative RMS residual.
     pub residual: f32,
-    /// The shift's standard error (px, `[dy, dx]`) from the residual ([`shift_sd`]).
+    /// The shift's standard error (px, `[dy, dx]`) from the residual ([`shift_sd`]); NaN
+    /// for a fit without a step.
     pub shift_sd: [f32; 2],
 }
 
@@ -277,14 +278,21 @@ pub(super) fn fit_at(
         shift = [start[0] + delta[0] as f32, start[1] + delta[1] as f32];
     }
     let (k, a, res) = linear_fit(&sums, p.dark_field);
-    let parameters = [2, 1 + p.dark_field as usize, 2 * st.ramp as usize];
-    let shift_sd = shift_sd(
-        &sums,
-        p.dark_field,
-        res,
-        st.n as f64 * effective_values(&st.kernel),
-        parameters.iter().sum::<usize>() as f64,
-    );
+    // Only where the gradient sums were taken (a step): the fits that judge a shift
+    // (`step` false) have no use for it.
+    let shift_sd = match step {
+        true => {
+            let parameters = [2, 1 + p.dark_field as usize, 2 * st.ramp as usize];
+            shift_sd(
+                &sums,
+                p.dark_field,
+                res,
+                st.n as f64 * effective_values(&st.kernel),
+                parameters.iter().sum::<usize>() as f64,
+            )
+        }
+        false => [f32::NAN; 2],
+    };
     let (t, d) = if p.dark_field {
         from_affine(a, k, illumination_at(st, y, x, shift))
     } else {
