@@ -124,6 +124,31 @@ fn simulate_writes_a_complete_case() {
     assert_ne!(std::fs::read(out.join("reference.tif")).unwrap(), before);
 }
 
+/// A stress-suite row, reproduced as a case directory to reconstruct and look at.
+#[test]
+fn a_stress_case_is_simulated_by_name() {
+    let dir = tempdir().unwrap();
+    let name = "absorbing 3.0 px, mask random, N 2";
+    let at = simulated(dir.path(), &["--stress", name, "--size", "64"]);
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(at("meta.json")).unwrap()).unwrap();
+    assert_eq!(meta["scans"], 2);
+    assert_eq!(meta["height"], 64);
+    assert_eq!(meta["preset"], format!("stress case {name}"));
+    let o = dir.path().join("other");
+    fails_with(
+        &espinnet(&[
+            "simulate",
+            "--output",
+            o.to_str().unwrap(),
+            "--stress",
+            "nonsense",
+        ]),
+        "no stress case",
+    );
+    assert!(!o.exists(), "a failed run must not create its output");
+}
+
 #[test]
 fn bad_arguments_are_one_line_errors() {
     let dir = tempdir().unwrap();

@@ -70,12 +70,18 @@ struct SimulateArgs {
     /// Number of scan positions N.
     #[arg(long, default_value_t = 20)]
     scans: usize,
-    /// Random seed: the same seed gives the same case.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
+    /// Random seed: the same seed gives the same case [default: 1; with --stress, 2026,
+    /// the seed of `espinnet validate`'s table].
+    #[arg(long)]
+    seed: Option<u64>,
     /// Mean photons per pixel (Poisson noise); 0 for noise-free expected counts.
     #[arg(long)]
     flux: Option<f64>,
+    /// A case of the stress suite instead of a preset, named as `espinnet validate --mix
+    /// stress` prints it (e.g. "lens 7.0 px, mask diagonal, N 20"); --size applies, --preset
+    /// and --scans do not.
+    #[arg(long, conflicts_with_all = ["preset", "scans"])]
+    stress: Option<String>,
     /// Replace an earlier output directory (all of it).
     #[arg(long)]
     force: bool,
@@ -164,18 +170,35 @@ pub fn setup_ort_library() -> Option<PathBuf> {
 }
 
 fn simulate(a: SimulateArgs) -> espinnet::Result<()> {
-    let mut config = a.preset.config(a.size, a.scans, a.seed);
+    let (mut config, name) = match &a.stress {
+        Some(name) => {
+            let seed = a.seed.unwrap_or(validate::SEED);
+            let found = espinnet::simulate::stress::suite(a.size, seed)
+                .into_iter()
+                .find(|c| &c.name == name)
+                .ok_or_else(|| {
+                    espinnet::Error::InvalidArgument(format!(
+                        "no stress case is called {name:?}; `espinnet validate --mix stress` lists them"
+                    ))
+                })?;
+            (found.config, format!("stress case {name}"))
+        }
+        None => (
+            a.preset.config(a.size, a.scans, a.seed.unwrap_or(1)),
+            a.preset.name().to_string(),
+        ),
+    };
     match a.flux {
         Some(0.0) => config.poisson_noise = false,
         Some(f) => config.flux_photons = f,
         None => {}
     }
     let case = case::simulate_with_progress(&config)?;
-    case::write(&case, a.preset.name(), &a.output, a.force)?;
+    case::write(&case, &name, &a.output, a.force)?;
     eprintln!(
         "wrote {} ({} frames of {}x{})",
         a.output.display(),
-        a.scans,
+        config.scans,
         a.size,
         a.size
     );
