@@ -24,6 +24,10 @@
 //! (`tracking/resolve.rs`); from N = 5, pixels still unexplained then take the estimate of
 //! an explained neighbour that explains their own values, in passes that reach further
 //! into a smoothed band ([`borrow`]).
+//!
+//! Next to a strong absorption edge, below five frames, one T across the window lets a
+//! wrong shift explain it best; such suspects are searched again with T as a plane
+//! (`tracking/resolve.rs`).
 
 mod bias;
 

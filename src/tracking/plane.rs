@@ -21,6 +21,9 @@
 //! second search gained little (their inlier RMSE at N = 5 0.052 → 0.050 px, the paper mix
 //! unchanged) for 0.35–0.53 s on a 256² image of them at N = 20 (1 044 misfits with a
 //! 7×7 window), where the default simulated case at 2048² × 20 has none.
+//!
+//! The network's guard searches the same way, near its estimate, at the suspects next to
+//! such an edge that its usual search left unexplained ([`fit_near`], `resolve.rs`).
 
 use super::adaptive::{MISFIT, contrasts, refit_by_bands};
 use super::affine::{Gram, ITERATIONS, MAX_DETOUR_PX, MAX_STEP, TOLERANCE, gram, samples};
@@ -29,7 +32,7 @@ use super::search::Stacks;
 use super::{Output, Params, Status};
 
 /// The second search runs below this many frames.
-const FEW_FRAMES: usize = 5;
+pub(super) const FEW_FRAMES: usize = 5;
 /// Gauss–Newton iterations at most in g alone, at each whole-pixel shift of the search (the
 /// refinement in u and g takes the affine fit's limits: [`ITERATIONS`], [`TOLERANCE`],
 /// [`MAX_STEP`], [`MAX_DETOUR_PX`]; g's steps in px⁻¹ × the window's half-width, T's
@@ -234,18 +237,20 @@ fn add_products(
     }
 }
 
-/// The whole-pixel shift within ±`reach` px of least residual with T as a plane at pixel
-/// (y, x), whose window is `samples`, trying `first` first (a low cost found early skips
-/// more shifts). At whole pixels
-/// the reference is its values as given: the Gram from the frames' sums of R, R² and R·S at
-/// each window pixel.
+/// The whole-pixel shift within ±`reach` px of `centre` (`[dy, dx]`) of least residual with
+/// T as a plane at pixel (y, x), whose window is `samples`, trying `first` first (a low cost
+/// found early skips more shifts); `None` where none has a relative residual under
+/// `ceiling` (as [`PlaneFit::residual`]; the ceiling skips the shifts whose bound is over
+/// it). At whole pixels the reference is its values as given: the Gram from the frames'
+/// sums of R, R² and R·S at each window pixel.
 fn search(
     st: &Stacks,
     dark_field: bool,
     (y, x): (usize, usize),
     samples: &[f32],
-    reach: i64,
+    (centre, reach): ([i64; 2], i64),
     first: [i64; 2],
+    ceiling: f64,
 ) -> Option<[f64; 2]> {
     let (n, h, w) = (st.n, st.h, st.w);
     let side = st.kernel.len();
@@ -267,10 +272,14 @@ fn search(
         add_products(&mut fixed, (ONE, S), 1, o, wq * s1);
         fixed[S][S] += wq * s2;
     }
-    let mut best: Option<(f64, [f64; 2])> = None;
-    let first = first.map(|u| u.clamp(-reach, reach));
-    let shifts = (-reach..=reach)
-        .flat_map(|uy| (-reach..=reach).map(move |ux| [uy, ux]))
+    // The ceiling as a residual sum: (residual × mean)² × Σw.
+    let (sw, ssum) = (fixed[ONE][ONE], fixed[ONE][S]);
+    let mut best: (f64, Option<[f64; 2]>) = ((ceiling * ssum / sw).powi(2) * sw, None);
+    let range = |a: usize| centre[a] - reach..=centre[a] + reach;
+    let first: [i64; 2] =
+        std::array::from_fn(|a| first[a].clamp(centre[a] - reach, centre[a] + reach));
+    let shifts = range(0)
+        .flat_map(|uy| range(1).map(move |ux| [uy, ux]))
         .filter(|&u| u != first);
     for u in std::iter::once(first).chain(shifts) {
         let mut gm = fixed;
@@ -294,16 +303,16 @@ fn search(
         }
         let gm: Gram<SEARCHED> =
             std::array::from_fn(|a| std::array::from_fn(|b| gm[a.min(b)][a.max(b)]));
-        if best.is_some_and(|b| bound(&gm, dark_field).is_none_or(|l| l >= b.0)) {
+        if bound(&gm, dark_field).map_or(best.1.is_some(), |l| l >= best.0) {
             continue;
         }
         if let Some(rss) = search_cost(&gm, dark_field, nw as f64) {
-            if best.is_none_or(|b| rss < b.0) {
-                best = Some((rss, u.map(|v| v as f64)));
+            if rss < best.0 {
+                best = (rss, Some(u.map(|v| v as f64)));
             }
         }
     }
-    best.map(|b| b.1)
+    best.1
 }
 
 /// A refined fit: `[dy, dx]` (px), a and K at the window's centre, and the relative RMS
@@ -378,7 +387,15 @@ pub(super) fn refit(
     let (kept, spare) = refit_by_bands(stacks, p, out, &pixels, spare, |st, out, (y, x)| {
         let first = [out.dy[[y, x]], out.dx[[y, x]]].map(|v| v.round() as i64);
         let samples = samples(st, (y, x));
-        let start = search(st, p.dark_field, (y, x), &samples, reach, first)?;
+        let start = search(
+            st,
+            p.dark_field,
+            (y, x),
+            &samples,
+            ([0, 0], reach),
+            first,
+            f64::INFINITY,
+        )?;
         let f = refine(st, p.dark_field, (y, x), &samples, start)?;
         // Under the misfit level, so better than the usual fit too (NaN refused).
         (f.residual < misfit as f64).then_some(())?;
@@ -399,4 +416,45 @@ pub(super) fn refit(
         clock.elapsed().as_secs_f64()
     );
     spare
+}
+
+/// For the guard ([`super::resolve`]): pixel (y, x) searched with T as a plane within
+/// ±`reach` px of `start` (`[dy, dx]`, px), then refined, where a whole-pixel shift other
+/// than `start`'s nearest fits the window with a relative residual under `2 × ceiling` (as
+/// a whole-pixel fit of the right shift can leave twice its refined residual) and the
+/// refined fit under `ceiling`: `[dx, dy, T, D]` and the relative residual.
+pub(super) fn fit_near(
+    st: &Stacks,
+    dark_field: bool,
+    (y, x): (usize, usize),
+    start: [f32; 2],
+    reach: i64,
+    ceiling: f32,
+) -> Option<([f32; 4], f32)> {
+    let centre = start.map(|v| v.round() as i64);
+    let samples = samples(st, (y, x));
+    let ceiling = f64::from(ceiling);
+    let u = search(
+        st,
+        dark_field,
+        (y, x),
+        &samples,
+        (centre, reach),
+        centre,
+        2.0 * ceiling,
+    )?;
+    if u == centre.map(|v| v as f64) {
+        return None;
+    }
+    let f = refine(st, dark_field, (y, x), &samples, u)?;
+    (f.residual < ceiling).then_some(())?;
+    let [dx, dy, t, d, residual] = contrasts(
+        st,
+        dark_field,
+        (y, x),
+        f.shift.map(|v| v as f32),
+        (f.a, f.k),
+        f.residual,
+    );
+    Some(([dx, dy, t, d], residual))
 }
