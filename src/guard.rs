@@ -398,10 +398,20 @@ mod tests {
 
     /// The reference's coefficients computed once for the whole image or band by band give
     /// the same maps, over an image of three bands (rows 0–511, 512–1023, 1024–1099) and
-    /// with gross errors to re-solve in each.
+    /// with gross errors to re-solve in each: at N = 5, and at N = 2 next to strong
+    /// absorption edges, where suspects are searched with T as a plane too.
     #[test]
     fn whole_coefficients_and_bands_give_the_same_maps() {
-        let mut config = Preset::MaskDiagonal.config(48, 5, 3);
+        let absorbing = (crate::simulate::stress::suite(48, 3).into_iter())
+            .find(|c| c.name == "absorbing 3.0 px, mask random, N 2")
+            .expect("the stress suite has it")
+            .config;
+        for config in [Preset::MaskDiagonal.config(48, 5, 3), absorbing] {
+            same_maps_whole_and_banded(config);
+        }
+    }
+
+    fn same_maps_whole_and_banded(mut config: crate::simulate::Config) {
         config.height = 1100;
         let case = simulate(&config).unwrap();
         let (r, s) = (case.reference.view(), case.sample.view());
