@@ -120,7 +120,7 @@ pub struct NetworkArgs {
     /// taken off; pixels whose estimate the signal model rejects are solved again by the
     /// tracker, starting from the network's (status 4). Catches the network's gross errors
     /// on lenses and wide smooth fields and most of its phase error; adds about two fifths
-    /// to a run on two cores (2048², N = 3 and 20).
+    /// to a run on two cores at 2048² × 20, a half or more at 2048² × 3.
     /// `--guard=false` turns it off.
     #[arg(long, default_value_t = net().guard, num_args = 0..=1, default_missing_value = "true",
           action = clap::ArgAction::Set)]
