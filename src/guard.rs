@@ -402,8 +402,7 @@ mod tests {
     /// absorption edges, where suspects are searched with T as a plane too.
     #[test]
     fn whole_coefficients_and_bands_give_the_same_maps() {
-        let absorbing = (crate::simulate::stress::suite(48, 3).into_iter())
-            .find(|c| c.name == "absorbing 3.0 px, mask random, N 2")
+        let absorbing = crate::simulate::stress::named(48, 3, "absorbing 3.0 px, mask random, N 2")
             .expect("the stress suite has it")
             .config;
         for config in [Preset::MaskDiagonal.config(48, 5, 3), absorbing] {

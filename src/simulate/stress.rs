@@ -233,10 +233,14 @@ const SETUPS: [(Setup, usize); 7] = [
 ];
 
 /// The suite's case called `name` (as [`suite`] names it and `espinnet validate --mix
-/// stress` prints it), simulated at `size`² with `seed`; `None` where there is none.
+/// stress` prints it) at `size`² with `seed`; `None` where there is none.
+pub fn named(size: usize, seed: u64, name: &str) -> Option<StressCase> {
+    suite(size, seed).into_iter().find(|c| c.name == name)
+}
+
+/// [`named`]'s case, simulated.
 pub fn case(size: usize, seed: u64, name: &str) -> Option<crate::Result<super::Case>> {
-    let found = suite(size, seed).into_iter().find(|c| c.name == name)?;
-    Some(super::simulate(&found.config))
+    Some(super::simulate(&named(size, seed, name)?.config))
 }
 
 /// The fixed suite at `size`² (every sample under every set-up), seeded by `seed`.

@@ -173,14 +173,11 @@ fn simulate(a: SimulateArgs) -> espinnet::Result<()> {
     let (mut config, name) = match &a.stress {
         Some(name) => {
             let seed = a.seed.unwrap_or(validate::SEED);
-            let found = espinnet::simulate::stress::suite(a.size, seed)
-                .into_iter()
-                .find(|c| &c.name == name)
-                .ok_or_else(|| {
-                    espinnet::Error::InvalidArgument(format!(
-                        "no stress case is called {name:?}; `espinnet validate --mix stress` lists them"
-                    ))
-                })?;
+            let found = espinnet::simulate::stress::named(a.size, seed, name).ok_or_else(|| {
+                espinnet::Error::InvalidArgument(format!(
+                    "no stress case is called {name:?}; `espinnet validate --mix stress` lists them"
+                ))
+            })?;
             (found.config, format!("stress case {name}"))
         }
         None => (
