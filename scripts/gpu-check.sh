@@ -8,8 +8,9 @@
 #   scripts/gpu-check.sh device    on the GPU machine, with `.gpu` carried along: the network
 #                                  tests on CUDA, `espinnet bench` of the network at 512² and
 #                                  2048² (N = 20) with 1, 4 and 16 pairs per call, tiled and
-#                                  whole, and the PyTorch timing of the same network; all to
-#                                  $OUT (else ./gpu-out)
+#                                  whole, one whole run's stages from its debug log, and the
+#                                  PyTorch timing of the same network; all to $OUT (else
+#                                  ./gpu-out)
 #   scripts/gpu-check.sh dry-run   here: the device step on the CPU at small sizes, to check
 #                                  this script before device time is spent on it
 #
@@ -78,7 +79,9 @@ check() {
     fi
     "$o/espinnet" --version | tee -a "$out/device.txt"
     # 1. The network tests, the provider chosen as a user gets it (auto: CUDA first).
-    "$o/network.test" --test-threads=1 --nocapture 2>&1 | tee "$out/tests.txt" | tail -5
+    # A failing test is reported, not a reason to skip the bench.
+    "$o/network.test" --test-threads=1 --nocapture 2>&1 | tee "$out/tests.txt" | tail -5 ||
+        echo "network tests FAILED on $provider: see tests.txt" | tee -a "$out/device.txt"
     # 2. The bench: tiles of 1280 px (the default), then whole images.
     local tiled whole
     tiled=$(mktemp) whole=$(mktemp)
@@ -89,9 +92,20 @@ check() {
         --provider $provider --tile 4096 --repeat 5 --no-whole-run 2>&1 | tee "$whole"
     { echo "# tiles of at most 1280 px"; cat "$tiled"; echo "# whole images"; cat "$whole"; } \
         > "$out/bench.txt"
-    # 3. The same network in PyTorch (random weights: the time does not depend on them).
+    # 3. Where a whole run's time goes (its debug log: sessions, tiles, inference, guard,
+    # phase, writing), at the largest size, with the bench's default tiles and whole images.
+    local case
+    case=$(mktemp -d)
+    "$o/espinnet" simulate --output "$case/in" --size "${sizes##*,}" --scans 20 --seed 1 --force
+    for tile in 1280 4096; do
+        { time RUST_LOG=espinnet=debug "$o/espinnet" reconstruct --case "$case/in" \
+            --output "$case/out" --provider $provider --tile "$tile" --force; } \
+            > "$out/stages-tile$tile.txt" 2>&1 || true
+    done
+    rm -rf "$case"
+    # 4. The same network in PyTorch (random weights: the time does not depend on them).
     # torch.compile compiles each new shape: bounded, so that the run ends in time.
-    timeout 180 python3 -u scripts/gpu_torch_timing.py --sizes $sizes --batches $batches 2>&1 |
+    timeout 120 python3 -u scripts/gpu_torch_timing.py --sizes $sizes --batches $batches 2>&1 |
         tee "$out/torch.txt" || true
     echo "results in $out"
 }

@@ -35,6 +35,9 @@ prepare() {
 train() {
     local work=$1 mode=$2 minutes=$3 out=${OUT:-$ROOT/gpu-out}/train
     local scale device crops steps threads=$(nproc)
+    # The run writes into $out itself: a run stopped at the device's time limit still brings
+    # back its last checkpoint (saved every 1000 steps).
+    rm -rf "$out"
     mkdir -p "$out" "$work/data"
     if [ "$mode" = device ]; then
         nvidia-smi -L | tee "$out/device.txt"
@@ -68,11 +71,10 @@ EOF
     # As stress2: the paper mix listed twice (twice its weight), from the shipped weights.
     (cd models/train && PYTHONPATH=. python3 -u -m espinnet_train.train \
         --data "$d/stress" "$d/paper" "$d/paper" "$d/broad" "$d/stress256" "$d/paper256" \
-        "$d/paper256" --val "$d/valstress" "$d/val256" --run "$work/run" \
+        "$d/paper256" --val "$d/valstress" "$d/val256" --run "$out" \
         --variant light-nonorm --init runs/tune2-step008000.pt --device $device \
         --minutes "$minutes" --steps $steps --crops $crops --lr 2e-4 --lr-min 1e-6 \
         --warmup 100 --every 1000 --threads "$threads") 2>&1 | tee "$out/train.txt"
-    cp "$work/run/last.pt" "$work/run/log.csv" "$work/run/val.jsonl" "$work/run/args.json" "$out/"
     echo "results in $out"
 }
 

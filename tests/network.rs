@@ -390,9 +390,21 @@ fn batched_pairs_and_shared_engines_give_the_same_maps() {
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
+    // On the CPU a pair's maps do not depend on the batch. cuDNN picks its convolution
+    // algorithms per input shape, so on a GPU a batch of 4 rounds differently from a pair
+    // alone: 0.0018 px at most on the H200 (CUDA 13, cuDNN 9). That is a thirtieth of the
+    // network's RMSE; a pair mixed up with another would be off by pixels.
+    let tolerance_px = match net.provider() {
+        Provider::Cpu => 1e-4,
+        _ => 0.01,
+    };
     for (a, b) in many.iter().zip(&alone) {
         let (max, _) = diff(&a.dx, &b.dx, 0);
-        assert!(max <= 1e-4, "batched vs alone: {max}");
+        assert!(
+            max <= tolerance_px,
+            "batched vs alone on {}: {max} px",
+            net.provider()
+        );
     }
 }
 
