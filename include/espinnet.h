@@ -299,7 +299,8 @@ void esp_options_free(struct esp_options *opts);
  *   (default true: the network's smooth bias, measured by the tracker on a grid of pixels,
  *   is taken off, and pixels the signal model rejects are solved again by the tracker),
  *   `image_px` (`HEIGHTxWIDTH`, the image size to be run if known: the engine then starts
- *   faster; other sizes still run), `device_id`, `fp16`, `gpu_mem_limit_mib`, `trt_cache` (directory).
+ *   faster; other sizes still run), `device_id`, `fp16`, `gpu_mem_limit_mib`, `trt_cache` (directory),
+ *   `conv_search` (`exhaustive`, `heuristic`, `fixed`: how CUDA picks convolution algorithms).
  * - Tracking: `window` (px, half-width), `max_shift` (px), `mean_window` (px),
  *   `dark_field`, `hamming`, `reseed`, `adaptive`.
  * - Geometry, for refraction and phase: `energy_kev` (keV), `distance_m` (sample to

@@ -93,14 +93,19 @@ check() {
     { echo "# tiles of at most 1280 px"; cat "$tiled"; echo "# whole images"; cat "$whole"; } \
         > "$out/bench.txt"
     # 3. Where a whole run's time goes (its debug log: sessions, tiles, inference, guard,
-    # phase, writing), at the largest size, with the bench's default tiles and whole images.
-    local case
+    # phase, writing): the default tiles and whole images, and cuDNN's cheaper algorithm
+    # choices (the first call of a process pays for the default exhaustive search).
+    local case size tile search
     case=$(mktemp -d)
-    "$o/espinnet" simulate --output "$case/in" --size "${sizes##*,}" --scans 20 --seed 1 --force
-    for tile in 1280 4096; do
-        { time RUST_LOG=espinnet=debug "$o/espinnet" reconstruct --case "$case/in" \
-            --output "$case/out" --provider $provider --tile "$tile" --force; } \
-            > "$out/stages-tile$tile.txt" 2>&1 || true
+    for size in ${sizes//,/ }; do
+        "$o/espinnet" simulate --output "$case/in" --size "$size" --scans 20 --seed 1 --force
+        for run in "1280 exhaustive" "4096 exhaustive" "1280 heuristic" "1280 fixed"; do
+            read -r tile search <<< "$run"
+            { time RUST_LOG=espinnet=debug "$o/espinnet" reconstruct --case "$case/in" \
+                --output "$case/out" --provider $provider --tile "$tile" \
+                --conv-search "$search" --force; } \
+                > "$out/stages-$size-tile$tile-$search.txt" 2>&1 || true
+        done
     done
     rm -rf "$case"
     # 4. The same network in PyTorch (random weights: the time does not depend on them).

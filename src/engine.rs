@@ -98,8 +98,9 @@ pub struct Options {
 impl Options {
     /// The option names [`Options::set`] takes.
     pub const KEYS: &str = "engine, threads; network: model, ort_library, provider, scaling, \
-        tile, overlap, batch, guard, image_px, device_id, fp16, gpu_mem_limit_mib, trt_cache; tracking: \
-        window, max_shift, mean_window, dark_field, hamming, reseed, adaptive; geometry: \
+        tile, overlap, batch, guard, image_px, device_id, fp16, gpu_mem_limit_mib, trt_cache, \
+        conv_search; tracking: window, max_shift, mean_window, dark_field, hamming, reseed, \
+        adaptive; geometry: \
         energy_kev, distance_m, pixel_size_um (detector pixel), magnification, integration; \
         memory_limit_mib";
 
@@ -114,7 +115,8 @@ impl Options {
     ///   `tile` (px; 0 = 640 on the CPU, 1280 on a GPU), `overlap` (px), `batch`, `guard`
     ///   (the network's smooth bias taken off and pixels the signal model rejects solved
     ///   again, both by the tracker; on by default),
-    ///   `device_id`, `fp16`, `gpu_mem_limit_mib` (MiB), `trt_cache` (directory).
+    ///   `device_id`, `fp16`, `gpu_mem_limit_mib` (MiB), `trt_cache` (directory),
+    ///   `conv_search` (`exhaustive`, `heuristic` or `fixed`: CUDA's convolution algorithms).
     /// - Tracking: `window` (px, half-width), `max_shift` (px), `mean_window` (px),
     ///   `dark_field`, `hamming`, `reseed`, `adaptive`.
     /// - Geometry, for refraction and phase: `energy_kev` (keV), `distance_m` (sample to
@@ -192,6 +194,7 @@ impl Options {
             "fp16" => n.gpu.fp16 = flag()?,
             "gpu_mem_limit_mib" => n.gpu.memory_limit_bytes = Some(at_most(1 << 30)? << 20),
             "trt_cache" => n.gpu.engine_cache_dir = path(),
+            "conv_search" => n.gpu.conv_search = value.parse()?,
             "energy_kev" => self.set_piece(0, positive()?)?,
             "distance_m" => self.set_piece(1, positive()?)?,
             "pixel_size_um" => self.set_piece(2, positive()?)?,

@@ -4,6 +4,7 @@
 
 use espinnet::metrics::Accuracy;
 use espinnet::model::residual;
+use espinnet::network::ConvSearch;
 use espinnet::simulate::{Case, Preset, Sample, simulate};
 use espinnet::{Engine, EngineKind, Error, MapsMut, Options};
 use ndarray::{Array2, s};
@@ -214,6 +215,14 @@ fn options_by_name_are_the_typed_options() {
     }
     o.set("image_px", "").unwrap();
     assert_eq!(o.network.image_px, None);
+    o.set("conv_search", "heuristic").unwrap();
+    assert_eq!(o.network.gpu.conv_search, ConvSearch::Heuristic);
+    let e = o.set("conv_search", "fast").unwrap_err().to_string();
+    assert!(
+        e.contains("conv_search must be exhaustive, heuristic or fixed"),
+        "{e}"
+    );
+    assert_eq!(o.network.gpu.conv_search, ConvSearch::Heuristic);
     // Sizes that would wrap (2⁶³ − 1, 2⁶⁴ − 1) and absurd thread counts are refused.
     for (key, value) in [
         ("window", "9223372036854775807"),

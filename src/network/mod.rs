@@ -23,7 +23,7 @@ use ort::value::ValueType;
 use serde::Serialize;
 
 pub use model::{ModelInfo, SHIPPED_NAME};
-pub use provider::{GpuOptions, Provider};
+pub use provider::{ConvSearch, GpuOptions, Provider};
 pub use runtime::{PATH_VARIABLES, wheel_library};
 
 use crate::error::{Error, Result};

@@ -57,6 +57,44 @@ impl std::fmt::Display for Provider {
     }
 }
 
+/// How the CUDA provider picks each convolution's cuDNN algorithm, once per input shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConvSearch {
+    /// Time every algorithm and keep the fastest (ONNX Runtime's default): the fastest
+    /// calls once a shape has been seen, the slowest first call.
+    #[default]
+    Exhaustive,
+    /// cuDNN's heuristics choose without timing.
+    Heuristic,
+    /// cuDNN's default algorithm, no search.
+    Fixed,
+}
+
+impl std::str::FromStr for ConvSearch {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "exhaustive" => Ok(ConvSearch::Exhaustive),
+            "heuristic" => Ok(ConvSearch::Heuristic),
+            "fixed" => Ok(ConvSearch::Fixed),
+            _ => Err(Error::invalid(format!(
+                "conv_search must be exhaustive, heuristic or fixed, got '{s}'"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for ConvSearch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ConvSearch::Exhaustive => "exhaustive",
+            ConvSearch::Heuristic => "heuristic",
+            ConvSearch::Fixed => "fixed",
+        })
+    }
+}
+
 /// GPU provider settings (ignored on CPU).
 #[derive(Debug, Clone, Default, Serialize)]
 #[non_exhaustive]
@@ -69,6 +107,8 @@ pub struct GpuOptions {
     pub memory_limit_bytes: Option<usize>,
     /// Where TensorRT caches built engines (building one takes minutes).
     pub engine_cache_dir: Option<PathBuf>,
+    /// The CUDA provider's convolution algorithm search.
+    pub conv_search: ConvSearch,
 }
 
 /// Registers `requested` on the builder and returns the provider actually in use.
@@ -89,7 +129,14 @@ pub(crate) fn register(
         t
     };
     let cuda = || {
-        let mut c = ep::CUDA::default().with_device_id(gpu.device_id);
+        let search = match gpu.conv_search {
+            ConvSearch::Exhaustive => ep::cuda::ConvAlgorithmSearch::Exhaustive,
+            ConvSearch::Heuristic => ep::cuda::ConvAlgorithmSearch::Heuristic,
+            ConvSearch::Fixed => ep::cuda::ConvAlgorithmSearch::Default,
+        };
+        let mut c = ep::CUDA::default()
+            .with_device_id(gpu.device_id)
+            .with_conv_algorithm_search(search);
         if let Some(limit) = gpu.memory_limit_bytes {
             c = c.with_memory_limit(limit);
         }

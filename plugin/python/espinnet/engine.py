@@ -182,8 +182,9 @@ class Engine:
         ``overlap``, ``batch``, ``guard`` (default true: the network's smooth bias, measured by
         the tracker on a grid of pixels, is taken off, and pixels the signal model rejects are
         solved again by the tracker; false saves its time), ``image_px`` (``"HxW"``, the
-        image size to be run, if known: the network then starts faster), ``device_id``, ``fp16``, ``gpu_mem_limit_mib``, ``trt_cache``,
-        ``mean_window``, ``dark_field``, ``hamming``, ``reseed``, ``adaptive``, ``integration``.
+        image size to be run, if known: the network then starts faster), ``device_id``,
+        ``fp16``, ``gpu_mem_limit_mib``, ``trt_cache``, ``conv_search`` (``"exhaustive"``,
+        ``"heuristic"`` or ``"fixed"``: how CUDA picks convolution algorithms), ``mean_window``, ``dark_field``, ``hamming``, ``reseed``, ``adaptive``, ``integration``.
 
     Raises
     ------

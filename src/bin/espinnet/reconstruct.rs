@@ -6,7 +6,7 @@ use std::time::Instant;
 use espinnet::integrate::Method;
 use espinnet::io::OutputDir;
 use espinnet::io::preview::{Panel, Scale, write_montage};
-use espinnet::network::{self, Provider};
+use espinnet::network::{self, ConvSearch, Provider};
 use espinnet::tracking::Params;
 use espinnet::{Engine, EngineKind, Error, Geometry, Maps, Options, Result, ScanScaling};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -116,6 +116,10 @@ pub struct NetworkArgs {
     /// TensorRT engine cache directory.
     #[arg(long)]
     pub trt_cache: Option<PathBuf>,
+    /// How CUDA picks each convolution's algorithm: exhaustive (time them all, once per
+    /// shape), heuristic or fixed.
+    #[arg(long, default_value_t = net().gpu.conv_search)]
+    pub conv_search: ConvSearch,
     /// The guard: the network's smooth bias, measured by the tracker on a grid of pixels, is
     /// taken off; pixels whose estimate the signal model rejects are solved again by the
     /// tracker, starting from the network's (status 4). Catches the network's gross errors
@@ -143,6 +147,7 @@ impl Default for NetworkArgs {
             fp16: o.gpu.fp16,
             gpu_mem_limit_mib: None,
             trt_cache: None,
+            conv_search: o.gpu.conv_search,
             guard: o.guard,
         }
     }
@@ -158,6 +163,7 @@ impl NetworkArgs {
         o.gpu.fp16 = self.fp16;
         o.gpu.memory_limit_bytes = self.gpu_mem_limit_mib.map(|m| m << 20);
         o.gpu.engine_cache_dir = self.trt_cache.clone();
+        o.gpu.conv_search = self.conv_search;
         o.threads = self.threads;
         o.scaling = self.scaling;
         o.tile_px = self.tile;
@@ -177,6 +183,7 @@ impl NetworkArgs {
             format!("--batch={}", self.batch),
             format!("--threads={}", self.threads),
             format!("--device-id={}", self.device_id),
+            format!("--conv-search={}", self.conv_search),
         ];
         let path = |flag: &str, p: &Option<PathBuf>| {
             p.as_ref().map(|p| format!("--{flag}={}", p.display()))
