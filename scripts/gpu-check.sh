@@ -8,9 +8,9 @@
 #   scripts/gpu-check.sh device    on the GPU machine, with `.gpu` carried along: the network
 #                                  tests on CUDA, `espinnet bench` of the network at 512² and
 #                                  2048² (N = 20) with 1, 4 and 16 pairs per call, tiled and
-#                                  whole, one whole run's stages from its debug log, and the
-#                                  PyTorch timing of the same network; all to $OUT (else
-#                                  ./gpu-out)
+#                                  whole, whole runs' stages from their debug logs (tiled,
+#                                  whole, each cuDNN search) and the PyTorch timing of the
+#                                  same network; all to $OUT (else ./gpu-out)
 #   scripts/gpu-check.sh dry-run   here: the device step on the CPU at small sizes, to check
 #                                  this script before device time is spent on it
 #

@@ -100,9 +100,8 @@ impl Options {
     pub const KEYS: &str = "engine, threads; network: model, ort_library, provider, scaling, \
         tile, overlap, batch, guard, image_px, device_id, fp16, gpu_mem_limit_mib, trt_cache, \
         conv_search; tracking: window, max_shift, mean_window, dark_field, hamming, reseed, \
-        adaptive; geometry: \
-        energy_kev, distance_m, pixel_size_um (detector pixel), magnification, integration; \
-        memory_limit_mib";
+        adaptive; geometry: energy_kev, distance_m, pixel_size_um (detector pixel), \
+        magnification, integration; memory_limit_mib";
 
     /// Sets an option by name from its text form, as the C ABI, C++ and the plugins pass
     /// them. Flags take `true`/`false`/`1`/`0`; a failed call leaves the options as they
