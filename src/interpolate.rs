@@ -271,6 +271,83 @@ impl Taps {
         });
         (rows[0] + rows[1]) + (rows[2] + rows[3])
     }
+
+    /// The interpolated value of every frame of `block` into `out` (one per frame): the
+    /// same products summed in the same order as [`Taps::apply`], so the same values, but
+    /// a frame per vector lane. False, `out` untouched, where the taps fall outside the
+    /// block.
+    pub(crate) fn apply_frames(&self, block: &FrameBlock, out: &mut [f32]) -> bool {
+        let w = block.w;
+        let (first, last) = (self.rows[0] / w, self.rows[3] / w);
+        let inside = block.rows.contains(&first)
+            && block.rows.contains(&last)
+            && block.columns.contains(&self.columns[0])
+            && block.columns.contains(&self.columns[3]);
+        if !inside {
+            return false;
+        }
+        let (n, cols) = (block.n, block.columns.len());
+        let offsets: [usize; 16] = std::array::from_fn(|k| {
+            let (row, column) = (self.rows[k / 4] / w, self.columns[k % 4]);
+            ((row - block.rows.start) * cols + column - block.columns.start) * n
+        });
+        interpolate_frames(&block.values, &offsets, &self.weights, &mut out[..n]);
+        true
+    }
+}
+
+/// [`Taps::apply_frames`]'s sums: tap k's frames at `values[offsets[k]..]`. Compiled for
+/// AVX2 too (eight frames per instruction), taken where the CPU has it; the same
+/// operations in the same order, so the same results.
+#[multiversion::multiversion(targets("x86_64+avx2+fma"))]
+fn interpolate_frames(values: &[f32], offsets: &[usize; 16], weights: &[f32; 16], out: &mut [f32]) {
+    let n = out.len();
+    let taps: [&[f32]; 16] = std::array::from_fn(|k| &values[offsets[k]..][..n]);
+    for (f, out) in out.iter_mut().enumerate() {
+        let products: [f32; 16] = std::array::from_fn(|k| weights[k] * taps[k][f]);
+        let rows: [f32; 4] = std::array::from_fn(|i| {
+            (products[i] + products[4 + i]) + (products[8 + i] + products[12 + i])
+        });
+        *out = (rows[0] + rows[1]) + (rows[2] + rows[3]);
+    }
+}
+
+/// A block of pixels of a stack `[N, H, W]` with the frames innermost (frame f of pixel
+/// (y, x) at `((y − rows.start)·columns.len() + x − columns.start)·N + f`): what
+/// [`Taps::apply_frames`] reads, one pixel's frames side by side. Its memory is reused
+/// from block to block.
+#[derive(Default)]
+pub(crate) struct FrameBlock {
+    rows: std::ops::Range<usize>,
+    columns: std::ops::Range<usize>,
+    /// The stack's width and frames.
+    w: usize,
+    n: usize,
+    values: Vec<f32>,
+}
+
+impl FrameBlock {
+    /// Copies pixels `rows × columns` of `frames` (`[n, h, w]`, row-major) into the block.
+    pub(crate) fn copy(
+        &mut self,
+        frames: &[f32],
+        (n, h, w): (usize, usize, usize),
+        rows: std::ops::Range<usize>,
+        columns: std::ops::Range<usize>,
+    ) {
+        let cols = columns.len();
+        self.values.resize(rows.len() * cols * n, 0.0);
+        for (r, y) in rows.clone().enumerate() {
+            let out = &mut self.values[r * cols * n..][..cols * n];
+            for i in 0..n {
+                let run = &frames[(i * h + y) * w + columns.start..][..cols];
+                for (values, &v) in out.chunks_exact_mut(n).zip(run) {
+                    values[i] = v;
+                }
+            }
+        }
+        (self.rows, self.columns, self.w, self.n) = (rows, columns, w, n);
+    }
 }
 
 #[cfg(test)]

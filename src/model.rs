@@ -5,11 +5,21 @@
 //! M is the illumination: the reference's local mean over a box several pattern cells wide,
 //! so that it is not the pattern itself. R(r − d) is Keys-interpolated, as in the simulator.
 
-use ndarray::{Array2, ArrayView2, ArrayView3, ArrayViewMut2, Axis, Zip};
+use ndarray::{Array2, ArrayView2, ArrayView3, ArrayViewMut2, Axis};
 
 use rayon::prelude::*;
 
-use crate::interpolate::Taps;
+use crate::interpolate::{FrameBlock, Taps};
+
+/// Rows per task of the residual maps, and columns per block of them ([`Fit::rows`]).
+const BLOCK_ROWS: usize = 64;
+const BLOCK_COLUMNS: usize = 256;
+/// Pixels beyond a block, on every side, whose reference values its copy holds: pixels
+/// displaced by up to this less 2 px along either axis are interpolated from it.
+const BLOCK_MARGIN: usize = 12;
+/// Frames from which the residual maps read the reference in blocks ([`Fit::rows`]):
+/// below, a pixel's frames fill too few vector lanes to pay for the copy.
+const BLOCK_MIN_FRAMES: usize = 8;
 
 /// Half-width (px) of the box over which M is estimated: several cells of the usual
 /// patterns (a 3×3 window's mean is off by ~10 % on a 7.7 px coded mask).
@@ -249,10 +259,13 @@ impl<'a, 'c> Fit<'a, 'c> {
 
     /// [`residual`] into `out`.
     pub fn residual_into(&self, mut out: ArrayViewMut2<f32>) {
-        Zip::indexed(out.axis_iter_mut(Axis(0))).par_for_each(|y, mut row| {
-            for (q, f) in row.iter_mut().zip(self.row(y)) {
-                *q = f.map_or(f32::NAN, |f| f.relative_rms());
-            }
+        let tasks = out
+            .axis_chunks_iter_mut(Axis(0), BLOCK_ROWS)
+            .into_par_iter();
+        tasks.enumerate().for_each(|(k, mut rows)| {
+            self.rows(k * BLOCK_ROWS, rows.nrows(), |q, f| {
+                rows[q] = f.map_or(f32::NAN, |f| f.relative_rms());
+            });
         });
     }
 
@@ -263,14 +276,16 @@ impl<'a, 'c> Fit<'a, 'c> {
         mut out: ArrayViewMut2<f32>,
         mut mean: ArrayViewMut2<f32>,
     ) {
-        Zip::indexed(out.axis_iter_mut(Axis(0)))
-            .and(mean.axis_iter_mut(Axis(0)))
-            .par_for_each(|y, mut row, mut means| {
-                for ((q, m), f) in row.iter_mut().zip(means.iter_mut()).zip(self.row(y)) {
-                    *q = f.as_ref().map_or(f32::NAN, |f| f.relative_rms());
-                    *m = f.map_or(f32::NAN, |f| f.mean as f32);
-                }
+        let tasks = (out
+            .axis_chunks_iter_mut(Axis(0), BLOCK_ROWS)
+            .into_par_iter())
+        .zip(mean.axis_chunks_iter_mut(Axis(0), BLOCK_ROWS));
+        tasks.enumerate().for_each(|(k, (mut rows, mut means))| {
+            self.rows(k * BLOCK_ROWS, rows.nrows(), |q, f| {
+                rows[q] = f.as_ref().map_or(f32::NAN, |f| f.relative_rms());
+                means[q] = f.map_or(f32::NAN, |f| f.mean as f32);
             });
+        });
     }
 
     /// The share of the sample's variation over the scan that the estimate explains
@@ -321,15 +336,75 @@ impl<'a, 'c> Fit<'a, 'c> {
     }
 
     fn fit(&self, y: usize, x: usize, estimate: [f32; 4]) -> Option<PixelFit> {
-        let model = self.model(y, x, estimate)?;
+        Some(self.fit_model(y, x, &self.model(y, x, estimate)?))
+    }
+
+    /// The fit of pixel (y, x)'s `model`, frame by frame.
+    fn fit_model(&self, y: usize, x: usize, model: &Model) -> PixelFit {
         let raw = self.raw.as_slice().expect("standard layout");
         let (n, h, w) = self.raw.dim();
         let mut sums = Sums::default();
         let values = self.sample.slice(ndarray::s![.., y, x]);
         for (frame, &s) in raw.chunks_exact(h * w).zip(values.iter()) {
-            sums.add(&model, frame, s);
+            sums.add(model, frame, s);
         }
-        Some(sums.fit(n))
+        sums.fit(n)
+    }
+
+    /// `each` with the fit of every pixel of `count` rows from row `y0` (its row from `y0`
+    /// and column; None where the estimate is not finite). From [`BLOCK_MIN_FRAMES`]
+    /// frames, block by block of [`BLOCK_COLUMNS`]: the block's reference values, and
+    /// [`BLOCK_MARGIN`] px around, are copied once with the frames innermost, so that a
+    /// pixel's interpolation serves all its frames in vector lanes; pixels displaced beyond
+    /// the margin are fitted frame by frame. The same sums either way.
+    fn rows(
+        &self,
+        y0: usize,
+        count: usize,
+        mut each: impl FnMut((usize, usize), Option<PixelFit>),
+    ) {
+        let (n, h, w) = self.raw.dim();
+        let rows = y0..y0 + count;
+        if n < BLOCK_MIN_FRAMES {
+            for y in rows {
+                for (x, f) in self.row(y).into_iter().enumerate() {
+                    each((y - y0, x), f);
+                }
+            }
+            return;
+        }
+        let raw = self.raw.as_slice().expect("standard layout");
+        let e = &self.e;
+        let mut block = FrameBlock::default();
+        let mut r = vec![0.0f32; n];
+        let around = |a: std::ops::Range<usize>, n: usize| {
+            a.start.saturating_sub(BLOCK_MARGIN)..(a.end + BLOCK_MARGIN).min(n)
+        };
+        for x0 in (0..w).step_by(BLOCK_COLUMNS) {
+            let columns = x0..(x0 + BLOCK_COLUMNS).min(w);
+            block.copy(
+                raw,
+                (n, h, w),
+                around(rows.clone(), h),
+                around(columns.clone(), w),
+            );
+            for y in rows.clone() {
+                for x in columns.clone() {
+                    let estimate = [e.dx, e.dy, e.transmission, e.darkfield].map(|m| m[[y, x]]);
+                    let fit = self.model(y, x, estimate).map(|model| {
+                        if !model.taps.apply_frames(&block, &mut r) {
+                            return self.fit_model(y, x, &model);
+                        }
+                        let mut sums = Sums::default();
+                        for (i, &r) in r.iter().enumerate() {
+                            sums.add_value(&model, r, self.sample[[i, y, x]]);
+                        }
+                        sums.fit(n)
+                    });
+                    each((y - y0, x), fit);
+                }
+            }
+        }
     }
 
     /// The fits of row y's pixels, frame by frame (a frame's few rows stay in cache; a
@@ -400,7 +475,11 @@ struct Sums {
 
 impl Sums {
     fn add(&mut self, m: &Model, frame: &[f32], s: f32) {
-        let r = m.taps.apply(frame);
+        self.add_value(m, m.taps.apply(frame), s);
+    }
+
+    /// [`Sums::add`] of a frame whose reference value at the taps is `r`.
+    fn add_value(&mut self, m: &Model, r: f32, s: f32) {
         self.squared_error += ((s - predict(m.t, m.d, m.mk, r)) as f64).powi(2);
         self.sum_of_squares += (s as f64).powi(2);
         self.sum += s as f64;
@@ -419,6 +498,7 @@ impl Sums {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ndarray::Array3;
 
     #[test]
     fn affine_fit_inverts_the_model() {
@@ -429,5 +509,50 @@ mod tests {
         assert!((t2 - t).abs() < 1e-12 && (d2 - d).abs() < 1e-12);
         assert_eq!(predict(1.0, 1.0, 5.0, 3.0), 3.0);
         assert_eq!(predict(0.5, 0.0, 4.0, 9.0), 2.0);
+    }
+
+    /// The residual map read in blocks with the frames innermost is the pixel-by-pixel one
+    /// to the bit: over blocks cut at the image's sides and within it, for pixels displaced
+    /// within the blocks' margin and beyond it (fitted frame by frame), and below
+    /// [`BLOCK_MIN_FRAMES`] frames, where rows are read frame by frame.
+    #[test]
+    fn residuals_in_blocks_are_each_pixels_own() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(11);
+        let (h, w) = (BLOCK_ROWS + 37, BLOCK_COLUMNS + 45);
+        for n in [BLOCK_MIN_FRAMES - 1, BLOCK_MIN_FRAMES, 20] {
+            let mut stack = || Array3::from_shape_fn((n, h, w), |_| rng.random_range(0.5f32..1.5));
+            let (reference, sample) = (stack(), stack());
+            let mut map =
+                |range: f32| Array2::from_shape_fn((h, w), |_| rng.random_range(-range..range));
+            let (dx, dy) = (
+                map(3.0 * BLOCK_MARGIN as f32),
+                map(3.0 * BLOCK_MARGIN as f32),
+            );
+            let (t, d) = (
+                map(1.0).mapv(|v| 0.6 + 0.3 * v),
+                map(1.0).mapv(|v| 0.5 + 0.4 * v),
+            );
+            let mut dx = dx;
+            dx[(5, 7)] = f32::NAN;
+            let estimate = Contrasts::new(&dx, &dy, &t, &d);
+            let fit = Fit::new(reference.view(), sample.view(), estimate);
+            let map = residual(reference.view(), sample.view(), &estimate);
+            let (mut both, mut means) = (Array2::zeros((h, w)), Array2::zeros((h, w)));
+            fit.residual_and_mean_into(both.view_mut(), means.view_mut());
+            for ((y, x), &r) in map.indexed_iter() {
+                let e = [dx[(y, x)], dy[(y, x)], t[(y, x)], d[(y, x)]];
+                let own = fit.fit(y, x, e);
+                let expected = own.as_ref().map_or(f32::NAN, |f| f.relative_rms());
+                let mean = own.map_or(f32::NAN, |f| f.mean as f32);
+                for (got, want) in [
+                    (r, expected),
+                    (both[(y, x)], expected),
+                    (means[(y, x)], mean),
+                ] {
+                    assert_eq!(got.to_bits(), want.to_bits(), "N {n}, pixel ({y}, {x})");
+                }
+            }
+        }
     }
 }
