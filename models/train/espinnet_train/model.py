@@ -106,14 +106,16 @@ def mlp(cin, hidden, cout, norm=True):
 def warp(x, flow):
     """x sampled at r - flow(r): bilinear, border padding, align_corners (pixel centres).
 
-    Pixel coordinates come from cumulative sums rather than shape-derived constants, so the
-    exported graph keeps H and W dynamic. The grid stays fp32 whatever x is (an fp16 grid is
-    off by up to 0.25 px at 2048 px).
+    Pixel coordinates are ranges over the flow's own height and width, so the exported graph
+    keeps H and W dynamic: ONNX Range writes each coordinate once, where the cumulative sums
+    of ones used before cost ONNX Runtime's CUDA CumSum a read of every element's whole
+    prefix (the same grid, so the same outputs to the bit). The grid stays fp32 whatever x
+    is (an fp16 grid is off by up to 0.25 px at 2048 px).
     """
-    ones = torch.ones_like(flow[:, 0], dtype=torch.float32)
-    xs, ys = ones.cumsum(2) - 1.0, ones.cumsum(1) - 1.0
-    w1 = ones.sum(2, keepdim=True) - 1.0
-    h1 = ones.sum(1, keepdim=True) - 1.0
+    h, w = flow.shape[2], flow.shape[3]
+    xs = torch.arange(w, dtype=torch.float32, device=flow.device).view(1, 1, -1)
+    ys = torch.arange(h, dtype=torch.float32, device=flow.device).view(1, -1, 1)
+    w1, h1 = xs[..., -1:], ys[:, -1:, :]
     gx = (xs - flow[:, 0].float()) * 2.0 / w1.clamp(min=1.0) - 1.0
     gy = (ys - flow[:, 1].float()) * 2.0 / h1.clamp(min=1.0) - 1.0
     grid = torch.stack((gx, gy), dim=-1)
