@@ -8,7 +8,8 @@
 #   scripts/gpu-check.sh device    on the GPU machine, with `.gpu` carried along: the network
 #                                  tests on CUDA, `espinnet bench` of the network at 512² and
 #                                  2048² (N = 20) with 1, 4 and 16 pairs per call, tiled and
-#                                  whole, whole runs' stages from their debug logs (tiled,
+#                                  whole, and of its previous export (CumSum in the warps,
+#                                  where Range is now), whole runs' stages from their debug logs (tiled,
 #                                  whole, each cuDNN search) and the PyTorch timing of the
 #                                  same network; all to $OUT (else ./gpu-out)
 #   scripts/gpu-check.sh dry-run   here: the device step on the CPU at small sizes, to check
@@ -52,6 +53,9 @@ EOF
     strip "$s/lib/espinnet" "$s/lib/network.test"
     # The tests find their fixtures under the directory they were built in.
     echo "$ROOT" > "$s/lib/manifest_dir"
+    # The shipped weights as exported before the warps' coordinates came from Range rather
+    # than CumSum (the same outputs), for the bench to compare on the GPU.
+    git show 0409d0d:models/espinnet-light.onnx > "$s/lib/espinnet-light-cumsum.onnx"
     tar -C "$s/lib" -cf - . | xz -9 -T0 > "$BUNDLE"
     ls -l "$BUNDLE"
 }
@@ -90,7 +94,14 @@ check() {
     # (Whole 2048² images 16 at a time would need 11 GB of inputs on the host alone.)
     "$o/espinnet" bench --sizes $sizes --scans 20 --engines network --batches "${batches%,16}" \
         --provider $provider --tile 4096 --repeat 5 --no-whole-run 2>&1 | tee "$whole"
-    { echo "# tiles of at most 1280 px"; cat "$tiled"; echo "# whole images"; cat "$whole"; } \
+    # The previous export (CumSum in the warps), tiled, one pair per call.
+    local cumsum
+    cumsum=$(mktemp)
+    "$o/espinnet" bench --sizes $sizes --scans 20 --engines network --batches 1 \
+        --provider $provider --model "$o/espinnet-light-cumsum.onnx" --repeat 5 --no-whole-run \
+        2>&1 | tee "$cumsum"
+    { echo "# tiles of at most 1280 px"; cat "$tiled"; echo "# whole images"; cat "$whole"
+      echo "# the previous export (CumSum), tiles of at most 1280 px"; cat "$cumsum"; } \
         > "$out/bench.txt"
     # 3. Where a whole run's time goes (its debug log: sessions, tiles, inference, guard,
     # phase, writing): the default tiles and whole images, and cuDNN's cheaper algorithm
