@@ -17,9 +17,10 @@ const BLOCK_COLUMNS: usize = 256;
 /// Pixels beyond a block, on every side, whose reference values its copy holds: pixels
 /// displaced by up to this less 2 px along either axis are interpolated from it.
 const BLOCK_MARGIN: usize = 12;
-/// Frames from which the residual maps read the reference in blocks ([`Fit::rows`]):
-/// below, a pixel's frames fill too few vector lanes to pay for the copy.
-const BLOCK_MIN_FRAMES: usize = 8;
+/// Frames for which the residual maps read the reference in blocks ([`Fit::rows`]): below,
+/// a pixel's frames fill too few vector lanes to pay for the copy; above, a block's copy
+/// (at most 6.3 MB a thread) is not worth its memory.
+const BLOCK_FRAMES: std::ops::RangeInclusive<usize> = 8..=64;
 
 /// Half-width (px) of the box over which M is estimated: several cells of the usual
 /// patterns (a 3×3 window's mean is off by ~10 % on a 7.7 px coded mask).
@@ -352,7 +353,7 @@ impl<'a, 'c> Fit<'a, 'c> {
     }
 
     /// `each` with the fit of every pixel of `count` rows from row `y0` (its row from `y0`
-    /// and column; None where the estimate is not finite). From [`BLOCK_MIN_FRAMES`]
+    /// and column; None where the estimate is not finite). For [`BLOCK_FRAMES`]
     /// frames, block by block of [`BLOCK_COLUMNS`]: the block's reference values, and
     /// [`BLOCK_MARGIN`] px around, are copied once with the frames innermost, so that a
     /// pixel's interpolation serves all its frames in vector lanes; pixels displaced beyond
@@ -365,7 +366,7 @@ impl<'a, 'c> Fit<'a, 'c> {
     ) {
         let (n, h, w) = self.raw.dim();
         let rows = y0..y0 + count;
-        if n < BLOCK_MIN_FRAMES {
+        if !BLOCK_FRAMES.contains(&n) {
             for y in rows {
                 for (x, f) in self.row(y).into_iter().enumerate() {
                     each((y - y0, x), f);
@@ -514,13 +515,14 @@ mod tests {
     /// The residual map read in blocks with the frames innermost is the pixel-by-pixel one
     /// to the bit: over blocks cut at the image's sides and within it, for pixels displaced
     /// within the blocks' margin and beyond it (fitted frame by frame), and below
-    /// [`BLOCK_MIN_FRAMES`] frames, where rows are read frame by frame.
+    /// [`BLOCK_FRAMES`] and above, where rows are read frame by frame.
     #[test]
     fn residuals_in_blocks_are_each_pixels_own() {
         use rand::{RngExt, SeedableRng};
         let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(11);
         let (h, w) = (BLOCK_ROWS + 37, BLOCK_COLUMNS + 45);
-        for n in [BLOCK_MIN_FRAMES - 1, BLOCK_MIN_FRAMES, 20] {
+        let (few, many) = (*BLOCK_FRAMES.start(), *BLOCK_FRAMES.end());
+        for n in [few - 1, few, 20, many, many + 1] {
             let mut stack = || Array3::from_shape_fn((n, h, w), |_| rng.random_range(0.5f32..1.5));
             let (reference, sample) = (stack(), stack());
             let mut map =
