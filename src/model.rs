@@ -378,8 +378,8 @@ impl<'a, 'c> Fit<'a, 'c> {
         let e = &self.e;
         let mut block = FrameBlock::default();
         let mut r = vec![0.0f32; n];
-        let around = |a: std::ops::Range<usize>, n: usize| {
-            a.start.saturating_sub(BLOCK_MARGIN)..(a.end + BLOCK_MARGIN).min(n)
+        let around = |a: std::ops::Range<usize>, len: usize| {
+            a.start.saturating_sub(BLOCK_MARGIN)..(a.end + BLOCK_MARGIN).min(len)
         };
         for x0 in (0..w).step_by(BLOCK_COLUMNS) {
             let columns = x0..(x0 + BLOCK_COLUMNS).min(w);
@@ -527,15 +527,13 @@ mod tests {
             let (reference, sample) = (stack(), stack());
             let mut map =
                 |range: f32| Array2::from_shape_fn((h, w), |_| rng.random_range(-range..range));
-            let (dx, dy) = (
-                map(3.0 * BLOCK_MARGIN as f32),
-                map(3.0 * BLOCK_MARGIN as f32),
-            );
+            // Within the margin along both axes for about a third of the pixels.
+            let reach = 1.5 * BLOCK_MARGIN as f32;
+            let (mut dx, dy) = (map(reach), map(reach));
             let (t, d) = (
                 map(1.0).mapv(|v| 0.6 + 0.3 * v),
                 map(1.0).mapv(|v| 0.5 + 0.4 * v),
             );
-            let mut dx = dx;
             dx[(5, 7)] = f32::NAN;
             let estimate = Contrasts::new(&dx, &dy, &t, &d);
             let fit = Fit::new(reference.view(), sample.view(), estimate);
