@@ -277,10 +277,9 @@ impl Taps {
     /// a frame per vector lane. False, `out` untouched, where the taps fall outside the
     /// block.
     pub(crate) fn apply_frames(&self, block: &FrameBlock, out: &mut [f32]) -> bool {
-        let w = block.w;
-        let (first, last) = (self.rows[0] / w, self.rows[3] / w);
-        let inside = block.rows.contains(&first)
-            && block.rows.contains(&last)
+        let rows = self.rows.map(|offset| offset / block.w);
+        let inside = block.rows.contains(&rows[0])
+            && block.rows.contains(&rows[3])
             && block.columns.contains(&self.columns[0])
             && block.columns.contains(&self.columns[3]);
         if !inside {
@@ -288,7 +287,7 @@ impl Taps {
         }
         let (n, cols) = (block.n, block.columns.len());
         let offsets: [usize; 16] = std::array::from_fn(|k| {
-            let (row, column) = (self.rows[k / 4] / w, self.columns[k % 4]);
+            let (row, column) = (rows[k / 4], self.columns[k % 4]);
             ((row - block.rows.start) * cols + column - block.columns.start) * n
         });
         interpolate_frames(&block.values, &offsets, &self.weights, &mut out[..n]);

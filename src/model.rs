@@ -537,10 +537,10 @@ mod tests {
             dx[(5, 7)] = f32::NAN;
             let estimate = Contrasts::new(&dx, &dy, &t, &d);
             let fit = Fit::new(reference.view(), sample.view(), estimate);
-            let map = residual(reference.view(), sample.view(), &estimate);
+            let residuals = residual(reference.view(), sample.view(), &estimate);
             let (mut both, mut means) = (Array2::zeros((h, w)), Array2::zeros((h, w)));
             fit.residual_and_mean_into(both.view_mut(), means.view_mut());
-            for ((y, x), &r) in map.indexed_iter() {
+            for ((y, x), &r) in residuals.indexed_iter() {
                 let e = [dx[(y, x)], dy[(y, x)], t[(y, x)], d[(y, x)]];
                 let own = fit.fit(y, x, e);
                 let expected = own.as_ref().map_or(f32::NAN, |f| f.relative_rms());
