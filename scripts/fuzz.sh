@@ -21,6 +21,11 @@ opts=(--fuzz-dir tests/fuzz --sanitizer none -O)
 targets=(read_stack options reconstruct integrate)
 # The network engine is not fuzzed; its library is not needed.
 export ESPINNET_ORT_PATH=/nonexistent
+# The readers' target writes each input to a file under the temporary folder: this run's
+# own, removed when it ends.
+TMPDIR=$(mktemp -d)
+export TMPDIR
+trap 'rm -rf "$TMPDIR"' EXIT
 
 if [ "${1:-}" = "--merge" ]; then
   for t in "${targets[@]}"; do
