@@ -297,12 +297,30 @@ pub struct Maps {
 }
 
 /// What a reconstruction did beyond its maps.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct Report {
     /// Pixels of the network's estimate that its guard solved again with the tracker (their
     /// status is [`tracking::Status::Resolved`]); 0 for the tracker.
     pub resolved_pixels: usize,
+    /// Where the reconstruction's time went.
+    pub stages: Stages,
+}
+
+/// Wall-clock seconds of a reconstruction's stages, which follow one another: behind a GPU
+/// the network's inference is a small part of a run, and these tell what the rest is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct Stages {
+    /// The engine's estimate (s): the network's inference with its tiling, or the tracker.
+    pub estimate_s: f64,
+    /// The network's guard (s); 0 for the tracker or with the guard off.
+    pub guard_s: f64,
+    /// The phase integration (s); 0 without the geometry or a phase map to write.
+    pub phase_s: f64,
+    /// The rest (s): the check that the sample follows the reference's pattern, the
+    /// quality and refraction maps, and the copies into the caller's maps.
+    pub maps_s: f64,
 }
 
 /// A map's name, units (NeXus spelling; "" for ratios) and what it is.
@@ -568,7 +586,11 @@ impl Engine {
             }
         }
         let clock = std::time::Instant::now();
-        let lap = |step: &str| log::debug!("{step}: {:.3} s", clock.elapsed().as_secs_f64());
+        let lap = |step: &str| {
+            let s = clock.elapsed().as_secs_f64();
+            log::debug!("{step}: {s:.3} s");
+            s
+        };
         let mut report = Report::default();
         // The guarded network brings its residual map, which is the quality map.
         // Each engine may bring the reference's illumination, which the model fit shares.
@@ -588,7 +610,7 @@ impl Engine {
             }
             Kind::Network(net) => {
                 let mut o = net.reconstruct_with(reference, sample, progress)?;
-                lap("network");
+                report.stages.estimate_s = lap("network");
                 let (residual, status, light) = if self.options.network.guard {
                     let (residual, changed, light) = crate::guard::guard(
                         reference,
@@ -597,7 +619,7 @@ impl Engine {
                         [&mut o.dx, &mut o.dy, &mut o.transmission, &mut o.darkfield],
                         net.memory_bytes(1, (h, w)),
                     );
-                    lap("guard");
+                    report.stages.guard_s = lap("guard") - report.stages.estimate_s;
                     report.resolved_pixels = changed.len();
                     let mut status = Array2::from_elem((h, w), tracking::Status::Converged as u8);
                     changed
@@ -618,7 +640,10 @@ impl Engine {
                 )
             }
         };
-        lap("engine");
+        let engine_s = lap("engine");
+        if let Kind::Tracking(_) = &self.kind {
+            report.stages.estimate_s = engine_s;
+        }
         // A sample that does not hold the reference's pattern gives shifts made of noise,
         // which no map would tell from a measurement.
         let fit = model::Fit::with_illumination(
@@ -628,7 +653,7 @@ impl Engine {
             light.as_ref(),
         );
         let explained = fit.explained_share(4096);
-        lap("model fit and explained share");
+        let checked_s = lap("model fit and explained share");
         if explained < MIN_EXPLAINED_SHARE {
             return Err(Error::invalid(format!(
                 "the sample stack does not follow the reference stack's pattern: the model \
@@ -648,7 +673,7 @@ impl Engine {
             )?),
             _ => None,
         };
-        lap("phase");
+        report.stages.phase_s = lap("phase") - checked_s;
         if let (Some(mut dst), Some(phase)) = (out.phase.take(), phase) {
             dst.assign(&phase);
         }
@@ -688,6 +713,7 @@ impl Engine {
                 dst.assign(src);
             }
         }
+        report.stages.maps_s = clock.elapsed().as_secs_f64() - engine_s - report.stages.phase_s;
         Ok(report)
     }
 }

@@ -409,6 +409,20 @@ fn reconstruct_writes_every_contrast_and_recovers_the_truth() {
             "{stage}"
         );
     }
+    // The engine's stages: the tracker's estimate, no guard, the phase (geometry given).
+    let stages = &summary["engine_stages_s"];
+    let stage = |k: &str| {
+        stages[k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{k} in {stages}"))
+    };
+    assert!(stage("estimate") > 0.0 && stage("phase") > 0.0, "{stages}");
+    assert_eq!(stage("guard"), 0.0);
+    let total: f64 = ["estimate", "guard", "phase", "maps"]
+        .map(stage)
+        .iter()
+        .sum();
+    assert!(total <= summary["timings_s"]["engine"].as_f64().unwrap());
     assert!(summary["peak_rss_mib"].as_f64().unwrap() > 1.0);
     fails_with(&espinnet(&args), "already exists");
     // Geometry is all or nothing.

@@ -49,9 +49,21 @@ fn both_engines_and_the_derived_maps_through_one_api() {
     ));
     for engine in [EngineKind::Tracking, EngineKind::Network] {
         let e = Engine::new(&options(engine, &case)).unwrap_or_else(|e| panic!("{e}"));
+        let clock = std::time::Instant::now();
         let maps = e
             .reconstruct(case.reference.view(), case.sample.view())
             .unwrap();
+        // The stages follow one another within the call: each took some time (no guard
+        // here), and together no more than the call.
+        let st = maps.report.stages;
+        let wall_s = clock.elapsed().as_secs_f64();
+        assert!(
+            st.estimate_s > 0.0 && st.phase_s > 0.0 && st.maps_s > 0.0,
+            "{st:?}"
+        );
+        assert_eq!(st.guard_s, 0.0);
+        let total = st.estimate_s + st.guard_s + st.phase_s + st.maps_s;
+        assert!(total <= wall_s, "{st:?}: {total} s of a {wall_s} s call");
         // The facade runs the engine it was asked for with the options it was given: its
         // maps are the engine's own, bit for bit (their accuracy is tests/tracking.rs's and
         // tests/network.rs's).

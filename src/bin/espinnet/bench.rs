@@ -82,7 +82,8 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             "case", "seconds", "Mpix/s", "peak MiB"
         );
     }
-    // `stages`: a whole run's own timings (read, engine, write; seconds).
+    // `stages`: a whole run's own timings (read, engine, write; seconds), the engine's
+    // stages under `engine_stages`.
     let report_with = |case: String, pixels: usize, s: f64, peak: Option<f64>, stages: &Value| {
         let mpix = pixels as f64 / s / 1e6;
         if a.json {
@@ -98,7 +99,18 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             if let Some(stages) = stages.as_object() {
                 let list: Vec<String> = stages
                     .iter()
-                    .filter_map(|(k, v)| Some(format!("{k} {:.2} s", v.as_f64()?)))
+                    .filter_map(|(k, v)| {
+                        let mut line = format!("{k} {:.2} s", v.as_f64()?);
+                        if let (true, Some(parts)) =
+                            (k == "engine", stages["engine_stages"].as_object())
+                        {
+                            let parts: Vec<String> = (parts.iter())
+                                .filter_map(|(k, v)| Some(format!("{k} {:.2}", v.as_f64()?)))
+                                .collect();
+                            line += &format!(" ({})", parts.join(", "));
+                        }
+                        Some(line)
+                    })
                     .collect();
                 println!("  of which {}", list.join(", "));
             }
@@ -200,12 +212,11 @@ fn whole_runs(a: &BenchArgs, dir: &Path, size: usize, n: usize, report: &Report<
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or_default();
-        report(
-            e,
-            s,
-            summary["peak_rss_mib"].as_f64(),
-            &summary["timings_s"],
-        );
+        let mut stages = summary["timings_s"].clone();
+        if let Some(st) = stages.as_object_mut() {
+            st.insert("engine_stages".into(), summary["engine_stages_s"].clone());
+        }
+        report(e, s, summary["peak_rss_mib"].as_f64(), &stages);
     }
     Ok(())
 }

@@ -423,6 +423,7 @@ pub fn run(a: &ReconstructArgs) -> Result<()> {
 
     let clock = Instant::now();
     let images = maps.named();
+    let stages = maps.report.stages;
     let mut summary = json!({
         "espinnet_version": env!("CARGO_PKG_VERSION"),
         "engine": name,
@@ -435,6 +436,8 @@ pub fn run(a: &ReconstructArgs) -> Result<()> {
         "geometry": options.geometry.as_ref().map(geometry_json),
         "integration": options.integration,
         "timings_s": { "read": read_s, "setup": setup_s, "engine": engine_s },
+        "engine_stages_s": { "estimate": stages.estimate_s, "guard": stages.guard_s,
+                             "phase": stages.phase_s, "maps": stages.maps_s },
         "preview_panels": images.iter().map(|((n, ..), _)| *n).collect::<Vec<_>>(),
     });
     let text = |s: &Value| serde_json::to_string_pretty(s).expect("serialisable");
