@@ -12,8 +12,9 @@
 #   scripts/gpu-train.sh dry-run         here: the device step on the CPU with a few patches
 #                                        and 20 steps, to check this script first
 #
-# Environment: INIT (weights to start from, under models/train), VARIANT, LR and
-# PAPER_WEIGHT (how many times the paper mix's sets are listed) change the recipe.
+# Environment: INIT (weights to start from, under models/train), VARIANT, LR,
+# PAPER_WEIGHT (how many times the paper mix's sets are listed) and BALANCE=1 (each family
+# of data weighs alike in the loss: `train --balance`) change the recipe.
 #
 # The device run, through the `device` tool (data about 1.5 min, then MIN minutes; the
 # machine stays up 30 s after scripts/gpu-check.sh, so run it right after that one):
@@ -81,7 +82,8 @@ EOF
         --val "$d/valstress" "$d/val256" --run "$out" \
         --variant "${VARIANT:-light-nonorm}" --init "${INIT:-runs/tune2-step008000.pt}" \
         --device $device --minutes "$minutes" --steps $steps --crops $crops \
-        --lr "${LR:-2e-4}" --lr-min 1e-6 --warmup 100 --every 1000 --threads "$threads") \
+        --lr "${LR:-2e-4}" --lr-min 1e-6 --warmup 100 --every 1000 --threads "$threads" \
+        ${BALANCE:+--balance}) \
         2>&1 | tee "$out/train.txt"
     echo "results in $out"
 }

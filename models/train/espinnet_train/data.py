@@ -100,16 +100,20 @@ class Pools:
 
     def __init__(self, dirs, device="cpu"):
         self.pools = [Pool([d], device=device) for d in dirs]
+        # Each pool's family: its directory's name less a trailing patch size.
+        self.family = [Path(d).name.rstrip("0123456789") for d in dirs]
 
     def describe(self):
         return ", ".join(f"{len(p)} of {p.patch}^2" for p in self.pools)
 
     def batch(self, size, crop, gen: torch.Generator):
-        pools = [p for p in self.pools if p.patch >= crop]
+        """Reference, sample, maps (as `Pool.batch`) and each crop's family."""
+        pools = [(p, f) for p, f in zip(self.pools, self.family) if p.patch >= crop]
         if not pools:
             raise ValueError(f"no training patches of {crop}^2 or larger")
-        weights = torch.tensor([float(len(p)) for p in pools])
+        weights = torch.tensor([float(len(p)) for p, _ in pools])
         counts = torch.bincount(torch.multinomial(weights, size, True, generator=gen),
                                 minlength=len(pools)).tolist()
-        parts = [p.batch(k, crop, gen) for p, k in zip(pools, counts) if k]
-        return tuple(torch.cat(x) for x in zip(*parts))
+        parts = [p.batch(k, crop, gen) for (p, _), k in zip(pools, counts) if k]
+        family = [f for (_, f), k in zip(pools, counts) for _ in range(k)]
+        return (*(torch.cat(x) for x in zip(*parts)), family)

@@ -41,17 +41,41 @@ def level_targets(gt_flow, flows):
 
 
 def loss_fn(flow, t, d, flows, maps):
+    """Each sample's loss [B] (the docstring's), and its parts averaged over the batch."""
     gt_flow = maps[:, :2]
-    epe = lambda a, b: (a - b).square().sum(1).add(1e-6).sqrt().mean()  # noqa: E731
+    epe = lambda a, b: (a - b).square().sum(1).add(1e-6).sqrt().mean((1, 2))  # noqa: E731
     loss_d = epe(flow, gt_flow)
     aux = 0.0
     for i, (f, g) in enumerate(zip(reversed(flows), reversed(level_targets(gt_flow, flows)))):
         k = gt_flow.shape[-1] // f.shape[-1]
         aux = aux + 0.5 ** (i + 1) * epe(f, g) * k  # in full-resolution pixels
-    loss_t = (t[:, 0] - maps[:, 2]).abs().mean()
-    loss_dark = (d[:, 0] - maps[:, 3]).abs().mean()
+    loss_t = (t[:, 0] - maps[:, 2]).abs().mean((1, 2))
+    loss_dark = (d[:, 0] - maps[:, 3]).abs().mean((1, 2))
     total = loss_d + aux + 10.0 * loss_t + 10.0 * loss_dark
-    return total, dict(epe=loss_d.item(), aux=aux.item(), t=loss_t.item(), d=loss_dark.item())
+    parts = dict(epe=loss_d, aux=aux, t=loss_t, d=loss_dark)
+    return total, {k: v.mean().item() for k, v in parts.items()}
+
+
+class FamilyWeights:
+    """`--balance`: each sample's loss divided by its family's running mean loss (a family:
+    the data directories of one name less a trailing patch size, `paper` and `paper256`),
+    scaled so that a family at the families' harmonic-mean loss weighs 1. Without it the
+    stress families, whose errors are several times the paper mix's, set the gradient, and
+    fine-tuning on them cost the paper mix its accuracy (MODEL_CARD.md, *Training*)."""
+
+    def __init__(self, families, state=None):
+        self.loss = dict.fromkeys(families, float("nan")) | (state or {})
+
+    def __call__(self, per_sample, family):
+        with torch.no_grad():
+            for f in set(family):
+                v = per_sample[[g == f for g in family]].mean().item()
+                old = self.loss[f]
+                self.loss[f] = v if math.isnan(old) else 0.98 * old + 0.02 * v
+            known = [v for v in self.loss.values() if not math.isnan(v)]
+            scale = len(known) / sum(1.0 / v for v in known)
+            w = torch.tensor([scale / self.loss[f] for f in family], device=per_sample.device)
+        return (per_sample * w).mean()
 
 
 def lr_at(step, args, seconds=0.0):
@@ -90,6 +114,8 @@ def main(argv=None):
                     help="also keep RUN/step-NNNNNN.pt every this many steps (0: only last.pt)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--val-count", type=int, default=64)
+    ap.add_argument("--balance", action="store_true",
+                    help="weigh each family of training data alike (FamilyWeights)")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -103,7 +129,8 @@ def main(argv=None):
     step = 0
     init_step = 0  # optimiser steps the --init weights had seen, carried into the export
     last = run / "last.pt"
-    if last.exists():
+    resumed = last.exists()
+    if resumed:
         ck = torch.load(last, map_location="cpu", weights_only=False)
         if ck["variant"] != args.variant:
             raise SystemExit(f"{last} holds variant {ck['variant']}, not {args.variant}")
@@ -133,6 +160,9 @@ def main(argv=None):
     vals = {Path(d).name: Pool([d], limit=args.val_count, device=device) for d in args.val}
     print(f"training patches: {pool.describe()}; validation: " + ", ".join(
         f"{k} {len(v)} of {v.patch}^2" for k, v in vals.items()), flush=True)
+    weights = None
+    if args.balance:
+        weights = FamilyWeights(sorted(set(pool.family)), ck.get("family_loss") if resumed else None)
     log = open(run / "log.csv", "a")
     if step == 0:
         log.write("step,seconds,lr,loss,epe,aux,t,d\n")
@@ -144,9 +174,10 @@ def main(argv=None):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args, elapsed)
         crop, batch = crops[step % len(crops)]
-        r, s, maps = pool.batch(batch, crop, gen)
+        r, s, maps, family = pool.batch(batch, crop, gen)
         flow, t, d, flows = model(r, s, all_levels=True)
-        loss, parts = loss_fn(flow, t, d, flows, maps)
+        per_sample, parts = loss_fn(flow, t, d, flows, maps)
+        loss = weights(per_sample, family) if weights else per_sample.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
@@ -154,7 +185,8 @@ def main(argv=None):
         step += 1
         seen += batch
         elapsed = time.time() - start
-        for k, v in dict(loss=loss.item(), **parts).items():
+        # The unweighted loss, comparable between runs.
+        for k, v in dict(loss=per_sample.mean().item(), **parts).items():
             acc[k] = acc.get(k, 0.0) + v
         if step % 50 == 0:
             n = 50
@@ -168,7 +200,8 @@ def main(argv=None):
         out_of_time = bool(args.minutes) and elapsed >= 60.0 * args.minutes
         if step % args.every == 0 or step == args.steps or out_of_time:
             ck = dict(model=model.state_dict(), optimizer=opt.state_dict(), step=step,
-                      generator=gen.get_state(), variant=args.variant, init_step=init_step)
+                      generator=gen.get_state(), variant=args.variant, init_step=init_step,
+                      family_loss=weights.loss if weights else None)
             torch.save(ck, run / "last.tmp")
             (run / "last.tmp").replace(last)
             if args.snapshots and step % args.snapshots == 0:
