@@ -597,6 +597,7 @@ impl Engine {
         let (dx, dy, transmission, darkfield, status, residual, light) = match &self.kind {
             Kind::Tracking(params) => {
                 let (o, light) = tracking::track_lit(reference, sample, params, progress)?;
+                report.stages.estimate_s = lap("tracking");
                 let none = None::<Array2<f32>>;
                 (
                     o.dx,
@@ -641,9 +642,6 @@ impl Engine {
             }
         };
         let engine_s = lap("engine");
-        if let Kind::Tracking(_) = &self.kind {
-            report.stages.estimate_s = engine_s;
-        }
         // A sample that does not hold the reference's pattern gives shifts made of noise,
         // which no map would tell from a measurement.
         let fit = model::Fit::with_illumination(

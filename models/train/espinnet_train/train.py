@@ -41,7 +41,7 @@ def level_targets(gt_flow, flows):
 
 
 def loss_fn(flow, t, d, flows, maps):
-    """Each sample's loss [B] (the docstring's), and its parts averaged over the batch."""
+    """Each sample's loss [B] (the module docstring's), and its parts averaged over the batch."""
     gt_flow = maps[:, :2]
     epe = lambda a, b: (a - b).square().sum(1).add(1e-6).sqrt().mean((1, 2))  # noqa: E731
     loss_d = epe(flow, gt_flow)

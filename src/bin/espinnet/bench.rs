@@ -100,16 +100,11 @@ pub fn run(a: &BenchArgs) -> Result<()> {
                 let list: Vec<String> = stages
                     .iter()
                     .filter_map(|(k, v)| {
-                        let mut line = format!("{k} {:.2} s", v.as_f64()?);
-                        if let (true, Some(parts)) =
-                            (k == "engine", stages["engine_stages"].as_object())
-                        {
-                            let parts: Vec<String> = (parts.iter())
-                                .filter_map(|(k, v)| Some(format!("{k} {:.2}", v.as_f64()?)))
-                                .collect();
-                            line += &format!(" ({})", parts.join(", "));
-                        }
-                        Some(line)
+                        let parts = match k.as_str() {
+                            "engine" => engine_parts(&stages["engine_stages"]),
+                            _ => String::new(),
+                        };
+                        Some(format!("{k} {:.2} s{parts}", v.as_f64()?))
                     })
                     .collect();
                 println!("  of which {}", list.join(", "));
@@ -180,6 +175,18 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The engine's own stages (`summary.json`'s `engine_stages_s`) as " (estimate 3.81, …)";
+/// empty without them.
+fn engine_parts(parts: &Value) -> String {
+    let Some(parts) = parts.as_object() else {
+        return String::new();
+    };
+    let list: Vec<String> = (parts.iter())
+        .filter_map(|(k, v)| Some(format!("{k} {:.2}", v.as_f64()?)))
+        .collect();
+    format!(" ({})", list.join(", "))
 }
 
 /// Reports one whole run: engine, median seconds, peak RSS (MiB) and stages.
