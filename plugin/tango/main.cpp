@@ -3,9 +3,12 @@
 //   EspinnetDS INSTANCE -nodb -dlist a/b/c -ORBendPoint giop:tcp:127.0.0.1:PORT
 #include <tango.h>
 
+#include <cstdlib>
 #include <iostream>
 
 int main(int argc, char *argv[]) {
+    // ONNX Runtime's telemetry off (a value the user set stays), before any thread starts.
+    setenv("ORT_DISABLE_TELEMETRY", "1", 0);
     Tango::Util *tg = nullptr;
     int rc = 0;
     try {

@@ -218,6 +218,10 @@ pub struct EspEngine(Engine);
 /// `ESP_STATUS_PROVIDER_UNAVAILABLE`. A geometry given only in part is
 /// `ESP_STATUS_INVALID_ARGUMENT`.
 ///
+/// ONNX Runtime's telemetry is turned off by `ORT_DISABLE_TELEMETRY=1`, which this sets
+/// where it is not set when it first loads ONNX Runtime; hosts with other threads running
+/// then set it themselves first (`setenv("ORT_DISABLE_TELEMETRY", "1", 0)` in `main`).
+///
 /// # Safety
 /// `opts` came from [`esp_options_new`]; `engine` points to writable storage.
 #[unsafe(no_mangle)]

@@ -24,7 +24,7 @@ use serde::Serialize;
 
 pub use model::{ModelInfo, SHIPPED_NAME};
 pub use provider::{ConvSearch, GpuOptions, Provider};
-pub use runtime::{PATH_VARIABLES, wheel_library};
+pub use runtime::{PATH_VARIABLES, TELEMETRY_VARIABLE, disable_telemetry, wheel_library};
 
 use crate::error::{Error, Result};
 use crate::stack::{ScanScaling, scan_weights, validate_pair};

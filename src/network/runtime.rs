@@ -18,6 +18,27 @@ use crate::error::{Error, Result};
 /// Environment variables naming the library, in the order they are consulted.
 pub const PATH_VARIABLES: [&str; 2] = ["ESPINNET_ORT_PATH", "ORT_DYLIB_PATH"];
 
+/// Set to `1` before the library loads, this turns ONNX Runtime's own telemetry off (on
+/// Linux from 1.29, on by default in the PyPI wheel). Without it the library keeps a device
+/// identifier and a database of events to upload to Microsoft (the program's path among
+/// them) under `~/.cache/Microsoft`, synced to disk at exit; turning telemetry off on the
+/// environment (`with_telemetry(false)`) comes too late to stop either. Beamline software
+/// reports nothing of its users' work.
+pub const TELEMETRY_VARIABLE: &str = "ORT_DISABLE_TELEMETRY";
+
+/// Sets [`TELEMETRY_VARIABLE`] to `1` where it is not set (a value the user gave stays),
+/// before ONNX Runtime loads. Hosts call this first thing in `main`, while they have one
+/// thread, as the command-line tool does: the library sets it itself when it first loads
+/// ONNX Runtime otherwise, which is only sound where no other thread is reading or
+/// changing the environment at that moment.
+pub fn disable_telemetry() {
+    if std::env::var_os(TELEMETRY_VARIABLE).is_none() {
+        // SAFETY: as the doc says; each caller states why no other thread touches the
+        // environment now.
+        unsafe { std::env::set_var(TELEMETRY_VARIABLE, "1") };
+    }
+}
+
 /// The environment of the library loaded in this process, and where it came from.
 static LOADED: Mutex<Option<(PathBuf, Environment)>> = Mutex::new(None);
 
@@ -87,13 +108,14 @@ pub fn environment(explicit: Option<&Path>) -> Result<(Environment, PathBuf)> {
     // A damaged file would kill the process inside dlopen (SIGBUS): look at it first.
     check_library(&path)
         .map_err(|e| Error::Runtime(format!("{} (from {source}): {e}", path.display())))?;
+    // Where the host has not (the Python package, the Tango server and the command-line
+    // tool have, before their first thread): once per process, under `LOADED`'s lock.
+    disable_telemetry();
     let build = || -> std::result::Result<Environment, String> {
         ort::init_from(&path)
             .map_err(|e| e.to_string())?
             .with_name("espinnet")
-            // Off: the PyPI wheel otherwise records the sessions' events in a database
-            // under ~/.cache/Microsoft, written and synced to disk at exit. Beamline
-            // software reports nothing of its users' work.
+            // The later events too, should the user have set TELEMETRY_VARIABLE otherwise.
             .with_telemetry(false)
             .with_logger(std::sync::Arc::new(forward_log))
             .build()

@@ -44,7 +44,8 @@ def assert_same(a, b):
 def clean_env(**extra):
     """The environment of a user who set nothing."""
     env = {k: v for k, v in os.environ.items()
-           if k not in ("VIRTUAL_ENV", "ESPINNET_ORT_PATH", "ORT_DYLIB_PATH", "ESPINNET_LIBRARY")}
+           if k not in ("VIRTUAL_ENV", "ESPINNET_ORT_PATH", "ORT_DYLIB_PATH", "ESPINNET_LIBRARY",
+                        "ORT_DISABLE_TELEMETRY")}
     env.update(extra)
     return env
 
@@ -407,6 +408,20 @@ def test_network_runs_with_no_environment_variable():
     shape, provider, providers = result.stdout.strip().split("|")
     assert shape == "(256, 256)"
     assert provider in providers and "'cpu'" in providers
+
+
+@needs_ort
+def test_onnxruntime_keeps_no_telemetry(tmp_path):
+    # The wheel keeps a device identifier and events for Microsoft under ~/.cache unless
+    # ORT_DISABLE_TELEMETRY is set before it loads, which importing espinnet does.
+    result = run_python("""
+        import os, espinnet
+        espinnet.retrieve(*espinnet.simulate('lens', size=64, n=5)[:2])
+        print(os.environ['ORT_DISABLE_TELEMETRY'])
+    """, HOME=str(tmp_path), XDG_CACHE_HOME=str(tmp_path / ".cache"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "1"
+    assert list(tmp_path.rglob("*")) == []
 
 
 @needs_ort

@@ -52,6 +52,9 @@ class SeriesReport(ctypes.Structure):
 
 
 def _load():
+    # ONNX Runtime's telemetry off (a value the user set stays): set here, before the
+    # library loads and while Python holds the environment, not by the library later.
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     path = Path(os.environ.get("ESPINNET_LIBRARY") or Path(__file__).with_name(LIBRARY_NAME))
     if not path.is_file():
         raise ImportError(

@@ -125,6 +125,8 @@ struct DatasetArgs {
 }
 
 fn main() -> ExitCode {
+    // Before any thread starts (see its doc).
+    espinnet::network::disable_telemetry();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
     let result = match cli.command {
