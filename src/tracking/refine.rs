@@ -638,11 +638,16 @@ impl SampleBand {
     fn new(st: &Stacks, rows: std::ops::Range<usize>) -> Self {
         let (n, h, w, y0) = (st.n, st.h, st.w, rows.start);
         let mut values = vec![0.0f32; rows.len() * w * n];
-        for i in 0..n {
-            // Frame i's first value of the band: its values follow row after row.
-            let first = i * h * w + y0 * w;
-            for (k, v) in values.iter_mut().skip(i).step_by(n).enumerate() {
-                *v = 1.0 + st.s(first + k);
+        // Block by block of pixels, which stays in the first-level cache while each
+        // frame's run is written into it (frame by frame over the whole band, each pass
+        // touched every cache line of it).
+        const PIXELS: usize = 64;
+        for (c, block) in values.chunks_mut(n * PIXELS).enumerate() {
+            let first = y0 * w + c * PIXELS;
+            for i in 0..n {
+                for (k, v) in block.iter_mut().skip(i).step_by(n).enumerate() {
+                    *v = 1.0 + st.s(i * h * w + first + k);
+                }
             }
         }
         SampleBand { y0, w, n, values }
