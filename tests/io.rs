@@ -3,7 +3,7 @@
 use std::fs::File;
 
 use espinnet::io::{
-    Location, frame_px, preview, read_image, read_stack, write_atomically, write_image, write_stack,
+    Location, preview, read_image, read_stack, write_atomically, write_image, write_stack,
 };
 use ndarray::{Array2, Array3};
 use tempfile::tempdir;
@@ -31,20 +31,6 @@ fn float32_round_trips() {
         let p = spec(&dir, name);
         write_image(&p, &img).unwrap();
         assert_eq!(read_image(&p).unwrap(), img, "{name}");
-    }
-}
-
-#[test]
-fn the_frame_size_is_told_from_the_header_alone() {
-    let dir = tempdir().unwrap();
-    for name in ["s.tif", "s.npy", "s.h5:/entry/data/stack"] {
-        let p = spec(&dir, name);
-        write_stack(&p, stack().view()).unwrap();
-        assert_eq!(frame_px(&p), Some((5, 7)), "{name}");
-    }
-    // Not a stack it can read: nothing to tell, and no error (the read reports it).
-    for name in ["missing.tif", "s.h5:/other", "s.txt"] {
-        assert_eq!(frame_px(&spec(&dir, name)), None, "{name}");
     }
 }
 

@@ -177,21 +177,6 @@ pub fn read_stack(spec: &str) -> Result<Array3<f32>> {
     }
 }
 
-/// The height and width (px) of a stack's frames from its file's header alone; `None`
-/// where that does not tell them. For work that can start while the stack is read.
-pub fn frame_px(spec: &str) -> Option<(usize, usize)> {
-    let loc = Location::parse(spec).ok()?;
-    let shape = match loc.format {
-        Format::Tiff => return tiff::frame_px(&loc.path),
-        Format::Npy => npy::shape(&loc.path)?,
-        Format::Hdf5 => hdf5_shape(&loc).ok()??,
-    };
-    match shape[..] {
-        [.., h, w] => Some((usize::try_from(h).ok()?, usize::try_from(w).ok()?)),
-        _ => None,
-    }
-}
-
 /// Reads a single image `[H, W]` (a stack of exactly one frame).
 pub fn read_image(spec: &str) -> Result<Array2<f32>> {
     let s = read_stack(spec)?;

@@ -12,9 +12,8 @@ use ndarray_npy::{ReadNpyError, ReadNpyExt, WriteNpyExt};
 use crate::error::{Error, Result};
 
 /// Checks what the header claims against the file before the array is allocated: a shape
-/// whose data the file does not hold is an error, not an allocation. Returns the shape,
-/// where the header states one this can parse.
-fn check_header(path: &Path) -> Result<Option<Vec<u64>>> {
+/// whose data the file does not hold is an error, not an allocation.
+fn check_header(path: &Path) -> Result<()> {
     let bad = |why: &str| {
         Err(Error::format(
             path,
@@ -82,14 +81,8 @@ fn check_header(path: &Path) -> Result<Option<Vec<u64>>> {
             None,
             &format!("reading {}", path.display()),
         )?;
-        return Ok(Some(shape));
     }
-    Ok(None)
-}
-
-/// The array's shape from the header alone; `None` where it is not readable.
-pub(super) fn shape(path: &Path) -> Option<Vec<u64>> {
-    check_header(path).ok().flatten()
+    Ok(())
 }
 
 pub(super) fn read(path: &Path) -> Result<Array3<f32>> {

@@ -13,13 +13,6 @@ use tiff::tags::Tag;
 
 use crate::error::{Error, Result};
 
-/// The first page's (height, width) in px; `None` where it is not readable.
-pub(super) fn frame_px(path: &Path) -> Option<(usize, usize)> {
-    let file = File::open(path).ok()?;
-    let (w, h) = Decoder::new(BufReader::new(file)).ok()?.dimensions().ok()?;
-    Some((h as usize, w as usize))
-}
-
 pub(super) fn read(path: &Path) -> Result<Array3<f32>> {
     let fmt = |e: tiff::TiffError| Error::format(path, format!("not a readable TIFF: {e}"));
     let file = File::open(path).map_err(|e| Error::io(path, e))?;

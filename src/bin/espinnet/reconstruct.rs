@@ -391,34 +391,15 @@ pub fn run(a: &ReconstructArgs) -> Result<()> {
         Some(OutputDir::create(&a.output, a.force, &inputs)?)
     };
 
-    // The engine is set up (ONNX Runtime's session for the image size) while the stacks are
-    // read, where the reference's header tells their size: at 512² × 20 each takes about
-    // 0.06 s.
-    let seconds = |clock: Instant| clock.elapsed().as_secs_f64();
-    let header_px = espinnet::io::frame_px(&a.inputs.reference);
-    options.network.image_px = header_px;
-    let (read, early) = std::thread::scope(|s| {
-        let early = header_px.map(|_| {
-            s.spawn(|| {
-                let clock = Instant::now();
-                (Engine::new(&options), seconds(clock))
-            })
-        });
-        let clock = Instant::now();
-        let read = a.inputs.read().map(|stacks| (stacks, seconds(clock)));
-        let early = early.map(|e| e.join().expect("setting up the engine does not panic"));
-        (read, early)
-    });
-    let ((reference, sample), read_s) = read?;
+    let clock = Instant::now();
+    let (reference, sample) = a.inputs.read()?;
+    let read_s = clock.elapsed().as_secs_f64();
+
+    let clock = Instant::now();
     let (n, h, w) = reference.dim();
-    let (engine, setup_s) = match early {
-        Some((engine, setup_s)) if header_px == Some((h, w)) => (engine?, setup_s),
-        _ => {
-            let clock = Instant::now();
-            options.network.image_px = Some((h, w));
-            (Engine::new(&options)?, seconds(clock))
-        }
-    };
+    options.network.image_px = Some((h, w));
+    let engine = Engine::new(&options)?;
+    let setup_s = clock.elapsed().as_secs_f64();
     let name = options.engine.name();
     let bar = ProgressBar::new(1000)
         .with_style(
