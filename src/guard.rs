@@ -20,10 +20,10 @@
 //!
 //! Where the network smoothed over a jump (a lens's rim), the tracker's window straddles
 //! the jump too: a suspect takes the fit of a neighbour's window on its side where that
-//! window fits twice as well and explains the pixel's own values better
-//! (`tracking/resolve.rs`); from N = 5, pixels still unexplained then take the estimate of
-//! an explained neighbour that explains their own values, in passes that reach further
-//! into a smoothed band ([`borrow`]).
+//! window fits twice as well and explains the pixel's own values better, or the tracker's
+//! affine window where the estimates are steep (`tracking/resolve.rs`); from N = 5, pixels
+//! still unexplained then take the estimate of an explained neighbour that explains their
+//! own values, in passes that reach further into a smoothed band ([`borrow`]).
 //!
 //! Next to a strong absorption edge, below five frames, one T across the window lets a
 //! wrong shift explain it best; such suspects are searched again with T as a plane

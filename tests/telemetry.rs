@@ -43,7 +43,7 @@ fn the_command_line_tool_leaves_no_telemetry() {
     let home = dir.path().join("home");
     std::fs::create_dir(&home).unwrap();
     let case = dir.path().join("case");
-    let mut run = |args: &[&str]| {
+    let run = |args: &[&str]| {
         let mut c = isolated(Command::new(env!("CARGO_BIN_EXE_espinnet")), &home);
         let o = c.args(args).output().unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

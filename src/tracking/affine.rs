@@ -10,8 +10,6 @@
 //! gradient of the estimates around it. The fit is kept where it explains the window
 //! clearly better ([`GAIN`]).
 
-use ndarray::Array2;
-
 use super::adaptive::{contrasts, refit_by_bands};
 use super::linalg::solve;
 use super::search::Stacks;
@@ -90,20 +88,60 @@ pub(super) fn refit(stacks: &Stacks, p: &Params, out: &mut Output, spare: Vec<f3
 
 /// The gradient J (px/px, as in [`Theta`]) of the estimates at pixel (y, x), by central
 /// differences, where it is steep (any component over [`STEEP`]).
-fn steep_gradient(out: &Output, (y, x): (usize, usize)) -> Option<[f32; 4]> {
-    let (h, w) = out.dx.dim();
+fn steep_gradient(out: &Output, q: (usize, usize)) -> Option<[f32; 4]> {
+    steep(out.dx.dim(), q, |q| [out.dy[q], out.dx[q]])
+}
+
+/// [`steep_gradient`] of the estimates `at` gives (`[dy, dx]`, px) on an image of `(h, w)`
+/// px.
+pub(super) fn steep(
+    (h, w): (usize, usize),
+    (y, x): (usize, usize),
+    at: impl Fn((usize, usize)) -> [f32; 2],
+) -> Option<[f32; 4]> {
     if y == 0 || x == 0 || y + 1 >= h || x + 1 >= w {
         return None;
     }
-    let diff = |m: &Array2<f32>| {
+    let diff = |a: usize| {
         [
-            0.5 * (m[[y + 1, x]] - m[[y - 1, x]]),
-            0.5 * (m[[y, x + 1]] - m[[y, x - 1]]),
+            0.5 * (at((y + 1, x))[a] - at((y - 1, x))[a]),
+            0.5 * (at((y, x + 1))[a] - at((y, x - 1))[a]),
         ]
     };
-    let ([a, b], [c, d]) = (diff(&out.dy), diff(&out.dx));
+    let ([a, b], [c, d]) = (diff(0), diff(1));
     let j = [a, b, c, d];
     (j.iter().all(|v| v.is_finite()) && j.iter().any(|v| v.abs() > STEEP)).then_some(j)
+}
+
+/// The affine window's fit at pixel `q` from the shift `start` (`[dy, dx]`, px) and the
+/// gradient `j` ([`steep`]), as `[dx, dy, T, D, residual]`, where its residual is under
+/// [`GAIN`] × `residual` (a shift-only fit's window residual there): the guard's rule for
+/// pixels whose window straddles a jump the network smoothed over.
+pub(super) fn fit_from(
+    st: &Stacks,
+    p: &Params,
+    q: (usize, usize),
+    start: [f32; 2],
+    j: [f32; 4],
+    residual: f32,
+) -> Option<[f32; 5]> {
+    if st.n * st.kernel.len().pow(2) < MIN_VALUES {
+        return None;
+    }
+    let [jyy, jyx, jxy, jxx] = j.map(|v| (v as f64).clamp(-MAX_GRADIENT, MAX_GRADIENT));
+    let [sy, sx] = start.map(f64::from);
+    let f = affine_fit(st, p.dark_field, q, [sy, sx, jyy, jyx, jxy, jxx])?;
+    // (NaN refused.)
+    (f.residual < GAIN * residual as f64).then_some(())?;
+    let shift = [f.theta[0] as f32, f.theta[1] as f32];
+    Some(contrasts(
+        st,
+        p.dark_field,
+        q,
+        shift,
+        (f.a, f.k),
+        f.residual,
+    ))
 }
 
 /// An affine fit's outcome.

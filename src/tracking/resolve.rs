@@ -13,7 +13,8 @@
 //! Where that search stopped in a local minimum (the network several px off near a strong
 //! lens's rim), neighbours' estimates are tried as starts, spreading right ones outward
 //! ([`propagate`]). Where the window straddles a jump the network smoothed over (a lens's
-//! rim), a suspect then takes a neighbour's window on its side ([`shifted_windows`]). Below
+//! rim), a suspect then takes a neighbour's window on its side ([`shifted_windows`]), or the
+//! tracker's affine window, the shift and its gradient ([`affine_windows`]). Below
 //! five frames, next to a strong absorption edge, T as a plane across the window
 //! ([`planes`]).
 
@@ -26,12 +27,14 @@ use rayon::prelude::*;
 
 use super::Params;
 use super::adaptive::MISFIT;
+use super::affine;
 use super::bands::{self, Coefficients};
 use super::plane;
 use super::refine::{self, Workspace, fit_at, pixel_error};
 use super::search::{BAND, Stacks, local_search};
 use super::window::neighbours;
 use crate::model::Fit;
+use crate::network::TD_CLIP;
 
 /// Half-width (px) of each local search.
 const REACH: isize = 2;
@@ -93,9 +96,10 @@ pub(crate) fn resolve_with(
         .filter(|&q| window_inside(q, nw, (h, w)))
         .collect();
     pixels.sort_unstable();
-    let (mut solved, mut passes, mut searched, mut planar) = (HashMap::default(), 0, 0, 0);
+    let (mut solved, mut passes, mut searched, mut stretched, mut planar) =
+        (HashMap::default(), 0, 0, 0, 0);
     // Seconds spent on the coefficients, the first searches, the neighbours' starts, the
-    // shifted windows and the fits with T as a plane.
+    // shifted and affine windows and the fits with T as a plane.
     let mut laps = [0.0f64; 5];
     for band in bands::runs(&pixels, params) {
         let rows = bands::coefficient_rows(bands::rows_of(band), params, h);
@@ -135,6 +139,9 @@ pub(crate) fn resolve_with(
         lap(2);
         let shifted = shifted_windows(&st, params, fit, estimate, &unexplained, &solved);
         solved.extend(shifted.into_iter().map(|s| ((s.y, s.x), s)));
+        let affine = affine_windows(&st, params, fit, estimate, (&unexplained, level), &solved);
+        stretched += affine.len();
+        solved.extend(affine.into_iter().map(|s| ((s.y, s.x), s)));
         lap(3);
         let planes = planes(&st, params, fit, estimate, (&unexplained, level), &solved);
         planar += planes.len();
@@ -145,8 +152,9 @@ pub(crate) fn resolve_with(
     log::debug!(
         "resolve: B-spline coefficients {band_coefficients:.2} s, first searches ({searched} of \
          {} pixels, the others' windows explained) {first:.2} s, \
-         {passes} pass(es) of neighbours' starts {neighbours:.2} s, shifted windows \
-         {shifted:.2} s, {planar} fit(s) with T as a plane {plane:.2} s",
+         {passes} pass(es) of neighbours' starts {neighbours:.2} s, shifted windows and \
+         {stretched} affine one(s) {shifted:.2} s, {planar} fit(s) with T as a plane \
+         {plane:.2} s",
         pixels.len()
     );
     // The spline's bias taken off the new shifts, as the tracker does; their residuals at
@@ -540,6 +548,44 @@ fn shifted_windows(
                 }
             }
             best.map(|(_, new)| solved_at(fit, (y, x), new))
+        })
+        .flatten()
+        .collect()
+}
+
+/// The suspects of `band` still unexplained whose estimates around them change by over
+/// 0.2 px/px (a lens's rim the network smoothed over, where the tracker's square window
+/// straddles the jump too): the tracker's affine window (`affine.rs`) from the estimate and
+/// its gradient, kept where it explains the window clearly better than the estimate.
+fn affine_windows(
+    st: &Stacks,
+    params: &Params,
+    fit: &Fit,
+    estimate: &crate::model::Contrasts,
+    (band, level): (&[(usize, usize)], f32),
+    solved: &HashMap<(usize, usize), Solved>,
+) -> Vec<Solved> {
+    let at = |q: (usize, usize)| current(estimate, solved, q);
+    band.par_iter()
+        .filter(|q| !solved.contains_key(q))
+        .map_init(Workspace::default, |ws, &q| {
+            let j = affine::steep((st.h, st.w), q, |q| {
+                let e = at(q);
+                [e[1], e[0]]
+            })?;
+            let own = at(q);
+            let old = judged(st, params, q, own, ws);
+            if old <= level {
+                return None;
+            }
+            let [dx, dy, t, d, _] = affine::fit_from(st, params, q, [own[1], own[0]], j, old)?;
+            // T and D where the network's can be: with eight parameters on a few frames'
+            // window a fit can explain it with a D of 30 (the absorbing blobs at N = 2).
+            let plausible = |v: f32| (0.0..=TD_CLIP).contains(&v);
+            (plausible(t) && (plausible(d) || !params.dark_field)).then_some(())?;
+            // Within a pixel of the estimate: a correction of the smoothing, not a search.
+            ((dx - own[0]).abs() <= 1.0 && (dy - own[1]).abs() <= 1.0).then_some(())?;
+            Some(solved_at(fit, q, [dx, dy, t, d]))
         })
         .flatten()
         .collect()
