@@ -55,27 +55,9 @@ pub(super) fn refit(stacks: &Stacks, p: &Params, out: &mut Output, spare: Vec<f3
         .map(|(q, _)| q)
         .collect();
     // Applied at the end, so that every start is from the estimates before.
-    let (kept, spare) = refit_by_bands(stacks, p, out, &pixels, spare, |st, out, (y, x)| {
-        let j = steep_gradient(out, (y, x))?;
-        let [jyy, jyx, jxy, jxx] = j.map(|v| (v as f64).clamp(-MAX_GRADIENT, MAX_GRADIENT));
-        let start = [out.dy[[y, x]], out.dx[[y, x]]].map(f64::from);
-        let f = affine_fit(
-            st,
-            p.dark_field,
-            (y, x),
-            [start[0], start[1], jyy, jyx, jxy, jxx],
-        )?;
-        // (NaN refused.)
-        (f.residual < GAIN * out.residual[[y, x]] as f64).then_some(())?;
-        let shift = [f.theta[0] as f32, f.theta[1] as f32];
-        Some(contrasts(
-            st,
-            p.dark_field,
-            (y, x),
-            shift,
-            (f.a, f.k),
-            f.residual,
-        ))
+    let (kept, spare) = refit_by_bands(stacks, p, out, &pixels, spare, |st, out, q| {
+        let start = [out.dy[q], out.dx[q]];
+        fit_from(st, p, q, start, steep_gradient(out, q)?, out.residual[q])
     });
     log::debug!(
         "tracking: {} of {} pixel(s) at steep gradients refitted with an affine window in {:.2} s",
@@ -115,8 +97,7 @@ pub(super) fn steep(
 
 /// The affine window's fit at pixel `q` from the shift `start` (`[dy, dx]`, px) and the
 /// gradient `j` ([`steep`]), as `[dx, dy, T, D, residual]`, where its residual is under
-/// [`GAIN`] × `residual` (a shift-only fit's window residual there): the guard's rule for
-/// pixels whose window straddles a jump the network smoothed over.
+/// [`GAIN`] × `residual` (a shift-only fit's window residual there).
 pub(super) fn fit_from(
     st: &Stacks,
     p: &Params,
