@@ -139,7 +139,7 @@ pub(crate) fn resolve_with(
         lap(2);
         let shifted = shifted_windows(&st, params, fit, estimate, &unexplained, &solved);
         solved.extend(shifted.into_iter().map(|s| ((s.y, s.x), s)));
-        let affine = affine_windows(&st, params, fit, estimate, (&unexplained, level), &solved);
+        let affine = affine_windows(&st, params, fit, estimate, &unexplained, &solved);
         stretched += affine.len();
         solved.extend(affine.into_iter().map(|s| ((s.y, s.x), s)));
         lap(3);
@@ -553,16 +553,17 @@ fn shifted_windows(
         .collect()
 }
 
-/// The suspects of `band` still unexplained whose estimates around them change by over
-/// 0.2 px/px (a lens's rim the network smoothed over, where the tracker's square window
-/// straddles the jump too): the tracker's affine window (`affine.rs`) from the estimate and
-/// its gradient, kept where it explains the window clearly better than the estimate.
+/// The suspects of `band` (each unexplained at its estimate) not re-solved yet whose
+/// estimates around them change by over 0.2 px/px (a lens's rim the network smoothed over,
+/// where the tracker's square window straddles the jump too): the tracker's affine window
+/// (`affine.rs`) from the estimate and its gradient, kept where it explains the window
+/// clearly better than the estimate.
 fn affine_windows(
     st: &Stacks,
     params: &Params,
     fit: &Fit,
     estimate: &crate::model::Contrasts,
-    (band, level): (&[(usize, usize)], f32),
+    band: &[(usize, usize)],
     solved: &HashMap<(usize, usize), Solved>,
 ) -> Vec<Solved> {
     let at = |q: (usize, usize)| current(estimate, solved, q);
@@ -573,11 +574,9 @@ fn affine_windows(
                 let e = at(q);
                 [e[1], e[0]]
             })?;
+            // Not re-solved: still the estimate the first search judged unexplained.
             let own = at(q);
             let old = judged(st, params, q, own, ws);
-            if old <= level {
-                return None;
-            }
             let [dx, dy, t, d, _] = affine::fit_from(st, params, q, [own[1], own[0]], j, old)?;
             // T and D where the network's can be: with eight parameters on a few frames'
             // window a fit can explain it with a D of 30 (the absorbing blobs at N = 2).
