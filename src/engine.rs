@@ -301,7 +301,8 @@ pub struct Maps {
 #[non_exhaustive]
 pub struct Report {
     /// Pixels of the network's estimate that its guard solved again with the tracker (their
-    /// status is [`tracking::Status::Resolved`]); 0 for the tracker.
+    /// status is [`tracking::Status::Resolved`]): those the signal model rejected and, from
+    /// five frames, those of the areas dense with them; 0 for the tracker.
     pub resolved_pixels: usize,
     /// Where the reconstruction's time went.
     pub stages: Stages,
@@ -525,7 +526,12 @@ impl Engine {
             Kind::Network(net) => {
                 let network = net.memory_bytes(1, (h, w));
                 let guard = match self.options.network.guard {
-                    true => crate::guard::memory_bytes(&self.options.tracking, (n, h, w), network),
+                    true => crate::guard::memory_bytes(
+                        &self.options.tracking,
+                        (n, h, w),
+                        threads,
+                        network,
+                    ),
                     false => 0,
                 };
                 network.max(guard)

@@ -28,8 +28,12 @@
 //! Next to a strong absorption edge, below five frames, one T across the window lets a
 //! wrong shift explain it best; such suspects are searched again with T as a plane
 //! (`tracking/resolve.rs`).
+//!
+//! From five frames, where many pixels were solved again, the tracker's whole pipeline
+//! takes the area ([`regions`]).
 
 mod bias;
+mod regions;
 
 use foldhash::HashMap;
 
@@ -61,19 +65,30 @@ fn params(tracking: &Params, n: usize) -> Params {
     }
 }
 
-/// Peak memory of [`guard`] on stacks `[n, h, w]` (bytes) given `budget`, the memory the
-/// engine's step before it needed: its residual and noise maps and the tracker's
-/// re-solving.
+/// The tracker's settings over the guard's regions: the guard's window, the user's
+/// search range (the tracker's own search starts from no estimate).
+fn region_params(tracking: &Params, n: usize) -> Params {
+    Params {
+        max_shift: tracking.max_shift,
+        ..params(tracking, n)
+    }
+}
+
+/// Peak memory of [`guard`] on stacks `[n, h, w]` (bytes) with `threads` workers, given
+/// `budget`, the memory the engine's step before it needed: its residual and noise maps,
+/// and the tracker's re-solving or, after it, its regions.
 pub(crate) fn memory_bytes(
     tracking: &Params,
     (n, h, w): (usize, usize, usize),
+    threads: usize,
     budget: u64,
 ) -> u64 {
     let coefficients = match whole_coefficients((n, h, w), budget) {
         true => Coefficients::whole_bytes((n, h, w)),
         false => tracking::resolve_memory_bytes(&params(tracking, n), (n, h, w)),
     };
-    maps_bytes((h, w)).saturating_add(coefficients)
+    let regions = regions::memory_bytes(&region_params(tracking, n), (n, h, w), threads);
+    maps_bytes((h, w)).saturating_add(coefficients.max(regions))
 }
 
 /// Bytes of the guard's own maps: the residuals and means, their squares, window means and
@@ -346,9 +361,10 @@ pub(crate) fn guard(
         }
         maps.changed
     };
+    drop(coefficients);
     let mut changed: Vec<_> = changed.into_iter().collect();
     changed.sort_unstable_by_key(|&(q, _)| q);
-    let changed = changed
+    let mut changed: Vec<[usize; 2]> = changed
         .into_iter()
         .map(|((y, x), (estimate, r))| {
             let at = [y, x];
@@ -357,6 +373,31 @@ pub(crate) fn guard(
             at
         })
         .collect();
+    let taken = regions::track(
+        reference,
+        sample,
+        &region_params(tracking, n),
+        &changed,
+        [&mut *dx, &mut *dy, &mut *t, &mut *d],
+    );
+    if !taken.is_empty() {
+        let fit = Fit::with_illumination(
+            reference,
+            sample,
+            Contrasts::new(dx, dy, t, d),
+            Some(&light),
+        );
+        let residuals: Vec<f32> = (taken.par_iter())
+            .map(|&q| fit.residual_at(q[0], q[1], [dx[q], dy[q], t[q], d[q]]))
+            .collect();
+        for (&q, r) in taken.iter().zip(residuals) {
+            residual[q] = r;
+        }
+        changed.extend(taken);
+        changed.sort_unstable();
+        changed.dedup();
+    }
+    log::debug!("guard: done at {:.2} s", clock.elapsed().as_secs_f64());
     (residual, changed, light)
 }
 

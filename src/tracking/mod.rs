@@ -106,8 +106,8 @@ pub enum Status {
     IllConditioned = 2,
     /// Too close to the image border to search every shift: outputs are NaN.
     Border = 3,
-    /// The network's estimate, rejected by the signal model, solved again by the tracker
-    /// (the network engine's guard).
+    /// The network's estimate, rejected by the signal model or in an area dense with such
+    /// pixels, solved again by the tracker (the network engine's guard).
     Resolved = 4,
 }
 

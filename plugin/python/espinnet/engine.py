@@ -47,8 +47,8 @@ class Result:
         Phase φ, rad, zero mean, integrated from ∇φ = (2π/λ)·α·p; with the geometry only.
     resolved_pixels : int
         Pixels of the network's estimate that its guard (option ``guard``, on by default)
-        solved again with the tracker because the signal model rejected them; 0 for the
-        tracker.
+        solved again with the tracker because the signal model rejected them or, from five
+        frames, they lie in an area dense with such pixels; 0 for the tracker.
 
     Model: {sign}
     """
@@ -180,8 +180,8 @@ class Engine:
     **options
         Any other option of the C ABI by name (``esp_options_set``): ``scaling``, ``tile``,
         ``overlap``, ``batch``, ``guard`` (default true: the network's smooth bias, measured by
-        the tracker on a grid of pixels, is taken off, and pixels the signal model rejects are
-        solved again by the tracker; false saves its time), ``image_px`` (``"HxW"``, the
+        the tracker on a grid of pixels, is taken off, and pixels the signal model rejects, and
+        the areas dense with them, are solved again by the tracker; false saves its time), ``image_px`` (``"HxW"``, the
         image size to be run, if known: the network then starts faster), ``device_id``,
         ``fp16``, ``gpu_mem_limit_mib``, ``trt_cache``, ``conv_search`` (``"exhaustive"``,
         ``"heuristic"`` or ``"fixed"``: how CUDA picks convolution algorithms), ``mean_window``, ``dark_field``, ``hamming``, ``reseed``, ``adaptive``, ``integration``.

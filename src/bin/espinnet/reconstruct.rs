@@ -122,7 +122,8 @@ pub struct NetworkArgs {
     pub conv_search: ConvSearch,
     /// The guard: the network's smooth bias, measured by the tracker on a grid of pixels, is
     /// taken off; pixels whose estimate the signal model rejects are solved again by the
-    /// tracker, starting from the network's (status 4). Catches the network's gross errors
+    /// tracker, starting from the network's, and from five frames the tracker takes the
+    /// areas dense with them (status 4). Catches the network's gross errors
     /// on lenses and wide smooth fields and most of its phase error; adds about two fifths
     /// to a run on two cores at 2048² × 20, a half or more at 2048² × 3.
     /// `--guard=false` turns it off.
@@ -298,7 +299,7 @@ fn engine_summary(engine: &Engine, maps: &Maps) -> Value {
             "guard": {
                 "resolved_pixels": maps.report.resolved_pixels,
                 "resolved_share": maps.report.resolved_pixels as f64 / maps.dx.len().max(1) as f64,
-                "what": "pixels the signal model rejected, solved again by the tracker from the network's estimate",
+                "what": "pixels the signal model rejected, solved again by the tracker from the network's estimate, and from five frames the tracker's estimates over the areas dense with them",
             },
         }),
         None => {
