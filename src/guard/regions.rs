@@ -225,15 +225,17 @@ mod tests {
         dense[(1, 1)] = true;
         dense[(1, 2)] = true;
         dense[(7, 7)] = true;
-        let rects = rectangles(&dense, 4, (128, 128));
+        // The tracker's margin at Nw = 1 and ±8 px.
+        let margin = 11;
+        let rects = rectangles(&dense, margin, (128, 128));
         assert_eq!(rects.len(), 2);
         assert!(rects.contains(&Rect {
             y: (16, 32),
             x: (16, 48)
         }));
-        // A block under the pair: one rectangle costs less than two.
+        // A block under the pair: one rectangle of 54² px costs less than 38 × 54 and 38².
         dense[(2, 1)] = true;
-        let rects = rectangles(&dense, 4, (128, 128));
+        let rects = rectangles(&dense, margin, (128, 128));
         assert!(rects.contains(&Rect {
             y: (16, 48),
             x: (16, 48)
