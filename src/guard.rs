@@ -397,7 +397,6 @@ pub(crate) fn guard(
         changed.sort_unstable();
         changed.dedup();
     }
-    log::debug!("guard: done at {:.2} s", clock.elapsed().as_secs_f64());
     (residual, changed, light)
 }
 

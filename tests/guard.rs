@@ -178,6 +178,16 @@ fn a_network_off_nearly_everywhere_is_judged_against_the_tracker() {
     at_most_gross(&["wedge 5.0 px, sandpaper random, N 3"], 0.005);
 }
 
+/// The guarded network on stress cases `(name, bound)`: an inlier RMSE of at most `bound`
+/// px each (over the stress suite's 17 px border).
+fn at_most_inlier_rmse(cases: &[(&str, f64)]) {
+    for &(name, bound) in cases {
+        let (e, _) = guarded_with_phase(name);
+        eprintln!("{name}: {e}");
+        assert!(e.inlier_rmse_px <= bound, "{name}: {e}");
+    }
+}
+
 /// The guarded network on stress case `name` with its geometry: its errors and its phase's
 /// (waves), over the stress suite's 17 px border.
 fn guarded_with_phase(name: &str) -> (Errors, f64) {
@@ -241,14 +251,10 @@ fn the_networks_error_over_a_few_pixels_is_taken_off() {
 /// Runtime builds (last digits) does not.
 #[test]
 fn steep_edges_are_fitted_with_the_affine_window() {
-    for (name, bound) in [
+    at_most_inlier_rmse(&[
         ("spheres 4.0 px, mask random, N 2", 0.088),
         ("cylinders 4.0 px, sandpaper random, N 3", 0.080),
-    ] {
-        let (e, _) = guarded_with_phase(name);
-        eprintln!("{name}: {e}");
-        assert!(e.inlier_rmse_px <= bound, "{name}: {e}");
-    }
+    ]);
 }
 
 /// Where the guard solved many pixels again (a lens's rim and its strong field), the pixels
@@ -259,14 +265,10 @@ fn steep_edges_are_fitted_with_the_affine_window() {
 /// about halfway between.
 #[test]
 fn dense_patches_of_resolved_pixels_are_tracked_whole() {
-    for (name, bound) in [
+    at_most_inlier_rmse(&[
         ("lens 2.0 px, mask diagonal, N 20", 0.026),
         ("lens 4.0 px, sandpaper large steps, N 13", 0.027),
-    ] {
-        let (e, _) = guarded_with_phase(name);
-        eprintln!("{name}: {e}");
-        assert!(e.inlier_rmse_px <= bound, "{name}: {e}");
-    }
+    ]);
 }
 
 #[test]
