@@ -24,6 +24,8 @@ const MIN_SHARE: f64 = 0.05;
 /// (px). Taking it wherever it converged left 2.4 % of the pixels gross on the 10 px lens
 /// of the stress suite (mask grid, N = 10, the default range of ±8 px), against none.
 const MAX_CHANGE_PX: f32 = 1.0;
+/// The most runs of dense blocks merged pair by pair.
+const MAX_MERGED: usize = 1024;
 /// The most rows tracked at once (the tracker's margin aside).
 const MAX_ROWS: usize = 256;
 /// Below this many frames the tracker is not the more precise: on the stress suite at
@@ -97,7 +99,9 @@ fn rectangles(dense: &Array2<bool>, margin: usize, (h, w): (usize, usize)) -> Ve
         }
     }
     let cost = |r: &Rect| r.grown(margin, (h, w)).area();
-    let mut merged = true;
+    // Pairs are merged while there are few enough of them (each pass is quadratic); more
+    // runs than that cover the image in so many places that their union is tracked.
+    let mut merged = rects.len() <= MAX_MERGED;
     while merged {
         merged = false;
         let mut a = 0;
@@ -120,7 +124,7 @@ fn rectangles(dense: &Array2<bool>, margin: usize, (h, w): (usize, usize)) -> Ve
     // Crops that overlap cost more than one of their union.
     let total: usize = rects.iter().map(cost).sum();
     if let Some(all) = rects.iter().copied().reduce(|a, b| a.union(&b))
-        && cost(&all) <= total
+        && (cost(&all) <= total || rects.len() > MAX_MERGED)
     {
         rects = vec![all];
     }
@@ -240,6 +244,26 @@ mod tests {
             y: (16, 48),
             x: (16, 48)
         }));
+    }
+
+    /// Every dense block lies in a rectangle, with few runs (merged pair by pair) and with
+    /// many (a checkerboard of 8 192 blocks: their union, at once).
+    #[test]
+    fn rectangles_cover_every_dense_block() {
+        for side in [16, 128] {
+            let dense = Array2::from_shape_fn((side, side), |(j, i)| (j + i) % 2 == 0);
+            let image = (side * BLOCK_PX, side * BLOCK_PX);
+            let rects = rectangles(&dense, 11, image);
+            for ((j, i), _) in dense.indexed_iter().filter(|(_, d)| **d) {
+                let (y, x) = (j * BLOCK_PX, i * BLOCK_PX);
+                assert!(
+                    rects
+                        .iter()
+                        .any(|r| (r.y.0..r.y.1).contains(&y) && (r.x.0..r.x.1).contains(&x))
+                );
+            }
+            assert!(rects.iter().all(|r| r.y.1 - r.y.0 <= MAX_ROWS));
+        }
     }
 
     #[test]
