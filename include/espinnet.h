@@ -230,7 +230,8 @@ typedef struct esp_report {
   /**
    * Pixels of the network's estimate that its guard (option `guard`, on by default)
    * solved again with the tracker because the signal model rejected them or, from five
-   * frames, they lie in an area dense with such pixels; 0 for the tracker.
+   * frames, they lie in an area dense with such pixels or of a large bias; 0 for the
+   * tracker.
    */
   uintptr_t resolved_pixels;
 } esp_report;
@@ -297,8 +298,8 @@ void esp_options_free(struct esp_options *opts);
  *   (`auto`, `cpu`, `cuda`, `tensorrt`), `scaling` (`nearest`, `linear`), `tile` (px;
  *   0 = 640 on the CPU, 1280 on a GPU, the default), `overlap` (px), `batch`, `guard`
  *   (default true: the network's smooth bias, measured by the tracker on a grid of pixels,
- *   is taken off, and pixels the signal model rejects, and the areas dense with them, are
- *   solved again by the tracker),
+ *   is taken off, and pixels the signal model rejects, and the areas dense with them or of
+ *   a large bias, are solved again by the tracker),
  *   `image_px` (`HEIGHTxWIDTH`, the image size to be run if known: the engine then starts
  *   faster; other sizes still run), `device_id`, `fp16`, `gpu_mem_limit_mib`, `trt_cache` (directory),
  *   `conv_search` (`exhaustive`, `heuristic`, `fixed`: how CUDA picks convolution algorithms).

@@ -43,8 +43,8 @@ mod ffi {
         refraction_y: Vec<f32>,
         phase: Vec<f32>,
         /// Per-pixel status: the tracker's (0 converged, 1 search edge, 2 ill-conditioned,
-        /// 3 border: not estimated), or the guarded network's (0 kept, 4 solved again by
-        /// the tracker); empty for the network without its guard.
+        /// 3 border: not estimated), or the network's (0 kept, 4 solved again by its guard,
+        /// 3 beyond the reference's field of view: not estimated).
         status: Vec<u8>,
         /// Pixels the network's guard solved again (its status 4); 0 for the tracker.
         resolved_pixels: usize,

@@ -285,7 +285,9 @@ pub struct Maps {
     pub darkfield: Array2<f32>,
     /// The signal model's relative RMS residual at the estimate ([`model::residual`]).
     pub quality: Array2<f32>,
-    /// The tracker's per-pixel [`tracking::Status`] as its number; `None` for the network.
+    /// The per-pixel [`tracking::Status`] as its number: the tracker's, or the network's
+    /// (converged, resolved by its guard, beyond the reference's field of view); always
+    /// given.
     pub status: Option<Array2<u8>>,
     /// Refraction angles along x and y (rad); with the geometry only.
     pub refraction_x: Option<Array2<f32>>,
@@ -302,7 +304,8 @@ pub struct Maps {
 pub struct Report {
     /// Pixels of the network's estimate that its guard solved again with the tracker (their
     /// status is [`tracking::Status::Resolved`]): those the signal model rejected and, from
-    /// five frames, those of the areas dense with them; 0 for the tracker.
+    /// five frames, those of the areas dense with them or where the network's bias was
+    /// large; 0 for the tracker.
     pub resolved_pixels: usize,
     /// Where the reconstruction's time went.
     pub stages: Stages,
@@ -376,7 +379,8 @@ pub struct MapsMut<'a> {
     pub transmission: Option<ArrayViewMut2<'a, f32>>,
     pub darkfield: Option<ArrayViewMut2<'a, f32>>,
     pub quality: Option<ArrayViewMut2<'a, f32>>,
-    /// Tracker status numbers; filled with [`tracking::Status::Converged`]'s for the network.
+    /// [`tracking::Status`] numbers: the network's are converged, resolved by its guard or
+    /// beyond the reference's field of view.
     pub status: Option<ArrayViewMut2<'a, u8>>,
     pub refraction_x: Option<ArrayViewMut2<'a, f32>>,
     pub refraction_y: Option<ArrayViewMut2<'a, f32>>,
@@ -472,12 +476,7 @@ impl Engine {
             transmission: map()?,
             darkfield: map()?,
             quality: map()?,
-            status: match &self.kind {
-                Kind::Tracking(_) => true,
-                Kind::Network(_) => self.options.network.guard,
-            }
-            .then(|| zeros((h, w)))
-            .transpose()?,
+            status: Some(zeros((h, w))?),
             refraction_x: opt(derived)?,
             refraction_y: opt(derived)?,
             phase: opt(derived)?,
@@ -618,7 +617,7 @@ impl Engine {
             Kind::Network(net) => {
                 let mut o = net.reconstruct_with(reference, sample, progress)?;
                 report.stages.estimate_s = lap("network");
-                let (residual, status, light) = if self.options.network.guard {
+                let (mut residual, changed, light) = if self.options.network.guard {
                     let (residual, changed, light) = crate::guard::guard(
                         reference,
                         sample,
@@ -627,21 +626,36 @@ impl Engine {
                         net.memory_bytes(1, (h, w)),
                     );
                     report.stages.guard_s = lap("guard") - report.stages.estimate_s;
-                    report.resolved_pixels = changed.len();
-                    let mut status = Array2::from_elem((h, w), tracking::Status::Converged as u8);
-                    changed
-                        .iter()
-                        .for_each(|&at| status[at] = tracking::Status::Resolved as u8);
-                    (Some(residual), Some(status), Some(light))
+                    (Some(residual), changed, Some(light))
                 } else {
-                    (None, None, None)
+                    (None, Vec::new(), None)
                 };
+                let outside = crate::network::field_of_view::clear_outside([
+                    &mut o.dx,
+                    &mut o.dy,
+                    &mut o.transmission,
+                    &mut o.darkfield,
+                ]);
+                // Beyond the field of view is not measured, whether resolved or not.
+                let (resolved, beyond) = (tracking::Status::Resolved, tracking::Status::Border);
+                let mut status = Array2::from_elem((h, w), tracking::Status::Converged as u8);
+                changed.iter().for_each(|&at| status[at] = resolved as u8);
+                for &at in &outside {
+                    status[at] = beyond as u8;
+                    if let Some(r) = residual.as_mut() {
+                        r[at] = f32::NAN;
+                    }
+                }
+                report.resolved_pixels = changed
+                    .iter()
+                    .filter(|&&at| status[at] == resolved as u8)
+                    .count();
                 (
                     o.dx,
                     o.dy,
                     o.transmission,
                     o.darkfield,
-                    status,
+                    Some(status),
                     residual,
                     light,
                 )

@@ -29,8 +29,8 @@
 //! wrong shift explain it best; such suspects are searched again with T as a plane
 //! (`tracking/resolve.rs`).
 //!
-//! From five frames, where many pixels were solved again, the tracker's whole pipeline
-//! takes the area ([`regions`]).
+//! From five frames, where many pixels were solved again or the network's bias was large,
+//! the tracker's whole pipeline takes the area ([`regions`]).
 
 mod bias;
 mod regions;
@@ -295,6 +295,7 @@ pub(crate) fn guard(
         bias::Bias::measure(&fit, &params, &coefficients)
     };
     bias.apply([&mut *dx, &mut *dy, &mut *t, &mut *d]);
+    let biased = bias.blocks_over(dx.dim(), regions::BLOCK_PX, regions::bias_limit_px(n));
     log::debug!(
         "guard: the network's bias taken off at {:.2} s",
         clock.elapsed().as_secs_f64()
@@ -378,6 +379,7 @@ pub(crate) fn guard(
         sample,
         &region_params(tracking, n),
         &changed,
+        &biased,
         [&mut *dx, &mut *dy, &mut *t, &mut *d],
     );
     if !taken.is_empty() {

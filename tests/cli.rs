@@ -468,20 +468,26 @@ fn reconstruct_with_the_network_by_default_and_clear_errors_for_its_inputs() {
             (72, 72),
             "{n}: the input's size (72 is not a multiple of 16)"
         );
-        assert!(
-            a.iter().all(|v| v.is_finite()),
-            "{n}: the network estimates every pixel"
-        );
     }
-    // The guard's status map: 0 kept, 4 solved again by the tracker; as many 4s as the
-    // summary counts.
+    // The network's status map: 0 kept, 4 solved again by the guard, 3 beyond the field of
+    // view (a blob at the left edge refracts out of it here); as many 3s and 4s as the
+    // summary counts, and every other pixel estimated.
     let status = espinnet::io::read_image(&format!("{rec}/status.tif")).unwrap();
-    assert!(status.iter().all(|&v| v == 0.0 || v == 4.0));
+    assert!(status.iter().all(|&v| v == 0.0 || v == 3.0 || v == 4.0));
+    for n in ["dx", "dy", "transmission", "darkfield"] {
+        let a = espinnet::io::read_image(&format!("{rec}/{n}.tif")).unwrap();
+        for (v, s) in a.iter().zip(&status) {
+            assert_eq!(v.is_finite(), *s != 3.0, "{n}");
+        }
+    }
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(format!("{rec}/summary.json")).unwrap()).unwrap();
     assert_eq!(summary["engine"], "network");
     assert_eq!(summary["network"]["provider"], "cpu");
     assert_eq!(summary["network"]["model"]["nnet"], 20);
+    let beyond = status.iter().filter(|&&v| v == 3.0).count();
+    assert!(beyond > 0);
+    assert_eq!(summary["network"]["beyond_field_of_view_pixels"], beyond);
     assert_eq!(
         summary["network"]["guard"]["resolved_pixels"]
             .as_u64()
@@ -491,7 +497,8 @@ fn reconstruct_with_the_network_by_default_and_clear_errors_for_its_inputs() {
     let unguarded = out("raw");
     let o = with(&["--output", &unguarded, "--guard=false"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(!std::path::Path::new(&format!("{unguarded}/status.tif")).exists());
+    let status = espinnet::io::read_image(&format!("{unguarded}/status.tif")).unwrap();
+    assert!(status.iter().all(|&v| v == 0.0 || v == 3.0));
 
     fails_with(
         &with(&["--output", &out("a"), "--model", &out("missing.onnx")]),

@@ -137,6 +137,42 @@ fn a_nan_border_is_not_a_frame_of_zero_slope() {
 }
 
 #[test]
+fn holes_take_their_neighbours_slope() {
+    // The network's maps beyond the field of view: NaN in part of an edge's columns (here a
+    // wedge pointing out of the left edge over the upper half) and a hole inside. A tilt
+    // must stay a tilt: as zero slope, the holes bent it.
+    let mut f = field(|x, y| (0.3 * x - 0.7 * y, 0.3, -0.7));
+    let hole = |y: usize, x: usize| {
+        (y < N / 2 && x < 4) || (200..210).contains(&y) && (300..320).contains(&x)
+    };
+    for g in [&mut f.gx, &mut f.gy] {
+        g.indexed_iter_mut()
+            .filter(|((y, x), _)| hole(*y, *x))
+            .for_each(|(_, v)| *v = f32::NAN);
+    }
+    let (h, w) = f.gx.dim();
+    let valid: Vec<(usize, usize)> = (0..h)
+        .flat_map(|y| (0..w).map(move |x| (y, x)))
+        .filter(|&(y, x)| !hole(y, x))
+        .collect();
+    let mean = valid.iter().map(|&q| f.phi[q]).sum::<f64>() / valid.len() as f64;
+    for method in [Method::FrankotChellappa, Method::LeastSquares] {
+        let got = integrate(f.gx.view(), f.gy.view(), method).unwrap();
+        assert_eq!(
+            got.iter().filter(|v| v.is_nan()).count(),
+            h * w - valid.len()
+        );
+        let rms = (valid
+            .iter()
+            .map(|&q| (got[q] as f64 - (f.phi[q] - mean)).powi(2))
+            .sum::<f64>()
+            / valid.len() as f64)
+            .sqrt();
+        assert!(rms < 1e-3 * 0.3 * w as f64, "{method}: RMS {rms}");
+    }
+}
+
+#[test]
 fn bad_input_is_an_error() {
     let a = Array2::<f32>::zeros((4, 4));
     let b = Array2::<f32>::zeros((4, 5));

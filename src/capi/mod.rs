@@ -173,8 +173,8 @@ pub unsafe extern "C" fn esp_options_free(opts: *mut EspOptions) {
 ///   (`auto`, `cpu`, `cuda`, `tensorrt`), `scaling` (`nearest`, `linear`), `tile` (px;
 ///   0 = 640 on the CPU, 1280 on a GPU, the default), `overlap` (px), `batch`, `guard`
 ///   (default true: the network's smooth bias, measured by the tracker on a grid of pixels,
-///   is taken off, and pixels the signal model rejects, and the areas dense with them, are
-///   solved again by the tracker),
+///   is taken off, and pixels the signal model rejects, and the areas dense with them or of
+///   a large bias, are solved again by the tracker),
 ///   `image_px` (`HEIGHTxWIDTH`, the image size to be run if known: the engine then starts
 ///   faster; other sizes still run), `device_id`, `fp16`, `gpu_mem_limit_mib`, `trt_cache` (directory),
 ///   `conv_search` (`exhaustive`, `heuristic`, `fixed`: how CUDA picks convolution algorithms).
@@ -387,7 +387,8 @@ pub unsafe extern "C" fn esp_engine_reconstruct_with_progress(
 pub struct EspReport {
     /// Pixels of the network's estimate that its guard (option `guard`, on by default)
     /// solved again with the tracker because the signal model rejected them or, from five
-    /// frames, they lie in an area dense with such pixels; 0 for the tracker.
+    /// frames, they lie in an area dense with such pixels or of a large bias; 0 for the
+    /// tracker.
     pub resolved_pixels: usize,
 }
 

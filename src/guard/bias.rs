@@ -79,6 +79,27 @@ impl Bias {
         }
     }
 
+    /// Which blocks of `block_px` (an image `(h, w)`) have at least half their nodes'
+    /// correction of the displacement over `limit_px`: where the network is off by that
+    /// much, what the correction leaves is about the tracker's own noise, and the tracker's
+    /// pipeline is the better estimate ([`super::regions`]).
+    pub fn blocks_over(
+        &self,
+        (h, w): (usize, usize),
+        block_px: usize,
+        limit_px: f32,
+    ) -> Array2<bool> {
+        let mut count =
+            Array2::<[usize; 2]>::from_elem((h.div_ceil(block_px), w.div_ceil(block_px)), [0; 2]);
+        let [dx, dy, ..] = &self.nodes;
+        for ((j, i), &x) in dx.indexed_iter() {
+            let c = &mut count[(node(j) / block_px, node(i) / block_px)];
+            c[0] += (x.hypot(dy[(j, i)]) > limit_px) as usize;
+            c[1] += 1;
+        }
+        count.mapv(|[over, all]| all > 0 && 2 * over >= all)
+    }
+
     /// Adds the correction, bilinear between the nodes (constant beyond the outer ones), to
     /// `[dx, dy, T, D]`.
     pub fn apply(&self, maps: [&mut Array2<f32>; 4]) {

@@ -12,7 +12,8 @@
 //! zero mean (the piston is not measurable). Only the smallest rectangle holding every
 //! finite gradient pixel is integrated (the tracker's NaN border would otherwise act as a
 //! frame of zero slope and bend a field whose slope is not zero there); non-finite pixels
-//! inside it are treated as zero slope, and every non-finite pixel comes back as NaN.
+//! inside it take their finite neighbours' slope ([`Holes`]), and every non-finite pixel
+//! comes back as NaN.
 
 mod frankot_chellappa;
 mod least_squares;
@@ -107,10 +108,13 @@ pub fn integrate(gx: ArrayView2<f32>, gy: ArrayView2<f32>, method: Method) -> Re
         )));
     }
     let inner = ndarray::s![y0..y1, x0..x1];
+    let holes = Holes::new(valid.slice(inner));
     let clean = |g: ArrayView2<f32>| {
-        Zip::from(g.slice(inner))
+        let mut g = Zip::from(g.slice(inner))
             .and(valid.slice(inner))
-            .par_map_collect(|&v, &ok| if ok { v } else { 0.0 })
+            .par_map_collect(|&v, &ok| if ok { v } else { 0.0 });
+        holes.fill(&mut g);
+        g
     };
     let (gx, gy) = (clean(gx), clean(gy));
     let inside = match method {
@@ -138,6 +142,70 @@ pub fn integrate(gx: ArrayView2<f32>, gy: ArrayView2<f32>, method: Method) -> Re
         .and(&valid)
         .par_for_each(|p, &ok| *p = if ok { *p - mean } else { f32::NAN });
     Ok(phi)
+}
+
+/// The non-finite pixels of a gradient field in the order they are filled: outwards from
+/// the finite ones, each with the mean of its 4-neighbours filled before it (the finite
+/// ones first). Zero slope there bent the field wherever it is not zero: at an edge the
+/// network cannot see beyond (`network/field_of_view.rs`), a smooth field's phase error
+/// rose up to fourfold.
+struct Holes {
+    /// Each hole and the pass that fills it (finite pixels: pass 0).
+    order: Vec<(usize, usize)>,
+    pass: Array2<u32>,
+}
+
+impl Holes {
+    fn new(valid: ArrayView2<bool>) -> Self {
+        let (h, w) = valid.dim();
+        let mut pass = valid.mapv(|ok| if ok { 0 } else { u32::MAX });
+        let mut order = Vec::new();
+        let mut front: Vec<(usize, usize)> = (pass.indexed_iter())
+            .filter(|&(q, &p)| p == u32::MAX && neighbours(q, (h, w)).any(|n| pass[n] == 0))
+            .map(|(q, _)| q)
+            .collect();
+        let mut k = 1;
+        while !front.is_empty() {
+            for &q in &front {
+                pass[q] = k;
+            }
+            order.extend_from_slice(&front);
+            let mut next: Vec<(usize, usize)> = (front.iter())
+                .flat_map(|&q| neighbours(q, (h, w)))
+                .filter(|&n| pass[n] == u32::MAX)
+                .collect();
+            next.sort_unstable();
+            next.dedup();
+            front = next;
+            k += 1;
+        }
+        Holes { order, pass }
+    }
+
+    fn fill(&self, g: &mut Array2<f32>) {
+        let dim = g.dim();
+        for &q in &self.order {
+            let (sum, n) = (neighbours(q, dim))
+                .filter(|&n| self.pass[n] < self.pass[q])
+                .fold((0.0f32, 0u32), |(s, k), n| (s + g[n], k + 1));
+            g[q] = sum / n as f32;
+        }
+    }
+}
+
+/// The 4-neighbours of `(y, x)` within `(h, w)`.
+fn neighbours(
+    (y, x): (usize, usize),
+    (h, w): (usize, usize),
+) -> impl Iterator<Item = (usize, usize)> {
+    [
+        (y.wrapping_sub(1), x),
+        (y + 1, x),
+        (y, x.wrapping_sub(1)),
+        (y, x + 1),
+    ]
+    .into_iter()
+    .filter(move |&(a, b)| a < h && b < w)
 }
 
 /// Peak heap of [`integrate`] on `[h, w]` gradients (bytes, an upper bound).

@@ -7,6 +7,7 @@
 //! [0, [`TD_CLIP`]] as in the reference post-processing. The image is never resized, so
 //! displacements keep their pixel units.
 
+pub(crate) mod field_of_view;
 mod model;
 mod provider;
 mod runtime;

@@ -104,10 +104,11 @@ pub enum Status {
     SearchEdge = 1,
     /// The fit is degenerate (no pattern contrast in the window, or a flat cost).
     IllConditioned = 2,
-    /// Too close to the image border to search every shift: outputs are NaN.
+    /// Too close to the image border to search every shift (the tracker), or seeing the
+    /// pattern from beyond the reference's field of view (the network): outputs are NaN.
     Border = 3,
     /// The network's estimate, rejected by the signal model or in an area dense with such
-    /// pixels, solved again by the tracker (the network engine's guard).
+    /// pixels or of a large bias, solved again by the tracker (the network engine's guard).
     Resolved = 4,
 }
 

@@ -31,8 +31,10 @@ class Result:
     Attributes
     ----------
     dx, dy : ndarray
-        Displacement of the pattern along x (columns) and y (rows), px; NaN where the
-        tracker could not estimate it.
+        Displacement of the pattern along x (columns) and y (rows), px; NaN where it
+        cannot be estimated: the tracker's border, and for the network the pixels that see
+        the pattern from beyond the reference's field of view (a displacement pointing out
+        of the image at its edge). T and D are NaN there too.
     transmission : ndarray
         T, 1 = transparent.
     darkfield : ndarray
@@ -48,7 +50,8 @@ class Result:
     resolved_pixels : int
         Pixels of the network's estimate that its guard (option ``guard``, on by default)
         solved again with the tracker because the signal model rejected them or, from five
-        frames, they lie in an area dense with such pixels; 0 for the tracker.
+        frames, they lie in an area dense with such pixels or where the network's bias was
+        large; 0 for the tracker.
 
     Model: {sign}
     """
@@ -181,7 +184,8 @@ class Engine:
         Any other option of the C ABI by name (``esp_options_set``): ``scaling``, ``tile``,
         ``overlap``, ``batch``, ``guard`` (default true: the network's smooth bias, measured by
         the tracker on a grid of pixels, is taken off, and pixels the signal model rejects, and
-        the areas dense with them, are solved again by the tracker; false saves its time), ``image_px`` (``"HxW"``, the
+        the areas dense with them or with a large bias, are solved again by the tracker; false
+        saves its time), ``image_px`` (``"HxW"``, the
         image size to be run, if known: the network then starts faster), ``device_id``,
         ``fp16``, ``gpu_mem_limit_mib``, ``trt_cache``, ``conv_search`` (``"exhaustive"``,
         ``"heuristic"`` or ``"fixed"``: how CUDA picks convolution algorithms), ``mean_window``, ``dark_field``, ``hamming``, ``reseed``, ``adaptive``, ``integration``.

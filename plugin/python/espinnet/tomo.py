@@ -33,7 +33,8 @@ def delta_from_phase(phase, theta_deg, *, energy_kev, pixel_size_um, magnificati
     ----------
     phase : array_like, [angles, rows, W]
         Phase (rad) per projection, referenced to air (``espinnet series`` does that);
-        NaN (the tracker's border) counts as 0.
+        NaN (the tracker's border, the network's pixels beyond the field of view) counts
+        as 0.
     theta_deg : array_like, [angles]
         Rotation angles (degrees) over 180°.
     energy_kev, pixel_size_um, magnification : float

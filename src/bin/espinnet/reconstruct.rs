@@ -7,7 +7,7 @@ use espinnet::integrate::Method;
 use espinnet::io::OutputDir;
 use espinnet::io::preview::{Panel, Scale, write_montage};
 use espinnet::network::{self, ConvSearch, Provider};
-use espinnet::tracking::Params;
+use espinnet::tracking::{Params, Status};
 use espinnet::{Engine, EngineKind, Error, Geometry, Maps, Options, Result, ScanScaling};
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::Array2;
@@ -123,7 +123,7 @@ pub struct NetworkArgs {
     /// The guard: the network's smooth bias, measured by the tracker on a grid of pixels, is
     /// taken off; pixels whose estimate the signal model rejects are solved again by the
     /// tracker, starting from the network's, and from five frames the tracker takes the
-    /// areas dense with them (status 4). Catches the network's gross errors
+    /// areas dense with them or of a large bias (status 4). Catches the network's gross errors
     /// on lenses and wide smooth fields and most of its phase error; adds about two fifths
     /// to a run on two cores at 2048² × 20, a half or more at 2048² × 3.
     /// `--guard=false` turns it off.
@@ -296,10 +296,12 @@ fn engine_summary(engine: &Engine, maps: &Maps) -> Value {
             "options": o.network,
             "tile_px": net.tile_px(),
             "clipping": format!("transmission and darkfield clipped to [0, {}]", network::TD_CLIP),
+            "beyond_field_of_view_pixels": maps.status.iter().flatten()
+                .filter(|&&s| s == Status::Border as u8).count(),
             "guard": {
                 "resolved_pixels": maps.report.resolved_pixels,
                 "resolved_share": maps.report.resolved_pixels as f64 / maps.dx.len().max(1) as f64,
-                "what": "pixels the signal model rejected, solved again by the tracker from the network's estimate, and from five frames the tracker's estimates over the areas dense with them",
+                "what": "pixels the signal model rejected, solved again by the tracker from the network's estimate, and from five frames the tracker's estimates over the areas dense with them or where the bias taken off was large",
             },
         }),
         None => {
