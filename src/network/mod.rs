@@ -71,9 +71,9 @@ pub struct Options {
     /// The guard: the network's smooth bias, measured by the tracker's fits on a grid of
     /// pixels, is taken off, then pixels whose estimate the signal model rejects are solved
     /// again by the tracker, starting from it (`crate::guard`). On by default: on two cores
-    /// it adds about two fifths to the whole run at 2048² × 20 and a half or more at
-    /// 2048² × 3; behind a GPU network, whose inference is far faster, it can be most of the
-    /// run.
+    /// it adds about a half to the whole run at 2048² × 20 and at 2048² × 3, three quarters
+    /// at 512² × 20; behind a GPU network, whose inference is far faster, it can be most of
+    /// the run.
     pub guard: bool,
     /// The image size (height, width in px) this engine will run, where it is known before
     /// the engine is made: ONNX Runtime then plans its session for that size's tiles, which

@@ -124,8 +124,8 @@ pub struct NetworkArgs {
     /// taken off; pixels whose estimate the signal model rejects are solved again by the
     /// tracker, starting from the network's, and from five frames the tracker takes the
     /// areas dense with them or of a large bias (status 4). Catches the network's gross errors
-    /// on lenses and wide smooth fields and most of its phase error; adds about two fifths
-    /// to a run on two cores at 2048² × 20, a half or more at 2048² × 3.
+    /// on lenses and wide smooth fields and most of its phase error; adds about a half to a
+    /// run on two cores at 2048² × 20 and 2048² × 3, three quarters at 512² × 20.
     /// `--guard=false` turns it off.
     #[arg(long, default_value_t = net().guard, num_args = 0..=1, default_missing_value = "true",
           action = clap::ArgAction::Set)]
