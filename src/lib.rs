@@ -23,6 +23,7 @@ pub mod tracking;
 mod guard;
 mod interpolate;
 mod memory;
+mod neighbourhood;
 mod transform2d;
 
 pub use engine::{Engine, EngineKind, MAP_INFO, MapInfo, Maps, MapsMut, Options};

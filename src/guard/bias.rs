@@ -172,22 +172,8 @@ fn median_3x3(a: &Array2<f32>) -> Array2<f32> {
 const LANES: usize = 8;
 
 /// The median of the finite values over node (j, i)'s 3×3 neighbourhood; 0 where none is.
-fn median_at(a: &Array2<f32>, (j, i): (usize, usize)) -> f32 {
-    let (h, w) = a.dim();
-    let mut values = [0.0f32; 9];
-    let mut k = 0;
-    for y in j.saturating_sub(1)..(j + 2).min(h) {
-        for x in i.saturating_sub(1)..(i + 2).min(w) {
-            let v = a[(y, x)];
-            if v.is_finite() {
-                values[k] = v;
-                k += 1;
-            }
-        }
-    }
-    // Sorted: on nine values, 0.7× the time of a selection.
-    values[..k].sort_unstable_by(f32::total_cmp);
-    if k == 0 { 0.0 } else { values[k / 2] }
+fn median_at(a: &Array2<f32>, at: (usize, usize)) -> f32 {
+    crate::neighbourhood::finite_median_3x3(a.view(), at).unwrap_or(0.0)
 }
 
 /// Paeth's exchanges (lower value first) that leave the median of nine at index 4.

@@ -22,6 +22,7 @@ use ndarray::{Array2, ArrayView2, Zip};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::neighbourhood::four;
 
 /// The integration method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -161,7 +162,7 @@ impl Holes {
         let mut pass = valid.mapv(|ok| if ok { 0 } else { u32::MAX });
         let mut order = Vec::new();
         let mut front: Vec<(usize, usize)> = (pass.indexed_iter())
-            .filter(|&(q, &p)| p == u32::MAX && neighbours(q, (h, w)).any(|n| pass[n] == 0))
+            .filter(|&(q, &p)| p == u32::MAX && four(q, (h, w)).any(|n| pass[n] == 0))
             .map(|(q, _)| q)
             .collect();
         let mut k = 1;
@@ -171,7 +172,7 @@ impl Holes {
             }
             order.extend_from_slice(&front);
             let mut next: Vec<(usize, usize)> = (front.iter())
-                .flat_map(|&q| neighbours(q, (h, w)))
+                .flat_map(|&q| four(q, (h, w)))
                 .filter(|&n| pass[n] == u32::MAX)
                 .collect();
             next.sort_unstable();
@@ -185,27 +186,12 @@ impl Holes {
     fn fill(&self, g: &mut Array2<f32>) {
         let dim = g.dim();
         for &q in &self.order {
-            let (sum, n) = (neighbours(q, dim))
+            let (sum, n) = (four(q, dim))
                 .filter(|&n| self.pass[n] < self.pass[q])
                 .fold((0.0f32, 0u32), |(s, k), n| (s + g[n], k + 1));
             g[q] = sum / n as f32;
         }
     }
-}
-
-/// The 4-neighbours of `(y, x)` within `(h, w)`.
-fn neighbours(
-    (y, x): (usize, usize),
-    (h, w): (usize, usize),
-) -> impl Iterator<Item = (usize, usize)> {
-    [
-        (y.wrapping_sub(1), x),
-        (y + 1, x),
-        (y, x.wrapping_sub(1)),
-        (y, x + 1),
-    ]
-    .into_iter()
-    .filter(move |&(a, b)| a < h && b < w)
 }
 
 /// Peak heap of [`integrate`] on `[h, w]` gradients (bytes, an upper bound).

@@ -23,6 +23,8 @@
 
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis, Zip, s};
 
+use crate::neighbourhood::finite_median_3x3;
+
 /// How far in (px) the displacement that judges a pixel is read: past the network's
 /// estimates at the edge, which are no guide, while close enough that a field growing
 /// inwards (a blob at the edge) is read near its value at the pixel. On the 2048² × 20
@@ -82,30 +84,13 @@ fn mark(d: ArrayView2<f32>, sign: f32, mut out: ArrayViewMut2<bool>) {
         // From the reach towards the start: once beyond, every pixel nearer it too.
         let mut beyond = false;
         for x in (0..reach).rev() {
-            let near = sign * median_3x3(d, (y, (x + LOOKAHEAD_PX).min(w - 1)));
-            beyond |= (x as f32) - near < -BEYOND_PX;
+            // A median of 3×3 against a stray error; none where none is finite.
+            let at = (y, (x + LOOKAHEAD_PX).min(w - 1));
+            let near = finite_median_3x3(d, at).map(|v| sign * v);
+            beyond |= near.is_some_and(|near| (x as f32) - near < -BEYOND_PX);
             row[x] |= beyond;
         }
     });
-}
-
-/// The median of the finite values of `d` over the 3×3 pixels around `(y, x)`; NaN where
-/// none is (a comparison with it is false: nothing is marked).
-fn median_3x3(d: ArrayView2<f32>, (y, x): (usize, usize)) -> f32 {
-    let (h, w) = d.dim();
-    let mut values = [0.0f32; 9];
-    let mut k = 0;
-    for yy in y.saturating_sub(1)..(y + 2).min(h) {
-        for xx in x.saturating_sub(1)..(x + 2).min(w) {
-            let v = d[(yy, xx)];
-            if v.is_finite() {
-                values[k] = v;
-                k += 1;
-            }
-        }
-    }
-    values[..k].sort_unstable_by(f32::total_cmp);
-    if k == 0 { f32::NAN } else { values[k / 2] }
 }
 
 #[cfg(test)]

@@ -428,16 +428,7 @@ fn propagate(
     solved: &mut HashMap<(usize, usize), Solved>,
 ) -> usize {
     let (h, w, nw) = (st.h, st.w, params.window);
-    let four = move |(y, x): (usize, usize)| {
-        [
-            (y.wrapping_sub(1), x),
-            (y + 1, x),
-            (y, x.wrapping_sub(1)),
-            (y, x + 1),
-        ]
-        .into_iter()
-        .filter(move |&(qy, qx)| qy < h && qx < w)
-    };
+    let four = move |q: (usize, usize)| crate::neighbourhood::four(q, (h, w));
     // Pixels of the rows the band's coefficients serve, whose window lies in the image.
     let member = |&q: &(usize, usize)| rows.contains(&q.0) && window_inside(q, nw, (h, w));
     // The front's pixels: their estimate is the network's until `solved` has one.
