@@ -3,6 +3,7 @@
 #include "Espinnet.h"
 
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <sstream>
 
@@ -478,14 +479,17 @@ bool Espinnet::finish(Outcome &out, Job &job) {
 
 void Espinnet::publish(std::unique_ptr<espinnet::Maps> maps, const std::string &provider, double seconds) {
     const std::size_t n = maps->height * maps->width;
-    // Suspect: not converged (tracker) or a residual beyond the limit, among the pixels
-    // estimated (the tracker's border, status 3, is not).
+    // Suspect: the tracker's minimum at its search edge or ill-conditioned (status 1, 2),
+    // or a residual beyond the limit, among the pixels estimated (status 3 is not: the
+    // tracker's border, the network's pixels beyond the field of view). The network's
+    // guard's estimates (status 4) are judged by their residual like any other.
     std::size_t considered = 0, suspect = 0;
     const bool tracked = maps->status.size() == n;
     for (std::size_t i = 0; i < n; i++) {
-        if (tracked && maps->status[i] == 3) continue;
+        const std::uint8_t s = tracked ? maps->status[i] : 0;
+        if (s == 3) continue;
         considered++;
-        suspect += (tracked && maps->status[i] != 0) || !(maps->quality[i] <= qualityLimit);
+        suspect += s == 1 || s == 2 || !(maps->quality[i] <= qualityLimit);
     }
     suspect_share_ = considered > 0 ? double(suspect) / double(considered) : 1.0;
     last_duration_s_ = seconds;
