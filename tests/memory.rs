@@ -110,15 +110,27 @@ fn engine_estimates_bound_the_peak_heap() {
 #[test]
 fn integration_estimates_bound_the_peak_heap() {
     let _lock = peak_lock();
-    for (h, w) in [(64, 200), (300, 256)] {
-        let g = Array2::from_shape_fn((h, w), |(y, x)| ((x * 7 + y * 3) % 11) as f32 * 0.01);
+    // The second size with holes: every pixel inside a 1 px frame is filled.
+    for (h, w, holes) in [(64, 200, false), (300, 256, false), (300, 256, true)] {
+        let g = Array2::from_shape_fn((h, w), |(y, x)| {
+            let inside = (1..h - 1).contains(&y) && (1..w - 1).contains(&x);
+            match holes && inside {
+                true => f32::NAN,
+                false => ((x * 7 + y * 3) % 11) as f32 * 0.01,
+            }
+        });
         for method in [Method::FrankotChellappa, Method::LeastSquares] {
             integrate(g.view(), g.view(), method).unwrap();
             let measured = peak_of(|| {
                 integrate(g.view(), g.view(), method).unwrap();
             });
             let estimate = espinnet::integrate::memory_bytes((h, w), method);
-            check(&format!("{method} {h}x{w}"), measured, estimate, 3.0);
+            check(
+                &format!("{method} {h}x{w}, holes {holes}"),
+                measured,
+                estimate,
+                3.0,
+            );
         }
     }
 }
