@@ -240,10 +240,7 @@ impl Engine {
                 refraction_x: opt(m.refraction_x),
                 refraction_y: opt(m.refraction_y),
                 phase: opt(m.phase),
-                status: m
-                    .status
-                    .map(|a| a.into_iter().collect())
-                    .unwrap_or_default(),
+                status: m.status.into_iter().collect(),
                 resolved_pixels: m.report.resolved_pixels,
             })
         })

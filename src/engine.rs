@@ -286,9 +286,8 @@ pub struct Maps {
     /// The signal model's relative RMS residual at the estimate ([`model::residual`]).
     pub quality: Array2<f32>,
     /// The per-pixel [`tracking::Status`] as its number: the tracker's, or the network's
-    /// (converged, resolved by its guard, beyond the reference's field of view); always
-    /// given.
-    pub status: Option<Array2<u8>>,
+    /// (converged, resolved by its guard, beyond the reference's field of view).
+    pub status: Array2<u8>,
     /// Refraction angles along x and y (rad); with the geometry only.
     pub refraction_x: Option<Array2<f32>>,
     pub refraction_y: Option<Array2<f32>>,
@@ -476,7 +475,7 @@ impl Engine {
             transmission: map()?,
             darkfield: map()?,
             quality: map()?,
-            status: Some(zeros((h, w))?),
+            status: zeros((h, w))?,
             refraction_x: opt(derived)?,
             refraction_y: opt(derived)?,
             phase: opt(derived)?,
@@ -488,7 +487,7 @@ impl Engine {
             transmission: Some(maps.transmission.view_mut()),
             darkfield: Some(maps.darkfield.view_mut()),
             quality: Some(maps.quality.view_mut()),
-            status: maps.status.as_mut().map(|s| s.view_mut()),
+            status: Some(maps.status.view_mut()),
             refraction_x: maps.refraction_x.as_mut().map(|a| a.view_mut()),
             refraction_y: maps.refraction_y.as_mut().map(|a| a.view_mut()),
             phase: maps.phase.as_mut().map(|a| a.view_mut()),
@@ -609,7 +608,7 @@ impl Engine {
                     o.dy,
                     o.transmission,
                     o.darkfield,
-                    Some(o.status),
+                    o.status,
                     none,
                     Some(light),
                 )
@@ -655,7 +654,7 @@ impl Engine {
                     o.dy,
                     o.transmission,
                     o.darkfield,
-                    Some(status),
+                    status,
                     residual,
                     light,
                 )
@@ -716,10 +715,7 @@ impl Engine {
         }
         lap("quality map");
         if let Some(mut dst) = out.status.take() {
-            match &status {
-                Some(s) => dst.assign(s),
-                None => dst.fill(tracking::Status::Converged as u8),
-            }
+            dst.assign(&status);
         }
         for (dst, src) in [
             (out.dx.take(), &dx),

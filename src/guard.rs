@@ -284,18 +284,21 @@ pub(crate) fn guard(
     // The bias first: the guard then judges the corrected estimate, whose residuals need
     // fewer pixels solved again (on the 2048² × 20 simulated case 8 500 suspects against
     // 117 000).
-    let bias = {
-        let estimate = Contrasts::new(dx, dy, t, d);
-        let fit = Fit::with_illumination(reference, sample, estimate, Some(&light));
-        tracking::set_noise(&mut coefficients, &params, &fit);
-        log::debug!(
-            "guard: the reference's noise level at {:.2} s",
-            clock.elapsed().as_secs_f64()
-        );
-        bias::Bias::measure(&fit, &params, &coefficients)
+    // Of the bias's nodes only the blocks where it was large are kept, for the regions.
+    let biased = {
+        let bias = {
+            let estimate = Contrasts::new(dx, dy, t, d);
+            let fit = Fit::with_illumination(reference, sample, estimate, Some(&light));
+            tracking::set_noise(&mut coefficients, &params, &fit);
+            log::debug!(
+                "guard: the reference's noise level at {:.2} s",
+                clock.elapsed().as_secs_f64()
+            );
+            bias::Bias::measure(&fit, &params, &coefficients)
+        };
+        bias.apply([&mut *dx, &mut *dy, &mut *t, &mut *d]);
+        regions::biased_blocks(&bias, dx.dim(), n)
     };
-    bias.apply([&mut *dx, &mut *dy, &mut *t, &mut *d]);
-    let biased = bias.blocks_over(dx.dim(), regions::BLOCK_PX, regions::bias_limit_px(n));
     log::debug!(
         "guard: the network's bias taken off at {:.2} s",
         clock.elapsed().as_secs_f64()

@@ -87,7 +87,6 @@ fn both_engines_and_the_derived_maps_through_one_api() {
         {
             assert_eq!(bits(ours), bits(theirs), "{engine:?}");
         }
-        assert!(maps.status.is_some(), "{engine:?}");
         let mut acc = Accuracy::default();
         acc.add(&maps.contrasts(), &case.truth.contrasts(), border)
             .unwrap();

@@ -70,11 +70,8 @@ fn catches_the_networks_gross_errors_on_a_lens() {
         after.inlier_rmse_px < before.inlier_rmse_px,
         "{after} vs {before}"
     );
-    let status = guarded
+    let marked = guarded
         .status
-        .as_ref()
-        .expect("the guarded network has a status map");
-    let marked = status
         .iter()
         .filter(|&&v| v == Status::Resolved as u8)
         .count();
@@ -178,13 +175,15 @@ fn a_network_off_nearly_everywhere_is_judged_against_the_tracker() {
     at_most_gross(&["wedge 5.0 px, sandpaper random, N 3"], 0.005);
 }
 
-/// The guarded network on stress cases `(name, bound)`: an inlier RMSE of at most `bound`
-/// px each (over the stress suite's 17 px border).
-fn at_most_inlier_rmse(cases: &[(&str, f64)]) {
-    for &(name, bound) in cases {
-        let (e, _) = guarded_with_phase(name);
-        eprintln!("{name}: {e}");
-        assert!(e.inlier_rmse_px <= bound, "{name}: {e}");
+/// The guarded network on stress cases `(name, rmse_px, phase_waves)`: an inlier RMSE of
+/// at most `rmse_px` px and a phase error of at most `phase_waves` waves each (over the
+/// stress suite's 17 px border; `f64::INFINITY` bounds nothing).
+fn at_most(cases: &[(&str, f64, f64)]) {
+    for &(name, rmse_px, phase_waves) in cases {
+        let (e, waves) = guarded_with_phase(name);
+        eprintln!("{name}: {e}, phase {waves:.4} waves");
+        assert!(e.inlier_rmse_px <= rmse_px, "{name}: {e}");
+        assert!(waves <= phase_waves, "{name}: phase {waves:.4} waves");
     }
 }
 
@@ -216,30 +215,10 @@ fn guarded_with_phase(name: &str) -> (Errors, f64) {
 /// with it: 0.0031 and 0.0027. Issue 15's target is 0.02 waves.
 #[test]
 fn the_networks_smooth_bias_leaves_the_phase() {
-    for name in [
-        "lens 2.0 px, mask diagonal, N 20",
-        "lens 2.0 px, grating grid, N 20",
-    ] {
-        let (_, waves) = guarded_with_phase(name);
-        eprintln!("{name}: phase {waves:.4} waves");
-        assert!(waves <= 0.005, "{name}: phase {waves:.4} waves");
-    }
-}
-
-/// On a wedge (a constant 5 px), the network's error varies over a few px, which the nodes'
-/// median (6 px across) cannot follow; each node's own change is added where it stands
-/// above its fit's noise (`guard/bias.rs`, `with_detail`), and the fits allow for the noise
-/// as the tracker's do (`tracking/resolve.rs`, `set_noise`). Measured on this case (stress
-/// suite, 17 px border): inlier RMSE 0.048 px and phase 0.0225 waves before, 0.026 px and
-/// 0.0109 waves with them (the tracker: 0.008 px, 0.0007 waves). Since the tracker takes
-/// the areas of a large bias (below), it is at 0.017 px and 0.0009 waves.
-#[test]
-fn the_networks_error_over_a_few_pixels_is_taken_off() {
-    let name = "wedge 5.0 px, mask diagonal, N 20";
-    let (e, waves) = guarded_with_phase(name);
-    eprintln!("{name}: {e}, phase {waves:.4} waves");
-    assert!(e.inlier_rmse_px <= 0.035, "{e}");
-    assert!(waves <= 0.015, "phase {waves:.4} waves");
+    at_most(&[
+        ("lens 2.0 px, mask diagonal, N 20", f64::INFINITY, 0.005),
+        ("lens 2.0 px, grating grid, N 20", f64::INFINITY, 0.005),
+    ]);
 }
 
 /// Across a sphere's or a fibre's edge the displacement changes by 0.3–1 px/px, which the
@@ -252,9 +231,13 @@ fn the_networks_error_over_a_few_pixels_is_taken_off() {
 /// Runtime builds (last digits) does not.
 #[test]
 fn steep_edges_are_fitted_with_the_affine_window() {
-    at_most_inlier_rmse(&[
-        ("spheres 4.0 px, mask random, N 2", 0.088),
-        ("cylinders 4.0 px, sandpaper random, N 3", 0.080),
+    at_most(&[
+        ("spheres 4.0 px, mask random, N 2", 0.088, f64::INFINITY),
+        (
+            "cylinders 4.0 px, sandpaper random, N 3",
+            0.080,
+            f64::INFINITY,
+        ),
     ]);
 }
 
@@ -266,25 +249,31 @@ fn steep_edges_are_fitted_with_the_affine_window() {
 /// about halfway between.
 #[test]
 fn dense_patches_of_resolved_pixels_are_tracked_whole() {
-    at_most_inlier_rmse(&[
-        ("lens 2.0 px, mask diagonal, N 20", 0.026),
-        ("lens 4.0 px, sandpaper large steps, N 13", 0.027),
+    at_most(&[
+        ("lens 2.0 px, mask diagonal, N 20", 0.026, f64::INFINITY),
+        (
+            "lens 4.0 px, sandpaper large steps, N 13",
+            0.027,
+            f64::INFINITY,
+        ),
     ]);
 }
 
-/// Where the bias the guard takes off is large (over 0.05 px from ten frames), what it
-/// leaves is about the tracker's noise and patterned like the network's error; the
-/// tracker's whole pipeline takes such areas too (`guard/regions.rs`). Measured on this
-/// wedge (a constant 5 px; stress suite, 17 px border): inlier RMSE 0.022 px and phase
-/// 0.0061 waves before, 0.017 px and 0.0009 waves with it (the tracker at its best window:
-/// 0.008 px, 0.0007 waves).
+/// On a wedge (a constant 5 px) the network is off by tenths of a pixel everywhere, in a
+/// pattern that varies over a few px. Each bias node's own change is added where it stands
+/// above its fit's noise (`guard/bias.rs`, `with_detail`), the fits allow for the noise as
+/// the tracker's do (`tracking/resolve.rs`, `set_noise`): inlier RMSE 0.048 → 0.026 px,
+/// phase 0.0225 → 0.0109 waves. What that leaves where the bias was large (over 0.05 px from
+/// ten frames) is about the tracker's noise, patterned like the network's error, and the
+/// tracker's whole pipeline takes such areas too (`guard/regions.rs`): 0.022 → 0.017 px and
+/// 0.0061 → 0.0009 waves (the wedge's edges left out, below; the first step's figures are
+/// from before that). The tracker at its
+/// best window: 0.008 px, 0.0007 waves (stress suite, 17 px border). The bounds lie about
+/// halfway between the last two steps; with the areas this case no longer tells whether
+/// the bias's detail holds.
 #[test]
-fn areas_of_a_large_bias_are_tracked_whole() {
-    let name = "wedge 5.0 px, mask diagonal, N 20";
-    let (e, waves) = guarded_with_phase(name);
-    eprintln!("{name}: {e}, phase {waves:.4} waves");
-    assert!(e.inlier_rmse_px <= 0.0195, "{e}");
-    assert!(waves <= 0.003, "phase {waves:.4} waves");
+fn a_wide_bias_is_taken_off_and_its_areas_tracked_whole() {
+    at_most(&[("wedge 5.0 px, mask diagonal, N 20", 0.0195, 0.003)]);
 }
 
 /// A pixel whose displacement points out of the image by more than half a pixel sees the
@@ -296,10 +285,7 @@ fn areas_of_a_large_bias_are_tracked_whole() {
 /// edges) the outer 3–4 px were 1.4–4.5 px off.
 #[test]
 fn pixels_beyond_the_field_of_view_are_not_measured() {
-    let name = "smooth 6.0 px, mask diagonal, N 20";
-    let (e, waves) = guarded_with_phase(name);
-    eprintln!("{name}: {e}, phase {waves:.4} waves");
-    assert!(waves <= 0.003, "phase {waves:.4} waves");
+    at_most(&[("smooth 6.0 px, mask diagonal, N 20", f64::INFINITY, 0.003)]);
     let case = stress_case("wedge 5.0 px, mask diagonal, N 20");
     // Beyond or inside by the truth, with a margin for the estimate that judges (the
     // network alone is off by up to a pixel on this case).
@@ -307,7 +293,7 @@ fn pixels_beyond_the_field_of_view_are_not_measured() {
         let maps = engine(guard)
             .reconstruct(case.reference.view(), case.sample.view())
             .unwrap();
-        let status = maps.status.as_ref().expect("the network's status map");
+        let status = &maps.status;
         let (h, w) = maps.dx.dim();
         for y in 0..h {
             for x in 0..w {

@@ -14,10 +14,11 @@
 
 use ndarray::{Array2, ArrayView3, s};
 
+use super::bias::Bias;
 use crate::tracking::{self, Params, Status};
 
 /// Side of the square blocks whose re-solved share is judged (px).
-pub(super) const BLOCK_PX: usize = 16;
+const BLOCK_PX: usize = 16;
 /// Blocks with at least this share of re-solved pixels are tracked: 1.8 % of the
 /// 2048² × 20 paper case (0.24–0.30 s). Their neighbours too took three times the area on
 /// the stress suite and met the RMSE target on as many cases (closer at N ≥ 10, further
@@ -45,8 +46,14 @@ const MIN_FRAMES: usize = 5;
 /// 0.0061 → 0.0009 waves. It tracks 7.3 % of the 2048² × 20 paper case (0.4 s more). From
 /// five frames only where the network is far off (0.1 raised the inlier RMSE of four N = 5
 /// cases by 3–6 %, 0.2 none).
-pub(super) fn bias_limit_px(n: usize) -> f32 {
+fn bias_limit_px(n: usize) -> f32 {
     if n >= 10 { 0.05 } else { 0.2 }
+}
+
+/// The blocks where `bias`, on `n` frames of an image `(h, w)`, was large
+/// ([`bias_limit_px`]), which [`track`] takes besides the dense ones.
+pub(super) fn biased_blocks(bias: &Bias, (h, w): (usize, usize), n: usize) -> Array2<bool> {
+    bias.blocks_over((h, w), BLOCK_PX, bias_limit_px(n))
 }
 
 /// A rectangle of pixels, `[y0, y1) × [x0, x1)`.

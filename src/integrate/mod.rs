@@ -162,9 +162,17 @@ struct Holes {
 impl Holes {
     fn new(valid: ArrayView2<bool>) -> Self {
         let (h, w) = valid.dim();
+        let count = valid.iter().filter(|&&ok| !ok).count();
+        if count == 0 {
+            // The common case: no pass map, no scan for a front.
+            return Holes {
+                order: Vec::new(),
+                pass: Array2::zeros((0, 0)),
+            };
+        }
         let mut pass = valid.mapv(|ok| if ok { 0 } else { u32::MAX });
         // Sized once: grown by doubling, it took up to twice the memory.
-        let mut order = Vec::with_capacity(valid.iter().filter(|&&ok| !ok).count());
+        let mut order = Vec::with_capacity(count);
         let mut front: Vec<(usize, usize)> = (pass.indexed_iter())
             .filter(|&(q, &p)| p == u32::MAX && four(q, (h, w)).any(|n| pass[n] == 0))
             .map(|(q, _)| q)

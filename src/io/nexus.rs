@@ -73,18 +73,18 @@ pub fn write_result(path: &Path, maps: &Maps, settings: &str) -> Result<()> {
             attr(&ds, "units", units)?;
             attr(&ds, "long_name", long)?;
         }
-        if let Some(status) = &maps.status {
-            let ds = data
-                .new_dataset_builder()
-                .with_data(&status.as_standard_layout())
-                .create("status")
-                .map_err(h5("cannot write the status map"))?;
-            attr(
-                &ds,
-                "long_name",
-                "tracker status: 0 converged, 1 search edge, 2 ill-conditioned, 3 border",
-            )?;
-        }
+        let ds = data
+            .new_dataset_builder()
+            .with_data(&maps.status.as_standard_layout())
+            .create("status")
+            .map_err(h5("cannot write the status map"))?;
+        attr(
+            &ds,
+            "long_name",
+            "status: 0 converged, 1 search edge, 2 ill-conditioned, 3 not estimated (the \
+             tracker's border, the network's pixels beyond the field of view), 4 solved again \
+             by the network's guard",
+        )?;
         let process = group(&entry, "process", "NXprocess")?;
         for (name, value) in [
             ("program", "espinnet"),

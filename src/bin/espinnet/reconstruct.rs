@@ -296,7 +296,7 @@ fn engine_summary(engine: &Engine, maps: &Maps) -> Value {
             "options": o.network,
             "tile_px": net.tile_px(),
             "clipping": format!("transmission and darkfield clipped to [0, {}]", network::TD_CLIP),
-            "beyond_field_of_view_pixels": maps.status.iter().flatten()
+            "beyond_field_of_view_pixels": maps.status.iter()
                 .filter(|&&s| s == Status::Border as u8).count(),
             "guard": {
                 "resolved_pixels": maps.report.resolved_pixels,
@@ -306,7 +306,7 @@ fn engine_summary(engine: &Engine, maps: &Maps) -> Value {
         }),
         None => {
             let mut counts = [0usize; 4];
-            for &v in maps.status.iter().flatten() {
+            for &v in &maps.status {
                 counts[usize::from(v).min(3)] += 1;
             }
             let total = counts.iter().sum::<usize>().max(1) as f64;
@@ -448,11 +448,11 @@ pub fn run(a: &ReconstructArgs) -> Result<()> {
         None => espinnet::io::nexus::write_result(&a.output, &maps, &text(&summary))?,
         Some(staged) => {
             let path = |rel: &str| staged.path(rel).map(|p| p.to_string_lossy().into_owned());
-            let status = maps.status.as_ref().map(|s| s.mapv(f32::from));
+            let status = maps.status.mapv(f32::from);
             let files: Vec<(String, &Array2<f32>)> = images
                 .iter()
                 .map(|((name, ..), data)| (format!("{name}.tif"), *data))
-                .chain(status.as_ref().map(|s| ("status.tif".to_string(), s)))
+                .chain([("status.tif".to_string(), &status)])
                 .collect();
             let panels: Vec<Panel> = images
                 .iter()
