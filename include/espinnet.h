@@ -16,7 +16,8 @@
  *     esp_stack ref = { reference, n * height * width, n, height, width, 0 };
  *     esp_stack smp = { sample, n * height * width, n, height, width, 0 };
  *     float *dx = malloc(...), *dy = ..., *t = ..., *d = ...;  // height * width each
- *     esp_outputs out = { dx, dy, t, d, NULL, NULL, NULL, NULL, height * width };
+ *     uint8_t *status = malloc(height * width);  // an esp_pixel number each (or NULL)
+ *     esp_outputs out = { dx, dy, t, d, NULL, NULL, NULL, NULL, height * width, status };
  *     esp_status s = esp_engine_reconstruct(engine, &ref, &smp, &out);
  *     if (s != ESP_STATUS_OK)
  *         fprintf(stderr, "espinnet: %s: %s\n", esp_status_str(s), esp_last_error());
@@ -39,13 +40,15 @@
  * (NULL ok). ONNX Runtime is loaded at run time: set ESPINNET_ORT_PATH (or the
  * "ort_library" option) to libonnxruntime.so.1.* (e.g. from `pip install onnxruntime`).
  *
- * ABI 0.2 breaks 0.1: stacks are esp_stack descriptors, every buffer carries its length,
- * esp_integrate takes its method by name, and the version macros are ESP_VERSION_*. The
- * shared library's SONAME is libespinnet.so.0.2.
+ * ABI 0.3 breaks 0.2: esp_outputs ends with a per-pixel status map (esp_pixel numbers);
+ * code written for 0.2 compiles, leaving it NULL, but must be rebuilt. ABI 0.2 broke 0.1:
+ * stacks are esp_stack descriptors, every buffer carries its length, esp_integrate takes
+ * its method by name, and the version macros are ESP_VERSION_*. The shared library's
+ * SONAME is libespinnet.so.0.3.
  */
 
 #define ESP_VERSION_MAJOR 0
-#define ESP_VERSION_MINOR 2
+#define ESP_VERSION_MINOR 3
 #define ESP_VERSION_PATCH 0
 /** True when the header is at least MAJOR.MINOR.PATCH. */
 #define ESP_CHECK_VERSION(major, minor, patch) \
@@ -123,6 +126,37 @@ typedef enum esp_status {
 } esp_status;
 
 /**
+ * What happened at a pixel: the numbers of the `status` map of `esp_outputs`, fixed as
+ * those of `esp_status` are.
+ */
+typedef enum esp_pixel {
+  /**
+   * Measured: the tracker's fit converged inside its search, or the network's estimate
+   * stands.
+   */
+  ESP_PIXEL_MEASURED = 0,
+  /**
+   * The tracker's best shift lies on the edge of its search range (`max_shift`): the
+   * true one may be larger.
+   */
+  ESP_PIXEL_SEARCH_EDGE = 1,
+  /**
+   * The tracker's fit is degenerate: no pattern contrast in the window, or a flat cost.
+   */
+  ESP_PIXEL_ILL_CONDITIONED = 2,
+  /**
+   * Not measured, every map NaN: the tracker's border, or for the network a pixel that
+   * sees the pattern from beyond the reference's field of view.
+   */
+  ESP_PIXEL_NOT_MEASURED = 3,
+  /**
+   * The network's estimate, rejected by the signal model or in an area dense with such
+   * pixels or of a large bias, solved again by the tracker (the guard).
+   */
+  ESP_PIXEL_RESOLVED = 4,
+} esp_pixel;
+
+/**
  * A reconstruction engine, usable from several threads at once.
  */
 typedef struct esp_engine esp_engine;
@@ -171,8 +205,9 @@ typedef struct esp_stack {
 } esp_stack;
 
 /**
- * Caller-owned output images, each `height × width` float32 with contiguous rows. Any may
- * be NULL to skip it (quality, refraction and phase then cost nothing).
+ * Caller-owned output images, each `height × width` with contiguous rows: float32 maps and
+ * a byte per pixel for `status`. Any may be NULL to skip it (quality, refraction and phase
+ * then cost nothing).
  */
 typedef struct esp_outputs {
   /**
@@ -209,9 +244,15 @@ typedef struct esp_outputs {
    */
   float *phase;
   /**
-   * Floats each non-NULL pointer above can hold: at least `height · width`.
+   * Values (floats, or bytes for `status`) each non-NULL pointer can hold: at least
+   * `height · width`.
    */
   uintptr_t len;
+  /**
+   * What happened at each pixel, an `esp_pixel` number (one byte each). Last, so that
+   * an initialiser written for ABI 0.2 (`{dx, …, phase, len}`) leaves it NULL.
+   */
+  uint8_t *status;
 } esp_outputs;
 
 /**
@@ -404,9 +445,9 @@ enum esp_status esp_engine_run(const struct esp_engine *engine,
  * `preset`: `mask-diagonal` (the paper's set-up), `sandpaper-random`, `grating-grid` or
  * `lens`. Writes `n` frames of `height × width` photon counts (contiguous) to `reference`
  * and `sample`, each holding `stack_len` floats, and the truth to the non-NULL pointers
- * of `truth` (its `quality` is not written). The presets' geometry, for the refraction
- * and phase of the truth: `energy_kev` 20, `distance_m` 0.5, `pixel_size_um` 6.5,
- * `magnification` 10. The same arguments give the same case.
+ * of `truth` (its `quality` and `status` are not written). The presets' geometry, for the
+ * refraction and phase of the truth: `energy_kev` 20, `distance_m` 0.5, `pixel_size_um`
+ * 6.5, `magnification` 10. The same arguments give the same case.
  *
  * # Safety
  * `preset` is a NUL-terminated string; `reference` and `sample` point to `stack_len`

@@ -37,6 +37,7 @@ fn dx_only(dx: &mut [f32]) -> EspOutputs {
         refraction_x: ptr::null_mut(),
         refraction_y: ptr::null_mut(),
         phase: ptr::null_mut(),
+        status: ptr::null_mut(),
     }
 }
 
@@ -355,14 +356,38 @@ fn the_network_engine_through_the_abi() {
     let provider = unsafe { std::ffi::CStr::from_ptr(esp_engine_provider(engine)) };
     assert_eq!(provider.to_str().unwrap(), "cpu");
     let mut dx = vec![0.0f32; h * w];
-    let out = dx_only(&mut dx);
+    let mut status = vec![u8::MAX; h * w];
+    let out = EspOutputs {
+        status: status.as_mut_ptr(),
+        ..dx_only(&mut dx)
+    };
     let (r, smp) = (
         case.reference.as_slice().unwrap(),
         case.sample.as_slice().unwrap(),
     );
-    let st =
-        unsafe { esp_engine_reconstruct(engine, &stack(r, n, h, w), &stack(smp, n, h, w), &out) };
-    assert_eq!(st, EspStatus::Ok, "{}", last_error());
+    let (r, smp) = (stack(r, n, h, w), stack(smp, n, h, w));
+    let mut report = EspReport::default();
+    let run = |out: &EspOutputs, report: &mut EspReport| unsafe {
+        esp_engine_run(engine, &r, &smp, out, None, ptr::null_mut(), report)
+    };
+    assert_eq!(run(&out, &mut report), EspStatus::Ok, "{}", last_error());
+    // A status map shorter than an image.
+    let mut short = [0u8; 63];
+    let out_short = EspOutputs {
+        len: 63,
+        dx: ptr::null_mut(),
+        status: short.as_mut_ptr(),
+        ..out
+    };
+    assert_eq!(
+        run(&out_short, &mut EspReport::default()),
+        EspStatus::InvalidArgument
+    );
+    assert!(
+        last_error().contains("'status' holds 63 bytes"),
+        "{}",
+        last_error()
+    );
     unsafe { esp_engine_free(engine) };
     // Exactly what the Rust API's Engine returns (whose accuracy tests/network.rs and
     // tests/guard.rs assert).
@@ -378,6 +403,17 @@ fn the_network_engine_through_the_abi() {
         .map(|(a, b)| (a - b).abs())
         .fold(0.0, f32::max);
     assert!(max <= 1e-5, "ABI vs Rust API: {max}");
+    // The status map, and the report's count of its resolved pixels.
+    assert_eq!(status, direct.status.as_slice().unwrap());
+    let resolved = status
+        .iter()
+        .filter(|&&s| s == EspPixel::Resolved as u8)
+        .count();
+    assert!(resolved > 0);
+    assert_eq!(report.resolved_pixels, resolved);
+    for (&s, &d) in status.iter().zip(&dx) {
+        assert_eq!(s == EspPixel::NotMeasured as u8, d.is_nan(), "status {s}, dx {d}");
+    }
 }
 
 /// Progress callback for the test: counts reports, records the last fraction, and cancels

@@ -27,11 +27,12 @@ fn aligned<T>(p: *const T, name: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Checks that `len` floats at `p` hold `need`.
-fn holds(len: usize, need: usize, name: &str) -> Result<(), Failure> {
+/// Checks that `len` values of `T` (floats, or bytes for a status map) hold `need`.
+fn holds<T>(len: usize, need: usize, name: &str) -> Result<(), Failure> {
     if len < need {
+        let unit = if size_of::<T>() == 1 { "bytes" } else { "floats" };
         return Err(invalid(format!(
-            "'{name}' holds {len} floats, needs {need}"
+            "'{name}' holds {len} {unit}, needs {need}"
         )));
     }
     Ok(())
@@ -62,7 +63,7 @@ pub(crate) unsafe fn stack_view<'a>(
     }
     checked_len(&[n, h, stride])?;
     // The last pixel is at ((n·h − 1)·stride + w − 1).
-    holds(st.len, (n * h - 1) * stride + w, name)?;
+    holds::<f32>(st.len, (n * h - 1) * stride + w, name)?;
     // SAFETY: the caller promises `len` readable floats at `data`, and every index of the
     // view is below the bound checked above.
     Ok(unsafe { ArrayView3::from_shape_ptr((n, h, w).strides((h * stride, stride, 1)), st.data) })
@@ -71,7 +72,8 @@ pub(crate) unsafe fn stack_view<'a>(
 /// An `h × w` output view of `p`, or `None` for NULL.
 ///
 /// # Safety
-/// `p` is NULL or points to `len` writable floats that nothing else accesses during the call.
+/// `p` is NULL or points to `len` writable values that nothing else accesses during the
+/// call.
 pub(crate) unsafe fn out_view<'a, T>(
     p: *mut T,
     len: usize,
@@ -82,7 +84,7 @@ pub(crate) unsafe fn out_view<'a, T>(
         return Ok(None);
     }
     aligned(p, name)?;
-    holds(len, h * w, name)?;
+    holds::<T>(len, h * w, name)?;
     // SAFETY: h·w ≤ len elements, checked above; the caller owns them for the call.
     Ok(Some(unsafe { ArrayViewMut2::from_shape_ptr((h, w), p) }))
 }
@@ -101,7 +103,7 @@ pub(crate) unsafe fn in_view<'a>(
         return Err(null(name));
     }
     aligned(p, name)?;
-    holds(len, h * w, name)?;
+    holds::<f32>(len, h * w, name)?;
     // SAFETY: h·w ≤ len readable elements, checked above.
     Ok(unsafe { ndarray::ArrayView2::from_shape_ptr((h, w), p) })
 }

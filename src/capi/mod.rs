@@ -11,9 +11,11 @@
 //! the memory it will need and asks the system for it before it starts: when that is more
 //! than there is, it returns `ESP_STATUS_OUT_OF_MEMORY` instead of aborting the host.
 //!
-//! ABI 0.2 (breaking 0.1): stacks are passed as [`EspStack`] descriptors with lengths,
-//! [`EspOutputs`] and every other buffer carry lengths, `esp_integrate` takes its method
-//! by name, and the version macros are `ESP_VERSION_*`.
+//! ABI 0.3 (breaking 0.2): [`EspOutputs`] ends with a per-pixel `status` map
+//! ([`EspPixel`]); code written for 0.2 compiles, leaving it NULL. ABI 0.2 (breaking
+//! 0.1): stacks are passed as [`EspStack`] descriptors with lengths, [`EspOutputs`] and
+//! every other buffer carry lengths, `esp_integrate` takes its method by name, and the
+//! version macros are `ESP_VERSION_*`.
 
 mod buffers;
 pub(crate) mod guard;
@@ -292,8 +294,40 @@ pub struct EspStack {
     pub row_stride: usize,
 }
 
-/// Caller-owned output images, each `height × width` float32 with contiguous rows. Any may
-/// be NULL to skip it (quality, refraction and phase then cost nothing).
+/// What happened at a pixel: the numbers of the `status` map of `esp_outputs`, fixed as
+/// those of `esp_status` are.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EspPixel {
+    /// Measured: the tracker's fit converged inside its search, or the network's estimate
+    /// stands.
+    Measured = 0,
+    /// The tracker's best shift lies on the edge of its search range (`max_shift`): the
+    /// true one may be larger.
+    SearchEdge = 1,
+    /// The tracker's fit is degenerate: no pattern contrast in the window, or a flat cost.
+    IllConditioned = 2,
+    /// Not measured, every map NaN: the tracker's border, or for the network a pixel that
+    /// sees the pattern from beyond the reference's field of view.
+    NotMeasured = 3,
+    /// The network's estimate, rejected by the signal model or in an area dense with such
+    /// pixels or of a large bias, solved again by the tracker (the guard).
+    Resolved = 4,
+}
+
+// The pixel statuses are the engine's, number for number.
+const _: () = {
+    use crate::tracking::Status;
+    assert!(EspPixel::Measured as u8 == Status::Converged as u8);
+    assert!(EspPixel::SearchEdge as u8 == Status::SearchEdge as u8);
+    assert!(EspPixel::IllConditioned as u8 == Status::IllConditioned as u8);
+    assert!(EspPixel::NotMeasured as u8 == Status::Border as u8);
+    assert!(EspPixel::Resolved as u8 == Status::Resolved as u8);
+};
+
+/// Caller-owned output images, each `height × width` with contiguous rows: float32 maps and
+/// a byte per pixel for `status`. Any may be NULL to skip it (quality, refraction and phase
+/// then cost nothing).
 #[repr(C)]
 pub struct EspOutputs {
     /// Displacement along x (columns), px; NaN where not estimated.
@@ -313,8 +347,12 @@ pub struct EspOutputs {
     pub refraction_y: *mut f32,
     /// Phase (rad, zero mean), integrated from the displacement; needs the geometry options.
     pub phase: *mut f32,
-    /// Floats each non-NULL pointer above can hold: at least `height · width`.
+    /// Values (floats, or bytes for `status`) each non-NULL pointer can hold: at least
+    /// `height · width`.
     pub len: usize,
+    /// What happened at each pixel, an `esp_pixel` number (one byte each). Last, so that
+    /// an initialiser written for ABI 0.2 (`{dx, …, phase, len}`) leaves it NULL.
+    pub status: *mut u8,
 }
 
 /// Reports the fraction of a call done (0 to 1, never decreasing) and the caller's
@@ -426,7 +464,7 @@ pub unsafe extern "C" fn esp_engine_run(
             refraction_x: dst(out.refraction_x, "refraction_x")?,
             refraction_y: dst(out.refraction_y, "refraction_y")?,
             phase: dst(out.phase, "phase")?,
-            ..MapsMut::default()
+            status: unsafe { out_view(out.status, out.len, (h, w), "status")? },
         };
         let callback = Callback::new(progress, user_data);
         let progress = |fraction: f64| callback.report(fraction);
@@ -443,9 +481,9 @@ pub unsafe extern "C" fn esp_engine_run(
 /// `preset`: `mask-diagonal` (the paper's set-up), `sandpaper-random`, `grating-grid` or
 /// `lens`. Writes `n` frames of `height × width` photon counts (contiguous) to `reference`
 /// and `sample`, each holding `stack_len` floats, and the truth to the non-NULL pointers
-/// of `truth` (its `quality` is not written). The presets' geometry, for the refraction
-/// and phase of the truth: `energy_kev` 20, `distance_m` 0.5, `pixel_size_um` 6.5,
-/// `magnification` 10. The same arguments give the same case.
+/// of `truth` (its `quality` and `status` are not written). The presets' geometry, for the
+/// refraction and phase of the truth: `energy_kev` 20, `distance_m` 0.5, `pixel_size_um`
+/// 6.5, `magnification` 10. The same arguments give the same case.
 ///
 /// # Safety
 /// `preset` is a NUL-terminated string; `reference` and `sample` point to `stack_len`

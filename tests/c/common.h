@@ -63,7 +63,7 @@ static inline test_case case_new(const char *preset, size_t h, size_t w, size_t 
     c.transmission = (float *)xcalloc(h * w, sizeof(float));
     c.darkfield = (float *)xcalloc(h * w, sizeof(float));
     c.phase = (float *)xcalloc(h * w, sizeof(float));
-    esp_outputs truth = {c.dx, c.dy, c.transmission, c.darkfield, NULL, NULL, NULL, c.phase, h * w};
+    esp_outputs truth = {c.dx, c.dy, c.transmission, c.darkfield, NULL, NULL, NULL, c.phase, h * w, NULL};
     CHECK_OK(esp_simulate(preset, h, w, n, seed, c.reference, c.sample, n * h * w, &truth));
     return c;
 }
@@ -76,6 +76,7 @@ static inline void case_free(test_case *c) {
 /* Output maps for an h x w image, all requested except refraction and phase. */
 typedef struct {
     float *dx, *dy, *transmission, *darkfield, *quality;
+    uint8_t *status;
 } test_maps;
 
 static inline test_maps maps_new(size_t h, size_t w) {
@@ -85,16 +86,18 @@ static inline test_maps maps_new(size_t h, size_t w) {
     m.transmission = (float *)xcalloc(h * w, sizeof(float));
     m.darkfield = (float *)xcalloc(h * w, sizeof(float));
     m.quality = (float *)xcalloc(h * w, sizeof(float));
+    m.status = (uint8_t *)xcalloc(h * w, 1);
     return m;
 }
 
 static inline esp_outputs maps_outputs(const test_maps *m, size_t len) {
-    esp_outputs out = {m->dx, m->dy, m->transmission, m->darkfield, m->quality, NULL, NULL, NULL, len};
+    esp_outputs out = {m->dx, m->dy, m->transmission, m->darkfield, m->quality, NULL, NULL, NULL, len, m->status};
     return out;
 }
 
 static inline void maps_free(test_maps *m) {
     free(m->dx); free(m->dy); free(m->transmission); free(m->darkfield); free(m->quality);
+    free(m->status);
 }
 
 /* An engine from NULL-terminated key, value pairs. */

@@ -37,7 +37,7 @@ int main() {
 
     const std::size_t n = 20, h = 128, w = 128;
     std::vector<float> ref(n * h * w), smp(n * h * w), tdx(h * w), tdy(h * w);
-    esp_outputs truth = {tdx.data(), tdy.data(), nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, h * w};
+    esp_outputs truth = {tdx.data(), tdy.data(), nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, h * w, nullptr};
     CHECK(esp_simulate("mask-diagonal", h, w, n, 7, ref.data(), smp.data(), ref.size(), &truth) == ESP_STATUS_OK,
           esp_last_error());
 

@@ -35,12 +35,16 @@ static void accuracy(const test_case *c) {
     esp_report report = {(uintptr_t)-1};
     CHECK_OK(esp_engine_run(engine, STACK(c->reference, c->n, c->h, c->w, 0), STACK(c->sample, c->n, c->h, c->w, 0), &out, NULL, NULL, &report));
     CHECK(report.resolved_pixels == 0, "the tracker re-solves nothing: %zu", (size_t)report.resolved_pixels);
-    /* The tracker leaves a border of max_shift + window + 2 px as NaN, and only that. */
+    /* The tracker leaves a border of max_shift + window + 2 px as NaN, and only that: its
+       status says so, and no pixel is the guard's. */
     size_t border = 9 + 1 + 2;
     for (size_t y = 0; y < c->h; y++)
         for (size_t x = 0; x < c->w; x++) {
+            size_t i = y * c->w + x;
             int inside = y >= border && x >= border && y + border < c->h && x + border < c->w;
-            CHECK(inside == !isnan(m.dx[y * c->w + x]), "dx at (%zu, %zu) = %g", y, x, m.dx[y * c->w + x]);
+            CHECK(inside == !isnan(m.dx[i]), "dx at (%zu, %zu) = %g", y, x, m.dx[i]);
+            CHECK(inside == (m.status[i] != ESP_PIXEL_NOT_MEASURED) && m.status[i] != ESP_PIXEL_RESOLVED,
+                  "status %d at (%zu, %zu)", m.status[i], y, x);
         }
     errors e = errors_of(&m, c, border);
     print_errors("tracking", e);
@@ -53,8 +57,14 @@ static void accuracy(const test_case *c) {
         CHECK(strcmp(esp_engine_provider(engine), "cpu") == 0, "%s", esp_engine_provider(engine));
         report.resolved_pixels = (uintptr_t)-1;
         CHECK_OK(esp_engine_run(engine, STACK(c->reference, c->n, c->h, c->w, 0), STACK(c->sample, c->n, c->h, c->w, 0), &out, NULL, NULL, &report));
-        /* The guard re-solves a share of the pixels, never all of them. */
+        /* The guard re-solves a share of the pixels, never all of them: those of status
+           ESP_PIXEL_RESOLVED. */
         CHECK(report.resolved_pixels < c->h * c->w, "re-solved %zu", (size_t)report.resolved_pixels);
+        size_t resolved = 0;
+        for (size_t i = 0; i < c->h * c->w; i++)
+            resolved += m.status[i] == ESP_PIXEL_RESOLVED;
+        CHECK(resolved == report.resolved_pixels, "status %zu resolved, report %zu", resolved,
+              (size_t)report.resolved_pixels);
         printf("network: the guard re-solved %zu pixel(s)\n", (size_t)report.resolved_pixels);
         /* Every pixel is estimated but those whose pattern comes from beyond the reference's
            field of view (its displacement points out of the image at the edge): NaN there.
@@ -67,6 +77,8 @@ static void accuracy(const test_case *c) {
                 int inside = rx > 2 && ry > 2 && rx < c->w - 3 && ry < c->h - 3;
                 int beyond = rx < -1 || ry < -1 || rx > c->w || ry > c->h;
                 int finite = isfinite(m.dx[i]) && isfinite(m.darkfield[i]);
+                CHECK(finite == (m.status[i] != ESP_PIXEL_NOT_MEASURED), "status %d at (%zu, %zu)",
+                      m.status[i], y, x);
                 CHECK(!inside || finite, "network output at (%zu, %zu) not finite", y, x);
                 CHECK(!beyond || !finite, "network output at (%zu, %zu) beyond the field of view", y, x);
             }
@@ -115,7 +127,7 @@ static void geometry(void) {
     float *dx = (float *)xcalloc(len, sizeof(float)), *dy = (float *)xcalloc(len, sizeof(float));
     float *ax = (float *)xcalloc(len, sizeof(float)), *ay = (float *)xcalloc(len, sizeof(float));
     float *phase = (float *)xcalloc(len, sizeof(float)), *again = (float *)xcalloc(len, sizeof(float));
-    esp_outputs out = {dx, dy, NULL, NULL, NULL, ax, ay, phase, len};
+    esp_outputs out = {dx, dy, NULL, NULL, NULL, ax, ay, phase, len, NULL};
     CHECK_OK(esp_engine_reconstruct(engine, STACK(c.reference, c.n, c.h, c.w, 0), STACK(c.sample, c.n, c.h, c.w, 0), &out));
     const double pixel_m = 6.5e-6 / 10, distance_m = 0.5, lambda_m = 1.23984198e-6 / 20e3;
     double per_px = 2 * M_PI / lambda_m * pixel_m; /* rad of phase per px per rad of angle */

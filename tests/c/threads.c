@@ -17,7 +17,7 @@ typedef struct {
 static void *run(void *arg) {
     job *j = (job *)arg;
     const test_case *c = j->c;
-    esp_outputs out = {j->dx, NULL, NULL, NULL, NULL, NULL, NULL, NULL, c->h * c->w};
+    esp_outputs out = {j->dx, NULL, NULL, NULL, NULL, NULL, NULL, NULL, c->h * c->w, NULL};
     j->status = esp_engine_reconstruct(j->engine, STACK(c->reference, c->n, c->h, c->w, 0),
                                        STACK(c->sample, c->n, c->h, c->w, 0), &out);
     snprintf(j->message, sizeof j->message, "%s", esp_last_error());
@@ -36,7 +36,7 @@ static void shared(const char *const *options, const test_case *c) {
     esp_engine *engine = engine_new(options);
     size_t len = c->h * c->w;
     float *alone = (float *)xcalloc(len, sizeof(float));
-    esp_outputs out = {alone, NULL, NULL, NULL, NULL, NULL, NULL, NULL, len};
+    esp_outputs out = {alone, NULL, NULL, NULL, NULL, NULL, NULL, NULL, len, NULL};
     CHECK_OK(esp_engine_reconstruct(engine, STACK(c->reference, c->n, c->h, c->w, 0),
                                     STACK(c->sample, c->n, c->h, c->w, 0), &out));
     job jobs[THREADS];

@@ -37,6 +37,11 @@ def main(work, cli):
             assert np.array_equal(plugin.view(np.uint32), expected.view(np.uint32)), (engine, name)
         assert f"output {engine} dx 128x128 bits=32 label=dx (px)" in text, text
         assert f"output {engine} phase 128x128 bits=32 label=phase (rad)" in text, text
+        # The status, 8-bit: the same numbers (the command line writes them as float32).
+        status = tifffile.imread(out / f"{engine}-status.tif")
+        assert status.dtype == np.uint8, status.dtype
+        assert np.array_equal(status, tifffile.imread(cli_out / "status.tif")), engine
+        assert f"output {engine} status 128x128 bits=8 label=status (0 measured" in text, text
 
     assert "virtual: 1" in text, text
     assert np.array_equal(tifffile.imread(out / "virtual-dx.tif").view(np.uint32),

@@ -10,7 +10,7 @@ for (i = 0; i < 2; i++) {
 }
 geometry = " energy_kev=20 distance_m=0.5 pixel_size_um=6.5 magnification=10";
 engines = newArray("tracking", "network");
-maps = newArray("dx", "dy", "transmission", "darkfield", "quality", "phase");
+maps = newArray("dx", "dy", "transmission", "darkfield", "quality", "phase", "status");
 for (e = 0; e < engines.length; e++) {
     run("ESPINNet Reconstruct...", "reference=reference sample=sample engine=" + engines[e]
         + " window=1 max_shift=8 provider=auto" + geometry);

@@ -147,10 +147,19 @@ def test_the_guard_reports_the_pixels_it_solved_again(small):
     tracked = espinnet.retrieve(ref, smp, engine="tracking")
     assert 0 <= guarded.resolved_pixels < guarded.dx.size
     assert raw.resolved_pixels == 0 and tracked.resolved_pixels == 0
+    # The pixels it solved again are those of status 4; without it there are none. Every
+    # pixel of every engine is measured (finite) unless its status is 3.
+    resolved = guarded.status == 4
+    assert int(np.count_nonzero(resolved)) == guarded.resolved_pixels
+    for r in (guarded, raw, tracked):
+        assert r.status.dtype == np.uint8 and r.status.shape == r.dx.shape
+        assert set(np.unique(r.status)) <= set(espinnet.STATUS)
+        np.testing.assert_array_equal(np.isnan(r.dx), r.status == 3)
+    assert not np.any(raw.status == 4) and not np.any(tracked.status == 4)
     # It takes the network's smooth bias off every pixel, by at most 0.5 px; only the
     # pixels it solved again may move further.
     moved = (np.abs(guarded.dx - raw.dx) > 0.5) | (np.abs(guarded.dy - raw.dy) > 0.5)
-    assert int(np.count_nonzero(moved)) <= guarded.resolved_pixels
+    assert not np.any(moved & ~resolved)
     assert np.count_nonzero(guarded.dx != raw.dx) > guarded.resolved_pixels
 
 
@@ -171,6 +180,7 @@ def test_equals_the_command_line_bit_for_bit(case, engine, tmp_path):
     r = espinnet.retrieve(ref, smp, engine=engine, **geometry)
     assert_same(dict(r.items()), {name: tifffile.imread(tmp_path / "out" / f"{name}.tif")
                                   for name, _ in r.items()})
+    np.testing.assert_array_equal(r.status, tifffile.imread(tmp_path / "out" / "status.tif"))
 
 
 @needs_ort

@@ -20,7 +20,7 @@ ctypes; it implements nothing twice.
 
 from . import _native
 from ._runtime import available_providers
-from .engine import Engine, Result, retrieve
+from .engine import STATUS, Engine, Result, retrieve
 from .errors import (
     CancelledError,
     EspinnetError,
@@ -43,7 +43,7 @@ from .simulation import PRESET_GEOMETRY, Simulation, integrate, simulate
 __version__ = _native.version()
 
 __all__ = [
-    "Engine", "Result", "retrieve", "simulate", "Simulation", "PRESET_GEOMETRY", "integrate",
+    "Engine", "Result", "STATUS", "retrieve", "simulate", "Simulation", "PRESET_GEOMETRY", "integrate",
     "Series", "read_series",
     "available_providers", "__version__",
     "EspinnetError", "NullArgumentError", "InvalidArgumentError", "ShapeError",

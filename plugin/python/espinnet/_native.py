@@ -1,4 +1,4 @@
-"""The C ABI of ``libespinnet`` (``include/espinnet.h``, ABI 0.2) through ctypes: the
+"""The C ABI of ``libespinnet`` (``include/espinnet.h``, ABI 0.3) through ctypes: the
 library shipped inside this package (``$ESPINNET_LIBRARY`` names another, for development),
 its structures and prototypes."""
 
@@ -30,9 +30,15 @@ class Stack(ctypes.Structure):
 
 
 class Outputs(ctypes.Structure):
-    """``esp_outputs``: one float32 [H, W] buffer per map (NULL to skip it), ``len`` floats each."""
+    """``esp_outputs``: one float32 [H, W] buffer per map and a uint8 one for the per-pixel
+    status (NULL to skip any), ``len`` values each."""
 
-    _fields_ = [(name, c_void_p) for name in MAPS] + [("len", c_size_t)]
+    _fields_ = [(name, c_void_p) for name in MAPS] + [("len", c_size_t), ("status", c_void_p)]
+
+
+#: ``esp_pixel``: what the numbers of the status map mean.
+PIXEL = {0: "measured", 1: "search edge", 2: "ill-conditioned", 3: "not measured",
+         4: "resolved"}
 
 
 PROGRESS_FN = ctypes.CFUNCTYPE(c_int32, c_double, c_void_p)

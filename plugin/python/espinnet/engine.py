@@ -13,6 +13,8 @@ from . import _native, _runtime
 from .errors import InvalidArgumentError, RuntimeLibraryError, ShapeError, error_for
 
 MAPS = _native.MAPS
+#: The numbers of :attr:`Result.status` and what they mean.
+STATUS = _native.PIXEL
 #: Computed by default, and the ones that need the geometry.
 CONTRASTS = MAPS[:5]
 DERIVED = MAPS[5:]
@@ -47,11 +49,18 @@ class Result:
         z: sample–detector distance); with the geometry only.
     phase : ndarray
         Phase φ, rad, zero mean, integrated from ∇φ = (2π/λ)·α·p; with the geometry only.
+    status : ndarray of uint8
+        What happened at each pixel (:data:`STATUS` names the numbers): 0 measured; 1 the
+        tracker's best shift lies on the edge of its search (raise ``max_shift``); 2 the
+        tracker's fit is degenerate (no pattern contrast in its window); 3 not measured,
+        every map NaN (the tracker's border, or the network's pixels that see the pattern
+        from beyond the reference's field of view); 4 the network's estimate, solved again
+        by its guard.
     resolved_pixels : int
         Pixels of the network's estimate that its guard (option ``guard``, on by default)
         solved again with the tracker because the signal model rejected them or, from five
         frames, they lie in an area dense with such pixels or where the network's bias was
-        large; 0 for the tracker.
+        large (status 4); 0 for the tracker.
 
     Model: {sign}
     """
@@ -64,6 +73,7 @@ class Result:
     refraction_x: Optional[np.ndarray] = None
     refraction_y: Optional[np.ndarray] = None
     phase: Optional[np.ndarray] = None
+    status: Optional[np.ndarray] = None
     resolved_pixels: int = 0
 
     def items(self):
@@ -269,7 +279,8 @@ class Engine:
         Returns
         -------
         Result
-            The maps, float32 [H, W]; those of ``out`` are the very arrays given.
+            The maps, float32 [H, W] (those of ``out`` are the very arrays given), and the
+            per-pixel ``status``, uint8 [H, W].
         """
         ref, ref_array = stack("reference", reference)
         smp, smp_array = stack("sample", sample)
@@ -286,14 +297,15 @@ class Engine:
         arrays = {name: _output(name, array, shape) for name, array in given.items()}
         for name in wanted:
             arrays.setdefault(name, np.empty(shape, dtype=np.float32))
-        outputs = _native.Outputs(len=shape[0] * shape[1],
+        status = np.empty(shape, dtype=np.uint8)
+        outputs = _native.Outputs(len=shape[0] * shape[1], status=status.ctypes.data,
                                   **{name: a.ctypes.data for name, a in arrays.items()})
         report = _native.Report()
         self._call(
             lambda handle, fn: _native.lib.esp_engine_run(
                 handle, byref(ref), byref(smp), byref(outputs), fn, None, byref(report)),
-            progress, keep=(ref_array, smp_array, arrays))
-        return Result(**arrays, resolved_pixels=report.resolved_pixels)
+            progress, keep=(ref_array, smp_array, arrays, status))
+        return Result(**arrays, status=status, resolved_pixels=report.resolved_pixels)
 
     def _call(self, invoke, progress, keep=None):
         """Runs ``invoke(handle, progress_fn)``, a C call that returns a status, with Ctrl-C
@@ -407,7 +419,8 @@ def retrieve(reference, sample, *, engine="network", energy_kev=None, distance_m
     -------
     Result
         ``dx, dy`` (px), ``transmission``, ``darkfield``, ``quality`` and, with the geometry,
-        ``refraction_x, refraction_y`` (rad) and ``phase`` (rad), float32 [H, W].
+        ``refraction_x, refraction_y`` (rad) and ``phase`` (rad), float32 [H, W]; the
+        per-pixel ``status``, uint8 [H, W].
 
     Notes
     -----

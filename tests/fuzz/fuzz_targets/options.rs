@@ -57,6 +57,7 @@ fuzz_target!(|data: &[u8]| {
             refraction_y: std::ptr::null_mut(),
             phase: std::ptr::null_mut(),
             len: h * w,
+            status: std::ptr::null_mut(),
         };
         let s = unsafe { esp_engine_reconstruct(e, &stack, &stack, &out) };
         assert_ne!(s, EspStatus::Panic);

@@ -50,6 +50,7 @@ fuzz_target!(|data: &[u8]| {
         refraction_y: std::ptr::null_mut(),
         phase: std::ptr::null_mut(),
         len: h * w,
+        status: std::ptr::null_mut(),
     };
     let status = unsafe { esp_engine_reconstruct(e, &stack(r), &stack(s), &out) };
     assert_ne!(status, EspStatus::Panic);

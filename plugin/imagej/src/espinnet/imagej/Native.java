@@ -12,7 +12,7 @@ import com.sun.jna.Structure;
 import com.sun.jna.ptr.PointerByReference;
 
 /**
- * The C ABI of libespinnet (include/espinnet.h, ABI 0.2) through JNA, and the native
+ * The C ABI of libespinnet (include/espinnet.h, ABI 0.3) through JNA, and the native
  * libraries shipped in this jar: libespinnet.so and ONNX Runtime's libonnxruntime.so under
  * JNA's resource paths (linux-x86-64/, win32-x86-64/, darwin-...), found with the plugin's
  * class loader, so that the jar is the whole installation.
@@ -58,14 +58,18 @@ public final class Native {
         }
     }
 
-    /** esp_outputs: one float32 height × width buffer per map, NULL to skip it. */
+    /**
+     * esp_outputs: one float32 height × width buffer per map and a byte per pixel for the
+     * status, NULL to skip any.
+     */
     @Structure.FieldOrder({"dx", "dy", "transmission", "darkfield", "quality", "refraction_x",
-            "refraction_y", "phase", "len"})
+            "refraction_y", "phase", "len", "status"})
     public static class Outputs extends Structure {
         public Pointer dx, dy, transmission, darkfield, quality, refraction_x, refraction_y, phase;
         public long len;
+        public Pointer status;
 
-        /** Buffers for the named maps (MAPS); the others are skipped. */
+        /** Buffers for the named maps (MAPS and STATUS); the others are skipped. */
         public Outputs(Map<String, Memory> maps, long len) {
             this.len = len;
             for (Map.Entry<String, Memory> e : maps.entrySet()) {
@@ -83,6 +87,10 @@ public final class Native {
             "refraction_x", "refraction_y", "phase"};
     public static final String[] UNITS = {"px", "px", "", "", "relative RMS residual", "rad",
             "rad", "rad"};
+    /** The per-pixel status (8-bit) and what its numbers (esp_pixel) mean. */
+    public static final String STATUS = "status";
+    public static final String STATUS_LABEL =
+            "status (0 measured, 1 search edge, 2 ill-conditioned, 3 not measured, 4 resolved)";
 
     /** A failed call: the C ABI's status and message. */
     public static class Failure extends Exception {

@@ -18,13 +18,16 @@ import ij.gui.GenericDialog;
 import ij.gui.Roi;
 import ij.plugin.PlugIn;
 import ij.util.Tools;
+import ij.process.ByteProcessor;
 import ij.process.FloatProcessor;
 import ij.process.ImageProcessor;
 
 /**
  * Plugins › ESPINNet › ESPINNet Reconstruct...: the multi-contrast maps of an open reference
  * and sample stack, opened as 32-bit images titled dx, dy, transmission, darkfield, quality
- * and, with the geometry, refraction_x, refraction_y and phase. Macro keys (stable):
+ * and, with the geometry, refraction_x, refraction_y and phase, and the 8-bit status of each
+ * pixel (3: not measured, NaN in every map; 4: the network's estimate solved again by its
+ * guard). Macro keys (stable):
  * reference= sample= engine= provider= window= max_shift= energy_kev= distance_m=
  * pixel_size_um= magnification= outputs=.
  */
@@ -32,7 +35,7 @@ public class Reconstruct implements PlugIn {
     static final String TITLE = "ESPINNet";
     static final String[] ENGINES = {"network", "tracking"};
     static final String[] PROVIDERS = {"auto", "cpu", "cuda", "tensorrt"};
-    static final String DEFAULT_OUTPUTS = "dx dy transmission darkfield quality phase";
+    static final String DEFAULT_OUTPUTS = "dx dy transmission darkfield quality phase status";
 
     /** Kept while the C call may call it. */
     private Native.Progress progress;
@@ -166,11 +169,12 @@ public class Reconstruct implements PlugIn {
             if (name.isEmpty()) {
                 continue;
             }
-            if (index(name) < 0) {
+            boolean status = Native.STATUS.equals(name);
+            if (index(name) < 0 && !status) {
                 throw new IllegalArgumentException("Unknown output '" + name + "': choose among "
-                        + String.join(" ", Native.MAPS) + ".");
+                        + String.join(" ", Native.MAPS) + " " + Native.STATUS + ".");
             }
-            if (index(name) < 5 || geometry) {
+            if (status || index(name) < 5 || geometry) {
                 wanted.add(name); // refraction and phase only with the geometry
             }
         }
@@ -190,7 +194,7 @@ public class Reconstruct implements PlugIn {
         long pixels = (long) r.width * r.height;
         Map<String, Memory> maps = new LinkedHashMap<>();
         for (String name : wanted) {
-            maps.put(name, new Memory(pixels * 4));
+            maps.put(name, new Memory(Native.STATUS.equals(name) ? pixels : pixels * 4));
         }
         Pointer engine = Engine.create(options);
         try {
@@ -206,7 +210,11 @@ public class Reconstruct implements PlugIn {
             progress = null;
         }
         for (Map.Entry<String, Memory> e : maps.entrySet()) {
-            show(e.getKey(), e.getValue().getFloatArray(0, (int) pixels), r, sample);
+            if (Native.STATUS.equals(e.getKey())) {
+                showStatus(e.getValue().getByteArray(0, (int) pixels), r, sample);
+            } else {
+                show(e.getKey(), e.getValue().getFloatArray(0, (int) pixels), r, sample);
+            }
         }
         IJ.showStatus("ESPINNet: done (" + Engine.lastProvider + ")");
     }
@@ -239,6 +247,16 @@ public class Reconstruct implements PlugIn {
         ImagePlus out = new ImagePlus(name, stack);
         out.setCalibration(like.getCalibration().copy());
         out.resetDisplayRange();
+        out.show();
+    }
+
+    /** The status map as an 8-bit image, its numbers shown over 0–4. */
+    static void showStatus(byte[] pixels, Rectangle r, ImagePlus like) {
+        ImageStack stack = new ImageStack(r.width, r.height);
+        stack.addSlice(Native.STATUS_LABEL, new ByteProcessor(r.width, r.height, pixels));
+        ImagePlus out = new ImagePlus(Native.STATUS, stack);
+        out.setCalibration(like.getCalibration().copy());
+        out.setDisplayRange(0, 4);
         out.show();
     }
 
