@@ -412,7 +412,11 @@ fn the_network_engine_through_the_abi() {
     assert!(resolved > 0);
     assert_eq!(report.resolved_pixels, resolved);
     for (&s, &d) in status.iter().zip(&dx) {
-        assert_eq!(s == EspPixel::NotMeasured as u8, d.is_nan(), "status {s}, dx {d}");
+        assert_eq!(
+            s == EspPixel::NotMeasured as u8,
+            d.is_nan(),
+            "status {s}, dx {d}"
+        );
     }
 }
 

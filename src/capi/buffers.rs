@@ -30,7 +30,11 @@ fn aligned<T>(p: *const T, name: &str) -> Result<(), Failure> {
 /// Checks that `len` values of `T` (floats, or bytes for a status map) hold `need`.
 fn holds<T>(len: usize, need: usize, name: &str) -> Result<(), Failure> {
     if len < need {
-        let unit = if size_of::<T>() == 1 { "bytes" } else { "floats" };
+        let unit = if size_of::<T>() == 1 {
+            "bytes"
+        } else {
+            "floats"
+        };
         return Err(invalid(format!(
             "'{name}' holds {len} {unit}, needs {need}"
         )));

@@ -86,7 +86,10 @@ pub fn integrate(gx: ArrayView2<f32>, gy: ArrayView2<f32>, method: Method) -> Re
         return Err(Error::invalid("no finite gradient pixel to integrate"));
     }
     if invalid > 0 {
-        log::info!("integrate: {invalid} non-finite gradient pixel(s) taken as zero slope");
+        log::info!(
+            "integrate: {invalid} non-finite gradient pixel(s): given their neighbours' slope \
+             inside the finite ones' rectangle, and NaN in the phase"
+        );
     }
     // The bounding box of the finite pixels.
     let rows: Vec<usize> = (0..h)

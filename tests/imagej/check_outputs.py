@@ -77,7 +77,7 @@ def main(work, cli):
 
     text = log(work, "cancel")
     assert "dx_open=0" in text, text
-    print("imagej: plugin maps equal the CLI's bit for bit (tracking, network, a rectangle, virtual stacks); "
+    print("imagej: plugin maps and status equal the CLI's bit for bit (tracking, network, a rectangle, virtual stacks); "
           "bad inputs, true headless and cancellation: ok")
 
 
