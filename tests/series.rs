@@ -114,6 +114,17 @@ fn the_phantom_phase_is_recovered_and_laid_out_as_nexus() {
     let theta = read_stack(&format!("{}:/theta", out.display())).unwrap();
     assert_eq!(theta.len(), 12);
     assert_eq!(theta[[0, 0, 1]], 15.0);
+    // Each projection's status (uint8 in the file): 3, not measured, exactly where the
+    // maps are NaN (the tracker's border).
+    let (status, dx) = (dataset(&out, "/status"), dataset(&out, "/entry/result/dx"));
+    assert_eq!(status.dim(), dx.dim());
+    for (&s, &d) in status.iter().zip(&dx) {
+        assert_eq!(s == 3.0, d.is_nan(), "status {s}, dx {d}");
+        assert!(
+            [0.0, 1.0, 2.0, 3.0].contains(&s),
+            "the tracker's status {s}"
+        );
+    }
 }
 
 #[test]

@@ -571,14 +571,14 @@ impl Streamed {
         self.text(&g, "NX_class", nx_class)
     }
 
-    /// Makes a float32 dataset of `shape`, chunked one entry (`[1, ...]`) per chunk.
-    pub fn dataset(&self, name: &str, shape: &[usize]) -> Result<()> {
+    /// Makes a dataset of `T` and `shape`, chunked one entry (`[1, ...]`) per chunk.
+    pub fn dataset<T: hdf5_metno::H5Type>(&self, name: &str, shape: &[usize]) -> Result<()> {
         let mut chunk = shape.to_vec();
         if let Some(c) = chunk.first_mut() {
             *c = 1;
         }
         self.file
-            .new_dataset::<f32>()
+            .new_dataset::<T>()
             .shape(shape)
             .chunk(chunk)
             .create(name)
@@ -610,11 +610,11 @@ impl Streamed {
     }
 
     /// Writes entry `index` (`[index, ...]`) of a dataset made by [`Streamed::dataset`].
-    pub fn write_entry(
+    pub fn write_entry<T: hdf5_metno::H5Type + Clone>(
         &self,
         name: &str,
         index: usize,
-        data: ndarray::ArrayViewD<f32>,
+        data: ndarray::ArrayViewD<T>,
     ) -> Result<()> {
         use ndarray::s;
         let ds = self

@@ -73,7 +73,7 @@ mod no_hdf5 {
         pub fn group(&self, _: &str, _: &str) -> Result<()> {
             match *self {}
         }
-        pub fn dataset(&self, _: &str, _: &[usize]) -> Result<()> {
+        pub fn dataset<T>(&self, _: &str, _: &[usize]) -> Result<()> {
             match *self {}
         }
         pub fn write(&self, _: &str, _: ArrayViewD<f32>) -> Result<()> {
@@ -82,7 +82,7 @@ mod no_hdf5 {
         pub fn write_text(&self, _: &str, _: &str) -> Result<()> {
             match *self {}
         }
-        pub fn write_entry(&self, _: &str, _: usize, _: ArrayViewD<f32>) -> Result<()> {
+        pub fn write_entry<T>(&self, _: &str, _: usize, _: ArrayViewD<T>) -> Result<()> {
             match *self {}
         }
         pub fn attr(&self, _: &str, _: &str, _: &str) -> Result<()> {

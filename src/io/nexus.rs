@@ -78,13 +78,7 @@ pub fn write_result(path: &Path, maps: &Maps, settings: &str) -> Result<()> {
             .with_data(&maps.status.as_standard_layout())
             .create("status")
             .map_err(h5("cannot write the status map"))?;
-        attr(
-            &ds,
-            "long_name",
-            "status: 0 converged, 1 search edge, 2 ill-conditioned, 3 not estimated (the \
-             tracker's border, the network's pixels beyond the field of view), 4 solved again \
-             by the network's guard",
-        )?;
+        attr(&ds, "long_name", crate::engine::STATUS_LONG_NAME)?;
         let process = group(&entry, "process", "NXprocess")?;
         for (name, value) in [
             ("program", "espinnet"),

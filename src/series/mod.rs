@@ -17,7 +17,7 @@ mod source;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use ndarray::{Array3, Axis};
+use ndarray::{Array2, Array3, Axis};
 use serde::Serialize;
 
 pub use air::reference_to_air;
@@ -286,18 +286,25 @@ fn compute(
     with_phase: bool,
     progress: &dyn Progress,
 ) -> Result<()> {
-    let mut it = maps.outer_iter_mut();
-    let mut next = || it.next();
+    let (_, h, w) = maps.dim();
+    let mut status = Array2::<u8>::zeros((h, w));
+    let mut planes = maps.outer_iter_mut();
+    let [dx, dy, transmission, darkfield, quality, status_plane] =
+        std::array::from_fn(|_| planes.next().expect("a plane per map"));
     let out = MapsMut {
-        dx: next(),
-        dy: next(),
-        transmission: next(),
-        darkfield: next(),
-        quality: next(),
-        phase: if with_phase { next() } else { None },
+        dx: Some(dx),
+        dy: Some(dy),
+        transmission: Some(transmission),
+        darkfield: Some(darkfield),
+        quality: Some(quality),
+        status: Some(status.view_mut()),
+        phase: planes.next().filter(|_| with_phase),
         ..MapsMut::default()
     };
     engine.reconstruct_into(reference, sample, out, progress)?;
+    ndarray::Zip::from(status_plane)
+        .and(&status)
+        .for_each(|p, &s| *p = f32::from(s));
     Ok(())
 }
 

@@ -1,9 +1,10 @@
 //! The series' NeXus file, built from the journal one projection at a time:
 //! `/entry/result` (`NXdata`) holds the maps as `[angles, H, W]` float32 with `units` and
-//! `long_name`, the signal phase (or dx without a geometry), `theta` (degrees) as the
-//! first axis; `/entry/process/settings` the run's manifest as JSON; root-level links
-//! `/dx`, `/dy`, `/transmission`, `/darkfield`, `/quality`, `/phase` and `/theta` for
-//! scripts that expect DXchange-like flat paths.
+//! `long_name` and the per-pixel status as uint8, the signal phase (or dx without a
+//! geometry), `theta` (degrees) as the first axis; `/entry/process/settings` the run's
+//! manifest as JSON; root-level links `/dx`, `/dy`, `/transmission`, `/darkfield`,
+//! `/quality`, `/status`, `/phase` and `/theta` for scripts that expect DXchange-like flat
+//! paths.
 
 use std::path::Path;
 
@@ -11,12 +12,12 @@ use ndarray::{Array1, Axis};
 
 use super::Series;
 use super::journal::Journal;
-use crate::engine::MAP_INFO;
+use crate::engine::{MAP_INFO, STATUS_LONG_NAME};
 use crate::error::{Error, Result};
 
-/// The maps a series keeps, in journal order.
+/// The maps a series keeps, in journal order (the journal holds the status as float32).
 pub(super) fn names(with_phase: bool) -> Vec<&'static str> {
-    let mut names = vec!["dx", "dy", "transmission", "darkfield", "quality"];
+    let mut names = vec!["dx", "dy", "transmission", "darkfield", "quality", STATUS];
     if with_phase {
         names.push("phase");
     }
@@ -30,6 +31,7 @@ pub(super) fn settings(path: &Path) -> Option<String> {
 }
 
 const SETTINGS: &str = "/entry/process/settings/data";
+pub(super) const STATUS: &str = "status";
 
 pub(super) fn write(
     path: &Path,
@@ -59,12 +61,17 @@ pub(super) fn write(
         f.attr("/entry/result/theta", "units", "degrees")?;
         f.attr("/entry/result/theta", "long_name", "rotation angle")?;
         for name in names {
+            let ds = format!("/entry/result/{name}");
+            if *name == STATUS {
+                f.dataset::<u8>(&ds, &[k, h, w])?;
+                f.attr(&ds, "long_name", STATUS_LONG_NAME)?;
+                continue;
+            }
             let (_, units, long) = MAP_INFO
                 .iter()
                 .find(|(n, ..)| n == name)
                 .expect("every map is in MAP_INFO");
-            let ds = format!("/entry/result/{name}");
-            f.dataset(&ds, &[k, h, w])?;
+            f.dataset::<f32>(&ds, &[k, h, w])?;
             f.attr(&ds, "units", units)?;
             f.attr(&ds, "long_name", long)?;
         }
@@ -73,7 +80,11 @@ pub(super) fn write(
                 Error::Runtime(format!("projection {i} went missing from the journal"))
             })?;
             for (m, name) in maps.axis_iter(Axis(0)).zip(names) {
-                f.write_entry(&format!("/entry/result/{name}"), i, m.into_dyn())?;
+                let ds = format!("/entry/result/{name}");
+                match *name == STATUS {
+                    true => f.write_entry(&ds, i, m.mapv(|v| v as u8).view().into_dyn())?,
+                    false => f.write_entry(&ds, i, m.into_dyn())?,
+                }
             }
         }
         f.group("/entry/process", "NXprocess")?;

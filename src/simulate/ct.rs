@@ -350,11 +350,11 @@ pub fn write(config: &CtConfig, dir: &Path, progress: &dyn Progress) -> Result<(
             truth.write("/delta", delta.view().into_dyn())?;
         }
         for (name, _) in fields {
-            truth.dataset(&format!("/{name}"), &[k, h, w])?;
+            truth.dataset::<f32>(&format!("/{name}"), &[k, h, w])?;
         }
         crate::io::write_streamed(&dir.join("scan.h5"), |scan| {
             scan.group("/exchange", "NXdata")?;
-            scan.dataset("/exchange/data", &[k, n, h, w])?;
+            scan.dataset::<f32>("/exchange/data", &[k, n, h, w])?;
             scan.write("/exchange/data_white", reference.view().into_dyn())?;
             scan.write("/exchange/theta", theta.view())?;
             scan.attr("/exchange/theta", "units", "degrees")?;

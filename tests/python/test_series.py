@@ -57,6 +57,13 @@ def test_the_phantom_delta_volume_is_recovered(phantom, tmp_path, engine, option
         assert scan.shape == (90, 3, 96, 96)
         report = scan.reconstruct(e, out)
     assert report == {"projections": 90, "resumed": 0, "computed": 90, "written": True}
+    # Each projection's status: NaN exactly where not measured, and re-solved pixels only
+    # where the network's guard ran.
+    maps = espinnet.read_series(out, maps=("dx", "status"))
+    status = maps["status"]
+    assert status.dtype == np.uint8 and status.shape == maps["dx"].shape
+    np.testing.assert_array_equal(np.isnan(maps["dx"]), status == 3)
+    assert np.any(status == 4) == (engine == "network" and options.get("guard", True))
     corr = delta_correlation(out, ct, geometry)
     name = engine + (" without its guard" if options.get("guard") is False else "")
     print(f"{name}: correlation of the reconstructed delta with the truth {corr:.4f}")

@@ -21,8 +21,9 @@ from ctypes import byref, c_size_t, c_void_p
 
 from . import _native
 
-#: The maps of a series file, ``[angles, H, W]`` each (``phase`` with the geometry only).
-SERIES_MAPS = ("dx", "dy", "transmission", "darkfield", "quality", "phase")
+#: The maps of a series file, ``[angles, H, W]`` each (``phase`` with the geometry only;
+#: ``status`` uint8, numbered as :data:`espinnet.STATUS`).
+SERIES_MAPS = ("dx", "dy", "transmission", "darkfield", "quality", "status", "phase")
 
 
 class Series:
@@ -140,8 +141,9 @@ class Series:
 
 
 def read_series(path, maps=SERIES_MAPS):
-    """Reads a series file: ``{name: float32 [angles, H, W]}`` for the ``maps`` it has,
-    and ``theta`` (degrees). Needs h5py."""
+    """Reads a series file: ``{name: float32 [angles, H, W]}`` for the ``maps`` it has
+    (``status`` uint8, numbered as :data:`espinnet.STATUS`), and ``theta`` (degrees).
+    Needs h5py."""
     import h5py
     import numpy as np
 
