@@ -20,15 +20,30 @@ pub enum Scale {
     Diverging,
     /// Grey between the 1st and 99th percentile: raw frames.
     Grey,
+    /// The per-pixel status, 0–4, one colour each (Okabe and Ito's, told apart with any
+    /// colour vision): measured light grey, the tracker's search edge orange and
+    /// ill-conditioned fits purple, not measured black, re-solved by the guard blue.
+    /// Reduced by the largest status in a block, so that a few pixels still show.
+    Status,
 }
+
+/// The colours of [`Scale::Status`], by status.
+const STATUS_COLOURS: [[u8; 3]; 5] = [
+    [235, 235, 235],
+    [230, 159, 0],
+    [204, 121, 167],
+    [0, 0, 0],
+    [0, 114, 178],
+];
 
 /// Longest side of a preview image (px). A preview is for looking at; the full-resolution
 /// maps are the files beside it. Larger images are reduced by an integer factor.
 pub const PREVIEW_PX: usize = 512;
 
 /// `data` reduced to at most [`PREVIEW_PX`] a side by means over square blocks (of their
-/// finite values; NaN where a block has none), and the block side (px).
-fn reduced(data: &Array2<f32>) -> (Cow<'_, Array2<f32>>, usize) {
+/// finite values; NaN where a block has none; the largest for [`Scale::Status`]), and the
+/// block side (px).
+fn reduced(data: &Array2<f32>, scale: Scale) -> (Cow<'_, Array2<f32>>, usize) {
     let (h, w) = data.dim();
     let f = h.max(w).div_ceil(PREVIEW_PX).max(1);
     if f == 1 {
@@ -43,6 +58,10 @@ fn reduced(data: &Array2<f32>) -> (Cow<'_, Array2<f32>>, usize) {
             for (x, v) in row.iter_mut().enumerate() {
                 let block =
                     data.slice(s![y * f..((y + 1) * f).min(h), x * f..((x + 1) * f).min(w)]);
+                if scale == Scale::Status {
+                    *v = block.iter().copied().fold(f32::NAN, f32::max);
+                    continue;
+                }
                 let (sum, n) = block
                     .iter()
                     .filter(|v| v.is_finite())
@@ -66,6 +85,7 @@ fn quantile(values: &mut [f32], q: f64) -> Option<f32> {
 fn range(data: &Array2<f32>, scale: Scale) -> (f32, f32) {
     let finite = data.iter().copied().filter(|v| v.is_finite());
     match scale {
+        Scale::Status => (0.0, (STATUS_COLOURS.len() - 1) as f32),
         Scale::Diverging => {
             let mut abs: Vec<f32> = finite.map(f32::abs).collect();
             let m = quantile(&mut abs, 0.99)
@@ -90,6 +110,11 @@ fn colour(scale: Scale, t: f64) -> Rgb<u8> {
         // RdBu runs red → blue; flip so that positive is red.
         Scale::Diverging => colorous::RED_BLUE.eval_continuous(1.0 - t),
         Scale::Grey => colorous::GREYS.eval_continuous(1.0 - t),
+        Scale::Status => {
+            // Five equal segments of the bar, status k at t = k/4.
+            let n = STATUS_COLOURS.len();
+            return Rgb(STATUS_COLOURS[((t * n as f64) as usize).min(n - 1)]);
+        }
     };
     Rgb([c.r, c.g, c.b])
 }
@@ -137,7 +162,7 @@ impl Palette {
 
 /// Writes one preview PNG, reduced to at most [`PREVIEW_PX`] a side.
 pub fn write_png(path: &Path, data: &Array2<f32>, scale: Scale) -> Result<()> {
-    save(path, &render(&reduced(data).0, scale))
+    save(path, &render(&reduced(data, scale).0, scale))
 }
 
 /// One panel of a montage: an image, its colouring, and its title (with units).
@@ -187,8 +212,10 @@ pub fn write_montage(
     if panels.iter().any(|p| p.data.dim() != first.data.dim()) {
         return Err(Error::invalid("montage panels must have one size"));
     }
-    let images: Vec<(Cow<Array2<f32>>, usize)> =
-        panels.par_iter().map(|p| reduced(p.data)).collect();
+    let images: Vec<(Cow<Array2<f32>>, usize)> = panels
+        .par_iter()
+        .map(|p| reduced(p.data, p.scale))
+        .collect();
     let (h, w) = images[0].0.dim();
     let (h, w) = (h as u32, w as u32);
     let pixel_um = pixel_um.map(|p| p * images[0].1 as f64);
@@ -355,5 +382,24 @@ mod tests {
             assert_eq!(palette.at(-1.0), colour(scale, 0.0));
             assert_eq!(palette.at(2.0), colour(scale, 1.0));
         }
+    }
+
+    /// Each status has its colour, also where a reduced image keeps a block's largest.
+    #[test]
+    fn every_status_has_its_colour() {
+        let status = Array2::from_shape_fn((4, 1100), |(_, x)| (x % 5) as f32);
+        let tile = render(&status, Scale::Status);
+        for x in 0..5 {
+            assert_eq!(
+                tile.get_pixel(x, 0).0,
+                STATUS_COLOURS[x as usize],
+                "status {x}"
+            );
+        }
+        // 1100 px wide: blocks of 3, whose largest status shows.
+        let (small, f) = reduced(&status, Scale::Status);
+        assert_eq!(f, 3);
+        assert_eq!(small[(0, 0)], 2.0);
+        assert_eq!(small[(0, 1)], 4.0);
     }
 }

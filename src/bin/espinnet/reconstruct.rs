@@ -441,7 +441,7 @@ pub fn run(a: &ReconstructArgs) -> Result<()> {
         "timings_s": { "read": read_s, "setup": setup_s, "engine": engine_s },
         "engine_stages_s": { "estimate": stages.estimate_s, "guard": stages.guard_s,
                              "phase": stages.phase_s, "maps": stages.maps_s },
-        "preview_panels": images.iter().map(|((n, ..), _)| *n).collect::<Vec<_>>(),
+        "preview_panels": images.iter().map(|((n, ..), _)| *n).chain(["status"]).collect::<Vec<_>>(),
     });
     let text = |s: &Value| serde_json::to_string_pretty(s).expect("serialisable");
     match staged {
@@ -469,6 +469,11 @@ pub fn run(a: &ReconstructArgs) -> Result<()> {
                         u => format!("{name} ({u})"),
                     },
                 })
+                .chain([Panel {
+                    data: &status,
+                    scale: Scale::Status,
+                    title: "status 3:NaN 4:guard".into(),
+                }])
                 .collect();
             let caption = format!("{name} engine, N = {n}, {h}x{w} px");
             let pixel_um = options.geometry.map(|g| g.effective_pixel_m() * 1e6);
@@ -479,7 +484,16 @@ pub fn run(a: &ReconstructArgs) -> Result<()> {
                         .par_iter()
                         .try_for_each(|(rel, data)| espinnet::io::write_image(&path(rel)?, data))
                 },
-                || write_montage(&staged.path("preview.png")?, &caption, &panels, 4, pixel_um),
+                || {
+                    let columns = panels.len().div_ceil(2);
+                    write_montage(
+                        &staged.path("preview.png")?,
+                        &caption,
+                        &panels,
+                        columns,
+                        pixel_um,
+                    )
+                },
             );
             written.and(preview)?;
             // Written last, so that it can say what the writing took.
