@@ -155,6 +155,15 @@ void Espinnet::read_map(Tango::Attribute &attr, MapIndex map) {
                    long(result_->height));
 }
 
+void Espinnet::read_status(Tango::Attribute &attr) {
+    if (!result_ || result_->status.size() != result_->height * result_->width) {
+        attr.set_quality(Tango::ATTR_INVALID);  // no result yet
+        return;
+    }
+    attr.set_value(const_cast<std::uint8_t *>(result_->status.data()), long(result_->width),
+                   long(result_->height));
+}
+
 void Espinnet::read_scalar(Tango::Attribute &attr) {
     const std::string &name = attr.get_name();
     auto text = [&](const std::string &value) {
@@ -514,6 +523,11 @@ void Espinnet::publish(std::unique_ptr<espinnet::Maps> maps, const std::string &
         if (v.empty()) continue;
         push_change_event(kMapNames[m], const_cast<float *>(v.data()), long(result_->width), long(result_->height));
         push_data_ready_event(kMapNames[m], result_count_);
+    }
+    if (result_->status.size() == n) {
+        push_change_event("PixelStatus", const_cast<std::uint8_t *>(result_->status.data()),
+                          long(result_->width), long(result_->height));
+        push_data_ready_event("PixelStatus", result_count_);
     }
     push_change_event("ResultCount", &result_count_);
 }

@@ -51,6 +51,7 @@ class Espinnet : public TANGO_BASE_CLASS {
 
     // Attributes, dispatched by the generic attribute classes of EspinnetClass.h.
     void read_map(Tango::Attribute &attr, MapIndex map);
+    void read_status(Tango::Attribute &attr);
     void write_frame(Tango::WAttribute &attr, bool reference);
     void read_scalar(Tango::Attribute &attr);
     void write_setting(Tango::WAttribute &attr);

@@ -100,6 +100,13 @@ void EspinnetClass::attribute_factory(std::vector<Tango::Attr *> &att_list) {
         att_list.push_back(attr);
     }
 
+    auto *status = described(new StatusAttrib(),
+        {"pixel status", "", "What happened at each pixel: 0 measured, 1 the tracker's minimum at its search edge, "
+                             "2 ill-conditioned, 3 not measured (NaN in every map), 4 solved again by the network's guard"});
+    status->set_change_event(true, false);
+    status->set_data_ready_event(true);
+    att_list.push_back(status);
+
     att_list.push_back(described(new FrameAttrib("ReferenceFrame", true),
         {"reference frame", "", "Write one H x W frame of the reference scan (no sample): it is appended"}));
     att_list.push_back(described(new FrameAttrib("SampleFrame", false),

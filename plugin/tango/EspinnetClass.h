@@ -25,6 +25,15 @@ class MapAttrib : public Tango::ImageAttr {
     MapIndex map_;
 };
 
+/// PixelStatus: what happened at each pixel of the result, a read-only byte image.
+class StatusAttrib : public Tango::ImageAttr {
+  public:
+    StatusAttrib() : ImageAttr("PixelStatus", Tango::DEV_UCHAR, Tango::READ, kMaxSidePx, kMaxSidePx) {}
+    void read(Tango::DeviceImpl *dev, Tango::Attribute &att) override {
+        static_cast<Espinnet *>(dev)->read_status(att);
+    }
+};
+
 /// ReferenceFrame / SampleFrame: each write appends one frame.
 class FrameAttrib : public Tango::ImageAttr {
   public:

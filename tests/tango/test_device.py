@@ -39,7 +39,7 @@ def test_interface_names_units_and_descriptions(server):
 def test_acquisition_frame_by_frame_equals_the_c_api(dev, case, engine):
     dev.Engine = engine
     set_geometry(dev, case.geometry)
-    events = Events(dev)
+    events = Events(dev, ("Dx", "Phase", "PixelStatus"))
     try:
         before = dev.ResultCount
         upload(dev, case.reference, case.sample)
@@ -54,6 +54,12 @@ def test_acquisition_frame_by_frame_equals_the_c_api(dev, case, engine):
         assert dev.ProviderInUse == ("tracking-cpu" if engine == "tracking" else "cpu")
         assert dev.Progress == 1.0 and dev.LastDurationS > 0
         assert 0 <= dev.SuspectShare <= 0.05
+        # What happened at each pixel, as the C API says.
+        status = dev.read_attribute("PixelStatus").value
+        assert status.dtype == np.uint8 and np.array_equal(status, expected.status)
+        assert np.any(status == 4) == (engine == "network")
+        events.wait_ready("pixelstatus", before + 1)
+        assert np.array_equal(events.pushed("pixelstatus")[-1], expected.status)
         # The change event carries the map itself.
         pushed = events.pushed("dx")
         assert pushed and np.array_equal(pushed[-1], expected.dx, equal_nan=True)
