@@ -330,9 +330,9 @@ pub struct Stages {
 pub type MapInfo = (&'static str, &'static str, &'static str);
 
 /// What the numbers of the status map mean ([`tracking::Status`]), as files label it.
-pub const STATUS_LONG_NAME: &str = "status: 0 converged, 1 search edge, 2 ill-conditioned, \
-     3 not estimated (the tracker's border, the network's pixels beyond the field of view), \
-     4 solved again by the network's guard";
+pub const STATUS_LONG_NAME: &str = "status: 0 measured, 1 the tracker's minimum at its \
+     search edge, 2 ill-conditioned, 3 not measured, NaN (the tracker's border, the network's \
+     pixels beyond the field of view), 4 solved again by the network's guard";
 
 /// Every map [`Maps`] can hold, in its order. Files and previews name and label maps from
 /// this one table.

@@ -31,7 +31,7 @@ pub(super) fn settings(path: &Path) -> Option<String> {
 }
 
 const SETTINGS: &str = "/entry/process/settings/data";
-pub(super) const STATUS: &str = "status";
+const STATUS: &str = "status";
 
 pub(super) fn write(
     path: &Path,
