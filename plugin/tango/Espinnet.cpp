@@ -156,7 +156,7 @@ void Espinnet::read_map(Tango::Attribute &attr, MapIndex map) {
 }
 
 void Espinnet::read_status(Tango::Attribute &attr) {
-    if (!result_ || result_->status.size() != result_->height * result_->width) {
+    if (!result_) {
         attr.set_quality(Tango::ATTR_INVALID);  // no result yet
         return;
     }
@@ -493,9 +493,8 @@ void Espinnet::publish(std::unique_ptr<espinnet::Maps> maps, const std::string &
     // tracker's border, the network's pixels beyond the field of view). The network's
     // guard's estimates (status 4) are judged by their residual like any other.
     std::size_t considered = 0, suspect = 0;
-    const bool tracked = maps->status.size() == n;
     for (std::size_t i = 0; i < n; i++) {
-        const std::uint8_t s = tracked ? maps->status[i] : 0;
+        const std::uint8_t s = maps->status[i];  // both engines fill it, h × w
         if (s == 3) continue;
         considered++;
         suspect += s == 1 || s == 2 || !(maps->quality[i] <= qualityLimit);
@@ -524,11 +523,9 @@ void Espinnet::publish(std::unique_ptr<espinnet::Maps> maps, const std::string &
         push_change_event(kMapNames[m], const_cast<float *>(v.data()), long(result_->width), long(result_->height));
         push_data_ready_event(kMapNames[m], result_count_);
     }
-    if (result_->status.size() == n) {
-        push_change_event("PixelStatus", const_cast<std::uint8_t *>(result_->status.data()),
-                          long(result_->width), long(result_->height));
-        push_data_ready_event("PixelStatus", result_count_);
-    }
+    push_change_event("PixelStatus", const_cast<std::uint8_t *>(result_->status.data()),
+                      long(result_->width), long(result_->height));
+    push_data_ready_event("PixelStatus", result_count_);
     push_change_event("ResultCount", &result_count_);
 }
 
