@@ -267,10 +267,10 @@ fn dense_patches_of_resolved_pixels_are_tracked_whole() {
 /// ten frames) is about the tracker's noise, patterned like the network's error, and the
 /// tracker's whole pipeline takes such areas too (`guard/regions.rs`): 0.022 → 0.017 px and
 /// 0.0061 → 0.0009 waves (the wedge's edges left out, below; the first step's figures are
-/// from before that). The tracker at its
-/// best window: 0.008 px, 0.0007 waves (stress suite, 17 px border). The bounds lie about
-/// halfway between the last two steps; with the areas this case no longer tells whether
-/// the bias's detail holds.
+/// from before that). The tracker at its best window: 0.008 px, 0.0007 waves (stress
+/// suite, 17 px border). The bounds lie about halfway between the last two steps; with the
+/// areas this case no longer tells whether the bias's detail holds, which the next test
+/// does at five frames.
 #[test]
 fn a_wide_bias_is_taken_off_and_its_areas_tracked_whole() {
     at_most(&[("wedge 5.0 px, mask diagonal, N 20", 0.0195, 0.003)]);
