@@ -256,7 +256,9 @@ const BROAD_NOISE: f32 = 0.5;
 /// 0.004–0.016 waves (`models/STRESS.md`). Tried: the broad mean whole (slopes 0.994–0.995
 /// and 0.979, but that paper case 0.0128 → 0.0143 px); the soft threshold on the departure
 /// (0.993–0.994 and 0.964–0.970); over 13 × 13 nodes (the suite's phase within 0.0004
-/// waves of 9 × 9); for T and D too (D 3–7 % worse on the paper mix).
+/// waves of 9 × 9); for T and D too (D 3–7 % worse on the paper mix). Its cost is the
+/// areas' it adds: more blocks' correction is over the areas' limit (`regions.rs`; at
+/// 2048² × 20 700 blocks against 430, 0.16 s more; model card, *Speed*).
 fn smoothed(raw: &Array2<f32>) -> Array2<f32> {
     let median = median_3x3(raw);
     let Some(noise) = median_noise(&median, raw) else {
