@@ -8,9 +8,10 @@
 //! that bias; its median over 3×3 nodes (robust to a node at an edge or a failed fit),
 //! less its noise ([`shrunk`]; for the displacements, the medians' broad mean and their
 //! departure from it, each weighed against its noise, [`smoothed`]), bilinear between the
-//! nodes, is added to dx, dy, T and D everywhere (0.003–0.006 waves since). The displacements also take each node's own change beyond
-//! that smooth one, as far as it stands above its fit's noise ([`with_detail`]). The guard
-//! then judges the corrected estimate.
+//! nodes, is added to dx, dy, T and D everywhere (0.003–0.006 waves since). The
+//! displacements also take each node's own change beyond that smooth one, as far as it
+//! stands above its fit's noise ([`with_detail`]). The guard then judges the corrected
+//! estimate.
 
 use ndarray::{Array2, Zip};
 use rayon::prelude::*;
@@ -462,7 +463,7 @@ mod tests {
         let kept = smoothed(&raw);
         let medians = median_3x3(&raw);
         eprintln!(
-            "means: shrunk {:.4}, smoothed {:.4}; largest departures from 0.1: medians {:.4}, smoothed {:.4}",
+            "means: shrunk {:.4}, smoothed {:.4}; farthest from 0.1: medians {:.4}, smoothed {:.4}",
             mean(&shrunk_whole),
             mean(&kept),
             spread(&medians),

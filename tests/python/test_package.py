@@ -153,6 +153,7 @@ def test_the_guard_reports_the_pixels_it_solved_again(small):
     assert int(np.count_nonzero(resolved)) == guarded.resolved_pixels
     for r in (guarded, raw, tracked):
         assert r.status.dtype == np.uint8 and r.status.shape == r.dx.shape
+        assert r["status"] is r.status
         assert set(np.unique(r.status)) <= set(espinnet.STATUS)
         np.testing.assert_array_equal(np.isnan(r.dx), r.status == 3)
     assert not np.any(raw.status == 4) and not np.any(tracked.status == 4)

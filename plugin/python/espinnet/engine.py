@@ -81,7 +81,8 @@ class Result:
         return [(name, getattr(self, name)) for name in MAPS if getattr(self, name) is not None]
 
     def __getitem__(self, name):
-        if name not in MAPS:
+        """A map by name, as :meth:`items` names them, or ``"status"``."""
+        if name not in MAPS and name != "status":
             raise KeyError(name)
         return getattr(self, name)
 
