@@ -61,27 +61,9 @@ pub(crate) fn local_mean(
             }
         }
     });
-    let mut sat = vec![0.0f64; (h + 1) * (w + 1)];
-    for y in 0..h {
-        let mut row = 0.0;
-        for x in 0..w {
-            row += total[y * w + x];
-            sat[(y + 1) * (w + 1) + x + 1] = sat[y * (w + 1) + x + 1] + row;
-        }
-    }
-    drop(total);
-    let r = half_width;
-    let mut out = vec![0.0f32; h * w];
-    out.par_chunks_mut(w).enumerate().for_each(|(y, out)| {
-        let (y0, y1) = (y.saturating_sub(r), (y + r + 1).min(h));
-        for (x, o) in out.iter_mut().enumerate() {
-            let (x0, x1) = (x.saturating_sub(r), (x + r + 1).min(w));
-            let sum = sat[y1 * (w + 1) + x1] - sat[y0 * (w + 1) + x1] - sat[y1 * (w + 1) + x0]
-                + sat[y0 * (w + 1) + x0];
-            *o = (1.0 + sum / (n * (y1 - y0) * (x1 - x0)) as f64) as f32;
-        }
-    });
-    out
+    crate::neighbourhood::box_sums(total, (h, w), half_width, |sum, count| {
+        (1.0 + sum / (n * count) as f64) as f32
+    })
 }
 
 /// The reference's mean intensity and M, its local mean over frames and a box of

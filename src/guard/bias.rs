@@ -283,28 +283,13 @@ fn wiener(mut a: Array2<f32>, noise: f32) -> Array2<f32> {
     a
 }
 
-/// The mean of `a` over each node's (2·`reach` + 1)² neighbourhood within the grid: running
-/// sums (in f64) along the rows, then along the columns.
+/// The mean of `a` over each node's (2·`reach` + 1)² neighbourhood within the grid.
 fn box_mean(a: &Array2<f32>, reach: usize) -> Array2<f32> {
-    let along = |mut out: ndarray::ArrayViewMut1<f32>, line: ndarray::ArrayView1<f32>| {
-        let n = line.len();
-        let mut sums = Vec::with_capacity(n + 1);
-        sums.push(0.0f64);
-        for &v in line {
-            sums.push(sums.last().expect("one") + v as f64);
-        }
-        for (i, o) in out.iter_mut().enumerate() {
-            let (lo, hi) = (i.saturating_sub(reach), (i + reach + 1).min(n));
-            *o = ((sums[hi] - sums[lo]) / (hi - lo) as f64) as f32;
-        }
-    };
-    let mut rows = Array2::zeros(a.dim());
-    Zip::from(rows.rows_mut()).and(a.rows()).par_for_each(along);
-    let mut out = Array2::zeros(a.dim());
-    Zip::from(out.columns_mut())
-        .and(rows.columns())
-        .par_for_each(along);
-    out
+    let plane: Vec<f64> = a.iter().map(|&v| v as f64).collect();
+    let means = crate::neighbourhood::box_sums(plane, a.dim(), reach, |sum, count| {
+        (sum / count as f64) as f32
+    });
+    Array2::from_shape_vec(a.dim(), means).expect("one mean per node")
 }
 
 /// Nodes on either side of a node (along each axis) over which [`with_detail`] compares
